@@ -1,0 +1,1 @@
+"""raymeta: metamorphic networks (NeuMeta and the full-network recipe) on plain PyTorch."""
