@@ -1,0 +1,348 @@
+"""Typed configuration: one dataclass per concern, loaded from YAML, overridable as ``group.field=value``.
+
+Every field carries a docstring; ``__post_init__`` checks ranges so that a bad value fails at load time
+with a message naming the key, the value and what is allowed.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from raymeta.errors import ConfigError
+
+
+def _require(condition: bool, key: str, value, allowed: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    """Dataset: digits (bundled, default), synthetic, fashion_mnist, cifar10, cifar100."""
+    data_dir: str | None = None
+    """Folder holding the dataset files (fashion_mnist: idx files; cifar: the python-version folders)."""
+    download: bool = False
+    """Download CIFAR into data_dir when its files are missing (never done unless asked)."""
+    batch_size: int = 128
+    """Training micro-batch size: one configuration of a step sees one micro-batch."""
+    eval_batch_size: int = 512
+    """Batch size for evaluation."""
+    augment: bool = True
+    """Random crop (and flip where the dataset allows it) on training images."""
+    limit_train: int | None = None
+    """Keep only the first N training examples (fast runs)."""
+    limit_test: int | None = None
+    """Keep only the first N test examples (fast runs)."""
+
+    def __post_init__(self) -> None:
+        _require(self.batch_size >= 1, "data.batch_size", self.batch_size, "a positive integer")
+        _require(self.eval_batch_size >= 1, "data.eval_batch_size", self.eval_batch_size, "a positive integer")
+        for key in ("limit_train", "limit_test"):
+            value = getattr(self, key)
+            _require(value is None or value >= 1, f"data.{key}", value, "null or a positive integer")
+
+
+@dataclass
+class ModelConfig:
+    depth: int = 20
+    """ResNet depth 6n+2: 20 is ResNet-20 (n=3), 56 is ResNet-56 (n=9)."""
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64])
+    """Widths of the three stages; the paper's high-capacity variant is [64, 128, 256]."""
+
+    def __post_init__(self) -> None:
+        _require(self.depth >= 8 and (self.depth - 2) % 6 == 0, "model.depth", self.depth,
+                 "6n+2 with n ≥ 1 (8, 14, 20, …, 56)")
+        _require(len(self.widths) == 3 and all(w >= 1 for w in self.widths), "model.widths", self.widths,
+                 "three positive integers")
+
+
+@dataclass
+class PretrainConfig:
+    epochs: int = 30
+    """Epochs of ordinary training of the prior (the γ = 0 network, with BatchNorm)."""
+    lr: float = 0.1
+    """Peak SGD learning rate (cosine decay to zero)."""
+    momentum: float = 0.9
+    """SGD momentum."""
+    weight_decay: float = 5e-4
+    """SGD weight decay."""
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "pretrain.epochs", self.epochs, "a positive integer")
+        _require(self.lr > 0, "pretrain.lr", self.lr, "a positive number")
+
+
+@dataclass
+class SmoothConfig:
+    enabled: bool = True
+    """Permute channels to shorten the weights' total variation (NeuMeta intra-network smoothing)."""
+    restarts: int = 4
+    """Tours tried per channel group by the Hamiltonian-path solver."""
+
+    def __post_init__(self) -> None:
+        _require(self.restarts >= 1, "smooth.restarts", self.restarts, "a positive integer")
+
+
+@dataclass
+class INRConfig:
+    hidden_width: int = 256
+    """Width H of every INR MLP (paper: 512)."""
+    depth: int = 8
+    """Depth D of every INR MLP: an input layer, D-1 residual ELU blocks, an output layer (paper: 8)."""
+    fourier_frequencies: int = 16
+    """Fourier frequencies F per coordinate (paper: 32). Features are computed in float64, so F ≤ 32 is exact enough."""
+    coordinate_noise: float = 0.5
+    """Half-width of the uniform noise added to raw coordinates in training (clamped to ±0.49)."""
+
+    def __post_init__(self) -> None:
+        _require(self.hidden_width >= 1, "inr.hidden_width", self.hidden_width, "a positive integer")
+        _require(self.depth >= 1, "inr.depth", self.depth, "a positive integer")
+        _require(0 <= self.fourier_frequencies <= 32, "inr.fourier_frequencies", self.fourier_frequencies,
+                 "an integer in [0, 32] (beyond 2^32 the float64 features are noise)")
+        _require(0 <= self.coordinate_noise <= 0.5, "inr.coordinate_noise", self.coordinate_noise,
+                 "a number in [0, 0.5] (noise is clamped to ±0.49 so it never changes the element)")
+
+
+@dataclass
+class TrainConfig:
+    blocks: list[str] = field(default_factory=lambda: ["stage3"])
+    """Metamorphic blocks in training order: names like stage3.block1, ranges stage3.block1-7,
+    a whole stage (stage3: its blocks without projection and without the network's last block),
+    'full' (every block but projection blocks and the last) or 'last' (only the last block)."""
+    epochs_per_stage: int = 50
+    """Epochs of each incremental stage (non-incremental runs train stages × this many epochs)."""
+    steps_per_epoch: int | None = None
+    """Cap on optimiser steps per epoch (fast runs); null = one pass over the training data."""
+    lr: float = 8e-4
+    """AdamW learning rate of the INRs."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay of the INRs."""
+    alpha_lr: float = 1e-4
+    """Learning rate of the residual scales α."""
+    head_lr: float = 7e-5
+    """Learning rate of the fine-tuned last block and classifier."""
+    warmup_epochs: float = 20
+    """Linear warm-up of every learning rate at the start of each stage, then constant."""
+    clip_value: float = 10.0
+    """Gradient value clipping (0 disables)."""
+    configs_per_step: int = 4
+    """M: configurations whose gradients are accumulated per optimiser step (1 = NeuMeta)."""
+    gamma_pool: list[float] = field(default_factory=lambda: [0.0, 0.5])
+    """Training pool [low, high] of compression ratios, sampled uniformly."""
+    lambda_task: float = 1.0
+    """Weight of the cross-entropy of the generated network."""
+    lambda_rec: float = 1.0
+    """Weight of the reconstruction MSE to the smoothed prior (full-width configurations only)."""
+    lambda_reg: float = 1e-4
+    """Weight of the sum of L2 norms of the generated tensors."""
+    incremental: bool = True
+    """Make one more block metamorphic per stage (False: all blocks at once)."""
+    alpha_scaling: bool = True
+    """Learnable residual scale α (init 0) on metamorphic blocks (False: α fixed to 1)."""
+    inr_init: bool = True
+    """A new block's INRs start as a copy of the previous block's (False: random)."""
+    separate_bias_inr: bool = True
+    """Separate INRs for biases (False: the bias is output column 0 of the weight INR)."""
+    finetune_head: bool = True
+    """Fine-tune the last block and classifier across configurations (False: frozen)."""
+
+    def __post_init__(self) -> None:
+        _require(len(self.blocks) >= 1, "train.blocks", self.blocks, "at least one block name")
+        _require(self.epochs_per_stage >= 1, "train.epochs_per_stage", self.epochs_per_stage, "a positive integer")
+        _require(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "train.steps_per_epoch",
+                 self.steps_per_epoch, "null or a positive integer")
+        for key in ("lr", "alpha_lr", "head_lr"):
+            _require(getattr(self, key) > 0, f"train.{key}", getattr(self, key), "a positive number")
+        for key in ("weight_decay", "warmup_epochs", "clip_value", "lambda_task", "lambda_rec", "lambda_reg"):
+            _require(getattr(self, key) >= 0, f"train.{key}", getattr(self, key), "a number ≥ 0")
+        _require(self.configs_per_step >= 1, "train.configs_per_step", self.configs_per_step, "a positive integer")
+        low_high = self.gamma_pool
+        _require(len(low_high) == 2 and -1 <= low_high[0] <= low_high[1] < 1, "train.gamma_pool", low_high,
+                 "[low, high] with -1 ≤ low ≤ high < 1")
+
+    @property
+    def switches(self) -> dict[str, object]:
+        """The ablation switches of paper Table 1 (all off with M = 1 is the NeuMeta baseline)."""
+        return {"incremental": self.incremental, "alpha_scaling": self.alpha_scaling,
+                "grad_accumulation": self.configs_per_step, "inr_init": self.inr_init,
+                "separate_bias_inr": self.separate_bias_inr, "finetune_head": self.finetune_head}
+
+
+NEUMETA_SWITCHES = {"incremental": False, "alpha_scaling": False, "configs_per_step": 1, "inr_init": False,
+                    "separate_bias_inr": False, "finetune_head": False}
+"""The original NeuMeta baseline: every component of the full recipe switched off."""
+
+
+@dataclass
+class EvalConfig:
+    gammas: list[float] = field(default_factory=lambda: [-0.25, 0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75])
+    """Compression ratios to evaluate; those outside train.gamma_pool are marked unseen."""
+    samples: int = 1
+    """K noisy coordinate samples averaged per γ (1 = the noise-free coordinates; references use 100)."""
+
+    def __post_init__(self) -> None:
+        _require(len(self.gammas) >= 1 and all(-1 <= g < 1 for g in self.gammas), "eval.gammas", self.gammas,
+                 "a non-empty list of numbers in [-1, 1)")
+        _require(self.samples >= 1, "eval.samples", self.samples, "a positive integer")
+
+
+@dataclass
+class Config:
+    run_dir: str = "runs/default"
+    """Folder for every file a run writes: prior, smoothed prior, training checkpoint, results."""
+    seed: int = 0
+    """Seed of every random choice (data order, configuration sampling, initialisation)."""
+    device: str = "cpu"
+    """torch device: cpu, cuda, cuda:1, or auto (cuda when available)."""
+    threads: int | None = None
+    """torch CPU threads (null: torch's default)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    smooth: SmoothConfig = field(default_factory=SmoothConfig)
+    inr: INRConfig = field(default_factory=INRConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
+                 self.device, "cpu, cuda, cuda:N or auto")
+        _require(self.threads is None or self.threads >= 1, "threads", self.threads, "null or a positive integer")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """Short hash of everything that changes results (not where files go or which device runs them)."""
+        content = self.to_dict()
+        for key in ("run_dir", "device", "threads"):
+            content.pop(key)
+        text = json.dumps(content, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _coerce(value, annotation, key: str):
+    """Check (and lightly convert) a YAML value against a field's type; raise ConfigError naming the key."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if isinstance(value, tuple):
+            value = list(value)
+        if isinstance(value, str) and item_type is str:
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}={value!r} is not allowed: expected a list of {item_type.__name__}")
+        return [_coerce(item, item_type, f"{key}[{i}]") for i, item in enumerate(value)]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}={value!r} is not allowed: expected true or false")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}={value!r} is not allowed: expected an integer")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        raise ConfigError(f"{key}={value!r} is not allowed: expected a number")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}={value!r} is not allowed: expected a string")
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, key)
+    raise ConfigError(f"{key}: unsupported type {annotation}")
+
+
+def _build(cls, values, prefix: str):
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping of keys to values, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown key {where}{unknown[0]}; allowed keys here: {', '.join(names)}")
+    kwargs = {}
+    for name in names:
+        if name in values:
+            key = f"{prefix}.{name}" if prefix else name
+            kwargs[name] = _coerce(values[name], hints[name], key)
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict) -> Config:
+    return _build(Config, values, "")
+
+
+def _set_dotted(tree: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted}: {part} is not a group")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``train.lr=1e-3`` → ("train.lr", 0.001); the value is read as YAML (so lists and null work)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not allowed: expected group.key=value, e.g. train.lr=1e-3")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {text!r}: the value does not parse as YAML ({error})") from None
+    return key.strip(), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (or the defaults), apply ``group.key=value`` overrides, validate."""
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of groups, got {type(values).__name__}")
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(values, key, value)
+    try:
+        return config_from_dict(values)
+    except ConfigError as error:
+        where = f" in {path}" if path is not None else ""
+        raise ConfigError(f"{error}{where}") from None
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
