@@ -1,0 +1,541 @@
+"""Datasets and deterministic data loaders.
+
+Every dataset is held in memory as one normalised float tensor (the largest, CIFAR, is about 600 MB), so a
+training step never decodes images and the only per-sample work is the optional augmentation.
+
+Datasets:
+
+* ``digits``: scikit-learn's bundled 8x8 digits, split 80/20 (stratified) here; needs no files.
+* ``synthetic``: class templates plus gaussian noise, generated in memory; for fast tests and smoke runs.
+* ``fashion_mnist``: the standard idx files (plain or gzipped) in ``data_dir``.
+* ``cifar10`` / ``cifar100``: the standard "python version" pickles under ``data_dir``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from raymeta.errors import ConfigError, DataError
+
+DATASET_NAMES = ("digits", "synthetic", "fashion_mnist", "cifar10", "cifar100")
+
+DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+DEFAULT_CIFAR_DIR = "./data"
+
+FASHION_MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (N, rows, cols)
+IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension (N)
+
+CIFAR_IMAGE_SIZE = 32
+CIFAR_PIXELS = 3 * CIFAR_IMAGE_SIZE * CIFAR_IMAGE_SIZE
+# Per-channel mean/std of the CIFAR training sets (pixel values in [0, 1]).
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+
+
+@dataclass(frozen=True)
+class _CifarLayout:
+    """Where one CIFAR variant lives on disk and where to fetch it from."""
+
+    num_classes: int
+    folder: str
+    train_files: tuple[str, ...]
+    test_file: str
+    label_key: bytes
+    url: str
+    md5: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+_CIFAR_LAYOUTS = {
+    "cifar10": _CifarLayout(
+        num_classes=10,
+        folder="cifar-10-batches-py",
+        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
+        test_file="test_batch",
+        label_key=b"labels",
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        md5="c58f30108f718f92721af3b95e74349a",
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+    ),
+    "cifar100": _CifarLayout(
+        num_classes=100,
+        folder="cifar-100-python",
+        train_files=("train",),
+        test_file="test",
+        label_key=b"fine_labels",
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        md5="eb9058c3a382ffc7106e4002c42a8d85",
+        mean=CIFAR100_MEAN,
+        std=CIFAR100_STD,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static description of a dataset: what a model consuming it has to be built for."""
+
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: int  # images are square: image_size x image_size
+
+
+@dataclass
+class DatasetBundle:
+    """A dataset's train and test splits, both yielding ``(image float32 [C,H,W], label int64)``."""
+
+    info: DatasetInfo
+    train: Dataset
+    test: Dataset
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Per-sample training augmentation: a random crop after zero padding, then an optional mirror."""
+
+    crop_padding: int
+    horizontal_flip: bool
+
+
+class TensorImageDataset(Dataset):
+    """Images and labels held in memory, optionally augmented per sample.
+
+    ``images`` must already be normalised ([N, C, H, W] float32). The crop pads with zeros in that
+    normalised space, i.e. with the dataset's mean colour, so padding does not introduce a pixel value
+    the network never sees otherwise. Randomness comes from torch's global RNG, so ``torch.manual_seed``
+    makes an augmented epoch reproducible.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: AugmentSpec | None = None):
+        if images.ndim != 4 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+            raise DataError(
+                f"TensorImageDataset got images of shape {tuple(images.shape)} and labels of shape "
+                f"{tuple(labels.shape)}; expected images [N, C, H, W] and labels [N] with the same N"
+            )
+        self.images = images.to(torch.float32)
+        self.labels = labels.to(torch.int64)
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[index]
+        if self.augment is not None:
+            image = _augment(image, self.augment)
+        return image, self.labels[index]
+
+
+def _augment(image: torch.Tensor, spec: AugmentSpec) -> torch.Tensor:
+    """Randomly crop (after zero padding) and maybe mirror one [C, H, W] image."""
+    pad = spec.crop_padding
+    if pad > 0:
+        height, width = image.shape[-2:]
+        padded = F.pad(image, (pad, pad, pad, pad))
+        top, left = torch.randint(0, 2 * pad + 1, (2,)).tolist()
+        image = padded[:, top : top + height, left : left + width]
+    if spec.horizontal_flip and torch.rand(()).item() < 0.5:
+        image = image.flip(-1)
+    return image
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | None = None,
+    *,
+    download: bool = False,
+    augment: bool = True,
+    limit_train: int | None = None,
+    limit_test: int | None = None,
+    seed: int = 0,
+    synthetic_size: tuple[int, int] = (512, 256),
+    synthetic_image_size: int = 8,
+    synthetic_channels: int = 3,
+    synthetic_classes: int = 4,
+) -> DatasetBundle:
+    """Load dataset ``name`` (one of ``DATASET_NAMES``) into memory, normalised.
+
+    ``data_dir`` is used by fashion_mnist (default ``/usr/share/datasets/fashion-mnist``) and the CIFARs
+    (default ``./data``); ``download`` only applies to the CIFARs. ``augment`` turns on the training-split
+    augmentation (never for the test split, never for synthetic). ``limit_train``/``limit_test`` keep the
+    first N examples of each split, for fast runs. ``seed`` fixes the digits split and the synthetic data.
+    Normalisation statistics always come from the full training split, so a limited run sees inputs on
+    the same scale as a full one.
+    """
+    if name not in DATASET_NAMES:
+        raise ConfigError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
+    _check_limit("limit_train", limit_train)
+    _check_limit("limit_test", limit_test)
+
+    if name == "digits":
+        info, train_images, train_labels, test_images, test_labels = _load_digits(seed)
+        augment_spec = AugmentSpec(crop_padding=1, horizontal_flip=False)  # digits are not mirror-invariant
+    elif name == "synthetic":
+        info, train_images, train_labels, test_images, test_labels = _make_synthetic(
+            seed, synthetic_size, synthetic_image_size, synthetic_channels, synthetic_classes
+        )
+        # Templates are pixel noise, so shifting them would destroy most of the signal.
+        augment_spec = None
+    elif name == "fashion_mnist":
+        folder = Path(data_dir if data_dir is not None else DEFAULT_FASHION_MNIST_DIR)
+        info, train_images, train_labels, test_images, test_labels = _load_fashion_mnist(folder)
+        augment_spec = AugmentSpec(crop_padding=2, horizontal_flip=True)
+    else:
+        folder = Path(data_dir if data_dir is not None else DEFAULT_CIFAR_DIR)
+        info, train_images, train_labels, test_images, test_labels = _load_cifar(name, folder, download)
+        augment_spec = AugmentSpec(crop_padding=4, horizontal_flip=True)
+
+    # Clone the kept prefix: a slice is a view that would keep the whole split (600 MB for CIFAR) alive.
+    if limit_train is not None:
+        train_images, train_labels = train_images[:limit_train].clone(), train_labels[:limit_train].clone()
+    if limit_test is not None:
+        test_images, test_labels = test_images[:limit_test].clone(), test_labels[:limit_test].clone()
+    return DatasetBundle(
+        info=info,
+        train=TensorImageDataset(train_images, train_labels, augment_spec if augment else None),
+        test=TensorImageDataset(test_images, test_labels, None),
+    )
+
+
+def _check_limit(argument: str, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"{argument} must be a positive integer or None, got {value!r}")
+
+
+def _check_positive_int(argument: str, value: object, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{argument} must be an integer >= {minimum}, got {value!r}")
+
+
+def _normalise_by_train_stats(
+    dataset: str, train: torch.Tensor, test: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalise both splits in place with the per-channel mean/std of the training split."""
+    std, mean = torch.std_mean(train, dim=(0, 2, 3), keepdim=True)
+    if not bool((std > 0).all()):
+        raise DataError(
+            f"{dataset}: a channel of the training images is constant (std {std.flatten().tolist()}); "
+            "expected images with varying pixel values"
+        )
+    return train.sub_(mean).div_(std), test.sub_(mean).div_(std)
+
+
+# --- digits -------------------------------------------------------------------------------------------
+
+
+def _load_digits(seed: int):
+    """scikit-learn's 1797 8x8 digits, split 80/20 per class with a permutation drawn from ``seed``."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0  # values are 0..16
+    labels = torch.as_tensor(bunch.target, dtype=torch.int64)
+
+    generator = torch.Generator().manual_seed(seed)
+    train_parts, test_parts = [], []
+    for label in range(10):
+        members = torch.nonzero(labels == label).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        num_test = round(0.2 * len(members))
+        test_parts.append(members[:num_test])
+        train_parts.append(members[num_test:])
+    # Shuffle across classes so that "the first N examples" (limit_train/limit_test) covers every class.
+    train_index = torch.cat(train_parts)
+    train_index = train_index[torch.randperm(len(train_index), generator=generator)]
+    test_index = torch.cat(test_parts)
+    test_index = test_index[torch.randperm(len(test_index), generator=generator)]
+
+    train_images, test_images = _normalise_by_train_stats("digits", images[train_index], images[test_index])
+    info = DatasetInfo(name="digits", num_classes=10, in_channels=1, image_size=8)
+    return info, train_images, labels[train_index], test_images, labels[test_index]
+
+
+# --- synthetic ----------------------------------------------------------------------------------------
+
+
+def _make_synthetic(
+    seed: int, sizes: tuple[int, int], image_size: int, channels: int, num_classes: int
+):
+    """One random template per class; each example is its class template plus unit gaussian noise.
+
+    With templates and noise both of unit scale the classes are far apart in pixel space (nearest
+    template is almost always right) yet every single pixel is noisy, so a small CNN needs a few epochs.
+    """
+    if not (isinstance(sizes, (tuple, list)) and len(sizes) == 2):
+        raise ConfigError(f"synthetic_size must be a (train, test) pair of positive integers, got {sizes!r}")
+    # Two examples at least, so the normalisation statistics are defined.
+    _check_positive_int("synthetic_size[0] (train examples)", sizes[0], minimum=2)
+    _check_positive_int("synthetic_size[1] (test examples)", sizes[1])
+    _check_positive_int("synthetic_image_size", image_size)
+    _check_positive_int("synthetic_channels", channels)
+    _check_positive_int("synthetic_classes", num_classes, minimum=2)
+
+    generator = torch.Generator().manual_seed(seed)
+    templates = torch.randn(num_classes, channels, image_size, image_size, generator=generator)
+
+    def sample(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # Balanced classes, in a random order so that any prefix is roughly balanced too.
+        labels = (torch.arange(count) % num_classes)[torch.randperm(count, generator=generator)]
+        noise = torch.randn(count, channels, image_size, image_size, generator=generator)
+        return templates[labels] + noise, labels
+
+    train_images, train_labels = sample(sizes[0])
+    test_images, test_labels = sample(sizes[1])
+    train_images, test_images = _normalise_by_train_stats("synthetic", train_images, test_images)
+    info = DatasetInfo(name="synthetic", num_classes=num_classes, in_channels=channels, image_size=image_size)
+    return info, train_images, train_labels, test_images, test_labels
+
+
+# --- Fashion-MNIST ------------------------------------------------------------------------------------
+
+
+def _load_fashion_mnist(folder: Path):
+    """The four standard idx files in ``folder``: 60000 train and 10000 test 28x28 grayscale images."""
+    paths = _find_fashion_mnist_files(folder)
+    train_images = _read_idx(paths["train-images-idx3-ubyte"], IDX_IMAGES_MAGIC, image_size=28)
+    train_labels = _read_idx(paths["train-labels-idx1-ubyte"], IDX_LABELS_MAGIC)
+    test_images = _read_idx(paths["t10k-images-idx3-ubyte"], IDX_IMAGES_MAGIC, image_size=28)
+    test_labels = _read_idx(paths["t10k-labels-idx1-ubyte"], IDX_LABELS_MAGIC)
+    for images, labels, images_name, labels_name in (
+        (train_images, train_labels, "train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        (test_images, test_labels, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    ):
+        if images.shape[0] != labels.shape[0]:
+            raise DataError(
+                f"{paths[images_name]} holds {images.shape[0]} images but {paths[labels_name]} holds "
+                f"{labels.shape[0]} labels; expected the same count"
+            )
+        if labels.numel() and int(labels.max()) >= 10:
+            raise DataError(f"{paths[labels_name]} holds label {int(labels.max())}; expected labels 0..9")
+
+    train_float = train_images.to(torch.float32).div_(255.0).unsqueeze(1)
+    test_float = test_images.to(torch.float32).div_(255.0).unsqueeze(1)
+    train_float, test_float = _normalise_by_train_stats("fashion_mnist", train_float, test_float)
+    info = DatasetInfo(name="fashion_mnist", num_classes=10, in_channels=1, image_size=28)
+    return info, train_float, train_labels.to(torch.int64), test_float, test_labels.to(torch.int64)
+
+
+def _find_fashion_mnist_files(folder: Path) -> dict[str, Path]:
+    """Map each expected idx file name to its path in ``folder``, preferring the plain over the .gz file."""
+    expected = ", ".join(f"{name}[.gz]" for name in FASHION_MNIST_FILES)
+    hint = "install them with `apt-get install dataset-fashion-mnist` or pass the folder that holds them"
+    if not folder.is_dir():
+        raise DataError(f"Fashion-MNIST folder {folder} does not exist; expected it to hold {expected} ({hint})")
+    paths = {}
+    for name in FASHION_MNIST_FILES:
+        candidates = [folder / name, folder / f"{name}.gz"]
+        found = next((path for path in candidates if path.is_file()), None)
+        if found is None:
+            raise DataError(
+                f"Fashion-MNIST file {folder / name} (or {name}.gz) is missing; expected {expected} "
+                f"in {folder} ({hint})"
+            )
+        paths[name] = found
+    return paths
+
+
+def _read_idx(path: Path, expected_magic: int, image_size: int | None = None) -> torch.Tensor:
+    """Read an unsigned-byte idx file (big-endian header: magic, then one uint32 per dimension).
+
+    ``image_size``, when given, is the required rows and cols of an image file.
+    """
+    kind = "images" if expected_magic == IDX_IMAGES_MAGIC else "labels"
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as handle:
+            content = handle.read()
+    except (OSError, EOFError) as error:  # gzip reports a corrupt or truncated archive this way
+        raise DataError(f"cannot read idx {kind} file {path}: {error}") from error
+
+    if len(content) < 4:
+        raise DataError(f"idx {kind} file {path} is {len(content)} bytes long; expected at least a 4-byte header")
+    magic = int.from_bytes(content[:4], "big")
+    if magic != expected_magic:
+        raise DataError(
+            f"idx {kind} file {path} has magic number 0x{magic:08x}; expected 0x{expected_magic:08x}"
+        )
+    num_dims = expected_magic & 0xFF
+    header_size = 4 + 4 * num_dims
+    if len(content) < header_size:
+        raise DataError(
+            f"idx {kind} file {path} is {len(content)} bytes long; expected a {header_size}-byte header"
+        )
+    dims = [int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(num_dims)]
+    if image_size is not None and dims[1:] != [image_size, image_size]:
+        raise DataError(
+            f"idx {kind} file {path} holds {dims[1]}x{dims[2]} images; expected {image_size}x{image_size}"
+        )
+    expected_size = header_size + int(np.prod(dims))
+    if len(content) != expected_size:
+        raise DataError(
+            f"idx {kind} file {path} is {len(content)} bytes long; expected {expected_size} bytes for "
+            f"dimensions {dims} (truncated or corrupt file?)"
+        )
+    array = np.frombuffer(content, dtype=np.uint8, offset=header_size).reshape(dims)
+    return torch.from_numpy(array.copy())  # copy: frombuffer's array is read-only
+
+
+# --- CIFAR --------------------------------------------------------------------------------------------
+
+
+def _load_cifar(name: str, data_dir: Path, download: bool):
+    """CIFAR-10/100 from the standard python-version pickles under ``data_dir``."""
+    layout = _CIFAR_LAYOUTS[name]
+    folder = data_dir / layout.folder
+    needed = [*layout.train_files, layout.test_file]
+    missing = [file for file in needed if not (folder / file).is_file()]
+    if missing and download:
+        _download_cifar(name, layout, data_dir)
+        missing = [file for file in needed if not (folder / file).is_file()]
+    if missing:
+        raise DataError(
+            f"{name} files missing in {folder}: {', '.join(missing)}; expected {', '.join(needed)} there. "
+            f"Pass `--data.download true` to download them, or put the extracted {layout.url.rsplit('/', 1)[1]} "
+            f"under {data_dir}"
+        )
+
+    train_batches = [_read_cifar_pickle(folder / file, layout) for file in layout.train_files]
+    train_pixels = torch.cat([pixels for pixels, _ in train_batches])
+    train_labels = torch.cat([labels for _, labels in train_batches])
+    test_pixels, test_labels = _read_cifar_pickle(folder / layout.test_file, layout)
+
+    info = DatasetInfo(name=name, num_classes=layout.num_classes, in_channels=3, image_size=CIFAR_IMAGE_SIZE)
+    return (
+        info,
+        _cifar_to_float(train_pixels, layout),
+        train_labels,
+        _cifar_to_float(test_pixels, layout),
+        test_labels,
+    )
+
+
+def _download_cifar(name: str, layout: _CifarLayout, data_dir: Path) -> None:
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    try:
+        download_and_extract_archive(layout.url, download_root=str(data_dir), md5=layout.md5)
+    except (OSError, RuntimeError) as error:  # URLError is an OSError; a bad md5 is a RuntimeError
+        raise DataError(f"downloading {name} from {layout.url} into {data_dir} failed: {error}") from error
+
+
+def _read_cifar_pickle(path: Path, layout: _CifarLayout) -> tuple[torch.Tensor, torch.Tensor]:
+    """One CIFAR batch file: uint8 pixels [N, 3, 32, 32] and int64 labels [N].
+
+    The files are pickles, so only load CIFAR folders you trust.
+    """
+    try:
+        with open(path, "rb") as handle:
+            batch = pickle.load(handle, encoding="bytes")
+    except Exception as error:  # unpickling corrupt bytes can raise almost any exception type
+        raise DataError(f"cannot unpickle CIFAR file {path}: {type(error).__name__}: {error}") from error
+    label_key = layout.label_key
+    if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
+        keys = list(batch) if isinstance(batch, dict) else None
+        raise DataError(
+            f"CIFAR file {path} holds {type(batch).__name__} with keys {keys}; expected a dict with keys "
+            f"{b'data'!r} and {label_key!r}"
+        )
+    data = batch[b"data"]
+    is_array = isinstance(data, np.ndarray)
+    if not is_array or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CIFAR_PIXELS:
+        description = f"{data.dtype} array of shape {data.shape}" if is_array else type(data).__name__
+        raise DataError(
+            f"CIFAR file {path}: {b'data'!r} is a {description}; expected a uint8 array [N, {CIFAR_PIXELS}]"
+        )
+    try:
+        labels = np.asarray(batch[label_key], dtype=np.int64)
+    except (TypeError, ValueError) as error:
+        raise DataError(f"CIFAR file {path}: {label_key!r} is not a list of integers: {error}") from error
+    if labels.shape != (data.shape[0],):
+        raise DataError(
+            f"CIFAR file {path}: {label_key!r} has shape {labels.shape}; expected one label per image "
+            f"({data.shape[0]},)"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= layout.num_classes):
+        raise DataError(
+            f"CIFAR file {path}: labels range over {labels.min()}..{labels.max()}; "
+            f"expected 0..{layout.num_classes - 1}"
+        )
+    pixels = torch.from_numpy(np.ascontiguousarray(data)).reshape(-1, 3, CIFAR_IMAGE_SIZE, CIFAR_IMAGE_SIZE)
+    return pixels, torch.from_numpy(labels)
+
+
+def _cifar_to_float(pixels: torch.Tensor, layout: _CifarLayout) -> torch.Tensor:
+    """uint8 pixels to floats normalised with the standard CIFAR statistics (in place after one copy)."""
+    mean = torch.tensor(layout.mean).view(1, 3, 1, 1)
+    std = torch.tensor(layout.std).view(1, 3, 1, 1)
+    return pixels.to(torch.float32).div_(255.0).sub_(mean).div_(std)
+
+
+# --- loaders ------------------------------------------------------------------------------------------
+
+
+class _SeededPermutationSampler(Sampler[int]):
+    """Yields a permutation of ``range(size)`` that depends only on (seed, epoch), the same on every pass."""
+
+    def __init__(self, size: int, seed: int, epoch: int):
+        self.size = size
+        self.seed = seed
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch))
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
+def _mix_seed(seed: int, epoch: int) -> int:
+    """A 64-bit seed unique to (seed, epoch); SeedSequence decorrelates neighbouring pairs."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0])
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A single-process DataLoader whose order depends only on ``(seed, epoch)``.
+
+    Build one per epoch with that epoch's number. Iterating the same loader again repeats its order.
+    The loader never draws from torch's global RNG, which stays reserved for augmentation.
+    """
+    _check_positive_int("batch_size", batch_size)
+    for argument, value in (("seed", seed), ("epoch", epoch)):
+        _check_positive_int(argument, value, minimum=0)
+    sampler = _SeededPermutationSampler(len(dataset), seed, epoch) if shuffle else None
+    # DataLoader draws a base seed for worker processes on every iteration, from the global RNG unless it
+    # has its own generator; give it one so batching does not shift the augmentation's random stream.
+    generator = torch.Generator().manual_seed(_mix_seed(seed, epoch))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=drop_last,
+        num_workers=0,
+        generator=generator,
+    )

@@ -1,0 +1,242 @@
+"""The hypernetwork: coordinates of generated elements, Fourier features, and banks of per-tensor MLPs.
+
+Every generated 3×3 conv is one *base layer* with index l among the L generated layers. Its element
+(o, i) has raw coordinates ``(l, o, i, L, O, I)``; its bias element o has ``(l, o, I, L, O, I)`` (one
+past the last input channel, so that a shared weight/bias INR can tell them apart). The MLPs see
+``(l/L, o/O, i/I, L/L_ref, O/O_ref, I/I_ref)`` (paper Eq. 1) through Fourier features.
+
+Each base layer has its own MLP (block-based INR); all MLPs of a bank have one shape and run
+together as batched matrix products. Coordinates are routed to their MLP by the layer index before
+any noise is added, and noise is clamped to ±0.49 so it never changes the element it perturbs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NOISE_CLAMP = 0.49
+KERNEL_ELEMENTS = 9  # 3×3 kernels: one coordinate predicts a whole kernel
+
+
+@dataclass(frozen=True)
+class BaseLayer:
+    """One generated conv: which module it replaces and its full-size (reference) shape."""
+
+    module: str
+    """Module path in the ResNet, e.g. ``stages.2.1.conv1``."""
+    block: tuple[int, int]
+    """(stage, block) position of the metamorphic block it belongs to."""
+    hidden_is_output: bool
+    """True for conv1 (its output channels are the block's hidden width), False for conv2."""
+    out_channels: int
+    in_channels: int
+
+    def shape(self, hidden: int) -> tuple[int, int]:
+        """(O, I) of this layer when its block's hidden width is ``hidden``."""
+        if self.hidden_is_output:
+            return hidden, self.in_channels
+        return self.out_channels, hidden
+
+
+def fourier_features(x: torch.Tensor, frequencies: int) -> torch.Tensor:
+    """``[x, sin(2^f π x), cos(2^f π x)]`` for f < F, computed in float64, returned as float32.
+
+    float64 keeps high frequencies meaningful: in float32, 2^f·x loses every significant bit for f ≳ 20.
+    """
+    x = x.to(torch.float64)
+    if frequencies == 0:
+        return x.float()
+    scales = (2.0 ** torch.arange(frequencies, dtype=torch.float64, device=x.device)) * math.pi
+    angles = (x.unsqueeze(-1) * scales).flatten(-2)
+    return torch.cat([x, torch.sin(angles), torch.cos(angles)], dim=-1).float()
+
+
+def add_coordinate_noise(position: torch.Tensor, noise: float,
+                         generator: torch.Generator | None) -> torch.Tensor:
+    """A new tensor: raw integer positions plus uniform noise of half-width ``noise``, clamped to ±0.49.
+
+    Never in place (the cached coordinates stay intact), and never enough to name another element.
+    """
+    if noise <= 0:
+        return position
+    draw = torch.rand(position.shape, generator=generator, dtype=torch.float64).to(position.device)
+    return position + ((draw * 2 - 1) * noise).clamp(-NOISE_CLAMP, NOISE_CLAMP)
+
+
+def feature_dim(frequencies: int) -> int:
+    return 6 * (1 + 2 * frequencies)
+
+
+class INRBank(nn.Module):
+    """N residual ELU MLPs of one shape, stored stacked and evaluated with batched matmuls.
+
+    Each MLP: Linear(in→H), then D−1 blocks ``h ← h + s_j · ELU(W_j h + b_j)``, then Linear(H→out).
+    """
+
+    def __init__(self, count: int, in_dim: int, hidden: int, depth: int, out_dim: int):
+        super().__init__()
+        self.count, self.in_dim, self.hidden, self.depth, self.out_dim = count, in_dim, hidden, depth, out_dim
+        blocks = depth - 1
+        self.w_in = nn.Parameter(torch.empty(count, in_dim, hidden))
+        self.b_in = nn.Parameter(torch.empty(count, 1, hidden))
+        self.w_res = nn.Parameter(torch.empty(count, blocks, hidden, hidden))
+        self.b_res = nn.Parameter(torch.empty(count, blocks, 1, hidden))
+        self.s_res = nn.Parameter(torch.empty(count, blocks))
+        self.w_out = nn.Parameter(torch.empty(count, hidden, out_dim))
+        self.b_out = nn.Parameter(torch.empty(count, 1, out_dim))
+        for index in range(count):
+            self.reset_mlp(index)
+
+    @torch.no_grad()
+    def reset_mlp(self, index: int, generator: torch.Generator | None = None) -> None:
+        """Random initialisation of one MLP (nn.Linear's uniform bounds)."""
+        def uniform(tensor: torch.Tensor, fan_in: int) -> None:
+            bound = 1.0 / math.sqrt(fan_in)
+            tensor.copy_(torch.rand(tensor.shape, generator=generator, dtype=tensor.dtype) * 2 * bound - bound)
+
+        uniform(self.w_in[index], self.in_dim)
+        uniform(self.b_in[index], self.in_dim)
+        uniform(self.w_res[index], self.hidden)
+        uniform(self.b_res[index], self.hidden)
+        self.s_res[index].fill_(1.0)
+        uniform(self.w_out[index], self.hidden)
+        uniform(self.b_out[index], self.hidden)
+
+    @torch.no_grad()
+    def copy_mlp(self, source: int, target: int) -> None:
+        """INR initialisation from a predecessor: MLP ``target`` becomes a copy of MLP ``source``."""
+        for parameter in self.parameters():
+            parameter[target].copy_(parameter[source])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [n, P, in] for the first n MLPs (n ≤ count) → [n, P, out]."""
+        n = x.shape[0]
+        h = torch.baddbmm(self.b_in[:n], x, self.w_in[:n])
+        for j in range(self.depth - 1):
+            update = F.elu(torch.baddbmm(self.b_res[:n, j], h, self.w_res[:n, j]))
+            h = h + self.s_res[:n, j, None, None] * update
+        return torch.baddbmm(self.b_out[:n], h, self.w_out[:n])
+
+
+@dataclass
+class _Layout:
+    """Coordinates of one bank for one set of shapes, and where each tensor's outputs lie."""
+
+    raw: torch.Tensor  # [n_layers, P_max, 6] float64, never modified after construction
+    segments: list[list[tuple[str, int, int, tuple[int, ...]]]]  # per layer: (kind, start, count, shape)
+
+
+class Hypernetwork(nn.Module):
+    """Generates the conv weights and biases of the metamorphic blocks for any hidden widths."""
+
+    def __init__(self, layers: list[BaseLayer], *, hidden: int, depth: int, frequencies: int,
+                 separate_bias: bool, cache_size: int = 128):
+        super().__init__()
+        self.layers = layers
+        self.frequencies = frequencies
+        self.separate_bias = separate_bias
+        in_dim = feature_dim(frequencies)
+        self.weight_bank = INRBank(len(layers), in_dim, hidden, depth, KERNEL_ELEMENTS)
+        self.bias_bank = INRBank(len(layers), in_dim, hidden, depth, 1) if separate_bias else None
+        self.active_layers = len(layers)
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_size = cache_size
+
+    def banks(self) -> list[INRBank]:
+        return [b for b in (self.weight_bank, self.bias_bank) if b is not None]
+
+    def _layouts(self, hidden_widths: dict[tuple[int, int], int], device: torch.device) -> list[_Layout]:
+        active = self.layers[: self.active_layers]
+        key = (tuple(hidden_widths[layer.block] for layer in active), str(device))
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        total = float(len(self.layers))
+        weight_parts, bias_parts = [], []
+        for index, layer in enumerate(active):
+            out_c, in_c = layer.shape(hidden_widths[layer.block])
+            o, i = torch.meshgrid(torch.arange(out_c, dtype=torch.float64),
+                                  torch.arange(in_c, dtype=torch.float64), indexing="ij")
+            shape_part = torch.tensor([total, out_c, in_c], dtype=torch.float64)
+            weight = torch.stack([torch.full_like(o, index), o, i], dim=-1).reshape(-1, 3)
+            bias = torch.stack([torch.full((out_c,), float(index), dtype=torch.float64),
+                                torch.arange(out_c, dtype=torch.float64),
+                                torch.full((out_c,), float(in_c), dtype=torch.float64)], dim=-1)
+            weight = torch.cat([weight, shape_part.expand(len(weight), 3)], dim=1)
+            bias = torch.cat([bias, shape_part.expand(len(bias), 3)], dim=1)
+            weight_parts.append((weight, (out_c, in_c, 3, 3)))
+            bias_parts.append((bias, (out_c,)))
+        if self.separate_bias:
+            groups = [[[("weight", w)] for w in weight_parts], [[("bias", b)] for b in bias_parts]]
+        else:
+            groups = [[[("weight", w), ("bias", b)] for w, b in zip(weight_parts, bias_parts)]]
+        layouts = []
+        for group in groups:
+            rows, segments = [], []
+            for parts in group:
+                start, layer_segments, coords = 0, [], []
+                for kind, (coord, shape) in parts:
+                    layer_segments.append((kind, start, len(coord), shape))
+                    coords.append(coord)
+                    start += len(coord)
+                rows.append(torch.cat(coords))
+                segments.append(layer_segments)
+            width = max(len(r) for r in rows)
+            raw = torch.zeros(len(rows), width, 6, dtype=torch.float64)
+            for index, row in enumerate(rows):
+                raw[index, : len(row)] = row
+                raw[index, len(row):] = row[-1]  # padding repeats a real coordinate: finite, then dropped
+            layouts.append(_Layout(raw.to(device), segments))
+        self._cache[key] = layouts
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return layouts
+
+    def reference_shapes(self) -> torch.Tensor:
+        """(O_ref, I_ref) per active layer: the prior's full-size shapes."""
+        return torch.tensor([[l.out_channels, l.in_channels] for l in self.layers[: self.active_layers]],
+                            dtype=torch.float64)
+
+    def generate(self, hidden_widths: dict[tuple[int, int], int], *, noise: float = 0.0, samples: int = 1,
+                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Weights and biases of every active base layer, keyed ``{module}.weight`` / ``{module}.bias``.
+
+        With ``samples`` = K > 1 the K noisy coordinate sets run in one batched pass and are averaged.
+        Conv weights are scaled by 1/C_in, as the reference implementations do.
+        """
+        device = self.weight_bank.w_in.device
+        layouts = self._layouts(hidden_widths, device)
+        references = self.reference_shapes().to(device)
+        generated: dict[str, torch.Tensor] = {}
+        for bank, layout in zip(self.banks(), layouts):
+            raw = layout.raw
+            relative = self._features(raw, references, noise, samples, generator)
+            out = bank(relative)  # [n, K*P, out]
+            n, width = raw.shape[0], raw.shape[1]
+            out = out.reshape(n, samples, width, bank.out_dim).mean(dim=1)
+            for index, (layer, segments) in enumerate(zip(self.layers, layout.segments)):
+                for kind, start, count, shape in segments:
+                    values = out[index, start: start + count]
+                    if kind == "weight":
+                        generated[f"{layer.module}.weight"] = values.reshape(shape) / shape[1]
+                    else:
+                        generated[f"{layer.module}.bias"] = values[:, 0]
+        return generated
+
+    def _features(self, raw: torch.Tensor, references: torch.Tensor, noise: float, samples: int,
+                  generator: torch.Generator | None) -> torch.Tensor:
+        """Fourier features of [n, P, 6] raw coordinates, with ``samples`` noisy copies along P."""
+        position, shape = raw[..., :3], raw[..., 3:]
+        if samples > 1:
+            position = position.repeat(1, samples, 1)
+            shape = shape.repeat(1, samples, 1)
+        position = add_coordinate_noise(position, noise, generator)
+        reference = torch.cat([torch.full_like(references[:, :1], float(len(self.layers))), references], dim=1)
+        relative = torch.cat([position / shape, shape / reference[:, None, :]], dim=-1)
+        return fourier_features(relative, self.frequencies)

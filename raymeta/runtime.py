@@ -1,0 +1,72 @@
+"""Process-level settings shared by every command: device, threads, seeding, progress lines."""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+
+from raymeta.config import Config
+from raymeta.errors import ConfigError
+
+
+def select_device(config: Config) -> torch.device:
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={config.device!r} is not available on this machine: use cpu or auto")
+    return torch.device(config.device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Progress:
+    """Prints one line per event with the elapsed time; flushes so that logs of long runs stream."""
+
+    def __init__(self, stream=sys.stdout):
+        self.start = time.perf_counter()
+        self.stream = stream
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def __call__(self, message: str) -> None:
+        print(f"[{self.elapsed():7.1f}s] {message}", file=self.stream, flush=True)
+
+
+class RunPaths:
+    """Where a run keeps its files, all under ``config.run_dir``."""
+
+    def __init__(self, run_dir: str):
+        from pathlib import Path
+
+        self.root = Path(run_dir)
+        self.prior = self.root / "prior.pt"
+        self.smoothed = self.root / "smoothed.pt"
+        self.train_checkpoint = self.root / "train" / "checkpoint.pt"
+        self.results = self.root / "results"
+        self.config = self.root / "config.yaml"
+
+
+def load_data(config: Config, *, augment: bool | None = None):
+    """The dataset named by ``config.data`` (see :func:`raymeta.data.load_dataset`)."""
+    from raymeta.data import load_dataset
+
+    return load_dataset(config.data.name, config.data.data_dir, download=config.data.download,
+                        augment=config.data.augment if augment is None else augment,
+                        limit_train=config.data.limit_train, limit_test=config.data.limit_test, seed=config.seed)
+
+
+def architecture(config: Config, info) -> "Architecture":
+    from raymeta.models import Architecture
+
+    return Architecture(config.model.depth, tuple(config.model.widths), info.in_channels, info.num_classes)

@@ -1,0 +1,354 @@
+"""Tests for raymeta.data: every loader on small files written here, so no download and no installed data."""
+
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from raymeta.data import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    DATASET_NAMES,
+    FASHION_MNIST_FILES,
+    AugmentSpec,
+    TensorImageDataset,
+    load_dataset,
+    make_loader,
+)
+from raymeta.errors import ConfigError, DataError
+
+# --- helpers that write the on-disk formats -----------------------------------------------------------
+
+
+def idx_bytes(array: np.ndarray, magic: int) -> bytes:
+    header = magic.to_bytes(4, "big") + b"".join(dim.to_bytes(4, "big") for dim in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_fashion_mnist(folder, num_train=30, num_test=12, gz=False, seed=0):
+    """Write the four idx files; returns the raw arrays for comparison."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train-images-idx3-ubyte": (rng.integers(0, 256, (num_train, 28, 28)), 0x803),
+        "train-labels-idx1-ubyte": (rng.integers(0, 10, num_train), 0x801),
+        "t10k-images-idx3-ubyte": (rng.integers(0, 256, (num_test, 28, 28)), 0x803),
+        "t10k-labels-idx1-ubyte": (rng.integers(0, 10, num_test), 0x801),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (array, magic) in arrays.items():
+        content = idx_bytes(array, magic)
+        if gz:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(content))
+        else:
+            (folder / name).write_bytes(content)
+    return {name: array for name, (array, _) in arrays.items()}
+
+
+def write_cifar_file(path, num_images, label_key, num_classes, seed):
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 256, (num_images, 3072), dtype=np.uint8)
+    labels = rng.integers(0, num_classes, num_images).tolist()
+    with open(path, "wb") as handle:
+        pickle.dump({b"data": data, label_key: labels, b"filenames": []}, handle)
+    return data, labels
+
+
+def write_cifar10(data_dir, per_batch=20, num_test=10):
+    folder = data_dir / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    train = [write_cifar_file(folder / f"data_batch_{i}", per_batch, b"labels", 10, seed=i) for i in range(1, 6)]
+    test = write_cifar_file(folder / "test_batch", num_test, b"labels", 10, seed=99)
+    with open(folder / "batches.meta", "wb") as handle:
+        pickle.dump({b"label_names": [b"class"] * 10}, handle)
+    return folder, train, test
+
+
+# --- digits -------------------------------------------------------------------------------------------
+
+
+def test_digits_shapes_split_and_normalisation():
+    bundle = load_dataset("digits")
+    assert bundle.info.name == "digits"
+    assert (bundle.info.num_classes, bundle.info.in_channels, bundle.info.image_size) == (10, 1, 8)
+    assert len(bundle.train) + len(bundle.test) == 1797
+    assert abs(len(bundle.test) - 0.2 * 1797) <= 10
+    image, label = bundle.test[0]
+    assert image.shape == (1, 8, 8) and image.dtype == torch.float32
+    assert label.dtype == torch.int64
+    # Stratified: every class is in both splits in about the same proportion.
+    train_counts = bundle.train.labels.bincount(minlength=10)
+    test_counts = bundle.test.labels.bincount(minlength=10)
+    assert torch.all((test_counts.float() / (train_counts + test_counts) - 0.2).abs() < 0.02)
+    assert abs(bundle.train.images.mean().item()) < 1e-4
+    assert abs(bundle.train.images.std().item() - 1) < 1e-3
+
+
+def test_digits_split_is_deterministic_per_seed():
+    first = load_dataset("digits", seed=3, augment=False)
+    again = load_dataset("digits", seed=3, augment=False)
+    other = load_dataset("digits", seed=4, augment=False)
+    assert torch.equal(first.train.images, again.train.images)
+    assert torch.equal(first.test.labels, again.test.labels)
+    assert not torch.equal(first.test.labels, other.test.labels)
+
+
+def test_digits_augmentation_crops_without_flipping():
+    bundle = load_dataset("digits", augment=True)
+    assert bundle.train.augment == AugmentSpec(crop_padding=1, horizontal_flip=False)
+    assert bundle.test.augment is None
+
+
+def test_limits_keep_the_first_examples_with_every_class():
+    full = load_dataset("digits", augment=False)
+    limited = load_dataset("digits", augment=False, limit_train=100, limit_test=30)
+    assert (len(limited.train), len(limited.test)) == (100, 30)
+    assert torch.equal(limited.train.images, full.train.images[:100])
+    assert torch.equal(limited.test.labels, full.test.labels[:30])
+    assert len(limited.train.labels.unique()) == 10
+
+
+@pytest.mark.parametrize("limit", [0, -5, 2.5, True])
+def test_bad_limit_is_a_config_error(limit):
+    with pytest.raises(ConfigError, match="limit_train"):
+        load_dataset("digits", limit_train=limit)
+
+
+# --- synthetic ----------------------------------------------------------------------------------------
+
+
+def test_synthetic_shapes_and_determinism():
+    bundle = load_dataset(
+        "synthetic", synthetic_size=(40, 24), synthetic_image_size=6, synthetic_channels=2, synthetic_classes=5
+    )
+    assert (bundle.info.num_classes, bundle.info.in_channels, bundle.info.image_size) == (5, 2, 6)
+    assert bundle.train.images.shape == (40, 2, 6, 6)
+    assert bundle.test.images.shape == (24, 2, 6, 6)
+    assert bundle.train.labels.bincount().tolist() == [8] * 5
+    again = load_dataset(
+        "synthetic", synthetic_size=(40, 24), synthetic_image_size=6, synthetic_channels=2, synthetic_classes=5
+    )
+    assert torch.equal(bundle.test.images, again.test.images)
+
+
+def test_synthetic_classes_are_distinguishable():
+    bundle = load_dataset("synthetic")
+    train, test = bundle.train, bundle.test
+    # Class means of the training split stand in for the templates.
+    centroids = torch.stack([train.images[train.labels == c].mean(0) for c in range(bundle.info.num_classes)])
+    distances = torch.cdist(test.images.flatten(1), centroids.flatten(1))
+    accuracy = (distances.argmin(1) == test.labels).float().mean().item()
+    assert accuracy > 0.9
+
+
+@pytest.mark.parametrize(
+    "overrides, argument",
+    [
+        ({"synthetic_classes": 1}, "synthetic_classes"),
+        ({"synthetic_image_size": 0}, "synthetic_image_size"),
+        ({"synthetic_size": (10,)}, "synthetic_size"),
+    ],
+)
+def test_bad_synthetic_arguments_are_config_errors(overrides, argument):
+    with pytest.raises(ConfigError, match=argument):
+        load_dataset("synthetic", **overrides)
+
+
+# --- Fashion-MNIST ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_fashion_mnist_reads_idx_files(tmp_path, gz):
+    arrays = write_fashion_mnist(tmp_path, gz=gz)
+    bundle = load_dataset("fashion_mnist", str(tmp_path), augment=False)
+    assert (bundle.info.num_classes, bundle.info.in_channels, bundle.info.image_size) == (10, 1, 28)
+    assert bundle.train.images.shape == (30, 1, 28, 28)
+    assert bundle.test.images.shape == (12, 1, 28, 28)
+    assert bundle.train.labels.tolist() == arrays["train-labels-idx1-ubyte"].tolist()
+    assert bundle.test.labels.tolist() == arrays["t10k-labels-idx1-ubyte"].tolist()
+    # Normalisation is affine and increasing, so the pixel ordering must survive it.
+    raw = torch.as_tensor(arrays["train-images-idx3-ubyte"], dtype=torch.float32).flatten()
+    loaded = bundle.train.images.flatten()
+    assert torch.equal(raw.argsort(stable=True), loaded.argsort(stable=True))
+    assert abs(loaded.mean().item()) < 1e-4
+
+
+def test_fashion_mnist_augmentation_uses_padding_two_and_flips(tmp_path):
+    write_fashion_mnist(tmp_path)
+    bundle = load_dataset("fashion_mnist", str(tmp_path))
+    assert bundle.train.augment == AugmentSpec(crop_padding=2, horizontal_flip=True)
+
+
+def test_truncated_idx_file_names_the_file(tmp_path):
+    write_fashion_mnist(tmp_path)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.*truncated"):
+        load_dataset("fashion_mnist", str(tmp_path))
+
+
+def test_truncated_gzip_file_names_the_file(tmp_path):
+    write_fashion_mnist(tmp_path, gz=True)
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:15])
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz"):
+        load_dataset("fashion_mnist", str(tmp_path))
+
+
+def test_wrong_idx_magic_names_the_file(tmp_path):
+    write_fashion_mnist(tmp_path)
+    path = tmp_path / "train-labels-idx1-ubyte"
+    path.write_bytes((0x803).to_bytes(4, "big") + path.read_bytes()[4:])
+    expected = r"train-labels-idx1-ubyte has magic number 0x00000803; expected 0x00000801"
+    with pytest.raises(DataError, match=expected):
+        load_dataset("fashion_mnist", str(tmp_path))
+
+
+def test_idx_image_and_label_counts_must_match(tmp_path):
+    write_fashion_mnist(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(5), 0x801))
+    with pytest.raises(DataError, match="12 images.*5 labels"):
+        load_dataset("fashion_mnist", str(tmp_path))
+
+
+def test_missing_fashion_mnist_folder_names_the_path(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DataError, match="nowhere") as caught:
+        load_dataset("fashion_mnist", str(missing))
+    assert "train-images-idx3-ubyte" in str(caught.value)
+    assert "apt-get install dataset-fashion-mnist" in str(caught.value)
+
+
+def test_missing_fashion_mnist_file_lists_expected_files(tmp_path):
+    write_fashion_mnist(tmp_path)
+    (tmp_path / "t10k-images-idx3-ubyte").unlink()
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte") as caught:
+        load_dataset("fashion_mnist", str(tmp_path))
+    assert all(name in str(caught.value) for name in FASHION_MNIST_FILES)
+
+
+# --- CIFAR --------------------------------------------------------------------------------------------
+
+
+def test_cifar10_reads_pickles(tmp_path):
+    _, train, test = write_cifar10(tmp_path)
+    bundle = load_dataset("cifar10", str(tmp_path), augment=False)
+    assert (bundle.info.num_classes, bundle.info.in_channels, bundle.info.image_size) == (10, 3, 32)
+    assert bundle.train.images.shape == (100, 3, 32, 32)
+    assert bundle.test.images.shape == (10, 3, 32, 32)
+    assert bundle.train.labels.tolist() == [label for _, labels in train for label in labels]
+    assert bundle.test.labels.tolist() == test[1]
+    # Row-major 3x32x32: the first 1024 values are the red plane.
+    data = train[0][0]
+    red_row0 = torch.as_tensor(data[0, :32], dtype=torch.float32) / 255
+    expected = (red_row0 - CIFAR10_MEAN[0]) / CIFAR10_STD[0]
+    assert torch.allclose(bundle.train.images[0, 0, 0], expected, atol=1e-5)
+    blue_last = (data[0, -1] / 255 - CIFAR10_MEAN[2]) / CIFAR10_STD[2]
+    assert bundle.train.images[0, 2, 31, 31].item() == pytest.approx(blue_last, abs=1e-5)
+
+
+def test_cifar100_reads_fine_labels(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    _, train_labels = write_cifar_file(folder / "train", 30, b"fine_labels", 100, seed=1)
+    _, test_labels = write_cifar_file(folder / "test", 8, b"fine_labels", 100, seed=2)
+    bundle = load_dataset("cifar100", str(tmp_path), limit_train=25)
+    assert (bundle.info.num_classes, bundle.info.in_channels, bundle.info.image_size) == (100, 3, 32)
+    assert bundle.train.images.shape == (25, 3, 32, 32)
+    assert bundle.train.labels.tolist() == train_labels[:25]
+    assert bundle.test.labels.tolist() == test_labels
+    assert bundle.train.augment == AugmentSpec(crop_padding=4, horizontal_flip=True)
+
+
+def test_missing_cifar_folder_says_how_to_get_it(tmp_path):
+    with pytest.raises(DataError, match="cifar-10-batches-py") as caught:
+        load_dataset("cifar10", str(tmp_path))
+    assert "--data.download true" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ([1, 2, 3], "holds list"),
+        ({b"data": np.zeros((2, 3072), np.uint8)}, "expected a dict with keys"),
+        ({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, r"shape \(2, 100\)"),
+        ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, "one label per image"),
+        ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}, "expected 0..9"),
+    ],
+)
+def test_malformed_cifar_pickle_names_the_file(tmp_path, content, message):
+    folder, _, _ = write_cifar10(tmp_path)
+    with open(folder / "data_batch_3", "wb") as handle:
+        pickle.dump(content, handle)
+    with pytest.raises(DataError, match=message) as caught:
+        load_dataset("cifar10", str(tmp_path))
+    assert "data_batch_3" in str(caught.value)
+
+
+def test_corrupt_cifar_pickle_names_the_file(tmp_path):
+    folder, _, _ = write_cifar10(tmp_path)
+    (folder / "test_batch").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match="test_batch"):
+        load_dataset("cifar10", str(tmp_path))
+
+
+# --- names, augmentation, loaders ---------------------------------------------------------------------
+
+
+def test_unknown_name_lists_the_choices():
+    with pytest.raises(ConfigError, match="imagenet") as caught:
+        load_dataset("imagenet")
+    assert all(name in str(caught.value) for name in DATASET_NAMES)
+
+
+def test_augmentation_keeps_shape_and_changes_some_images():
+    images = torch.randn(32, 3, 8, 8)
+    dataset = TensorImageDataset(images, torch.zeros(32, dtype=torch.int64), AugmentSpec(2, True))
+    torch.manual_seed(0)
+    augmented = torch.stack([dataset[i][0] for i in range(32)])
+    assert augmented.shape == images.shape
+    changed = [not torch.equal(augmented[i], images[i]) for i in range(32)]
+    assert sum(changed) > 16  # an image comes back unchanged only with offset (2, 2) and no flip: 1 in 50
+    torch.manual_seed(0)
+    assert torch.equal(augmented, torch.stack([dataset[i][0] for i in range(32)]))
+
+
+def test_loader_order_depends_only_on_seed_and_epoch():
+    dataset = TensorImageDataset(torch.zeros(50, 1, 2, 2), torch.arange(50))
+
+    def order(**kwargs):
+        return torch.cat([labels for _, labels in make_loader(dataset, 8, shuffle=True, **kwargs)]).tolist()
+
+    torch.manual_seed(1)
+    first = order(seed=5, epoch=2)
+    torch.manual_seed(2)  # the global RNG must not matter
+    assert order(seed=5, epoch=2) == first
+    assert order(seed=5, epoch=3) != first
+    assert order(seed=6, epoch=2) != first
+    assert sorted(first) == list(range(50))
+    loader = make_loader(dataset, 8, shuffle=True, seed=5, epoch=2)
+    assert [batch[1].tolist() for batch in loader] == [batch[1].tolist() for batch in loader]
+
+
+def test_loader_without_shuffle_keeps_order_and_drop_last_works():
+    dataset = TensorImageDataset(torch.zeros(50, 1, 2, 2), torch.arange(50))
+    batches = list(make_loader(dataset, 8, shuffle=False, drop_last=True))
+    assert len(batches) == 6
+    assert torch.cat([labels for _, labels in batches]).tolist() == list(range(48))
+
+
+def test_loader_does_not_consume_the_global_rng():
+    dataset = TensorImageDataset(torch.zeros(10, 1, 2, 2), torch.arange(10))
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    list(make_loader(dataset, 4, shuffle=True))
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"batch_size": 4, "epoch": -1}])
+def test_bad_loader_arguments_are_config_errors(kwargs):
+    dataset = TensorImageDataset(torch.zeros(4, 1, 2, 2), torch.arange(4))
+    with pytest.raises(ConfigError):
+        make_loader(dataset, shuffle=True, **kwargs)
