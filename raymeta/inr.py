@@ -57,16 +57,18 @@ def fourier_features(x: torch.Tensor, frequencies: int) -> torch.Tensor:
     return torch.cat([x, torch.sin(angles), torch.cos(angles)], dim=-1).float()
 
 
+def coordinate_noise(shape: tuple[int, ...], noise: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Uniform noise of half-width ``noise``, clamped to ±0.49 so it never names another element."""
+    draw = torch.rand(shape, generator=generator, dtype=torch.float64)
+    return ((draw * 2 - 1) * noise).clamp(-NOISE_CLAMP, NOISE_CLAMP)
+
+
 def add_coordinate_noise(position: torch.Tensor, noise: float,
                          generator: torch.Generator | None) -> torch.Tensor:
-    """A new tensor: raw integer positions plus uniform noise of half-width ``noise``, clamped to ±0.49.
-
-    Never in place (the cached coordinates stay intact), and never enough to name another element.
-    """
+    """A new tensor (never in place: the cached coordinates stay intact) of noisy raw positions."""
     if noise <= 0:
         return position
-    draw = torch.rand(position.shape, generator=generator, dtype=torch.float64).to(position.device)
-    return position + ((draw * 2 - 1) * noise).clamp(-NOISE_CLAMP, NOISE_CLAMP)
+    return position + coordinate_noise(position.shape, noise, generator).to(position.device)
 
 
 def feature_dim(frequencies: int) -> int:
@@ -210,13 +212,23 @@ class Hypernetwork(nn.Module):
         With ``samples`` = K > 1 the K noisy coordinate sets run in one batched pass and are averaged.
         Conv weights are scaled by 1/C_in, as the reference implementations do.
         """
+        if noise <= 0:
+            samples = 1  # noise-free samples are all identical
         device = self.weight_bank.w_in.device
         layouts = self._layouts(hidden_widths, device)
         references = self.reference_shapes().to(device)
+        # Draw sample by sample (every bank within a sample), so K samples in one pass consume the
+        # generator exactly as K one-sample calls would.
+        draws: list[list[torch.Tensor]] = [[] for _ in layouts]
+        if noise > 0:
+            for _ in range(samples):
+                for bank_draws, layout in zip(draws, layouts):
+                    bank_draws.append(coordinate_noise(layout.raw[..., :3].shape, noise, generator))
         generated: dict[str, torch.Tensor] = {}
-        for bank, layout in zip(self.banks(), layouts):
+        for bank, layout, bank_draws in zip(self.banks(), layouts, draws):
             raw = layout.raw
-            relative = self._features(raw, references, noise, samples, generator)
+            perturbation = torch.stack(bank_draws).to(device) if bank_draws else None
+            relative = self._features(raw, references, perturbation, samples)
             out = bank(relative)  # [n, K*P, out]
             n, width = raw.shape[0], raw.shape[1]
             out = out.reshape(n, samples, width, bank.out_dim).mean(dim=1)
@@ -229,14 +241,15 @@ class Hypernetwork(nn.Module):
                         generated[f"{layer.module}.bias"] = values[:, 0]
         return generated
 
-    def _features(self, raw: torch.Tensor, references: torch.Tensor, noise: float, samples: int,
-                  generator: torch.Generator | None) -> torch.Tensor:
-        """Fourier features of [n, P, 6] raw coordinates, with ``samples`` noisy copies along P."""
-        position, shape = raw[..., :3], raw[..., 3:]
-        if samples > 1:
-            position = position.repeat(1, samples, 1)
-            shape = shape.repeat(1, samples, 1)
-        position = add_coordinate_noise(position, noise, generator)
+    def _features(self, raw: torch.Tensor, references: torch.Tensor, perturbation: torch.Tensor | None,
+                  samples: int) -> torch.Tensor:
+        """Fourier features of [n, P, 6] raw coordinates; ``samples`` copies along P, each with its noise."""
+        n, width = raw.shape[:2]
+        position = raw[..., :3].expand(samples, n, width, 3)
+        if perturbation is not None:
+            position = position + perturbation  # a new tensor: the cached coordinates stay intact
+        position = position.movedim(0, 1).reshape(n, samples * width, 3)
+        shape = raw[..., 3:].repeat(1, samples, 1)
         reference = torch.cat([torch.full_like(references[:, :1], float(len(self.layers))), references], dim=1)
         relative = torch.cat([position / shape, shape / reference[:, None, :]], dim=-1)
         return fourier_features(relative, self.frequencies)

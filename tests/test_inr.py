@@ -1,0 +1,96 @@
+import torch
+
+from raymeta.inr import NOISE_CLAMP, add_coordinate_noise, fourier_features
+from raymeta.models import Architecture, ResNet
+from raymeta.metamorphic import MetamorphicNetwork
+
+
+def small_network(**kwargs):
+    torch.manual_seed(0)
+    prior = ResNet(Architecture(14, (8, 8, 16), 3, 4), batchnorm=False).eval()
+    options = dict(inr_hidden=32, inr_depth=3, frequencies=4, separate_bias=True, alpha_scaling=True,
+                   finetune_head=True)
+    options.update(kwargs)
+    return MetamorphicNetwork(prior, [(1, 1), (2, 1)], **options)
+
+
+def test_noise_never_changes_the_named_element():
+    raw = torch.arange(0, 1000, dtype=torch.float64).reshape(-1, 1).repeat(1, 3)
+    for noise in (0.1, 0.49, 0.5):
+        noisy = add_coordinate_noise(raw, noise, torch.Generator().manual_seed(1))
+        assert torch.equal(noisy.round(), raw)
+        assert (noisy - raw).abs().max() <= NOISE_CLAMP + 1e-9
+        assert (noisy - raw).abs().max() > 0.5 * min(noise, NOISE_CLAMP)
+
+
+def test_noise_is_routed_after_the_layer_index_and_leaves_the_cache_intact():
+    net = small_network()
+    widths = net.hidden_widths(0.25)
+    layouts = net.hyper._layouts(widths, torch.device("cpu"))
+    before = [layout.raw.clone() for layout in layouts]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        net.generate(0.25, noise=0.5, generator=g)
+    for layout, copy in zip(net.hyper._layouts(widths, torch.device("cpu")), before):
+        assert torch.equal(layout.raw, copy)
+    # row r of a bank's coordinates all name layer r: MLP r only ever sees its own tensor
+    for layout in layouts:
+        for row, coords in enumerate(layout.raw):
+            assert torch.all(coords[:, 0] == row)
+
+
+def test_generated_shapes_follow_gamma_and_bias_modes():
+    for separate in (True, False):
+        net = small_network(separate_bias=separate)
+        weights = net.generate(0.5)
+        assert weights["stages.1.1.conv1.weight"].shape == (4, 8, 3, 3)
+        assert weights["stages.2.1.conv2.weight"].shape == (16, 8, 3, 3)
+        assert weights["stages.2.1.conv1.bias"].shape == (8,)
+        assert weights["stages.2.1.conv2.bias"].shape == (16,)
+
+
+def test_k_samples_in_one_pass_equal_the_mean_of_single_samples():
+    net = small_network()
+    batched = net.generate(0.25, noise=0.4, samples=5, generator=torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(3)
+    singles = [net.generate(0.25, noise=0.4, generator=generator) for _ in range(5)]
+    noise_free = net.generate(0.25)
+    for name in batched:
+        mean = torch.stack([w[name] for w in singles]).mean(0)
+        torch.testing.assert_close(batched[name], mean, rtol=1e-4, atol=1e-6)
+        assert not torch.allclose(singles[0][name], noise_free[name])
+
+
+def test_fourier_features_are_float32_and_exact_in_float64():
+    x = torch.tensor([[0.125, 0.5]], dtype=torch.float64)
+    features = fourier_features(x, 20)
+    assert features.dtype == torch.float32 and features.shape == (1, 2 * 41)
+    # sin(2^19·π·0.125) = 0 exactly in float64 arithmetic; float32 would give a visibly wrong value
+    assert abs(features[0, 2 + 19 * 2 + 0].item()) < 1e-6
+
+
+def test_frozen_prefix_computes_no_gradients():
+    net = small_network()
+    seen = {}
+    net.prior.block(1, 0).register_forward_hook(lambda m, i, o: seen.setdefault("prefix_out", o))
+    net.prior.block(2, 0).register_forward_hook(lambda m, i, o: seen.setdefault("middle_out", o))
+    with torch.no_grad():
+        net.alphas.fill_(0.5)
+    x = torch.randn(2, 3, 8, 8)
+    loss = net(x, net.generate(0.0)).sum()
+    loss.backward()
+    assert not seen["prefix_out"].requires_grad  # stage2.block0 runs before the first metamorphic block
+    assert seen["middle_out"].requires_grad  # stage3.block0 is frozen but must pass gradients back
+    frozen = [p for n, p in net.prior.named_parameters() if not n.startswith(("fc", "stages.2.2"))]
+    assert all(p.grad is None for p in frozen)
+    assert net.prior.fc.weight.grad is not None and net.hyper.weight_bank.w_in.grad is not None
+
+
+def test_materialized_network_matches_the_generated_one():
+    net = small_network()
+    with torch.no_grad():
+        net.alphas.copy_(torch.tensor([0.7, -0.3]))
+    x = torch.randn(3, 3, 8, 8)
+    for gamma in (0.0, 0.3, -0.25, 0.75):
+        plain = net.materialize(gamma)
+        torch.testing.assert_close(plain(x), net(x, net.generate(gamma)), rtol=1e-4, atol=1e-5)
