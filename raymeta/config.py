@@ -263,6 +263,11 @@ def _coerce(value, annotation, key: str):
             return value
         raise ConfigError(f"{key}={value!r} is not allowed: expected an integer")
     if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
         raise ConfigError(f"{key}={value!r} is not allowed: expected a number")

@@ -32,15 +32,15 @@ def seed_everything(seed: int) -> None:
 class Progress:
     """Prints one line per event with the elapsed time; flushes so that logs of long runs stream."""
 
-    def __init__(self, stream=sys.stdout):
+    def __init__(self, stream=None):
         self.start = time.perf_counter()
-        self.stream = stream
+        self.stream = stream  # None: whatever sys.stdout is at print time
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
     def __call__(self, message: str) -> None:
-        print(f"[{self.elapsed():7.1f}s] {message}", file=self.stream, flush=True)
+        print(f"[{self.elapsed():7.1f}s] {message}", file=self.stream or sys.stdout, flush=True)
 
 
 class RunPaths:

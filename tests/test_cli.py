@@ -1,0 +1,69 @@
+"""End to end through the command line: the debug job, and the errors a user sees on bad input."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from raymeta.cli import main
+from raymeta.evaluate import RESULT_COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+DEBUG = str(ROOT / "jobs" / "debug.yaml")
+
+
+def test_debug_job_runs_end_to_end(tmp_path, capsys):
+    assert main(["run", "--config", DEBUG, "--run-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "total variation" in out and "unseen" in out
+    tables = list((tmp_path / "results").glob("*.parquet"))
+    assert len(tables) == 1
+    frame = pd.read_parquet(tables[0])
+    assert list(frame.columns) == RESULT_COLUMNS
+    assert frame["gamma"].tolist() == [-0.25, 0.0, 0.25, 0.5, 0.75]
+    assert frame["seen"].tolist() == [False, True, True, True, False]
+    assert frame["params"].is_monotonic_decreasing and frame["macs"].is_monotonic_decreasing
+    assert frame["config_hash"].nunique() == 1 and (frame["accuracy"] > 0.5).all()
+    # evaluating again writes a second table and never touches the first
+    before = tables[0].read_bytes()
+    assert main(["evaluate", "--config", DEBUG, "--run-dir", str(tmp_path), "eval.samples=3"]) == 0
+    assert len(list((tmp_path / "results").glob("*.parquet"))) == 2 and tables[0].read_bytes() == before
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "raymeta.cli", "validate", "--config", DEBUG],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0 and "config hash" in result.stdout
+
+
+def error_of(capsys, argv):
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_missing_checkpoint_is_one_clear_error(tmp_path, capsys):
+    err = error_of(capsys, ["evaluate", "--config", DEBUG, "--run-dir", str(tmp_path)])
+    assert "checkpoint" in err and str(tmp_path) in err and "Traceback" not in err
+
+
+def test_corrupt_checkpoint_is_one_clear_error(tmp_path, capsys):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "checkpoint.pt").write_bytes(b"not a checkpoint at all")
+    err = error_of(capsys, ["evaluate", "--config", DEBUG, "--run-dir", str(tmp_path)])
+    assert "corrupt" in err and "checkpoint.pt" in err
+
+
+def test_missing_data_folder_is_one_clear_error(tmp_path, capsys):
+    err = error_of(capsys, ["pretrain", "--config", DEBUG, "--run-dir", str(tmp_path), "data.name=fashion_mnist",
+                            f"data.data_dir={tmp_path / 'nowhere'}"])
+    assert str(tmp_path / "nowhere") in err
+
+
+@pytest.mark.parametrize("argument, message", [("train.lr=-1", "train.lr"), ("eval.gammas=[1.5]", "eval.gammas"),
+                                               ("train.blocks=[stage3.block0]", "projection")])
+def test_bad_values_are_reported_without_a_traceback(tmp_path, capsys, argument, message):
+    argv = ["run", "--config", DEBUG, "--run-dir", str(tmp_path), argument]
+    err = error_of(capsys, argv)
+    assert message in err and "Traceback" not in err

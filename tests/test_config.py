@@ -1,0 +1,68 @@
+from pathlib import Path
+
+import pytest
+
+from raymeta.config import Config, load_config
+from raymeta.errors import ConfigError
+from raymeta.models import Architecture, resolve_blocks
+
+JOBS = sorted((Path(__file__).resolve().parents[1] / "jobs").glob("*.yaml"))
+
+
+def test_there_are_job_configs():
+    assert {p.stem for p in JOBS} >= {"debug", "quickstart", "fashion_mnist_resnet20", "cifar100_resnet56",
+                                      "cifar100_resnet56_wide"}
+
+
+@pytest.mark.parametrize("path", JOBS, ids=lambda p: p.stem)
+def test_every_job_config_loads_and_validates(path):
+    config = load_config(path)
+    assert isinstance(config, Config)
+    assert path.read_text().startswith("#"), "each job YAML starts with a header naming its command"
+    assert "raymeta" in path.read_text().splitlines()[1] + path.read_text().splitlines()[2] + \
+        path.read_text().splitlines()[3]
+    arch = Architecture(config.model.depth, tuple(config.model.widths), 3, 10)
+    assert resolve_blocks(config.train.blocks, arch)
+
+
+def test_paper_config_has_the_paper_hyperparameters():
+    config = load_config(Path(JOBS[0]).parent / "cifar100_resnet56.yaml")
+    assert config.model.depth == 56 and config.model.widths == [16, 32, 64]
+    assert config.train.configs_per_step == 4 and config.train.epochs_per_stage == 50
+    assert config.train.lr == 8e-4 and config.train.warmup_epochs == 20 and config.train.clip_value == 10
+    assert (config.train.lambda_task, config.train.lambda_rec, config.train.lambda_reg) == (1.0, 1.0, 1e-4)
+    assert (config.inr.hidden_width, config.inr.depth) == (512, 8)
+    arch = Architecture(56, (16, 32, 64), 3, 100)
+    assert resolve_blocks(config.train.blocks, arch) == [(2, b) for b in range(1, 8)]
+
+
+def test_overrides_apply_and_are_typed():
+    config = load_config(None, ["train.lr=1e-3", "model.widths=[8, 8, 16]", "data.limit_train=null"])
+    assert config.train.lr == 1e-3 and config.model.widths == [8, 8, 16] and config.data.limit_train is None
+    assert config.hash() != load_config(None, ["train.lr=2e-3"]).hash()
+    assert config.hash() == load_config(None, ["train.lr=1e-3", "model.widths=[8,8,16]", "run_dir=x"]).hash()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lrr=1", "unknown key train.lrr"),
+    ("train.lr=-1", "train.lr=-1"),
+    ("train.lr=fast", "expected a number"),
+    ("model.depth=21", "6n\\+2"),
+    ("train.gamma_pool=[0.5,0.1]", "gamma_pool"),
+    ("eval.gammas=[0.0,1.0]", "eval.gammas"),
+    ("inr.coordinate_noise=0.7", "coordinate_noise"),
+    ("train.incremental=maybe", "true or false"),
+    ("lr", "group.key=value"),
+])
+def test_bad_values_are_one_clear_error(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_unparsable_yaml_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")

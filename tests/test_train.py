@@ -1,0 +1,106 @@
+import pytest
+import torch
+
+from raymeta.checkpoint import load_checkpoint
+from raymeta.config import NEUMETA_SWITCHES
+from raymeta.data import make_loader
+from raymeta.evaluate import evaluate_gammas
+from raymeta.runtime import Progress, RunPaths, load_data
+from raymeta.train import load_trained, plan_stages, sample_gammas, train
+
+QUIET = Progress(stream=open("/dev/null", "w"))
+
+
+def test_gamma_sampling_is_a_pure_function_of_seed_and_step():
+    first = sample_gammas(0, 5, 4, [0.0, 0.5])
+    assert first == sample_gammas(0, 5, 4, [0.0, 0.5])
+    assert first[0] == 0.0 and all(0.0 <= g <= 0.5 for g in first)
+    assert first != sample_gammas(0, 6, 4, [0.0, 0.5])
+    single = [sample_gammas(0, s, 1, [0.0, 0.5])[0] for s in range(50)]
+    assert len(set(single)) == 50, "with M = 1 the configuration is drawn from the pool, not forced to γ = 0"
+
+
+def test_reconstruction_alone_reproduces_the_smoothed_prior(prepared_run):
+    config = prepared_run(
+        "train.lambda_task=0", "train.lambda_reg=0", "train.lambda_rec=1", "train.gamma_pool=[0.0,0.0]",
+        "train.configs_per_step=1", "train.incremental=false", "train.epochs_per_stage=60",
+        "train.steps_per_epoch=5", "train.lr=0.003", "inr.coordinate_noise=0", "inr.hidden_width=64",
+        "inr.depth=3", "inr.fourier_frequencies=6", "train.finetune_head=false", "data.limit_train=64",
+    )
+    net, _, _ = load_trained(train(config, progress=QUIET))
+    generated = net.generate(0.0)
+    targets = net.prior_tensors()
+    for name, target in targets.items():
+        error = (generated[name] - target).pow(2).mean() / target.pow(2).mean()
+        assert error < 0.05, f"{name}: relative squared error {error:.3f}"
+
+
+def test_short_run_raises_accuracy_above_chance_at_seen_and_unseen_gammas(prepared_run):
+    # A barely trained prior (near chance), so that the accuracy must come from training the INRs.
+    config = prepared_run("train.epochs_per_stage=4", "train.steps_per_epoch=8", "train.lr=0.003",
+                          "train.alpha_lr=0.05", "train.head_lr=0.01")
+    paths = RunPaths(config.run_dir)
+    smoothed = load_checkpoint(paths.smoothed, kind="smoothed")
+    # Scramble the fine-tuned head so that the starting network is at chance level.
+    torch.manual_seed(0)
+    for name, value in smoothed["state_dict"].items():
+        if name.startswith(("fc", "stages.2.1")):
+            value.normal_(0, 0.01)
+    torch.save(smoothed, paths.smoothed)
+    net, _, _ = load_trained(train(config, progress=QUIET))
+    bundle = load_data(config, augment=False)
+    loader = make_loader(bundle.test, 256, shuffle=False)
+    rows = evaluate_gammas(net, loader, "cpu", [0.0, 0.25, 0.5, 0.75], samples=1, noise=0.0, seed=0,
+                           image_size=bundle.info.image_size)
+    chance = 1 / bundle.info.num_classes
+    for row in rows:
+        assert row["accuracy"] > chance + 0.3, row
+
+
+@pytest.mark.parametrize("switch", ["incremental", "alpha_scaling", "inr_init", "separate_bias_inr",
+                                    "finetune_head", "grad_accumulation", "neumeta"])
+def test_each_switch_runs(prepared_run, switch):
+    if switch == "neumeta":
+        overrides = [f"train.{k}={str(v).lower()}" for k, v in NEUMETA_SWITCHES.items()]
+    elif switch == "grad_accumulation":
+        overrides = ["train.configs_per_step=1"]
+    else:
+        overrides = [f"train.{switch}=false"]
+    config = prepared_run(*overrides)
+    path = train(config, progress=QUIET)
+    payload = load_checkpoint(path, kind="metamorphic")
+    assert payload["done"]
+    stages = plan_stages(config, 2)
+    assert len(stages) == (2 if config.train.incremental else 1)
+    history = payload["state"]["history"]
+    assert len(history) == sum(s.epochs for s in stages)
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+    net, _, _ = load_trained(path)
+    assert set(net.generate(0.3)) >= {"stages.1.1.conv1.weight", "stages.2.1.conv2.bias"}
+
+
+def test_resumed_run_continues_from_its_checkpoint(prepared_run, tmp_path):
+    overrides = ("train.epochs_per_stage=2",)
+    whole = prepared_run(*overrides, run_dir=tmp_path / "whole")
+    reference = load_checkpoint(train(whole, progress=QUIET), kind="metamorphic")
+
+    split = prepared_run(*overrides, run_dir=tmp_path / "split")
+    path = train(split, stop_after_epochs=3, progress=QUIET)  # stops inside the second stage
+    middle = load_checkpoint(path, kind="metamorphic")
+    assert middle["state"]["stage"] == 1 and middle["state"]["epoch"] == 1 and not middle["done"]
+    resumed = load_checkpoint(train(split, resume=True, progress=QUIET), kind="metamorphic")
+
+    assert resumed["state"]["step"] == reference["state"]["step"] == 4 * 3
+    assert [h["step"] for h in resumed["state"]["history"]] == [h["step"] for h in reference["state"]["history"]]
+    for name, value in reference["net_state"].items():
+        torch.testing.assert_close(resumed["net_state"][name], value, rtol=0, atol=1e-6, msg=name)
+
+
+def test_checkpoint_of_another_configuration_is_not_resumed(prepared_run, tmp_path):
+    from raymeta.errors import ConfigError
+
+    config = prepared_run(run_dir=tmp_path / "run")
+    train(config, stop_after_epochs=1, progress=QUIET)
+    changed = prepared_run("train.lr=0.01", run_dir=tmp_path / "run")
+    with pytest.raises(ConfigError, match="another configuration"):
+        train(changed, progress=QUIET)
