@@ -13,9 +13,7 @@ Any ``group.key=value`` argument overrides the YAML, e.g. ``train.epochs_per_sta
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-import uuid
 from pathlib import Path
 
 import yaml
@@ -89,7 +87,7 @@ def evaluate(config: Config, progress: Progress, checkpoint: str | None = None) 
                            image_size=bundle.info.image_size)
     state = payload["state"]
     frame = result_frame(rows, trained_config, method=method_name(trained_config), run_id=Path(config.run_dir).name,
-                         dataset=bundle.info.name, stage=state["stage"], epoch=state["step"])
+                         dataset=bundle.info.name, stage=state["stage"], epoch=len(state["history"]))
     path = write_table(frame, paths.results)
     print(format_rows(frame), flush=True)
     progress(f"evaluate: wrote {path}")

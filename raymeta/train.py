@@ -27,6 +27,10 @@ from raymeta.models import Architecture, ResNet, block_name, resolve_blocks
 from raymeta.runtime import Progress, RunPaths, load_data, seed_everything, select_device
 
 
+PROGRESS_SECONDS = 30.0
+"""Within a long epoch, print a progress line at most this often."""
+
+
 @dataclass(frozen=True)
 class Stage:
     index: int
@@ -229,14 +233,12 @@ def train(config: Config, *, resume: bool | None = None, stop_after_epochs: int 
     progress(f"train: {len(stages)} stage(s) over blocks {', '.join(names)}; M={M}, "
              f"{steps_per_epoch} steps/epoch, switches {config.train.switches}")
     epochs_run = 0
-    optimizer = build_optimizer(net, config)
     while state["stage"] < len(stages):
         stage = stages[state["stage"]]
-        previous = net.active_blocks if state["epoch"] else (stages[stage.index - 1].active_blocks
-                                                              if stage.index > 0 else 0)
         net.set_active_blocks(stage.active_blocks)
         optimizer = build_optimizer(net, config)
         if state["epoch"] == 0:
+            previous = stages[stage.index - 1].active_blocks if stage.index > 0 else 0
             initialise_new_blocks(net, previous, stage.active_blocks, config, stage.index)
         elif optimizer_state is not None:
             optimizer.load_state_dict(optimizer_state)
@@ -251,6 +253,7 @@ def train(config: Config, *, resume: bool | None = None, stop_after_epochs: int 
             loader = iter(make_loader(bundle.train, config.data.batch_size, shuffle=True, seed=config.seed,
                                       epoch=state["stage"] * 100_003 + state["epoch"], drop_last=True))
             sums: dict[str, float] = {}
+            last_report = start
             for step_in_epoch in range(steps_per_epoch):
                 set_warmup(optimizer, state["epoch"] * steps_per_epoch + step_in_epoch, warmup_steps)
                 gammas = sample_gammas(config.seed, state["step"], M, config.train.gamma_pool)
@@ -260,6 +263,11 @@ def train(config: Config, *, resume: bool | None = None, stop_after_epochs: int 
                 for key, value in parts.items():
                     sums[key] = sums.get(key, 0.0) + value / M
                 state["step"] += 1
+                if time.perf_counter() - last_report > PROGRESS_SECONDS and step_in_epoch + 1 < steps_per_epoch:
+                    last_report = time.perf_counter()
+                    progress(f"train: stage {stage.index + 1}/{len(stages)} epoch {state['epoch'] + 1}/"
+                             f"{stage.epochs} step {step_in_epoch + 1}/{steps_per_epoch}  "
+                             f"loss {sums['loss'] / (step_in_epoch + 1):.4f}")
             net.eval()
             rows = evaluate_gammas(net, test_loader, device, monitor_gammas(config), samples=1, noise=0.0,
                                    seed=config.seed, image_size=bundle.info.image_size)
