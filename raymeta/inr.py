@@ -149,6 +149,8 @@ class Hypernetwork(nn.Module):
         self.active_layers = len(layers)
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = cache_size
+        self.max_rows = 1 << 20
+        """Most coordinates one bank evaluates in one pass (K samples are split into passes of this size)."""
 
     def banks(self) -> list[INRBank]:
         return [b for b in (self.weight_bank, self.bias_bank) if b is not None]
@@ -227,11 +229,18 @@ class Hypernetwork(nn.Module):
         generated: dict[str, torch.Tensor] = {}
         for bank, layout, bank_draws in zip(self.banks(), layouts, draws):
             raw = layout.raw
-            perturbation = torch.stack(bank_draws).to(device) if bank_draws else None
-            relative = self._features(raw, references, perturbation, samples)
-            out = bank(relative)  # [n, K*P, out]
             n, width = raw.shape[0], raw.shape[1]
-            out = out.reshape(n, samples, width, bank.out_dim).mean(dim=1)
+            # Many samples per pass, but a bounded number of rows: K = 100 over a wide network would
+            # otherwise hold tens of GB of MLP activations at once.
+            chunk = max(1, self.max_rows // (n * width))
+            total = None
+            for first in range(0, samples, chunk):
+                count = min(chunk, samples - first)
+                perturbation = torch.stack(bank_draws[first: first + count]).to(device) if bank_draws else None
+                out = bank(self._features(raw, references, perturbation, count))  # [n, count*P, out]
+                out = out.reshape(n, count, width, bank.out_dim).sum(dim=1)
+                total = out if total is None else total + out
+            out = total / samples
             for index, (layer, segments) in enumerate(zip(self.layers, layout.segments)):
                 for kind, start, count, shape in segments:
                     values = out[index, start: start + count]
