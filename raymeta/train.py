@@ -173,6 +173,32 @@ def load_trained(path: str | Path) -> tuple[MetamorphicNetwork, Config, dict]:
     return net, config, payload
 
 
+def train_epoch(net: MetamorphicNetwork, optimizer: torch.optim.Optimizer, loader, state: dict,
+                steps: int, warmup_steps: float, config: Config, device: torch.device, report) -> dict[str, float]:
+    """``steps`` optimiser steps, each over M configurations on M micro-batches; mean loss parts per step.
+
+    ``state["step"]`` (the global step) advances; ``state["epoch"]`` places the epoch in its stage's warm-up.
+    """
+    M = config.train.configs_per_step
+    net.train()
+    batches_iter = iter(loader)
+    sums: dict[str, float] = {}
+    last_report = time.perf_counter()
+    for step_in_epoch in range(steps):
+        set_warmup(optimizer, state["epoch"] * steps + step_in_epoch, warmup_steps)
+        gammas = sample_gammas(config.seed, state["step"], M, config.train.gamma_pool)
+        batches = [next(batches_iter) for _ in range(M)]
+        parts = accumulate_gradients(net, state["step"], list(enumerate(gammas)), batches, M, config, device)
+        apply_update(net, optimizer, config.train.clip_value)
+        for key, value in parts.items():
+            sums[key] = sums.get(key, 0.0) + value / M
+        state["step"] += 1
+        if time.perf_counter() - last_report > PROGRESS_SECONDS and step_in_epoch + 1 < steps:
+            last_report = time.perf_counter()
+            report(f"step {step_in_epoch + 1}/{steps}  loss {sums['loss'] / (step_in_epoch + 1):.4f}")
+    return {key: value / steps for key, value in sums.items()}
+
+
 def train(config: Config, *, resume: bool | None = None, stop_after_epochs: int | None = None,
           progress: Progress | None = None) -> Path:
     """Train the INRs stage by stage; checkpoint at the end of every epoch. Returns the checkpoint path.
@@ -249,31 +275,16 @@ def train(config: Config, *, resume: bool | None = None, stop_after_epochs: int 
                 progress(f"train: stopping after {epochs_run} epoch(s) as asked; resume to continue")
                 return paths.train_checkpoint
             start = time.perf_counter()
-            net.train()
-            loader = iter(make_loader(bundle.train, config.data.batch_size, shuffle=True, seed=config.seed,
-                                      epoch=state["stage"] * 100_003 + state["epoch"], drop_last=True))
-            sums: dict[str, float] = {}
-            last_report = start
-            for step_in_epoch in range(steps_per_epoch):
-                set_warmup(optimizer, state["epoch"] * steps_per_epoch + step_in_epoch, warmup_steps)
-                gammas = sample_gammas(config.seed, state["step"], M, config.train.gamma_pool)
-                batches = [next(loader) for _ in range(M)]
-                parts = accumulate_gradients(net, state["step"], list(enumerate(gammas)), batches, M, config, device)
-                apply_update(net, optimizer, config.train.clip_value)
-                for key, value in parts.items():
-                    sums[key] = sums.get(key, 0.0) + value / M
-                state["step"] += 1
-                if time.perf_counter() - last_report > PROGRESS_SECONDS and step_in_epoch + 1 < steps_per_epoch:
-                    last_report = time.perf_counter()
-                    progress(f"train: stage {stage.index + 1}/{len(stages)} epoch {state['epoch'] + 1}/"
-                             f"{stage.epochs} step {step_in_epoch + 1}/{steps_per_epoch}  "
-                             f"loss {sums['loss'] / (step_in_epoch + 1):.4f}")
+            loader = make_loader(bundle.train, config.data.batch_size, shuffle=True, seed=config.seed,
+                                 epoch=state["stage"] * 100_003 + state["epoch"], drop_last=True)
+            label = f"stage {stage.index + 1}/{len(stages)} epoch {state['epoch'] + 1}/{stage.epochs}"
+            means = train_epoch(net, optimizer, loader, state, steps_per_epoch, warmup_steps, config, device,
+                                lambda text: progress(f"train: {label} {text}"))
             net.eval()
             rows = evaluate_gammas(net, test_loader, device, monitor_gammas(config), samples=1, noise=0.0,
                                    seed=config.seed, image_size=bundle.info.image_size)
             state["epoch"] += 1
             epochs_run += 1
-            means = {k: v / steps_per_epoch for k, v in sums.items()}
             record = {"stage": stage.index, "epoch": state["epoch"], "step": state["step"],
                       "seconds": time.perf_counter() - start, **means,
                       **{f"acc@{r['gamma']:g}": r["accuracy"] for r in rows}}
