@@ -66,7 +66,8 @@ def load_data(config: Config, *, augment: bool | None = None):
                         limit_train=config.data.limit_train, limit_test=config.data.limit_test, seed=config.seed)
 
 
-def architecture(config: Config, info) -> "Architecture":
+def architecture(config: Config, info):
+    """The ResNet shape of ``config.model`` for a dataset's channels and classes."""
     from raymeta.models import Architecture
 
     return Architecture(config.model.depth, tuple(config.model.widths), info.in_channels, info.num_classes)
