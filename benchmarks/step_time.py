@@ -105,7 +105,7 @@ def measure(setting: str, steps: int, device: torch.device) -> dict[str, float]:
     optimizer.zero_grad(set_to_none=True)
     result = {"step_ms": 1000 * statistics.median(totals)}
     result.update({f"{k}_ms": 1000 * statistics.median(v) for k, v in phases.items()})
-    result["inr_backward_ms(est)"] = 1000 * statistics.median(inr_backward)
+    result["inr_backward_est_ms"] = 1000 * statistics.median(inr_backward)
     result["generated_elements"] = sum(w.numel() for w in net.generate(0.0).values())
     return result
 
