@@ -2,12 +2,13 @@
 
     raymeta pretrain  --config jobs/quickstart.yaml            train the prior (γ = 0, with BatchNorm)
     raymeta smooth    --config jobs/quickstart.yaml            fold BatchNorm, permute channels
-    raymeta train     --config jobs/quickstart.yaml            train the INRs (resumes by default)
+    raymeta train     --config jobs/quickstart.yaml            train the INRs
     raymeta evaluate  --config jobs/quickstart.yaml            accuracy at every γ → Parquet
     raymeta run       --config jobs/quickstart.yaml            all four in order
     raymeta validate  --config jobs/quickstart.yaml            load, validate and print the configuration
 
 Any ``group.key=value`` argument overrides the YAML, e.g. ``train.epochs_per_stage=2 data.name=synthetic``.
+pretrain, train and run continue (or reuse) checkpoints of the same configuration; ``--restart`` starts over.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import yaml
 
 from raymeta.checkpoint import load_checkpoint, save_checkpoint
 from raymeta.config import NEUMETA_SWITCHES, Config, load_config, save_config
-from raymeta.errors import ConfigError, RaymetaError
+from raymeta.errors import CheckpointError, ConfigError, RaymetaError
 from raymeta.runtime import Progress, RunPaths
 
 
@@ -46,6 +47,9 @@ def smooth(config: Config, progress: Progress) -> Path:
 
     paths = RunPaths(config.run_dir)
     payload = load_checkpoint(paths.prior, kind="prior", required=("arch", "state_dict"))
+    if not payload.get("done"):
+        raise CheckpointError(f"the prior {paths.prior} is unfinished (epoch {payload['state']['epoch']} of "
+                              f"{payload['config']['pretrain']['epochs']}): run raymeta pretrain to finish it")
     prior = load_prior_network({**payload, "batchnorm": True})
     folded = fold_batchnorm(prior)
     if config.smooth.enabled:
@@ -104,17 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raymeta", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in [("pretrain", "train the prior"), ("smooth", "fold BatchNorm and permute channels"),
+    for name, help_text in [("smooth", "fold BatchNorm and permute channels"),
                             ("validate", "load, validate and print the configuration")]:
         _add_common(sub.add_parser(name, help=help_text))
-    for name, help_text in [("train", "train the hypernetwork"), ("run", "pretrain, smooth, train, evaluate")]:
+    for name, help_text in [("pretrain", "train the prior"), ("train", "train the hypernetwork"),
+                            ("run", "pretrain, smooth, train, evaluate")]:
         p = sub.add_parser(name, help=help_text)
         _add_common(p)
-        p.add_argument("--method", choices=["recipe", "neumeta"], default="recipe",
-                       help="neumeta: every component of the recipe switched off (the original baseline)")
+        if name != "pretrain":
+            p.add_argument("--method", choices=["recipe", "neumeta"], default="recipe",
+                           help="neumeta: every component of the recipe switched off (the original baseline)")
         group = p.add_mutually_exclusive_group()
-        group.add_argument("--resume", action="store_true", help="require a checkpoint to continue from")
-        group.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+        group.add_argument("--resume", action="store_true",
+                           help="require a checkpoint to continue from (default: continue one of the same config)")
+        group.add_argument("--restart", action="store_true", help="ignore existing checkpoints and start over")
     p = sub.add_parser("evaluate", help="accuracy at every γ of a grid, written to Parquet")
     _add_common(p)
     p.add_argument("--checkpoint", help="metamorphic checkpoint (default: RUN_DIR/train/checkpoint.pt)")
@@ -135,16 +142,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# config hash {config.hash()}")
             return 0
         save_config(config, RunPaths(config.run_dir).config)
+        resume = True if getattr(args, "resume", False) else (False if getattr(args, "restart", False) else None)
         if args.command in ("pretrain", "run"):
             from raymeta.pretrain import pretrain
 
-            pretrain(config, progress)
+            pretrain(config, progress, resume=resume)
         if args.command in ("smooth", "run"):
             smooth(config, progress)
         if args.command in ("train", "run"):
             from raymeta.train import train
 
-            resume = True if args.resume else (False if args.restart or args.command == "run" else None)
             train(config, resume=resume, progress=progress)
         if args.command in ("evaluate", "run"):
             evaluate(config, progress, getattr(args, "checkpoint", None))

@@ -225,8 +225,16 @@ class Config:
         content = self.to_dict()
         for key in ("run_dir", "device", "threads"):
             content.pop(key)
-        text = json.dumps(content, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return _short_hash(content)
+
+    def prior_hash(self) -> str:
+        """Short hash of what the prior depends on: data, model, pretraining and seed."""
+        return _short_hash({key: getattr(self, key) if key == "seed" else dataclasses.asdict(getattr(self, key))
+                            for key in ("data", "model", "pretrain", "seed")})
+
+
+def _short_hash(content) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _coerce(value, annotation, key: str):

@@ -1,4 +1,8 @@
-"""Train the prior: an ordinary ResNet with BatchNorm at γ = 0, saved with the configuration that made it."""
+"""Train the prior: an ordinary ResNet with BatchNorm at γ = 0, saved with the configuration that made it.
+
+The checkpoint is rewritten (atomically) after every epoch, so an interrupted pretraining resumes where
+it stopped, and a finished prior of the same configuration is reused rather than trained again.
+"""
 
 from __future__ import annotations
 
@@ -9,26 +13,60 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from raymeta.checkpoint import save_checkpoint
+from raymeta.checkpoint import load_checkpoint, save_checkpoint
 from raymeta.config import Config
 from raymeta.data import make_loader
+from raymeta.errors import ConfigError
 from raymeta.evaluate import accuracy_and_loss
 from raymeta.models import ResNet
 from raymeta.runtime import Progress, RunPaths, architecture, load_data, seed_everything, select_device
 
 
-def train_classifier(model: torch.nn.Module, bundle, config: Config, *, epochs: int, lr: float, device,
-                     progress: Progress, label: str) -> dict:
-    """SGD with momentum and cosine decay; returns the final test accuracy and loss."""
-    model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.pretrain.momentum,
+def pretrain(config: Config, progress: Progress | None = None, *, resume: bool | None = None,
+             stop_after_epochs: int | None = None) -> Path:
+    """SGD with Nesterov momentum and cosine decay; checkpoint ``prior.pt`` every epoch.
+
+    ``resume``: None continues (or reuses) a prior of the same configuration, True requires one,
+    False trains afresh. ``stop_after_epochs`` ends this call after that many epochs (resumable).
+    """
+    progress = progress or Progress()
+    path = RunPaths(config.run_dir).prior
+    seed_everything(config.seed)
+    device = select_device(config)
+    bundle = load_data(config)
+    arch = architecture(config, bundle.info)
+    model = ResNet(arch).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.pretrain.lr, momentum=config.pretrain.momentum,
                                 weight_decay=config.pretrain.weight_decay, nesterov=True)
-    steps_per_epoch = math.ceil(len(bundle.train) / config.data.batch_size)
-    total = epochs * steps_per_epoch
+    epochs = config.pretrain.epochs
+    total = epochs * math.ceil(len(bundle.train) / config.data.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+    state = {"epoch": 0, "history": []}
+
+    if resume and not path.is_file():
+        raise ConfigError(f"--resume: no prior checkpoint at {path}")
+    if path.is_file() and resume is not False:
+        payload = load_checkpoint(path, kind="prior", required=("state_dict", "state", "prior_hash"))
+        if payload["prior_hash"] != config.prior_hash():
+            raise ConfigError(f"the prior {path} was made by another data/model/pretrain configuration: pass "
+                              f"--restart to train a new one or use another run_dir")
+        model.load_state_dict(payload["state_dict"])
+        state = payload["state"]
+        if state["epoch"] >= epochs:
+            progress(f"pretrain: reusing the finished prior {path} (test acc {payload['metrics']['test_accuracy']:.4f})")
+            return path
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        torch.set_rng_state(payload["rng"])
+        progress(f"pretrain: resuming {path} after epoch {state['epoch']}")
+
+    progress(f"pretrain: ResNet-{arch.depth} {list(arch.widths)} on {bundle.info.name} "
+             f"({len(bundle.train)} train / {len(bundle.test)} test images), {epochs} epochs")
     test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
-    metrics = {}
-    for epoch in range(epochs):
+    for run_epochs, epoch in enumerate(range(state["epoch"], epochs)):
+        if stop_after_epochs is not None and run_epochs >= stop_after_epochs:
+            progress(f"pretrain: stopping after {run_epochs} epoch(s) as asked; run again to resume")
+            return path
         model.train()
         running, seen = 0.0, 0
         for images, labels in make_loader(bundle.train, config.data.batch_size, shuffle=True, seed=config.seed,
@@ -44,25 +82,13 @@ def train_classifier(model: torch.nn.Module, bundle, config: Config, *, epochs: 
         model.eval()
         accuracy, test_loss = accuracy_and_loss(model, test_loader, device)
         metrics = {"train_loss": running / seen, "test_accuracy": accuracy, "test_loss": test_loss}
-        progress(f"{label} epoch {epoch + 1}/{epochs}  train loss {running / seen:.4f}  "
+        state = {"epoch": epoch + 1, "history": [*state["history"], metrics]}
+        save_checkpoint({"kind": "prior", "config": config.to_dict(), "prior_hash": config.prior_hash(),
+                         "arch": dataclasses.asdict(arch), "dataset": dataclasses.asdict(bundle.info),
+                         "state_dict": model.state_dict(), "metrics": metrics, "state": state,
+                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "rng": torch.get_rng_state(), "done": epoch + 1 >= epochs}, path)
+        progress(f"pretrain epoch {epoch + 1}/{epochs}  train loss {metrics['train_loss']:.4f}  "
                  f"test acc {accuracy:.4f}  test loss {test_loss:.4f}")
-    return metrics
-
-
-def pretrain(config: Config, progress: Progress | None = None) -> Path:
-    progress = progress or Progress()
-    seed_everything(config.seed)
-    device = select_device(config)
-    bundle = load_data(config)
-    arch = architecture(config, bundle.info)
-    model = ResNet(arch)
-    progress(f"pretrain: ResNet-{arch.depth} {list(arch.widths)} on {bundle.info.name} "
-             f"({len(bundle.train)} train / {len(bundle.test)} test images), {config.pretrain.epochs} epochs")
-    metrics = train_classifier(model, bundle, config, epochs=config.pretrain.epochs, lr=config.pretrain.lr,
-                               device=device, progress=progress, label="pretrain")
-    path = RunPaths(config.run_dir).prior
-    save_checkpoint({"kind": "prior", "config": config.to_dict(), "arch": dataclasses.asdict(arch),
-                     "dataset": dataclasses.asdict(bundle.info), "state_dict": model.cpu().state_dict(),
-                     "metrics": metrics}, path)
     progress(f"pretrain: saved {path}")
     return path

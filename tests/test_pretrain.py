@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from raymeta.checkpoint import load_checkpoint
+from raymeta.cli import smooth
+from raymeta.config import load_config
+from raymeta.errors import CheckpointError, ConfigError
+from raymeta.pretrain import pretrain
+from raymeta.runtime import Progress
+
+from conftest import BASE
+
+QUIET = Progress(stream=open("/dev/null", "w"))
+
+
+def config_in(folder, *overrides):
+    return load_config(None, BASE + [f"run_dir={folder}", "pretrain.epochs=3", *overrides])
+
+
+def test_interrupted_pretraining_resumes_and_matches_an_uninterrupted_one(tmp_path):
+    whole = load_checkpoint(pretrain(config_in(tmp_path / "whole"), QUIET), kind="prior")
+
+    split = config_in(tmp_path / "split")
+    partial = load_checkpoint(pretrain(split, QUIET, stop_after_epochs=2), kind="prior")
+    assert partial["state"]["epoch"] == 2 and not partial["done"]
+    with pytest.raises(CheckpointError, match="unfinished"):
+        smooth(split, QUIET)
+    resumed = load_checkpoint(pretrain(split, QUIET), kind="prior")
+    assert resumed["done"] and len(resumed["state"]["history"]) == 3
+    for name, value in whole["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][name], value, rtol=0, atol=1e-6, msg=name)
+
+
+def test_finished_prior_is_reused_and_another_config_is_refused(tmp_path):
+    config = config_in(tmp_path)
+    path = pretrain(config, QUIET)
+    stamp = path.stat().st_mtime_ns
+    pretrain(config, QUIET)
+    assert path.stat().st_mtime_ns == stamp, "a finished prior of the same configuration is not trained again"
+    pretrain(config_in(tmp_path, "train.lr=0.01"), QUIET)  # training settings do not concern the prior
+    assert path.stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigError, match="another data/model/pretrain"):
+        pretrain(config_in(tmp_path, "pretrain.lr=0.01"), QUIET)
+    pretrain(config_in(tmp_path, "pretrain.lr=0.01"), QUIET, resume=False)
+    assert path.stat().st_mtime_ns != stamp
