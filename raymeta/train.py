@@ -233,8 +233,11 @@ def train(config: Config, *, resume: bool | None = None, stop_after_epochs: int 
         state = payload["state"]
         optimizer_state = payload["optimizer"]
         torch.set_rng_state(payload["rng"])
-        progress(f"train: resuming from {paths.train_checkpoint} at stage {state['stage'] + 1}, "
-                 f"epoch {state['epoch']}, step {state['step']}")
+        if state["stage"] >= len(stages):
+            progress(f"train: resuming {paths.train_checkpoint}: already finished ({state['step']} steps)")
+        else:
+            progress(f"train: resuming from {paths.train_checkpoint} at stage {state['stage'] + 1}, "
+                     f"epoch {state['epoch']}, step {state['step']}")
 
     def save() -> None:
         save_checkpoint({"kind": "metamorphic", "config": config.to_dict(), "config_hash": config.hash(),

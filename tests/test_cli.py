@@ -30,6 +30,12 @@ def test_debug_job_runs_end_to_end(tmp_path, capsys):
     before = tables[0].read_bytes()
     assert main(["evaluate", "--config", DEBUG, "--run-dir", str(tmp_path), "eval.samples=3"]) == 0
     assert len(list((tmp_path / "results").glob("*.parquet"))) == 2 and tables[0].read_bytes() == before
+    # running the job again reuses the finished prior and training, and only evaluates anew
+    capsys.readouterr()
+    assert main(["run", "--config", DEBUG, "--run-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "reusing the finished prior" in out and "resuming" in out and "epoch 1/1" not in out
+    assert len(list((tmp_path / "results").glob("*.parquet"))) == 3
 
 
 def test_console_script_is_installed():
