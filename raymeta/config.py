@@ -353,7 +353,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     try:
         return config_from_dict(values)
     except ConfigError as error:
-        where = f" in {path}" if path is not None else ""
+        sources = ([str(path)] if path is not None else []) + (["command-line overrides"] if overrides else [])
+        where = f" (from {' + '.join(sources)})" if sources else ""
         raise ConfigError(f"{error}{where}") from None
 
 

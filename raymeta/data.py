@@ -409,7 +409,7 @@ def _load_cifar(name: str, data_dir: Path, download: bool):
     if missing:
         raise DataError(
             f"{name} files missing in {folder}: {', '.join(missing)}; expected {', '.join(needed)} there. "
-            f"Pass `--data.download true` to download them, or put the extracted {layout.url.rsplit('/', 1)[1]} "
+            f"Pass data.download=true to download them, or put the extracted {layout.url.rsplit('/', 1)[1]} "
             f"under {data_dir}"
         )
 

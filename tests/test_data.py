@@ -264,7 +264,7 @@ def test_cifar100_reads_fine_labels(tmp_path):
 def test_missing_cifar_folder_says_how_to_get_it(tmp_path):
     with pytest.raises(DataError, match="cifar-10-batches-py") as caught:
         load_dataset("cifar10", str(tmp_path))
-    assert "--data.download true" in str(caught.value)
+    assert "data.download=true" in str(caught.value)
 
 
 @pytest.mark.parametrize(
