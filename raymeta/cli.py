@@ -91,7 +91,8 @@ def evaluate(config: Config, progress: Progress, checkpoint: str | None = None) 
                            image_size=bundle.info.image_size)
     state = payload["state"]
     frame = result_frame(rows, trained_config, method=method_name(trained_config), run_id=Path(config.run_dir).name,
-                         dataset=bundle.info.name, stage=state["stage"], epoch=len(state["history"]))
+                         dataset=bundle.info.name, stage=state["stage"], epoch=len(state["history"]),
+                         train_time_s=sum(record["seconds"] for record in state["history"]))
     path = write_table(frame, paths.results)
     print(format_rows(frame), flush=True)
     progress(f"evaluate: wrote {path}")

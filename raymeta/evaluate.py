@@ -16,8 +16,12 @@ import torch.nn.functional as F
 
 from raymeta.config import Config
 
-RESULT_COLUMNS = ["run_id", "method", "config_hash", "git_commit", "dataset", "architecture", "stage", "epoch",
-                  "gamma", "seen", "samples", "accuracy", "loss", "params", "macs", "wall_time_s"]
+RESULT_COLUMNS = ["run_id", "method", "config_hash", "git_commit", "dataset", "architecture", "phase", "stage",
+                  "epoch", "gamma", "seen", "samples", "accuracy", "loss", "params", "macs", "wall_time_s",
+                  "train_time_s"]
+"""The one results schema. ``phase`` is "final" for an evaluation of a finished model and "train" for the
+per-epoch monitor rows written during training; ``wall_time_s`` is the time of that evaluation and
+``train_time_s`` the training time spent to reach the evaluated model (its training cost)."""
 
 
 @torch.no_grad()
@@ -67,11 +71,12 @@ def evaluate_gammas(net, loader, device, gammas: list[float], *, samples: int, n
 
 
 def result_frame(rows: list[dict], config: Config, *, method: str, run_id: str, dataset: str, stage: int,
-                 epoch: int) -> pd.DataFrame:
+                 epoch: int, phase: str = "final", train_time_s: float = float("nan")) -> pd.DataFrame:
     """Rows with the run's identity columns, in the one results schema."""
     architecture = f"resnet{config.model.depth}-" + "-".join(str(w) for w in config.model.widths)
     common = {"run_id": run_id, "method": method, "config_hash": config.hash(), "git_commit": git_commit(),
-              "dataset": dataset, "architecture": architecture, "stage": stage, "epoch": epoch}
+              "dataset": dataset, "architecture": architecture, "phase": phase, "stage": stage, "epoch": epoch,
+              "train_time_s": float(train_time_s)}
     frame = pd.DataFrame([{**common, **row, "seen": is_seen(row["gamma"], config.train.gamma_pool)} for row in rows])
     return frame[RESULT_COLUMNS]
 
