@@ -505,9 +505,61 @@ class _SeededPermutationSampler(Sampler[int]):
         return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
-def _mix_seed(seed: int, epoch: int) -> int:
+class EpochBatches:
+    """The training batches of one epoch, addressable by position.
+
+    Batch ``b`` is a pure function of (seed, epoch, b), its augmentation included: the order is a seeded
+    permutation and each batch augments with its own generator. So a worker of a distributed run that
+    reads only the batches of its own configurations gets exactly what one process reading all of them
+    gets, and never decodes or augments the others. Partial last batches are dropped.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, *, seed: int, epoch: int):
+        _check_positive_int("batch_size", batch_size)
+        for argument, value in (("seed", seed), ("epoch", epoch)):
+            _check_positive_int(argument, value, minimum=0)
+        if not isinstance(dataset, TensorImageDataset):
+            raise DataError(f"EpochBatches needs an in-memory TensorImageDataset, got {type(dataset).__name__}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = epoch
+        generator = torch.Generator().manual_seed(_mix_seed(seed, epoch))
+        self.order = torch.randperm(len(dataset), generator=generator)
+
+    def __len__(self) -> int:
+        return len(self.dataset) // self.batch_size
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= position < len(self):
+            raise IndexError(f"batch {position} of an epoch with {len(self)} batches")
+        indices = self.order[position * self.batch_size : (position + 1) * self.batch_size]
+        images = self.dataset.images[indices]
+        spec = self.dataset.augment
+        if spec is not None:
+            generator = torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch, position + 1))
+            images = _augment_batch(images, spec, generator)
+        return images, self.dataset.labels[indices]
+
+
+def _augment_batch(images: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> torch.Tensor:
+    """:func:`_augment` for a batch [B, C, H, W], drawing from ``generator``."""
+    count, _, height, width = images.shape
+    pad = spec.crop_padding
+    if pad > 0:
+        padded = F.pad(images, (pad, pad, pad, pad))
+        offsets = torch.randint(0, 2 * pad + 1, (count, 2), generator=generator).tolist()
+        images = torch.stack([padded[i, :, top : top + height, left : left + width]
+                              for i, (top, left) in enumerate(offsets)])
+    if spec.horizontal_flip:
+        mirror = torch.rand(count, generator=generator) < 0.5
+        images = torch.where(mirror.view(-1, 1, 1, 1), images.flip(-1), images)
+    return images
+
+
+def _mix_seed(seed: int, epoch: int, *more: int) -> int:
     """A 64-bit seed unique to (seed, epoch); SeedSequence decorrelates neighbouring pairs."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0])
+    return int(np.random.SeedSequence([seed, epoch, *more]).generate_state(1, dtype=np.uint64)[0])
 
 
 def make_loader(

@@ -9,6 +9,7 @@ and steps once the gradients are complete.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 
 from raymeta.checkpoint import load_checkpoint, save_checkpoint
 from raymeta.config import Config, config_from_dict
-from raymeta.data import make_loader
+from raymeta.data import EpochBatches, make_loader
 from raymeta.errors import CheckpointError, ConfigError
 from raymeta.evaluate import evaluate_gammas
 from raymeta.metamorphic import MetamorphicNetwork
@@ -173,81 +174,196 @@ def load_trained(path: str | Path) -> tuple[MetamorphicNetwork, Config, dict]:
     return net, config, payload
 
 
-def train_epoch(net: MetamorphicNetwork, optimizer: torch.optim.Optimizer, loader, state: dict,
-                steps: int, warmup_steps: float, config: Config, device: torch.device, report) -> dict[str, float]:
+class Collective:
+    """How the ranks of a run combine their work. The single process is rank 0 of 1: nothing to combine.
+
+    The distributed driver substitutes :class:`raymeta.distributed.TorchCollective`; everything else in
+    a training step is the same code for both drivers.
+    """
+
+    rank = 0
+    world_size = 1
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+    def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+    def all_gather_object(self, value) -> list:
+        return [value]
+
+
+def my_configurations(gammas: list[float], rank: int, world_size: int) -> list[tuple[int, float]]:
+    """The (index, γ) configurations of one step that rank ``rank`` of ``world_size`` runs: r, r+N, …"""
+    return [(index, gammas[index]) for index in range(rank, len(gammas), world_size)]
+
+
+def synchronise_gradients(parameters: list[torch.nn.Parameter], collective: Collective) -> None:
+    """Sum every rank's gradients (one all-reduce of one flat vector).
+
+    A parameter no rank touched keeps ``grad = None`` (as in one process, where AdamW then skips it); one
+    that some rank touched gets the sum, with zeros from the ranks that did not.
+    """
+    if collective.world_size == 1:
+        return
+    flat = [p.grad.flatten() if p.grad is not None else torch.zeros(p.numel(), device=p.device, dtype=p.dtype)
+            for p in parameters]
+    touched = torch.tensor([p.grad is not None for p in parameters], dtype=flat[0].dtype, device=flat[0].device)
+    vector = collective.all_reduce_sum(torch.cat([*flat, touched]))
+    touched = vector[-len(parameters):]
+    offset = 0
+    for parameter, was_touched in zip(parameters, touched.tolist(), strict=True):
+        count = parameter.numel()
+        parameter.grad = vector[offset:offset + count].view_as(parameter).clone() if was_touched else None
+        offset += count
+
+
+def synchronise_parameters(net: MetamorphicNetwork, collective: Collective) -> None:
+    """Every rank starts from rank 0's weights (all of them, trainable or not)."""
+    if collective.world_size == 1:
+        return
+    with torch.no_grad():
+        for tensor in [*net.parameters(), *net.buffers()]:
+            tensor.copy_(collective.broadcast(tensor.detach().clone()))
+
+
+class FaultInjector:
+    """Test-only switch: ``RAYMETA_TEST_FAULT=rank:step:marker`` kills that rank's process (``os._exit``) once,
+    right after global step ``step``, and leaves ``marker`` so that the restarted run goes on."""
+
+    def __init__(self, spec: str | None):
+        self.rank = self.step = None
+        if spec:
+            rank, step, self.marker = spec.split(":", 2)
+            self.rank, self.step = int(rank), int(step)
+
+    def check(self, rank: int, step: int) -> None:
+        if self.rank == rank and self.step == step and not os.path.exists(self.marker):
+            Path(self.marker).write_text(f"rank {rank} killed after step {step}\n")
+            os._exit(17)
+
+
+def train_epoch(net: MetamorphicNetwork, optimizer: torch.optim.Optimizer, batches, state: dict, steps: int,
+                warmup_steps: float, config: Config, device: torch.device, report,
+                collective: Collective | None = None, fault: FaultInjector | None = None) -> dict[str, float]:
     """``steps`` optimiser steps, each over M configurations on M micro-batches; mean loss parts per step.
 
-    ``state["step"]`` (the global step) advances; ``state["epoch"]`` places the epoch in its stage's warm-up.
+    ``batches`` is the epoch's :class:`~raymeta.data.EpochBatches`: configuration k of step s uses batch
+    s·M + k. Each rank reads and runs only its own configurations; the gradients are summed over ranks
+    before the (identical) update on every rank. ``state["step"]`` (the global step) advances;
+    ``state["epoch"]`` places the epoch in its stage's warm-up.
     """
+    collective = collective or Collective()
     M = config.train.configs_per_step
+    parameters = trainable_parameters(net)
+    keys = ("loss", "task", "rec", "reg", "correct")
     net.train()
-    batches_iter = iter(loader)
-    sums: dict[str, float] = {}
+    sums = torch.zeros(len(keys), dtype=torch.float64)
     last_report = time.perf_counter()
     for step_in_epoch in range(steps):
         set_warmup(optimizer, state["epoch"] * steps + step_in_epoch, warmup_steps)
         gammas = sample_gammas(config.seed, state["step"], M, config.train.gamma_pool)
-        batches = [next(batches_iter) for _ in range(M)]
-        parts = accumulate_gradients(net, state["step"], list(enumerate(gammas)), batches, M, config, device)
+        mine = my_configurations(gammas, collective.rank, collective.world_size)
+        micro_batches = [batches[step_in_epoch * M + index] for index, _ in mine]
+        parts = accumulate_gradients(net, state["step"], mine, micro_batches, M, config, device)
+        synchronise_gradients(parameters, collective)
         apply_update(net, optimizer, config.train.clip_value)
-        for key, value in parts.items():
-            sums[key] = sums.get(key, 0.0) + value / M
+        sums += torch.tensor([parts.get(key, 0.0) for key in keys], dtype=torch.float64) / M
         state["step"] += 1
+        if fault is not None:
+            fault.check(collective.rank, state["step"])
         if time.perf_counter() - last_report > PROGRESS_SECONDS and step_in_epoch + 1 < steps:
             last_report = time.perf_counter()
-            report(f"step {step_in_epoch + 1}/{steps}  loss {sums['loss'] / (step_in_epoch + 1):.4f}")
-    return {key: value / steps for key, value in sums.items()}
+            report(f"step {step_in_epoch + 1}/{steps}  loss (rank {collective.rank}) "
+                   f"{sums[0].item() * collective.world_size / (step_in_epoch + 1):.4f}")
+    sums = collective.all_reduce_sum(sums)
+    return {key: value / steps for key, value in zip(keys, sums.tolist(), strict=True)}
 
 
-def train(config: Config, *, resume: bool | None = None, stop_after_epochs: int | None = None,
-          progress: Progress | None = None) -> Path:
-    """Train the INRs stage by stage; checkpoint at the end of every epoch. Returns the checkpoint path.
+def evaluate_monitor(net: MetamorphicNetwork, loader, device, config: Config, image_size: int,
+                     collective: Collective) -> list[dict]:
+    """Accuracy at the monitored γ values (K = 1), the γ values shared out over the ranks."""
+    net.eval()
+    gammas = monitor_gammas(config)
+    rows = evaluate_gammas(net, loader, device, gammas[collective.rank::collective.world_size], samples=1,
+                           noise=0.0, seed=config.seed, image_size=image_size)
+    gathered = [row for part in collective.all_gather_object(rows) for row in part]
+    return sorted(gathered, key=lambda row: row["gamma"])
 
-    ``resume``: None continues an existing checkpoint of the same configuration, True requires one,
-    False starts afresh. ``stop_after_epochs`` ends this call after that many epochs (resumable).
+
+def existing_checkpoint(config: Config, resume: bool | None) -> dict | None:
+    """The run's training checkpoint to continue from, per ``resume`` (None: if there is one; True: required;
+    False: never). A checkpoint of another configuration is an error."""
+    path = RunPaths(config.run_dir).train_checkpoint
+    if resume and not path.is_file():
+        raise CheckpointError(f"--resume: no training checkpoint at {path}")
+    if resume is False or not path.is_file():
+        return None
+    payload = load_checkpoint(path, kind="metamorphic", required=("net_state", "state"))
+    check_same_config(payload, config, path)
+    return payload
+
+
+def check_same_config(payload: dict, config: Config, source) -> None:
+    if payload["config_hash"] != config.hash():
+        raise ConfigError(
+            f"the checkpoint {source} was made by another configuration (hash {payload['config_hash']}, "
+            f"now {config.hash()}): pass --restart to overwrite it or use another run_dir"
+        )
+
+
+def write_monitor_table(config: Config, state: dict, dataset: str) -> Path:
+    """The per-epoch monitor rows of the whole run so far, rewritten atomically as one Parquet file."""
+    from raymeta.cli import method_name
+    from raymeta.evaluate import result_frame, write_table
+
+    frames, elapsed = [], 0.0
+    for record in state["history"]:
+        elapsed += record["seconds"]
+        if record.get("monitor"):
+            frames.append(result_frame(record["monitor"], config, method=method_name(config),
+                                       run_id=Path(config.run_dir).name, dataset=dataset, stage=record["stage"],
+                                       epoch=record["global_epoch"], phase="train", train_time_s=elapsed))
+    import pandas as pd
+
+    return write_table(pd.concat(frames, ignore_index=True), RunPaths(config.run_dir).results,
+                       name="train-monitor.parquet")
+
+
+def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress: Progress,
+                 collective: Collective | None = None, stop_after_epochs: int | None = None,
+                 fault: FaultInjector | None = None) -> dict:
+    """The stage schedule of one run, shared by both drivers; returns the final training state.
+
+    ``payload`` is a checkpoint to continue from (or None). After every epoch, every rank calls
+    ``on_epoch_end(make_payload, record)``, where ``make_payload()`` builds the checkpoint dictionary: the
+    driver decides who writes it (the single process always; rank 0 in a distributed run).
     """
-    progress = progress or Progress()
-    paths = RunPaths(config.run_dir)
+    collective = collective or Collective()
     seed_everything(config.seed)
     device = select_device(config)
-    smoothed = load_checkpoint(paths.smoothed, kind="smoothed", required=("arch", "state_dict"))
+    smoothed = load_checkpoint(RunPaths(config.run_dir).smoothed, kind="smoothed", required=("arch", "state_dict"))
     bundle = load_data(config)
     net = build_network(config, load_prior_network(smoothed)).to(device)
     stages = plan_stages(config, len(net.blocks))
     state = {"stage": 0, "epoch": 0, "step": 0, "history": []}
     optimizer_state = None
-
-    exists = paths.train_checkpoint.is_file()
-    if resume and not exists:
-        raise CheckpointError(f"--resume: no training checkpoint at {paths.train_checkpoint}")
-    if exists and resume is not False:
-        payload = load_checkpoint(paths.train_checkpoint, kind="metamorphic", required=("net_state", "state"))
-        if payload["config_hash"] != config.hash():
-            raise ConfigError(
-                f"the checkpoint {paths.train_checkpoint} was made by another configuration "
-                f"(hash {payload['config_hash']}, now {config.hash()}): pass --restart to overwrite it or use "
-                f"another run_dir"
-            )
+    if payload is not None:
         net.set_active_blocks(payload["active_blocks"])
         net.load_state_dict(payload["net_state"])
         state = payload["state"]
         optimizer_state = payload["optimizer"]
         torch.set_rng_state(payload["rng"])
         if state["stage"] >= len(stages):
-            progress(f"train: resuming {paths.train_checkpoint}: already finished ({state['step']} steps)")
+            progress(f"train: already finished ({state['step']} steps)")
         else:
-            progress(f"train: resuming from {paths.train_checkpoint} at stage {state['stage'] + 1}, "
-                     f"epoch {state['epoch']}, step {state['step']}")
-
-    def save() -> None:
-        save_checkpoint({"kind": "metamorphic", "config": config.to_dict(), "config_hash": config.hash(),
-                         "arch": dataclasses.asdict(net.arch), "dataset": dataclasses.asdict(bundle.info),
-                         "state_dict": net.prior.state_dict(), "net_state": net.state_dict(),
-                         "active_blocks": net.active_blocks, "optimizer": optimizer.state_dict(),
-                         "state": state, "rng": torch.get_rng_state(),
-                         "done": state["stage"] >= len(stages)}, paths.train_checkpoint)
+            progress(f"train: resuming at stage {state['stage'] + 1}, epoch {state['epoch']}, step {state['step']}")
 
     M = config.train.configs_per_step
+    if M < collective.world_size:
+        raise ConfigError(f"train.configs_per_step={M} is fewer than the {collective.world_size} workers: every "
+                          f"worker runs whole configurations, so use at most {M} workers or raise M")
     test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
     batches_per_epoch = len(bundle.train) // config.data.batch_size
     steps_per_epoch = batches_per_epoch // M
@@ -259,48 +375,80 @@ def train(config: Config, *, resume: bool | None = None, stop_after_epochs: int 
             f"{len(bundle.train)} training examples: lower either"
         )
     names = [block_name(*p) for p in net.blocks]
-    progress(f"train: {len(stages)} stage(s) over blocks {', '.join(names)}; M={M}, "
+    workers = f", {collective.world_size} workers" if collective.world_size > 1 else ""
+    progress(f"train: {len(stages)} stage(s) over blocks {', '.join(names)}; M={M}{workers}, "
              f"{steps_per_epoch} steps/epoch, switches {config.train.switches}")
+
+    def make_payload() -> dict:
+        return {"kind": "metamorphic", "config": config.to_dict(), "config_hash": config.hash(),
+                "arch": dataclasses.asdict(net.arch), "dataset": dataclasses.asdict(bundle.info),
+                "state_dict": net.prior.state_dict(), "net_state": net.state_dict(),
+                "active_blocks": net.active_blocks, "optimizer": optimizer.state_dict(),
+                "state": state, "rng": torch.get_rng_state(), "done": state["stage"] >= len(stages)}
+
     epochs_run = 0
     while state["stage"] < len(stages):
         stage = stages[state["stage"]]
         net.set_active_blocks(stage.active_blocks)
-        optimizer = build_optimizer(net, config)
         if state["epoch"] == 0:
             previous = stages[stage.index - 1].active_blocks if stage.index > 0 else 0
             initialise_new_blocks(net, previous, stage.active_blocks, config, stage.index)
-        elif optimizer_state is not None:
+        synchronise_parameters(net, collective)
+        optimizer = build_optimizer(net, config)
+        if state["epoch"] > 0 and optimizer_state is not None:
             optimizer.load_state_dict(optimizer_state)
         optimizer_state = None
         warmup_steps = config.train.warmup_epochs * steps_per_epoch
         while state["epoch"] < stage.epochs:
             if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
                 progress(f"train: stopping after {epochs_run} epoch(s) as asked; resume to continue")
-                return paths.train_checkpoint
+                return state
             start = time.perf_counter()
-            loader = make_loader(bundle.train, config.data.batch_size, shuffle=True, seed=config.seed,
-                                 epoch=state["stage"] * 100_003 + state["epoch"], drop_last=True)
+            batches = EpochBatches(bundle.train, config.data.batch_size, seed=config.seed,
+                                   epoch=state["stage"] * 100_003 + state["epoch"])
             label = f"stage {stage.index + 1}/{len(stages)} epoch {state['epoch'] + 1}/{stage.epochs}"
-            means = train_epoch(net, optimizer, loader, state, steps_per_epoch, warmup_steps, config, device,
-                                lambda text: progress(f"train: {label} {text}"))
-            net.eval()
-            rows = evaluate_gammas(net, test_loader, device, monitor_gammas(config), samples=1, noise=0.0,
-                                   seed=config.seed, image_size=bundle.info.image_size)
+            means = train_epoch(net, optimizer, batches, state, steps_per_epoch, warmup_steps, config, device,
+                                lambda text: progress(f"train: {label} {text}"), collective, fault)
+            rows = evaluate_monitor(net, test_loader, device, config, bundle.info.image_size, collective)
             state["epoch"] += 1
             epochs_run += 1
-            record = {"stage": stage.index, "epoch": state["epoch"], "step": state["step"],
-                      "seconds": time.perf_counter() - start, **means,
-                      **{f"acc@{r['gamma']:g}": r["accuracy"] for r in rows}}
+            record = {"stage": stage.index, "epoch": state["epoch"], "global_epoch": len(state["history"]) + 1,
+                      "step": state["step"], "seconds": time.perf_counter() - start, **means,
+                      **{f"acc@{r['gamma']:g}": r["accuracy"] for r in rows}, "monitor": rows}
             state["history"].append(record)
             if state["epoch"] >= stage.epochs:
                 state["stage"] += 1
                 state["epoch"] = 0
-            save()
+            on_epoch_end(make_payload, record)
             accuracies = "  ".join(f"acc γ={r['gamma']:g} {r['accuracy']:.4f}" for r in rows)
             progress(f"train: stage {stage.index + 1}/{len(stages)} epoch {record['epoch']}/{stage.epochs} "
                      f"step {record['step']}  loss {means['loss']:.4f} (task {means['task']:.4f} "
                      f"rec {means['rec']:.5f} reg {means['reg']:.2f})  {accuracies}  [{record['seconds']:.1f}s]")
             if state["epoch"] == 0:
                 break
-    progress(f"train: done, {state['step']} steps; checkpoint {paths.train_checkpoint}")
+    progress(f"train: done, {state['step']} steps")
+    return state
+
+
+def train(config: Config, *, resume: bool | None = None, stop_after_epochs: int | None = None,
+          progress: Progress | None = None) -> Path:
+    """The single-process driver: train stage by stage, checkpoint every epoch. Returns the checkpoint path.
+
+    ``resume``: None continues an existing checkpoint of the same configuration, True requires one,
+    False starts afresh. ``stop_after_epochs`` ends this call after that many epochs (resumable).
+    """
+    progress = progress or Progress()
+    paths = RunPaths(config.run_dir)
+    payload = existing_checkpoint(config, resume)
+    if payload is not None:
+        progress(f"train: resuming from {paths.train_checkpoint}")
+
+    def on_epoch_end(make_payload, record) -> None:
+        checkpoint = make_payload()
+        save_checkpoint(checkpoint, paths.train_checkpoint)
+        write_monitor_table(config, checkpoint["state"], checkpoint["dataset"]["name"])
+
+    run_training(config, payload=payload, on_epoch_end=on_epoch_end, progress=progress,
+                 stop_after_epochs=stop_after_epochs, fault=FaultInjector(os.environ.get("RAYMETA_TEST_FAULT")))
+    progress(f"train: checkpoint {paths.train_checkpoint}")
     return paths.train_checkpoint

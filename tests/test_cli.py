@@ -18,10 +18,14 @@ def test_debug_job_runs_end_to_end(tmp_path, capsys):
     assert main(["run", "--config", DEBUG, "--run-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "total variation" in out and "unseen" in out
-    tables = list((tmp_path / "results").glob("*.parquet"))
+    tables = list((tmp_path / "results").glob("eval-*.parquet"))
     assert len(tables) == 1
     frame = pd.read_parquet(tables[0])
-    assert list(frame.columns) == RESULT_COLUMNS
+    assert list(frame.columns) == RESULT_COLUMNS and (frame["phase"] == "final").all()
+    assert (frame["train_time_s"] > 0).all()
+    monitor = pd.read_parquet(tmp_path / "results" / "train-monitor.parquet")
+    assert list(monitor.columns) == RESULT_COLUMNS and (monitor["phase"] == "train").all()
+    assert monitor["epoch"].tolist() == [1, 1] and (monitor["samples"] == 1).all()
     assert frame["gamma"].tolist() == [-0.25, 0.0, 0.25, 0.5, 0.75]
     assert frame["seen"].tolist() == [False, True, True, True, False]
     assert frame["params"].is_monotonic_decreasing and frame["macs"].is_monotonic_decreasing
@@ -29,13 +33,13 @@ def test_debug_job_runs_end_to_end(tmp_path, capsys):
     # evaluating again writes a second table and never touches the first
     before = tables[0].read_bytes()
     assert main(["evaluate", "--config", DEBUG, "--run-dir", str(tmp_path), "eval.samples=3"]) == 0
-    assert len(list((tmp_path / "results").glob("*.parquet"))) == 2 and tables[0].read_bytes() == before
+    assert len(list((tmp_path / "results").glob("eval-*.parquet"))) == 2 and tables[0].read_bytes() == before
     # running the job again reuses the finished prior and training, and only evaluates anew
     capsys.readouterr()
     assert main(["run", "--config", DEBUG, "--run-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "reusing the finished prior" in out and "resuming" in out and "epoch 1/1" not in out
-    assert len(list((tmp_path / "results").glob("*.parquet"))) == 3
+    assert len(list((tmp_path / "results").glob("eval-*.parquet"))) == 3
 
 
 def test_console_script_is_installed():

@@ -352,3 +352,25 @@ def test_bad_loader_arguments_are_config_errors(kwargs):
     dataset = TensorImageDataset(torch.zeros(4, 1, 2, 2), torch.arange(4))
     with pytest.raises(ConfigError):
         make_loader(dataset, shuffle=True, **kwargs)
+
+
+def test_epoch_batches_are_addressable_and_independent_of_reading_order():
+    from raymeta.data import AugmentSpec, EpochBatches, TensorImageDataset
+
+    images = torch.randn(40, 1, 6, 6)
+    dataset = TensorImageDataset(images, torch.arange(40) % 3, AugmentSpec(crop_padding=1, horizontal_flip=True))
+    forward = EpochBatches(dataset, 8, seed=3, epoch=2)
+    assert len(forward) == 5
+    all_in_order = [forward[b] for b in range(5)]
+    backward = EpochBatches(dataset, 8, seed=3, epoch=2)
+    for b in (4, 1, 3):  # a worker reading only its own batches, in any order, gets the same tensors
+        assert torch.equal(backward[b][0], all_in_order[b][0]) and torch.equal(backward[b][1], all_in_order[b][1])
+    labels = torch.cat([labels for _, labels in all_in_order])
+    assert sorted(forward.order[:40].tolist()) == list(range(40)) and len(labels) == 40
+    assert not torch.equal(EpochBatches(dataset, 8, seed=3, epoch=3)[0][1], all_in_order[0][1])
+    plain = TensorImageDataset(images, torch.arange(40) % 3)
+    unaugmented = EpochBatches(plain, 8, seed=3, epoch=2)[0][0]
+    assert torch.equal(unaugmented, images[forward.order[:8]])
+    assert not torch.equal(all_in_order[0][0], unaugmented)  # crops/mirrors applied
+    with pytest.raises(IndexError):
+        forward[5]
