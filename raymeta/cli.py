@@ -105,6 +105,21 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="group.key=value", help="config overrides")
 
 
+def _add_distributed(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("distributed training (Ray Train)")
+    group.add_argument("--workers", type=int, default=None,
+                       help="Ray Train workers (default: as many as the cluster allows, at most M = "
+                            "train.configs_per_step); 0 trains in this process without Ray")
+    group.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (NCCL when > 0)")
+    group.add_argument("--cpus-per-worker", type=float, default=None,
+                       help="CPUs per worker (default: the cluster's CPUs shared evenly)")
+    group.add_argument("--address", default=None,
+                       help="join this Ray cluster (default: RAY_ADDRESS if set, else an embedded local Ray)")
+    group.add_argument("--storage-path", default=None, help="Ray Train storage (default: RUN_DIR/ray)")
+    group.add_argument("--max-failures", type=int, default=3,
+                       help="worker-group failures to recover from, each from the last checkpoint (default 3)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raymeta", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -119,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "pretrain":
             p.add_argument("--method", choices=["recipe", "neumeta"], default="recipe",
                            help="neumeta: every component of the recipe switched off (the original baseline)")
+            _add_distributed(p)
         group = p.add_mutually_exclusive_group()
         group.add_argument("--resume", action="store_true",
                            help="require a checkpoint to continue from (default: continue one of the same config)")
@@ -151,9 +167,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("smooth", "run"):
             smooth(config, progress)
         if args.command in ("train", "run"):
-            from raymeta.train import train
+            if args.workers == 0:
+                from raymeta.train import train
 
-            train(config, resume=resume, progress=progress)
+                train(config, resume=resume, progress=progress)
+            else:
+                from raymeta.distributed import DistributedOptions, train_distributed
+
+                if args.workers is not None and args.workers < 0:
+                    raise ConfigError(f"--workers={args.workers} is not allowed: use 0 (no Ray) or more")
+                if args.max_failures < -1:
+                    raise ConfigError(f"--max-failures={args.max_failures} is not allowed: use -1 (forever) or more")
+                options = DistributedOptions(workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                                             cpus_per_worker=args.cpus_per_worker, address=args.address,
+                                             storage_path=args.storage_path, max_failures=args.max_failures)
+                train_distributed(config, options, resume=resume, progress=progress)
         if args.command in ("evaluate", "run"):
             evaluate(config, progress, getattr(args, "checkpoint", None))
         return 0

@@ -15,7 +15,7 @@ DEBUG = str(ROOT / "jobs" / "debug.yaml")
 
 
 def test_debug_job_runs_end_to_end(tmp_path, capsys):
-    assert main(["run", "--config", DEBUG, "--run-dir", str(tmp_path)]) == 0
+    assert main(["run", "--config", DEBUG, "--run-dir", str(tmp_path), "--workers", "0"]) == 0
     out = capsys.readouterr().out
     assert "total variation" in out and "unseen" in out
     tables = list((tmp_path / "results").glob("eval-*.parquet"))
@@ -36,7 +36,7 @@ def test_debug_job_runs_end_to_end(tmp_path, capsys):
     assert len(list((tmp_path / "results").glob("eval-*.parquet"))) == 2 and tables[0].read_bytes() == before
     # running the job again reuses the finished prior and training, and only evaluates anew
     capsys.readouterr()
-    assert main(["run", "--config", DEBUG, "--run-dir", str(tmp_path)]) == 0
+    assert main(["run", "--config", DEBUG, "--run-dir", str(tmp_path), "--workers", "0"]) == 0
     out = capsys.readouterr().out
     assert "reusing the finished prior" in out and "resuming" in out and "epoch 1/1" not in out
     assert len(list((tmp_path / "results").glob("eval-*.parquet"))) == 3
@@ -74,6 +74,6 @@ def test_missing_data_folder_is_one_clear_error(tmp_path, capsys):
 @pytest.mark.parametrize("argument, message", [("train.lr=-1", "train.lr"), ("eval.gammas=[1.5]", "eval.gammas"),
                                                ("train.blocks=[stage3.block0]", "projection")])
 def test_bad_values_are_reported_without_a_traceback(tmp_path, capsys, argument, message):
-    argv = ["run", "--config", DEBUG, "--run-dir", str(tmp_path), argument]
+    argv = ["run", "--config", DEBUG, "--run-dir", str(tmp_path), "--workers", "0", argument]
     err = error_of(capsys, argv)
     assert message in err and "Traceback" not in err
