@@ -11,6 +11,7 @@ stopped run from its storage path.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import shutil
@@ -73,6 +74,7 @@ def train_worker(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch
 
+    logging.getLogger("ray.train").setLevel(loop_config["log_level"])  # no per-report INFO line from every rank
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(loop_config["threads"])
@@ -187,14 +189,14 @@ def train_distributed(config: Config, options: DistributedOptions | None = None,
 
     started_here = False
     if not ray.is_initialized():
-        address = options.address or os.environ.get("RAY_ADDRESS")
+        address = options.address or os.environ.get("RAY_ADDRESS") or None
         if address:
             progress(f"train: joining the Ray cluster at {address}")
             ray.init(address=address)
         else:
             for key, value in QUIET_RAY.items():
                 os.environ.setdefault(key, value)
-            ray.init(configure_logging=False)
+            ray.init(address="local", configure_logging=False)  # never a cluster found by chance
             started_here = True
     try:
         workers, cpus_per_worker = _plan_workers(options, config.train.configs_per_step, ray.cluster_resources())
@@ -209,6 +211,7 @@ def train_distributed(config: Config, options: DistributedOptions | None = None,
             "fault": os.environ.get("RAYMETA_TEST_FAULT"),
             "threads": config.threads or max(1, int(cpus_per_worker)),
             "use_gpu": use_gpu,
+            "log_level": options.log_level,
         }
         trainer = TorchTrainer(
             train_worker,
