@@ -1,0 +1,111 @@
+"""Ray Train: two workers give the single-process update, a killed worker resumes, a stopped run continues.
+
+One embedded Ray (4 logical CPUs, as Ray's own tests oversubscribe a small machine) serves the module.
+"""
+
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+
+from raymeta.checkpoint import load_checkpoint
+from raymeta.distributed import DistributedOptions, _plan_workers, run_name, train_distributed
+from raymeta.errors import ConfigError
+from raymeta.runtime import Progress
+from raymeta.train import my_configurations, train
+
+RAY_TEST_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60",
+    "RAY_TRAIN_METRICS_ENABLED": "0",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+}
+QUIET = Progress(stream=open("/dev/null", "w"))
+OPTIONS = DistributedOptions(workers=2, cpus_per_worker=1, timeout_s=60, max_failures=0)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    patch = pytest.MonkeyPatch()
+    for key, value in RAY_TEST_ENV.items():
+        patch.setenv(key, value)
+    ray.init(address="local", num_cpus=4, object_store_memory=200 * 1024**2, configure_logging=False)
+    yield
+    ray.shutdown()
+    patch.undo()
+
+
+def states(path):
+    payload = load_checkpoint(path, kind="metamorphic")
+    return payload, payload["net_state"]
+
+
+def assert_same_parameters(first: dict, second: dict):
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.allclose(first[name], second[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_configurations_are_shared_out_round_robin():
+    gammas = [0.0, 0.1, 0.2, 0.3, 0.4]
+    assert my_configurations(gammas, 0, 2) == [(0, 0.0), (2, 0.2), (4, 0.4)]
+    assert my_configurations(gammas, 1, 2) == [(1, 0.1), (3, 0.3)]
+    assert sorted(my_configurations(gammas, 0, 3) + my_configurations(gammas, 1, 3)
+                  + my_configurations(gammas, 2, 3)) == list(enumerate(gammas))
+
+
+def test_worker_plan_fits_the_cluster_and_refuses_what_cannot_work():
+    assert _plan_workers(DistributedOptions(), 4, {"CPU": 2.0}) == (2, 1.0)
+    assert _plan_workers(DistributedOptions(), 4, {"CPU": 16.0}) == (4, 4.0)
+    assert _plan_workers(DistributedOptions(gpus_per_worker=1), 8, {"CPU": 16.0, "GPU": 2.0})[0] == 2
+    with pytest.raises(ConfigError, match="configs_per_step=2"):
+        _plan_workers(DistributedOptions(workers=3), 2, {"CPU": 8.0})
+    with pytest.raises(ConfigError, match="GPU"):
+        _plan_workers(DistributedOptions(gpus_per_worker=1), 2, {"CPU": 8.0})
+    with pytest.raises(ConfigError, match="CPUs"):
+        _plan_workers(DistributedOptions(workers=2, cpus_per_worker=3), 2, {"CPU": 4.0})
+
+
+def test_two_workers_give_the_single_process_update(prepared_run, ray_cluster):
+    # M = 4: each worker runs two configurations, each on its own micro-batch (half of the step's data)
+    overrides = ("train.configs_per_step=4", "train.steps_per_epoch=3")
+    single = prepared_run(*overrides)
+    one, one_state = states(train(single, progress=QUIET))
+    two, two_state = states(train_distributed(prepared_run(*overrides), OPTIONS, progress=QUIET))
+    assert one["state"]["step"] == two["state"]["step"] == 6 and two["done"]
+    assert_same_parameters(one_state, two_state)
+    # the comparison is not vacuous: the INRs still move from step 3 to step 6
+    _, halfway = states(train(prepared_run(*overrides), stop_after_epochs=1, progress=QUIET))
+    assert any(not torch.allclose(one_state[name], halfway[name]) for name in one_state if name.startswith("hyper"))
+    losses = [record["loss"] for record in one["state"]["history"]]
+    assert losses == pytest.approx([record["loss"] for record in two["state"]["history"]], rel=1e-4)
+
+
+def test_killed_worker_resumes_from_the_last_checkpoint(prepared_run, ray_cluster, monkeypatch, tmp_path):
+    # 2 stages × 2 epochs × 3 steps = 12 steps; rank 1 dies right after step 7 (stage 2, epoch 1)
+    overrides = ("train.epochs_per_stage=2", "train.steps_per_epoch=3")
+    marker = tmp_path / "fault-injected"
+    monkeypatch.setenv("RAYMETA_TEST_FAULT", f"1:7:{marker}")
+    options = DistributedOptions(workers=2, cpus_per_worker=1, timeout_s=60, max_failures=2)
+    faulty, faulty_state = states(train_distributed(prepared_run(*overrides), options, progress=QUIET))
+    assert marker.is_file(), "the fault was not injected"
+    monkeypatch.delenv("RAYMETA_TEST_FAULT")
+    clean, clean_state = states(train(prepared_run(*overrides), progress=QUIET))
+    assert faulty["done"] and faulty["state"]["step"] == clean["state"]["step"] == 12
+    assert [(r["stage"], r["epoch"]) for r in faulty["state"]["history"]] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert_same_parameters(clean_state, faulty_state)  # the resumed run continued exactly where it stopped
+
+
+def test_stopped_run_continues_from_its_storage_path(prepared_run, ray_cluster):
+    config = prepared_run("train.epochs_per_stage=2", "train.steps_per_epoch=2")
+    first, _ = states(train_distributed(config, OPTIONS, stop_after_epochs=3, progress=QUIET))
+    assert first["state"]["step"] == 6 and not first["done"] and first["state"]["stage"] == 1
+    assert (Path(config.run_dir) / "ray" / run_name(config)).is_dir()
+    final, _ = states(train_distributed(config, OPTIONS, progress=QUIET))
+    assert final["done"] and final["state"]["step"] == 8
+    assert [r["global_epoch"] for r in final["state"]["history"]] == [1, 2, 3, 4]  # no epoch lost or repeated

@@ -1,0 +1,62 @@
+"""A real Ray cluster on 127.0.0.1 (`ray start --head`), the debug job submitted with jobs/submit.sh.
+
+The job installs the package from its working dir (jobs/runtime_env.yaml), runs pretrain → smooth → train on
+Ray Train across the cluster → evaluate, and must leave its results table; the cluster is stopped after.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from raymeta.evaluate import RESULT_COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled",
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    dashboard = free_port()
+    start = subprocess.run(
+        ["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2", "--disable-usage-stats"],
+        env=env, capture_output=True, text=True, timeout=120)
+    try:
+        assert start.returncode == 0, start.stdout + start.stderr
+        yield {**env, "RAY_ADDRESS": f"http://127.0.0.1:{dashboard}"}
+    finally:
+        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_debug_job_submitted_to_a_local_cluster_writes_its_results(ray_head, tmp_path):
+    run_dir = tmp_path / "run"
+    job = subprocess.run([str(ROOT / "jobs" / "submit.sh"), "jobs/debug.yaml", "--run-dir", str(run_dir)],
+                         env=ray_head, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    log = job.stdout + job.stderr
+    assert job.returncode == 0, log[-4000:]
+    assert "succeeded" in log and "Ray Train with 2 worker(s)" in log
+    tables = list((run_dir / "results").glob("eval-*.parquet"))
+    assert len(tables) == 1
+    frame = pd.read_parquet(tables[0])
+    assert list(frame.columns) == RESULT_COLUMNS and len(frame) == 5
+    assert (run_dir / "train" / "checkpoint.pt").is_file()
+
+
+def test_submit_script_names_a_missing_config(tmp_path):
+    result = subprocess.run([str(ROOT / "jobs" / "submit.sh"), "jobs/nope.yaml"], capture_output=True, text=True)
+    assert result.returncode == 2 and "jobs/nope.yaml" in result.stderr
