@@ -177,6 +177,8 @@ def train_distributed(config: Config, options: DistributedOptions | None = None,
     config = dataclasses.replace(config, run_dir=str(Path(config.run_dir).resolve()))
     paths = RunPaths(config.run_dir)
     load_checkpoint(paths.smoothed, kind="smoothed", required=("arch", "state_dict"))  # fail here, not in workers
+    # what can be refused without a cluster is refused before starting one
+    _plan_workers(options, config.train.configs_per_step, {"CPU": 1e9, "GPU": 1e9})
     storage = Path(options.storage_path or paths.root / "ray").resolve()
     name = run_name(config)
     if resume is False:

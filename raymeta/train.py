@@ -413,6 +413,7 @@ def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress
             state["epoch"] += 1
             epochs_run += 1
             record = {"stage": stage.index, "epoch": state["epoch"], "global_epoch": len(state["history"]) + 1,
+                      "finished": time.time(),
                       "step": state["step"], "seconds": time.perf_counter() - start, **means,
                       **{f"acc@{r['gamma']:g}": r["accuracy"] for r in rows}, "monitor": rows}
             state["history"].append(record)
