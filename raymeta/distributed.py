@@ -69,12 +69,22 @@ def _epoch_metrics(record: dict) -> dict:
     return {key: value for key, value in record.items() if isinstance(value, (int, float))}
 
 
+def _quiet_train_logs(level: str) -> None:
+    """No INFO line from every rank at every report (Ray 2.60 logs it under a logger named by file path)."""
+    logging.getLogger("ray.train").setLevel(level)
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:
+        return
+    logging.getLogger(train_context.__file__).setLevel(level)
+
+
 def train_worker(loop_config: dict) -> None:
     """Ray Train's per-worker function."""
     import ray.train
     import ray.train.torch
 
-    logging.getLogger("ray.train").setLevel(loop_config["log_level"])  # no per-report INFO line from every rank
+    _quiet_train_logs(loop_config["log_level"])
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(loop_config["threads"])
