@@ -86,12 +86,14 @@ def validate_frame(frame: pd.DataFrame, source: str | Path = "<frame>") -> pd.Da
     for column, kind in expected.items():
         series = frame[column]
         found = _kind_of(series)
+        if column in OPTIONAL_COLUMNS and series.isna().all():
+            found = kind  # present in some tables of a concatenation, absent (all missing) in these rows
         if found == "int" and kind == "float":
             found = "float"
         if found != kind:
             raise ResultsError(f"results table {source}: column {column!r} has type {found} "
                                f"(dtype {series.dtype}), expected {kind}")
-        if kind != "float" and series.isna().any():
+        if kind != "float" and column in SCHEMA and series.isna().any():
             raise ResultsError(f"results table {source}: column {column!r} has missing values; only float "
                                f"columns may hold NaN")
         out[column] = series.astype(_DTYPES[kind])
