@@ -225,7 +225,7 @@ def _add_extra_commands(sub) -> None:
     kinds = p.add_subparsers(dest="kind", required=True)
     k = kinds.add_parser("individual", help="an ordinary ResNet trained from scratch at each γ")
     _add_common(k)
-    k.add_argument("--gammas", help="comma-separated γ values (default: eval.gammas)")
+    k.add_argument("--gammas", help="comma-separated γ values, e.g. --gammas=-0.25,0,0.5 (default: eval.gammas)")
     k.add_argument("--epochs", type=int, help="training epochs per γ (default: pretrain.epochs)")
     k.add_argument("--lr", type=float, help="peak learning rate (default: pretrain.lr)")
     k.add_argument("--out", help="results folder (default: RUN_DIR/results)")
@@ -233,7 +233,7 @@ def _add_extra_commands(sub) -> None:
     _add_common(k)
     k.add_argument("--importance", nargs="+", default=["all"],
                    help="random, l1, l2, taylor, hessian or all (default), space- or comma-separated")
-    k.add_argument("--gammas", help="comma-separated γ values (default: eval.gammas; γ < 0 is skipped)")
+    k.add_argument("--gammas", help="comma-separated γ values, e.g. --gammas=0,0.5 (default: eval.gammas; γ < 0 is skipped)")
     k.add_argument("--finetune-epochs", type=int, default=3,
                    help="epochs of fine-tuning after pruning; rows prune-X+ft (0: pruned rows only)")
     k.add_argument("--finetune-lr", type=float, default=0.01, help="peak learning rate of the fine-tune")
