@@ -175,6 +175,21 @@ def export(args: argparse.Namespace, progress: Progress) -> dict[str, Path]:
     return paths
 
 
+def history(args: argparse.Namespace, progress: Progress) -> Path:
+    """``raymeta history``: a training checkpoint's per-epoch monitor accuracies as ``phase = train`` rows."""
+    from raymeta.config import config_from_dict
+    from raymeta.results import history_frame, write_table
+
+    config = _run_config(args)
+    paths = RunPaths(config.run_dir)
+    payload = load_checkpoint(paths.train_checkpoint, kind="metamorphic", required=("config", "arch", "state"))
+    frame = history_frame(payload, method=method_name(config_from_dict(payload["config"])),
+                          run_id=Path(config.run_dir).name)
+    path = write_table(frame, paths.results, name=f"history-{payload['config_hash']}-{len(frame)}.parquet")
+    progress(f"history: {frame['epoch'].nunique()} epochs of monitor rows → {path}")
+    return path
+
+
 def report(args: argparse.Namespace, progress: Progress) -> Path:
     """``raymeta report``: a self-contained HTML page from result tables (nothing else is read)."""
     from raymeta.report import write_report
@@ -245,6 +260,8 @@ def _add_extra_commands(sub) -> None:
     p.add_argument("--samples", type=int, help="K noisy weight samples averaged (default: eval.samples of the run)")
     p.add_argument("--checkpoint", help="metamorphic checkpoint (default: RUN_DIR/train/checkpoint.pt)")
     p.add_argument("-o", "--output", help="output folder (default: RUN_DIR/export/gamma=G)")
+    p = sub.add_parser("history", help="a trained run's per-epoch monitor accuracies as phase=train rows")
+    _add_common(p)
     p = sub.add_parser("report", help="self-contained HTML report of result tables")
     p.add_argument("tables", nargs="+", help="Parquet files, folders (searched recursively) or glob patterns")
     p.add_argument("-o", "--output", required=True, help="HTML file to write, e.g. reports/NAME.html")
@@ -255,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress = Progress()
     try:
-        if args.command in ("baseline", "export", "report"):
+        if args.command in ("baseline", "export", "history", "report"):
             return _run_extra_command(args, progress)
         for text in args.overrides:
             if "=" not in text:
@@ -293,7 +310,7 @@ def _run_extra_command(args: argparse.Namespace, progress: Progress) -> int:
     for text in getattr(args, "overrides", []):
         if "=" not in text:
             raise ConfigError(f"argument {text!r} is not allowed: overrides are group.key=value")
-    {"baseline": baseline, "export": export, "report": report}[args.command](args, progress)
+    {"baseline": baseline, "export": export, "history": history, "report": report}[args.command](args, progress)
     return 0
 
 

@@ -191,3 +191,37 @@ def read_tables(sources: list[str | Path] | str | Path) -> pd.DataFrame:
     """Every row of every table named by ``sources`` (files, folders, globs), validated, as one DataFrame."""
     frames = [read_table(path) for path in table_paths(sources)]
     return pd.concat(frames, ignore_index=True)
+
+
+def history_frame(payload: dict, *, method: str, run_id: str) -> pd.DataFrame:
+    """``phase = train`` rows from a metamorphic checkpoint's per-epoch history (its monitor accuracies).
+
+    For runs whose training did not write monitor rows itself. The history keeps accuracy but not loss
+    per γ, so ``loss`` is NaN; ``train_time_s`` is the training time up to the end of that epoch.
+    """
+    from raymeta.config import config_from_dict
+    from raymeta.models import Architecture, count_params_macs, hidden_width, resolve_blocks
+
+    config = config_from_dict(payload["config"])
+    arch = Architecture(**{**payload["arch"], "widths": tuple(payload["arch"]["widths"])})
+    blocks = resolve_blocks(config.train.blocks, arch)
+    image_size = payload.get("dataset", {}).get("image_size", 32)
+    frames, elapsed = [], 0.0
+    for index, record in enumerate(payload["state"]["history"]):
+        elapsed += record["seconds"]
+        active = blocks[: record["stage"] + 1] if config.train.incremental else blocks
+        rows = []
+        for key, accuracy in record.items():
+            if not key.startswith("acc@"):
+                continue
+            gamma = float(key[4:])
+            widths = {(s, b): hidden_width(arch.widths[s], gamma) for s, b in active}
+            params, macs = count_params_macs(arch, widths, image_size)
+            rows.append({"gamma": gamma, "samples": 1, "accuracy": accuracy, "loss": float("nan"),
+                         "params": params + len(active), "macs": macs, "wall_time_s": float("nan")})
+        frames.append(result_frame(rows, config, method=method, run_id=run_id,
+                                   dataset=payload.get("dataset", {}).get("name", config.data.name),
+                                   stage=record["stage"], epoch=index + 1, phase="train", train_time_s=elapsed))
+    if not frames:
+        raise ResultsError(f"run {run_id} has no training history yet")
+    return pd.concat(frames, ignore_index=True)

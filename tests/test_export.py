@@ -64,3 +64,15 @@ def test_export_command_and_its_errors(trained, tmp_path, capsys):
     bad.write_bytes(b"nope")
     assert main(["export", "--checkpoint", str(bad), "--gamma", "0.25"]) == 2
     assert "corrupt" in capsys.readouterr().err
+
+
+def test_history_command_writes_train_rows_per_epoch(trained, capsys):
+    from raymeta.config import save_config
+    from raymeta.results import read_tables
+
+    save_config(trained, RunPaths(trained.run_dir).config)
+    assert main(["history", "--run-dir", trained.run_dir]) == 0
+    rows = read_tables(RunPaths(trained.run_dir).results)
+    rows = rows[rows["phase"] == "train"]
+    assert rows["stage"].tolist() == [0, 0, 1, 1] and rows["epoch"].tolist() == [1, 1, 2, 2]
+    assert rows["gamma"].tolist() == [0.0, 0.5, 0.0, 0.5] and rows["train_time_s"].is_monotonic_increasing
