@@ -45,6 +45,7 @@ def _atomic(path: Path, write) -> None:
     os.close(handle)
     try:
         write(temporary)
+        os.chmod(temporary, 0o644)  # files meant to be shipped: not mkstemp's private 0600
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
