@@ -6,6 +6,10 @@
     raymeta evaluate  --config jobs/quickstart.yaml            accuracy at every γ → Parquet
     raymeta run       --config jobs/quickstart.yaml            all four in order
     raymeta validate  --config jobs/quickstart.yaml            load, validate and print the configuration
+    raymeta baseline individual --config jobs/quickstart.yaml  ResNets trained from scratch at each γ
+    raymeta baseline prune --run-dir runs/quickstart           the prior pruned to each γ (Torch-Pruning)
+    raymeta export --run-dir runs/quickstart --gamma 0.25      a standalone network at one γ
+    raymeta report runs/*/results -o reports/NAME.html         self-contained HTML report of result tables
 
 Any ``group.key=value`` argument overrides the YAML, e.g. ``train.epochs_per_stage=2 data.name=synthetic``.
 pretrain, train and run continue (or reuse) checkpoints of the same configuration; ``--restart`` starts over.
@@ -99,6 +103,91 @@ def evaluate(config: Config, progress: Progress, checkpoint: str | None = None) 
     return path
 
 
+def _gammas(text: str | None, config: Config) -> list[float]:
+    if text is None:
+        return list(config.eval.gammas)
+    try:
+        values = [float(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise ConfigError(f"--gammas={text!r} is not allowed: a comma-separated list of numbers, e.g. 0,0.25,0.5") from None
+    if not values:
+        raise ConfigError(f"--gammas={text!r} names no γ")
+    return values
+
+
+def _run_config(args: argparse.Namespace) -> Config:
+    """The job config; for commands on an existing run without --config, the run's own config.yaml."""
+    if args.config is None and args.run_dir and RunPaths(args.run_dir).config.is_file():
+        args.config = str(RunPaths(args.run_dir).config)
+    return _config(args)
+
+
+def baseline(args: argparse.Namespace, progress: Progress) -> list[Path]:
+    """``raymeta baseline individual|prune``: baseline rows at the γ of a grid, in the results schema."""
+    from raymeta.baselines import check_importances, run_individual, run_pruning
+    from raymeta.runtime import load_data, select_device
+    from raymeta.train import load_prior_network
+
+    config = _run_config(args)
+    gammas = _gammas(args.gammas, config)
+    device = select_device(config)
+    paths = RunPaths(config.run_dir)
+    name = Path(config.run_dir).name
+    if args.kind == "individual":
+        paths.root.mkdir(parents=True, exist_ok=True)
+        save_config(config, paths.config)
+        bundle = load_data(config)
+        epochs = args.epochs or config.pretrain.epochs
+        progress(f"baseline individual: {len(gammas)} γ values, {epochs} epochs each, on {bundle.info.name}")
+        return run_individual(config, bundle, gammas, Path(args.out or paths.results), run_name=name, epochs=epochs,
+                              lr=args.lr or config.pretrain.lr, device=device, progress=progress)
+    importances = check_importances(args.importance)
+    payload = load_checkpoint(paths.prior, kind="prior", required=("arch", "state_dict"))
+    if not payload.get("done"):
+        raise CheckpointError(f"the prior {paths.prior} is unfinished: run raymeta pretrain to finish it")
+    prior = load_prior_network({**payload, "batchnorm": True})
+    bundle = load_data(config)
+    progress(f"baseline prune: {', '.join(importances)} importance; γ {', '.join(f'{g:g}' for g in gammas)}; "
+             f"fine-tune {args.finetune_epochs} epoch(s)")
+    return run_pruning(config, prior, bundle, gammas, importances, Path(args.out or paths.results), run_name=name,
+                       finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
+                       gradient_batches=args.gradient_batches, device=device, progress=progress)
+
+
+def export(args: argparse.Namespace, progress: Progress) -> dict[str, Path]:
+    """``raymeta export``: the network generated at one γ as a state dict + spec and TorchScript."""
+    from raymeta.export import export_network
+    from raymeta.train import load_trained
+
+    run_dir = args.run_dir or (_config(args).run_dir if args.config else None)
+    if not run_dir and not args.checkpoint:
+        raise ConfigError("raymeta export needs --run-dir (or --checkpoint) naming a trained run")
+    checkpoint = Path(args.checkpoint) if args.checkpoint else RunPaths(run_dir).train_checkpoint
+    net, trained_config, payload = load_trained(checkpoint)
+    if not payload.get("done"):
+        progress("export: note — the checkpoint is from an unfinished run")
+    out = Path(args.output or (checkpoint.parent.parent / "export" / f"gamma={args.gamma:g}"))
+    paths = export_network(net, trained_config, payload.get("dataset", {}), args.gamma, out, samples=args.samples,
+                           source=str(checkpoint))
+    widths = ", ".join(f"{h}" for h in net.hidden_widths(args.gamma).values())
+    progress(f"export: γ={args.gamma:g} (hidden widths {widths}) → {paths['state_dict']}, {paths['spec']}, "
+             f"{paths['torchscript']}")
+    return paths
+
+
+def report(args: argparse.Namespace, progress: Progress) -> Path:
+    """``raymeta report``: a self-contained HTML page from result tables (nothing else is read)."""
+    from raymeta.report import write_report
+    from raymeta.results import read_tables, table_paths
+
+    paths = table_paths(args.tables)
+    frame = read_tables(paths)
+    output = write_report(frame, args.output, title=args.title)
+    progress(f"report: {len(frame)} rows from {len(paths)} table(s) → {output} "
+             f"({output.stat().st_size / 1e6:.1f} MB)")
+    return output
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="experiment YAML (see jobs/); defaults apply without one")
     parser.add_argument("--run-dir", help="override run_dir: where this run's files go")
@@ -142,13 +231,48 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="accuracy at every γ of a grid, written to Parquet")
     _add_common(p)
     p.add_argument("--checkpoint", help="metamorphic checkpoint (default: RUN_DIR/train/checkpoint.pt)")
+    _add_extra_commands(sub)
     return parser
+
+
+def _add_extra_commands(sub) -> None:
+    """Baselines, export and report: commands on finished runs and result tables."""
+    p = sub.add_parser("baseline", help="individual or pruned ResNets at each γ, as result rows")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    k = kinds.add_parser("individual", help="an ordinary ResNet trained from scratch at each γ")
+    _add_common(k)
+    k.add_argument("--gammas", help="comma-separated γ values, e.g. --gammas=-0.25,0,0.5 (default: eval.gammas)")
+    k.add_argument("--epochs", type=int, help="training epochs per γ (default: pretrain.epochs)")
+    k.add_argument("--lr", type=float, help="peak learning rate (default: pretrain.lr)")
+    k.add_argument("--out", help="results folder (default: RUN_DIR/results)")
+    k = kinds.add_parser("prune", help="the run's prior pruned to each γ ≥ 0 with Torch-Pruning")
+    _add_common(k)
+    k.add_argument("--importance", nargs="+", default=["all"],
+                   help="random, l1, l2, taylor, hessian or all (default), space- or comma-separated")
+    k.add_argument("--gammas", help="comma-separated γ values, e.g. --gammas=0,0.5 (default: eval.gammas; γ < 0 is skipped)")
+    k.add_argument("--finetune-epochs", type=int, default=3,
+                   help="epochs of fine-tuning after pruning; rows prune-X+ft (0: pruned rows only)")
+    k.add_argument("--finetune-lr", type=float, default=0.01, help="peak learning rate of the fine-tune")
+    k.add_argument("--gradient-batches", type=int, default=4, help="training batches for Taylor/Hessian gradients")
+    k.add_argument("--out", help="results folder (default: RUN_DIR/results)")
+    p = sub.add_parser("export", help="a standalone network at one γ: state dict + spec, and TorchScript")
+    _add_common(p)
+    p.add_argument("--gamma", type=float, required=True, help="compression ratio γ of the exported network")
+    p.add_argument("--samples", type=int, help="K noisy weight samples averaged (default: eval.samples of the run)")
+    p.add_argument("--checkpoint", help="metamorphic checkpoint (default: RUN_DIR/train/checkpoint.pt)")
+    p.add_argument("-o", "--output", help="output folder (default: RUN_DIR/export/gamma=G)")
+    p = sub.add_parser("report", help="self-contained HTML report of result tables")
+    p.add_argument("tables", nargs="+", help="Parquet files, folders (searched recursively) or glob patterns")
+    p.add_argument("-o", "--output", required=True, help="HTML file to write, e.g. reports/NAME.html")
+    p.add_argument("--title", default="raymeta report", help="page title")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress = Progress()
     try:
+        if args.command in ("baseline", "export", "report"):
+            return _run_extra_command(args, progress)
         for text in args.overrides:
             if "=" not in text:
                 raise ConfigError(f"argument {text!r} is not allowed: overrides are group.key=value")
@@ -191,6 +315,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("raymeta: interrupted; the last epoch checkpoint is kept (resume with raymeta train)", file=sys.stderr)
         return 130
+
+
+def _run_extra_command(args: argparse.Namespace, progress: Progress) -> int:
+    for text in getattr(args, "overrides", []):
+        if "=" not in text:
+            raise ConfigError(f"argument {text!r} is not allowed: overrides are group.key=value")
+    {"baseline": baseline, "export": export, "report": report}[args.command](args, progress)
+    return 0
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ from raymeta.config import Config, load_config
 from raymeta.errors import ConfigError
 from raymeta.models import Architecture, resolve_blocks
 
-JOBS = sorted((Path(__file__).resolve().parents[1] / "jobs").glob("*.yaml"))
+JOBS = sorted(path for path in (Path(__file__).resolve().parents[1] / "jobs").glob("*.yaml")
+              if path.name != "runtime_env.yaml")  # Ray's runtime environment for job submission, not an experiment
 
 
 def test_there_are_job_configs():

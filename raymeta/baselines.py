@@ -1,0 +1,288 @@
+"""Baselines at the same γ as the metamorphic network: individually trained and structurally pruned ResNets.
+
+Both change only what a metamorphic block changes: the hidden width of every block that the run's
+``train.blocks`` makes metamorphic, ``hidden_width(C, γ)``. Everything else keeps the prior's shape.
+
+* **Individual**: an ordinary ResNet (with BatchNorm) trained from scratch at each γ with the prior's recipe.
+* **Pruning**: the prior pruned to each γ with Torch-Pruning (DepGraph): the lowest-scored output channels
+  of each metamorphic block's conv1 are removed, and DepGraph removes the matching bn1 channels and conv2
+  input channels. Torch-Pruning rather than our own index bookkeeping because it is the reference the
+  paper compares against (same importance criteria), and its dependency graph guarantees the coupled
+  layers stay consistent. Each block is pruned as its own group to an exact width, so the result always
+  has the hidden widths the metamorphic network generates at that γ (a global pruning ratio would not).
+
+Rows are written in the results schema; ``train_time_s`` is the baseline's own training cost (individual:
+training from scratch; pruning: gradients for the importance plus the fine-tune). The prior's
+pretraining is not included: metamorphic, NeuMeta and pruning rows all start from the same prior.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from raymeta.config import Config, _short_hash
+from raymeta.data import make_loader
+from raymeta.errors import ConfigError
+from raymeta.evaluate import accuracy_and_loss
+from raymeta.models import Architecture, ResNet, block_name, count_params_macs, hidden_width, resolve_blocks
+from raymeta.results import ResultsError, read_tables, result_frame, write_table
+from raymeta.runtime import Progress, seed_everything
+
+IMPORTANCES = ("random", "l1", "l2", "taylor", "hessian")
+"""Torch-Pruning importance criteria offered by ``raymeta baseline prune``."""
+
+NEEDS_GRADIENTS = {"taylor", "hessian"}
+
+
+def target_widths(arch: Architecture, blocks: list[tuple[int, int]], gamma: float) -> dict[tuple[int, int], int]:
+    """Hidden width of every metamorphic block at γ (the other blocks keep their full width)."""
+    return {(s, b): hidden_width(arch.widths[s], gamma) for s, b in blocks}
+
+
+def metamorphic_blocks(config: Config, arch: Architecture) -> list[tuple[int, int]]:
+    return resolve_blocks(config.train.blocks, arch)
+
+
+def check_importances(names: list[str]) -> list[str]:
+    expanded: list[str] = []
+    for name in names:
+        for part in str(name).split(","):
+            part = part.strip().lower()
+            if part == "all":
+                expanded += [n for n in IMPORTANCES if n not in expanded]
+            elif part in IMPORTANCES:
+                if part not in expanded:
+                    expanded.append(part)
+            elif part:
+                raise ConfigError(f"pruning importance {part!r} is unknown: allowed are {', '.join(IMPORTANCES)} "
+                                  f"or all")
+    if not expanded:
+        raise ConfigError(f"no pruning importance given: allowed are {', '.join(IMPORTANCES)} or all")
+    return expanded
+
+
+def make_importance(name: str):
+    import torch_pruning as tp
+
+    factories = {"random": tp.importance.RandomImportance, "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
+                 "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+                 "taylor": tp.importance.GroupTaylorImportance, "hessian": tp.importance.GroupHessianImportance}
+    if name not in factories:
+        raise ConfigError(f"pruning importance {name!r} is unknown: allowed are {', '.join(IMPORTANCES)}")
+    return factories[name]()
+
+
+def store_gradients(model: ResNet, importance: str, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                    device: torch.device, hessian_samples: int = 64) -> None:
+    """Leave in ``param.grad`` what the importance reads: the loss gradient (Taylor) or the mean squared
+    per-example gradient, the diagonal empirical Fisher that approximates the Hessian (OBD).
+
+    Torch-Pruning 1.6.1's ``HessianImportance.accumulate_grad`` keys its dict by parameter but tests the
+    name, so it keeps only the last example's gradient; we accumulate here and hand it ``.grad`` directly.
+    """
+    model.eval()  # BatchNorm with running statistics: per-example gradients of a batch of one are meaningful
+    model.zero_grad(set_to_none=True)
+    if importance == "taylor":
+        for images, labels in batches:
+            loss = F.cross_entropy(model(images.to(device)), labels.to(device)) / len(batches)
+            loss.backward()
+        return
+    images = torch.cat([x for x, _ in batches])[:hessian_samples].to(device)
+    labels = torch.cat([y for _, y in batches])[:hessian_samples].to(device)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    squares = [torch.zeros_like(p) for p in parameters]
+    for index in range(len(images)):
+        loss = F.cross_entropy(model(images[index: index + 1]), labels[index: index + 1])
+        grads = torch.autograd.grad(loss, parameters)
+        for total, grad in zip(squares, grads):
+            total += grad.pow(2)
+    for parameter, total in zip(parameters, squares):
+        parameter.grad = total / len(images)
+
+
+def prune_to_gamma(prior: ResNet, blocks: list[tuple[int, int]], gamma: float, importance: str, *,
+                   batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None, device=torch.device("cpu"),
+                   seed: int = 0) -> ResNet:
+    """A copy of ``prior`` whose metamorphic blocks are pruned to exactly ``hidden_width(C, γ)`` channels."""
+    import torch_pruning as tp
+
+    widths = target_widths(prior.arch, blocks, gamma)
+    for (s, b), width in widths.items():
+        if width > prior.arch.widths[s]:
+            raise ConfigError(f"pruning cannot widen a block: γ={gamma} asks for {width} hidden channels in "
+                              f"{block_name(s, b)} of width {prior.arch.widths[s]}; allowed is γ ≥ 0")
+    model = copy.deepcopy(prior).to(device)
+    if importance in NEEDS_GRADIENTS:
+        if not batches:
+            raise ConfigError(f"{importance} importance needs a few batches of training data for its gradients")
+        store_gradients(model, importance, batches, device)
+    scorer = make_importance(importance)
+    torch.manual_seed(seed)  # RandomImportance draws from torch's global generator
+    example = torch.zeros(1, prior.arch.in_channels, 8, 8, device=device)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+    plans = []
+    for (s, b), width in widths.items():  # score every block before pruning any, on the unpruned network
+        conv = model.block(s, b).conv1
+        if width == conv.out_channels:
+            continue
+        group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=list(range(conv.out_channels)))
+        scores = scorer(group)
+        if scores is None:
+            raise RuntimeError(f"{importance} importance gave no score for {block_name(s, b)}")
+        drop = torch.argsort(scores.detach().cpu(), stable=True)[: conv.out_channels - width]
+        plans.append((conv, sorted(int(i) for i in drop)))
+    for conv, drop in plans:
+        group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=drop)
+        group.prune()
+    model.zero_grad(set_to_none=True)
+    # Rebuild as a plain ResNet of the expected shape: load_state_dict fails unless every width is exact.
+    pruned = ResNet(prior.arch, batchnorm=prior.batchnorm, hidden_widths=widths)
+    pruned.load_state_dict(model.state_dict())
+    return pruned.eval()
+
+
+def fit(model: ResNet, bundle, config: Config, *, epochs: int, lr: float, device: torch.device,
+        progress: Progress | None = None, label: str = "", on_epoch=None) -> float:
+    """SGD (Nesterov, the prior's momentum and weight decay) with cosine decay; returns training seconds.
+
+    The same recipe as the prior's pretraining, without its per-epoch checkpoints: a baseline network is
+    cheap to retrain, and the finished rows are what the sweep resumes from.
+    """
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.pretrain.momentum,
+                                weight_decay=config.pretrain.weight_decay, nesterov=True)
+    total = max(1, epochs * math.ceil(len(bundle.train) / config.data.batch_size))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+    seconds = 0.0
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        model.train()
+        for images, labels in make_loader(bundle.train, config.data.batch_size, shuffle=True, seed=config.seed,
+                                          epoch=epoch):
+            loss = F.cross_entropy(model(images.to(device)), labels.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        seconds += time.perf_counter() - start
+        model.eval()
+        if on_epoch is not None:
+            on_epoch(epoch + 1, seconds)
+    return seconds
+
+
+def _finished(folder: Path, config_hash: str) -> set[tuple[str, float]]:
+    """(method, γ) pairs already written to ``folder`` by a baseline of the same settings (resume)."""
+    if not folder.is_dir() or not any(folder.rglob("*.parquet")):
+        return set()
+    try:
+        frame = read_tables(folder)
+    except ResultsError:
+        return set()
+    done = frame[(frame["config_hash"] == config_hash) & (frame["phase"] == "final")]
+    return {(m, round(g, 9)) for m, g in zip(done["method"], done["gamma"])}
+
+
+def _evaluate_row(model: ResNet, loader, device, gamma: float, widths, image_size: int) -> dict:
+    start = time.perf_counter()
+    accuracy, loss = accuracy_and_loss(model, loader, device)
+    params, macs = count_params_macs(model.arch, widths, image_size)  # inference network, BatchNorm folded
+    return {"gamma": float(gamma), "samples": 1, "accuracy": accuracy, "loss": loss, "params": params,
+            "macs": macs, "wall_time_s": time.perf_counter() - start}
+
+
+def run_individual(config: Config, bundle, gammas: list[float], out: Path, *, run_name: str, epochs: int,
+                   lr: float, device: torch.device, progress: Progress) -> list[Path]:
+    """Train an ordinary ResNet from scratch at each γ; one table per γ (finished γ are skipped)."""
+    from raymeta.runtime import architecture
+
+    arch = architecture(config, bundle.info)
+    blocks = metamorphic_blocks(config, arch)
+    for gamma in gammas:
+        target_widths(arch, blocks, gamma)  # fail on a bad γ before any training
+    settings_hash = _short_hash({"config": config.hash(), "baseline": "individual", "epochs": epochs, "lr": lr})
+    done = _finished(out, settings_hash)
+    test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
+    written = []
+    for gamma in gammas:
+        if ("individual", round(float(gamma), 9)) in done:
+            progress(f"baseline individual: γ={gamma:g} already in {out}, skipped")
+            continue
+        widths = target_widths(arch, blocks, gamma)
+        seed_everything(config.seed)
+        model = ResNet(arch, batchnorm=True, hidden_widths=widths).to(device)
+        run_id = f"{run_name}/individual/gamma={gamma:g}"
+        curve = []
+
+        def on_epoch(epoch: int, seconds: float) -> None:
+            row = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
+            curve.append(result_frame([row], config, method="individual", run_id=run_id, dataset=bundle.info.name,
+                                      stage=0, epoch=epoch, phase="train", train_time_s=seconds,
+                                      config_hash=settings_hash))
+            progress(f"baseline individual γ={gamma:g}: epoch {epoch}/{epochs}  test acc {row['accuracy']:.4f}")
+
+        seconds = fit(model, bundle, config, epochs=epochs, lr=lr, device=device, on_epoch=on_epoch)
+        row = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
+        final = result_frame([row], config, method="individual", run_id=run_id, dataset=bundle.info.name, stage=0,
+                             epoch=epochs, train_time_s=seconds, config_hash=settings_hash)
+        written.append(write_table(pd.concat([*curve, final], ignore_index=True), out,
+                                   name=f"individual-gamma={gamma:g}-{settings_hash}.parquet"))
+        progress(f"baseline individual γ={gamma:g}: accuracy {row['accuracy']:.4f} after {seconds:.1f}s → {written[-1]}")
+    return written
+
+
+def run_pruning(config: Config, prior: ResNet, bundle, gammas: list[float], importances: list[str], out: Path, *,
+                run_name: str, finetune_epochs: int, finetune_lr: float, gradient_batches: int,
+                device: torch.device, progress: Progress) -> list[Path]:
+    """Prune the prior to each γ with each importance; evaluate as pruned and (optionally) fine-tuned."""
+    blocks = metamorphic_blocks(config, prior.arch)
+    wider = [g for g in gammas if g < 0]
+    gammas = [g for g in gammas if g >= 0]
+    if wider:
+        progress(f"baseline prune: γ={', '.join(f'{g:g}' for g in wider)} skipped (pruning cannot widen a block)")
+    if not gammas:
+        raise ConfigError("baseline prune needs at least one γ ≥ 0 (pruning cannot make a block wider)")
+    for gamma in gammas:
+        target_widths(prior.arch, blocks, gamma)
+    settings_hash = _short_hash({"config": config.hash(), "baseline": "prune", "finetune_epochs": finetune_epochs,
+                                 "finetune_lr": finetune_lr, "gradient_batches": gradient_batches})
+    done = _finished(out, settings_hash)
+    test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
+    gradient_loader = make_loader(bundle.train, config.data.batch_size, shuffle=True, seed=config.seed, epoch=0)
+    batches = [batch for _, batch in zip(range(gradient_batches), gradient_loader)]
+    written = []
+    for importance in importances:
+        for gamma in gammas:
+            method = f"prune-{importance}"
+            wanted = [method] + ([f"{method}+ft"] if finetune_epochs > 0 else [])
+            if all((m, round(float(gamma), 9)) in done for m in wanted):
+                progress(f"baseline prune: {method} γ={gamma:g} already in {out}, skipped")
+                continue
+            widths = target_widths(prior.arch, blocks, gamma)
+            start = time.perf_counter()
+            model = prune_to_gamma(prior, blocks, gamma, importance, batches=batches, device=device,
+                                   seed=config.seed).to(device)
+            prune_seconds = time.perf_counter() - start
+            row = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
+            frames = [result_frame([row], config, method=method, run_id=f"{run_name}/{method}/gamma={gamma:g}",
+                                   dataset=bundle.info.name, stage=0, epoch=0, train_time_s=prune_seconds,
+                                   config_hash=settings_hash)]
+            message = f"baseline prune: {method} γ={gamma:g}: accuracy {row['accuracy']:.4f}"
+            if finetune_epochs > 0:
+                seconds = fit(model, bundle, config, epochs=finetune_epochs, lr=finetune_lr, device=device)
+                tuned = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
+                frames.append(result_frame([tuned], config, method=f"{method}+ft",
+                                           run_id=f"{run_name}/{method}+ft/gamma={gamma:g}", dataset=bundle.info.name,
+                                           stage=0, epoch=finetune_epochs, train_time_s=prune_seconds + seconds,
+                                           config_hash=settings_hash))
+                message += f", fine-tuned {tuned['accuracy']:.4f} ({seconds:.1f}s)"
+            written.append(write_table(pd.concat(frames, ignore_index=True), out,
+                                       name=f"{method}-gamma={gamma:g}-{settings_hash}.parquet"))
+            progress(message)
+    return written

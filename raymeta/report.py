@@ -1,0 +1,346 @@
+"""The HTML report: a pure function of result tables (same rows → byte-identical page).
+
+One self-contained page, plotly.js inlined once (opens offline, no CDN): accuracy against γ for every
+method with the training pool shaded and unseen γ marked; parameters and MACs against γ; training
+curves per stage from ``phase == "train"`` rows; a paper-style table (methods × γ, training cost); and
+a view of Ray Tune trials when the rows carry ``trial_id``. Nothing is read but the rows given, and
+nothing time- or machine-dependent is written (figure ids are fixed, rows are sorted).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from raymeta.results import PARAM_PREFIX, ResultsError, validate_frame
+
+METHOD_ORDER = ("metamorphic", "neumeta", "individual")
+"""Methods listed first, in this order; the rest (pruning variants, …) follow alphabetically."""
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd")
+STAGE_COLOURS = ("#440154", "#3b528b", "#21918c", "#5ec962", "#b5a000", "#e8590c", "#c2255c", "#6741d9", "#0b7285")
+
+PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto; max-width: 1150px;
+       color: #222; padding: 0 1rem; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2.2rem; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.9rem; margin: 0.8rem 0; }
+th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+thead th { background: #f3f4f6; } td.best { font-weight: 700; }
+.note { color: #555; font-size: 0.88rem; } .figure { margin: 0.5rem 0 1rem; }
+code { background: #f3f4f6; padding: 0 0.25rem; }
+"""
+
+
+def method_order(methods) -> list[str]:
+    methods = sorted(set(methods))
+    return [m for m in METHOD_ORDER if m in methods] + [m for m in methods if m not in METHOD_ORDER]
+
+
+def method_colours(methods: list[str]) -> dict[str, str]:
+    return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(methods)}
+
+
+def final_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Final evaluations; a model evaluated twice with the same K counts once (its last table wins)."""
+    rows = frame[frame["phase"] == "final"]
+    return rows.drop_duplicates(["run_id", "method", "gamma", "samples"], keep="last")
+
+
+def train_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    rows = frame[frame["phase"] == "train"]
+    return rows.drop_duplicates(["run_id", "method", "stage", "epoch", "gamma"], keep="last")
+
+
+def summarise(final: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, γ): mean/std/count of accuracy over runs, mean params and MACs, whether γ was seen."""
+    grouped = final.groupby(["method", "gamma"], sort=True)
+    out = grouped.agg(accuracy=("accuracy", "mean"), std=("accuracy", "std"), n=("accuracy", "size"),
+                      loss=("loss", "mean"), params=("params", "mean"), macs=("macs", "mean"), seen=("seen", "all"),
+                      samples=("samples", "max"))
+    return out.reset_index()
+
+
+def training_cost(final: pd.DataFrame) -> pd.Series:
+    """Seconds of training per method: each distinct model (run_id) counted once, at its largest cost."""
+    per_run = final.groupby(["method", "run_id"])["train_time_s"].max()
+    return per_run.groupby("method").sum(min_count=1)
+
+
+def training_pool(final: pd.DataFrame) -> tuple[float, float] | None:
+    seen = final.loc[final["seen"], "gamma"]
+    return (float(seen.min()), float(seen.max())) if len(seen) else None
+
+
+def _figure_html(figure, div_id: str) -> str:
+    import plotly.io as pio
+
+    return '<div class="figure">' + pio.to_html(figure, include_plotlyjs=False, full_html=False, div_id=div_id,
+                                                config=PLOT_CONFIG, validate=True) + "</div>"
+
+
+def accuracy_figure(summary: pd.DataFrame, pool, methods: list[str], colours: dict[str, str]):
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    if pool is not None:
+        figure.add_vrect(x0=pool[0], x1=pool[1], fillcolor="#4c78a8", opacity=0.12, line_width=0, layer="below",
+                         annotation_text="training pool", annotation_position="top left")
+    for method in methods:
+        rows = summary[summary["method"] == method]
+        std = rows["std"].fillna(0.0) * 100
+        figure.add_trace(go.Scatter(
+            x=rows["gamma"], y=rows["accuracy"] * 100, name=method, mode="lines+markers",
+            line={"color": colours[method]}, error_y={"type": "data", "array": std, "visible": bool((rows["n"] > 1).any())},
+            marker={"size": 9, "symbol": ["circle" if s else "circle-open" for s in rows["seen"]],
+                    "line": {"width": 2, "color": colours[method]}},
+            customdata=list(zip(rows["n"], ["seen" if s else "unseen" for s in rows["seen"]], rows["samples"])),
+            hovertemplate="γ=%{x:.3f}<br>accuracy %{y:.2f}%<br>%{customdata[1]}, runs=%{customdata[0]}, "
+                          "K=%{customdata[2]}<extra>" + html.escape(method) + "</extra>"))
+    unseen = sorted(set(summary.loc[~summary["seen"], "gamma"]))
+    if unseen:  # a legend entry that explains the open markers
+        figure.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="unseen γ (open marker)",
+                                    marker={"symbol": "circle-open", "size": 9, "color": "#444"}))
+    figure.update_layout(title="Top-1 accuracy against compression ratio γ", xaxis_title="compression ratio γ "
+                         "(hidden width = round((1−γ)·C))", yaxis_title="test accuracy (%)", height=520,
+                         template="plotly_white", legend={"orientation": "v"}, margin={"t": 60})
+    return figure
+
+
+def size_figure(summary: pd.DataFrame, methods: list[str], colours: dict[str, str]):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("parameters", "MACs per image"))
+    for method in methods:
+        rows = summary[summary["method"] == method]
+        for column, key in ((1, "params"), (2, "macs")):
+            figure.add_trace(go.Scatter(x=rows["gamma"], y=rows[key], name=method, legendgroup=method,
+                                        showlegend=column == 1, mode="lines+markers",
+                                        line={"color": colours[method]}), row=1, col=column)
+    figure.update_xaxes(title_text="compression ratio γ")
+    figure.update_layout(title="Network size against γ (inference network, BatchNorm folded)", height=430,
+                         template="plotly_white")
+    return figure
+
+
+def training_figure(train: pd.DataFrame, methods: list[str]):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    methods = [m for m in methods if m in set(train["method"])]
+    columns = 2 if len(methods) > 1 else 1
+    rows_count = math.ceil(len(methods) / columns)
+    figure = make_subplots(rows=rows_count, cols=columns, subplot_titles=methods, vertical_spacing=0.12)
+    legend_seen: set[str] = set()
+    for index, method in enumerate(methods):
+        rows = train[train["method"] == method].sort_values(["run_id", "stage", "gamma", "epoch"])
+        by_stage = rows["stage"].nunique() > 1
+        gammas = sorted(set(rows["gamma"]))
+        for (run_id, stage, gamma), curve in rows.groupby(["run_id", "stage", "gamma"], sort=True):
+            if by_stage:
+                label, colour = f"stage {stage + 1}", STAGE_COLOURS[int(stage) % len(STAGE_COLOURS)]
+                dash = ("solid", "dot", "dash", "dashdot")[gammas.index(gamma) % 4]
+                name = f"{label}, γ={gamma:g}"
+            else:
+                colour = PALETTE[gammas.index(gamma) % len(PALETTE)]
+                dash, name = "solid", f"γ={gamma:g}"
+            figure.add_trace(go.Scatter(
+                x=curve["epoch"], y=curve["accuracy"] * 100, mode="lines+markers", name=name,
+                legendgroup=f"{method}:{name}", showlegend=(method, name) not in legend_seen,
+                line={"color": colour, "dash": dash}, marker={"size": 4},
+                hovertemplate=f"{html.escape(str(run_id))}<br>{html.escape(name)}<br>epoch %{{x}}"
+                              "<br>accuracy %{y:.2f}%<extra></extra>"),
+                row=index // columns + 1, col=index % columns + 1)
+            legend_seen.add((method, name))
+    figure.update_xaxes(title_text="epoch")
+    figure.update_yaxes(title_text="accuracy (%)")
+    figure.update_layout(title="Training curves (phase = train rows; colour = stage of incremental training)",
+                         height=max(380, 330 * rows_count), template="plotly_white")
+    return figure
+
+
+def _format_seconds(seconds: float) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def paper_table(summary: pd.DataFrame, final: pd.DataFrame, methods: list[str]) -> str:
+    """Methods × γ accuracy (mean ± std over runs), with each method's training cost."""
+    gammas = sorted(set(summary["gamma"]))
+    unseen = set(summary.loc[~summary["seen"], "gamma"])
+    best = summary.groupby("gamma")["accuracy"].max()
+    cost = training_cost(final)
+    models = final.groupby("method")["run_id"].nunique()
+    head = "".join(f"<th>γ={g:g}{' †' if g in unseen else ''}</th>" for g in gammas)
+    lines = [f"<table class=\"paper\"><thead><tr><th>method</th>{head}<th>training cost</th><th>models</th></tr>"
+             "</thead><tbody>"]
+    for method in methods:
+        rows = summary[summary["method"] == method].set_index("gamma")
+        cells = []
+        for gamma in gammas:
+            if gamma not in rows.index:
+                cells.append("<td>–</td>")
+                continue
+            row = rows.loc[gamma]
+            text = f"{row['accuracy'] * 100:.2f}"
+            if row["n"] > 1:
+                text += f" ± {row['std'] * 100:.2f}"
+            marker = ' class="best"' if abs(row["accuracy"] - best[gamma]) < 1e-12 else ""
+            cells.append(f"<td{marker}>{text}</td>")
+        note = " ‡" if method not in ("individual",) else ""
+        lines.append(f"<tr><td>{html.escape(method)}</td>{''.join(cells)}"
+                     f"<td>{_format_seconds(cost.get(method, float('nan')))}{note}</td><td>{models.get(method, 0)}</td></tr>")
+    lines.append("</tbody></table>")
+    lines.append("<p class=\"note\">Top-1 test accuracy (%); mean ± std where a method has several runs at a γ; "
+                 "bold: best at that γ. † unseen γ (outside the training pool of the metamorphic network). "
+                 "Training cost: the training seconds recorded in the rows, each model counted once "
+                 "(a metamorphic network is one model for every γ; individual and pruned networks are one model "
+                 "per γ). ‡ does not include the prior's pretraining, which metamorphic, NeuMeta and pruned "
+                 "networks all start from; pruning cost is the importance's gradients plus the fine-tune.</p>")
+    return "\n".join(lines)
+
+
+def tune_section(final: pd.DataFrame) -> tuple[str, object | None]:
+    """A table of trials (param.* against mean accuracy over the trial's seen γ) and a scatter per parameter."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    trials = final
+    if trials.empty:
+        return "<p class=\"note\">The tables have a trial_id column but no final rows of a trial.</p>", None
+    params = sorted(c for c in final.columns if c.startswith(PARAM_PREFIX))
+    scored = trials.assign(score=trials["accuracy"].where(trials["seen"]))
+    grouped = scored.groupby("trial_id", sort=True)
+    table = grouped.agg(score=("score", "mean"), accuracy=("accuracy", "mean"), gammas=("gamma", "nunique"),
+                        method=("method", "first"), train_time_s=("train_time_s", "max"))
+    for column in params:
+        table[column] = grouped[column].first()
+    table = table.reset_index().sort_values(["score", "trial_id"], ascending=[False, True], na_position="last")
+    head = "".join(f"<th>{html.escape(c[len(PARAM_PREFIX):])}</th>" for c in params)
+    lines = [f"<table class=\"tune\"><thead><tr><th>trial</th><th>method</th>{head}<th>mean acc. seen γ</th>"
+             f"<th>mean acc. all γ</th><th>γ values</th><th>training</th></tr></thead><tbody>"]
+    for row in table.itertuples(index=False):
+        values = row._asdict()
+        cells = "".join(f"<td>{html.escape(_format_value(values[_field(c, table)]))}</td>" for c in params)
+        lines.append(f"<tr><td>{html.escape(str(row.trial_id))}</td><td>{html.escape(str(row.method))}</td>{cells}"
+                     f"<td>{_percent(row.score)}</td><td>{_percent(row.accuracy)}</td><td>{row.gammas}</td>"
+                     f"<td>{_format_seconds(row.train_time_s)}</td></tr>")
+    lines.append("</tbody></table>")
+    if not params:
+        return "\n".join(lines), None
+    figure = make_subplots(rows=1, cols=len(params), shared_yaxes=True,
+                           subplot_titles=[c[len(PARAM_PREFIX):] for c in params])
+    for index, column in enumerate(params):
+        figure.add_trace(go.Scatter(x=table[column], y=table["score"] * 100, mode="markers", showlegend=False,
+                                    text=table["trial_id"], marker={"size": 10, "color": PALETTE[0]},
+                                    hovertemplate="%{text}<br>%{x}<br>%{y:.2f}%<extra></extra>"),
+                         row=1, col=index + 1)
+        values = pd.to_numeric(table[column], errors="coerce")
+        if table[column].dtype != bool and values.notna().all() and (values > 0).all() and values.max() > 100 * values.min():
+            figure.update_xaxes(type="log", row=1, col=index + 1)
+    figure.update_yaxes(title_text="mean accuracy over seen γ (%)", col=1)
+    figure.update_layout(title="Tune trials: score against each tuned parameter", height=420, template="plotly_white")
+    return "\n".join(lines), figure
+
+
+def _field(column: str, table: pd.DataFrame) -> str:
+    # itertuples renames columns that are not identifiers (param.x) to _N
+    return f"_{list(table.columns).index(column)}"
+
+
+def _format_value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _percent(value: float) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value * 100:.2f}%"
+
+
+def _overview(frame: pd.DataFrame) -> str:
+    def values(column: str) -> str:
+        return ", ".join(html.escape(str(v)) for v in sorted(set(frame[column].astype(str))))
+
+    final, train = (frame["phase"] == "final").sum(), (frame["phase"] == "train").sum()
+    return (f"<p>{len(frame)} rows ({final} final evaluations, {train} training-monitor rows) from "
+            f"{frame['run_id'].nunique()} run(s). Dataset: {values('dataset')}; architecture: "
+            f"{values('architecture')}; git commit(s): {values('git_commit')}.</p>")
+
+
+def build_report(frame: pd.DataFrame, *, title: str = "raymeta report") -> str:
+    """The report page as one HTML string (a pure function of the rows and the title)."""
+    import plotly
+    import plotly.offline
+
+    frame = validate_frame(frame, "report input")
+    if frame.empty:
+        raise ResultsError("the results tables hold no rows: nothing to report")
+    sort_keys = ["method", "run_id", "phase", "stage", "epoch", "gamma", "samples"]
+    frame = frame.sort_values(sort_keys, kind="stable").reset_index(drop=True)
+    trials = frame["trial_id"].notna() if "trial_id" in frame.columns else pd.Series(False, index=frame.index)
+    # Tune trials get their own view; the method comparison uses the other runs (or the trials, if alone).
+    compared = frame[~trials] if (~trials).any() else frame
+    final, train = final_rows(compared), train_rows(compared)
+    methods = method_order(frame["method"])
+    colours = method_colours(methods)
+    body = [f"<h1>{html.escape(title)}</h1>", _overview(frame)]
+    if final.empty:
+        body.append("<p class=\"note\">No final evaluations (phase = final) in these tables.</p>")
+    else:
+        summary = summarise(final)
+        final_methods = [m for m in methods if m in set(final["method"])]
+        body += ["<h2>Accuracy against γ</h2>",
+                 _figure_html(accuracy_figure(summary, training_pool(final), final_methods, colours), "fig-accuracy"),
+                 "<h2>Methods × γ</h2>", paper_table(summary, final, final_methods),
+                 "<h2>Parameters and MACs against γ</h2>",
+                 _figure_html(size_figure(summary, final_methods, colours), "fig-size")]
+    body.append("<h2>Training curves</h2>")
+    if train.empty:
+        body.append("<p class=\"note\">No training-monitor rows (phase = train) in these tables.</p>")
+    else:
+        body.append(_figure_html(training_figure(train, methods), "fig-training"))
+    if "trial_id" in frame.columns:
+        table, figure = tune_section(final_rows(frame[trials]))
+        body += ["<h2>Tune trials</h2>", table]
+        if figure is not None:
+            body.append(_figure_html(figure, "fig-tune"))
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<meta name=\"generator\" content=\"raymeta report (plotly {plotly.__version__})\">\n"
+            f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n"
+            f"<script type=\"text/javascript\">{plotly.offline.get_plotlyjs()}</script>\n</head>\n<body>\n"
+            + "\n".join(body) + "\n</body>\n</html>\n")
+
+
+def write_report(frame: pd.DataFrame, output: str | Path, *, title: str = "raymeta report") -> Path:
+    """Write the report atomically (a temporary name, then rename)."""
+    output = Path(output)
+    if output.suffix.lower() not in (".html", ".htm"):
+        raise ResultsError(f"report output {output} must end in .html")
+    page = build_report(frame, title=title)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(handle)
+    try:
+        Path(temporary).write_text(page, encoding="utf-8")
+        os.chmod(temporary, 0o644)  # a page to share: mkstemp's private 0600 would surprise a web server
+        os.replace(temporary, output)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return output

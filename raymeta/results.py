@@ -1,0 +1,193 @@
+"""The one results schema: every evaluation (metamorphic networks, baselines, Tune trials) writes rows in it.
+
+A results table is a Parquet file of tidy rows, one per run × phase × stage × epoch × γ. Tables are only
+ever added (a new file, written under a temporary name and renamed), never rewritten, so an interrupted
+write cannot corrupt what is already there; :func:`read_tables` reads any number of them in one call and
+checks every file against the schema, naming the file, the column, the type found and the type expected.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+from pandas.api import types as ptypes
+
+from raymeta.config import Config
+from raymeta.errors import RaymetaError
+
+SCHEMA: dict[str, str] = {
+    "run_id": "string", "method": "string", "config_hash": "string", "git_commit": "string",
+    "dataset": "string", "architecture": "string", "phase": "string", "stage": "int", "epoch": "int",
+    "gamma": "float", "seen": "bool", "samples": "int", "accuracy": "float", "loss": "float", "params": "int",
+    "macs": "int", "wall_time_s": "float", "train_time_s": "float",
+}
+"""Column → kind. ``phase`` is "final" for an evaluation of a finished model and "train" for the per-epoch
+monitor rows written during training (samples = 1, stage = stage index, epoch = global epoch count);
+``seen`` says whether γ lies in the metamorphic training pool; ``samples`` is K, the number of noisy
+weight samples averaged; ``params``/``macs`` are those of the inference network (BatchNorm folded);
+``wall_time_s`` is the time of that evaluation and ``train_time_s`` the training time spent to reach the
+evaluated model (its training cost, not counting the prior's pretraining)."""
+
+RESULT_COLUMNS = list(SCHEMA)
+"""The required columns, in the order every table is written."""
+
+OPTIONAL_COLUMNS: dict[str, str] = {"trial_id": "string"}
+"""Columns a table may carry beyond the required ones (Ray Tune trials)."""
+
+PARAM_PREFIX = "param."
+"""Tune writes one column per tuned parameter, ``param.<name>``, of any scalar type."""
+
+PHASES = ("final", "train")
+
+_DTYPES = {"string": "str", "int": "int64", "float": "float64", "bool": "bool"}
+
+
+class ResultsError(RaymetaError):
+    """A results table is missing, unreadable, or does not follow the results schema."""
+
+
+def _kind_of(series: pd.Series) -> str:
+    dtype = series.dtype
+    if ptypes.is_bool_dtype(dtype):
+        return "bool"
+    if ptypes.is_integer_dtype(dtype):
+        return "int"
+    if ptypes.is_float_dtype(dtype):
+        return "float"
+    if ptypes.is_string_dtype(dtype) or (dtype == object and series.map(lambda v: isinstance(v, str)).all()):
+        return "string"
+    return str(dtype)
+
+
+def validate_frame(frame: pd.DataFrame, source: str | Path = "<frame>") -> pd.DataFrame:
+    """Check a table against the schema; return it with canonical dtypes and column order.
+
+    Integers are accepted where a float is expected (a lossless widening); anything else that differs is an
+    error naming ``source``, the column, the type found and the type expected.
+    """
+    missing = [column for column in RESULT_COLUMNS if column not in frame.columns]
+    if missing:
+        raise ResultsError(f"results table {source} lacks column(s) {', '.join(missing)}; "
+                           f"required columns: {', '.join(RESULT_COLUMNS)}")
+    extra = [c for c in frame.columns if c not in SCHEMA and c not in OPTIONAL_COLUMNS and not
+             (isinstance(c, str) and c.startswith(PARAM_PREFIX) and len(c) > len(PARAM_PREFIX))]
+    if extra:
+        raise ResultsError(f"results table {source} has unknown column(s) {', '.join(map(str, extra))}; allowed "
+                           f"beyond the required ones: {', '.join(OPTIONAL_COLUMNS)} and {PARAM_PREFIX}<name>")
+    expected = {**SCHEMA, **{c: k for c, k in OPTIONAL_COLUMNS.items() if c in frame.columns}}
+    out = {}
+    for column, kind in expected.items():
+        series = frame[column]
+        found = _kind_of(series)
+        if column in OPTIONAL_COLUMNS and series.isna().all():
+            found = kind  # present in some tables of a concatenation, absent (all missing) in these rows
+        if found == "int" and kind == "float":
+            found = "float"
+        if found != kind:
+            raise ResultsError(f"results table {source}: column {column!r} has type {found} "
+                               f"(dtype {series.dtype}), expected {kind}")
+        if kind != "float" and column in SCHEMA and series.isna().any():
+            raise ResultsError(f"results table {source}: column {column!r} has missing values; only float "
+                               f"columns may hold NaN")
+        out[column] = series.astype(_DTYPES[kind])
+    bad_phase = sorted(set(out["phase"]) - set(PHASES))
+    if bad_phase:
+        raise ResultsError(f"results table {source}: phase {bad_phase[0]!r} is not allowed: use "
+                           f"{' or '.join(PHASES)}")
+    params = sorted(c for c in frame.columns if c.startswith(PARAM_PREFIX))
+    for column in params:
+        out[column] = frame[column]
+    return pd.DataFrame(out, index=frame.index).reset_index(drop=True)
+
+
+def is_seen(gamma: float, pool: list[float]) -> bool:
+    return pool[0] - 1e-9 <= gamma <= pool[1] + 1e-9
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def architecture_name(config: Config) -> str:
+    return f"resnet{config.model.depth}-" + "-".join(str(w) for w in config.model.widths)
+
+
+def result_frame(rows: list[dict], config: Config, *, method: str, run_id: str, dataset: str, stage: int,
+                 epoch: int, phase: str = "final", train_time_s: float = float("nan"),
+                 config_hash: str | None = None) -> pd.DataFrame:
+    """Rows (gamma, samples, accuracy, loss, params, macs, wall_time_s) with the run's identity columns."""
+    common = {"run_id": run_id, "method": method, "config_hash": config_hash or config.hash(),
+              "git_commit": git_commit(), "dataset": dataset, "architecture": architecture_name(config),
+              "phase": phase, "stage": stage, "epoch": epoch, "train_time_s": float(train_time_s)}
+    frame = pd.DataFrame([{**common, **row, "seen": is_seen(row["gamma"], config.train.gamma_pool)} for row in rows],
+                         columns=RESULT_COLUMNS)
+    return validate_frame(frame[RESULT_COLUMNS], f"rows of run {run_id}")
+
+
+def write_table(frame: pd.DataFrame, folder: str | Path, name: str | None = None) -> Path:
+    """Validate and write a new Parquet file atomically; existing tables are never touched."""
+    folder = Path(folder)
+    path = folder / (name or f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.parquet")
+    frame = validate_frame(frame, path)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.close(handle)
+    try:
+        frame.to_parquet(temporary, index=False)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def table_paths(sources: list[str | Path] | str | Path) -> list[Path]:
+    """Parquet files named by paths, folders (searched recursively) or glob patterns, sorted, de-duplicated.
+
+    Hidden files (temporary names of writes in progress) are skipped.
+    """
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    found: list[Path] = []
+    for source in sources:
+        text = str(source)
+        if Path(text).is_dir():
+            matches = sorted(Path(text).rglob("*.parquet"))
+        elif Path(text).is_file():
+            matches = [Path(text)]
+        elif glob.has_magic(text):
+            matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        else:
+            raise ResultsError(f"results table {text} does not exist (give Parquet files, folders or glob patterns)")
+        matches = [p for p in matches if not p.name.startswith(".")]
+        if not matches:
+            raise ResultsError(f"{text} holds no results table (*.parquet)")
+        found += matches
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    return unique
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as error:  # pyarrow raises several types for truncated or foreign files
+        raise ResultsError(f"results table {path} is not a readable Parquet file ({error})") from None
+    return validate_frame(frame, path)
+
+
+def read_tables(sources: list[str | Path] | str | Path) -> pd.DataFrame:
+    """Every row of every table named by ``sources`` (files, folders, globs), validated, as one DataFrame."""
+    frames = [read_table(path) for path in table_paths(sources)]
+    return pd.concat(frames, ignore_index=True)

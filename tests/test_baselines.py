@@ -1,0 +1,121 @@
+"""Baselines: pruned networks have exactly the metamorphic widths; both baselines write schema rows."""
+
+import pytest
+import torch
+
+from raymeta.baselines import IMPORTANCES, check_importances, prune_to_gamma, target_widths
+from raymeta.checkpoint import load_checkpoint
+from raymeta.cli import main
+from raymeta.config import save_config
+from raymeta.errors import ConfigError
+from raymeta.models import count_params_macs, hidden_width, resolve_blocks
+from raymeta.results import RESULT_COLUMNS, read_tables
+from raymeta.runtime import RunPaths
+from raymeta.train import load_prior_network
+
+
+@pytest.fixture(scope="module")
+def prior_and_blocks(prepared_run):
+    config = prepared_run()
+    payload = load_checkpoint(RunPaths(config.run_dir).prior, kind="prior")
+    prior = load_prior_network({**payload, "batchnorm": True})
+    return prior, resolve_blocks(config.train.blocks, prior.arch), config
+
+
+def batches_for(prior, count=2, size=8):
+    generator = torch.Generator().manual_seed(0)
+    return [(torch.randn(size, prior.arch.in_channels, 8, 8, generator=generator),
+             torch.randint(0, prior.arch.num_classes, (size,), generator=generator)) for _ in range(count)]
+
+
+@pytest.mark.parametrize("importance", IMPORTANCES)
+@pytest.mark.parametrize("gamma", [0.25, 0.5, 0.875])
+def test_pruned_network_has_the_expected_hidden_widths(prior_and_blocks, importance, gamma):
+    prior, blocks, _ = prior_and_blocks
+    pruned = prune_to_gamma(prior, blocks, gamma, importance, batches=batches_for(prior))
+    for s, b in prior.arch.block_positions():
+        block, width = pruned.block(s, b), prior.arch.widths[s]
+        expected = hidden_width(width, gamma) if (s, b) in blocks else width
+        assert block.conv1.out_channels == expected == block.bn1.num_features == block.conv2.in_channels
+        if (s, b) in blocks:
+            # channels were removed, not re-initialised: every kept filter is one of the prior's filters
+            kept = block.conv1.weight.flatten(1)
+            original = prior.block(s, b).conv1.weight.flatten(1)
+            assert torch.cdist(kept, original).min(dim=1).values.max() < 1e-6
+    assert pruned(torch.randn(2, prior.arch.in_channels, 8, 8)).shape == (2, prior.arch.num_classes)
+    assert not any(p.grad is not None for p in prior.parameters())  # the prior itself is left untouched
+
+
+def test_pruning_at_gamma_zero_is_the_prior(prior_and_blocks):
+    prior, blocks, _ = prior_and_blocks
+    x = torch.randn(4, prior.arch.in_channels, 8, 8)
+    assert torch.allclose(prune_to_gamma(prior, blocks, 0.0, "l1")(x), prior(x))
+
+
+def test_pruning_rejects_widening_and_unknown_importances(prior_and_blocks):
+    prior, blocks, _ = prior_and_blocks
+    with pytest.raises(ConfigError, match="cannot widen"):
+        prune_to_gamma(prior, blocks, -0.25, "l1")
+    with pytest.raises(ConfigError, match="unknown: allowed are random, l1, l2, taylor, hessian"):
+        check_importances(["l3"])
+    assert check_importances(["l1,taylor", "l1"]) == ["l1", "taylor"] and check_importances(["all"]) == list(IMPORTANCES)
+    with pytest.raises(ConfigError, match="leaves no hidden channel"):
+        target_widths(prior.arch, blocks, 0.99)
+
+
+def test_baseline_commands_write_rows_in_the_schema(prepared_run, tmp_path, capsys):
+    config = prepared_run()
+    run = config.run_dir
+    save_config(config, RunPaths(run).config)  # as `raymeta run` leaves it: prune reads the run's config
+    common = ["--run-dir", run]
+    assert main(["baseline", "prune", *common, "--importance", "l1", "taylor", "--gammas=-0.25,0.25",
+                 "--finetune-epochs", "1", "--gradient-batches", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "γ=-0.25 skipped (pruning cannot widen" in out
+    frame = read_tables(RunPaths(run).results)
+    assert list(frame.columns) == RESULT_COLUMNS
+    assert sorted(frame["method"]) == ["prune-l1", "prune-l1+ft", "prune-taylor", "prune-taylor+ft"]
+    prior = load_prior_network({**load_checkpoint(RunPaths(run).prior, kind="prior"), "batchnorm": True})
+    blocks = resolve_blocks(config.train.blocks, prior.arch)
+    params, macs = count_params_macs(prior.arch, target_widths(prior.arch, blocks, 0.25), 8)
+    assert (frame["params"] == params).all() and (frame["macs"] == macs).all() and (frame["gamma"] == 0.25).all()
+    tuned = frame.set_index("method")
+    assert tuned.loc["prune-l1+ft", "train_time_s"] > tuned.loc["prune-l1", "train_time_s"] > 0
+    # a second run finds its finished rows and skips them
+    assert main(["baseline", "prune", *common, "--importance", "l1", "--gammas", "0.25", "--finetune-epochs", "1",
+                 "--gradient-batches", "2"]) == 0
+    assert "already in" in capsys.readouterr().out and len(read_tables(RunPaths(run).results)) == 4
+
+    individual = tmp_path / "individual"
+    argv = ["baseline", "individual", "--run-dir", str(individual), "--gammas", "0.5", "--epochs", "2",
+            *[f"{o}" for o in _base_overrides()]]
+    assert main(argv) == 0
+    rows = read_tables(individual / "results")
+    assert rows["method"].unique().tolist() == ["individual"]
+    assert rows["phase"].tolist() == ["train", "train", "final"] and rows["epoch"].tolist() == [1, 2, 2]
+    assert rows["run_id"].unique().tolist() == ["individual/individual/gamma=0.5"]
+
+
+def _base_overrides():
+    from conftest import BASE
+    return BASE
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--importance", "l7"], "pruning importance 'l7' is unknown"),
+    (["--gammas", "0.99"], "leaves no hidden channel"),
+    (["--gammas", "1.5"], "out of range"),
+    (["--gammas", "a,b"], "comma-separated list of numbers"),
+])
+def test_bad_baseline_arguments_are_one_clear_error(prepared_run, capsys, argv, message):
+    config = prepared_run()
+    save_config(config, RunPaths(config.run_dir).config)
+    assert main(["baseline", "prune", "--run-dir", config.run_dir, *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_a_corrupt_prior_is_one_clear_error(tmp_path, capsys):
+    tmp_path.joinpath("prior.pt").write_bytes(b"garbage")
+    assert main(["baseline", "prune", "--run-dir", str(tmp_path)]) == 2
+    assert "corrupt" in capsys.readouterr().err

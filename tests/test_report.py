@@ -1,0 +1,127 @@
+"""The HTML report: a pure function of the tables, self-contained, and it renders in a real browser."""
+
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from raymeta.cli import main
+from raymeta.report import build_report
+from raymeta.results import write_table
+from results_fixtures import example_frame, rows
+
+FIGURES = ["fig-accuracy", "fig-size", "fig-training", "fig-tune"]
+
+
+def test_same_tables_give_a_byte_identical_page(tmp_path):
+    write_table(example_frame(with_trials=True), tmp_path / "t")
+    first, second = tmp_path / "a.html", tmp_path / "b.html"
+    assert main(["report", str(tmp_path / "t"), "-o", str(first)]) == 0
+    assert main(["report", str(tmp_path / "t"), "-o", str(second)]) == 0
+    assert first.read_bytes() == second.read_bytes()
+    shuffled = example_frame(with_trials=True).sample(frac=1.0, random_state=3)
+    assert build_report(shuffled) == first.read_text()  # row order does not matter either
+
+
+def test_page_is_self_contained_with_plotly_inlined_once():
+    import plotly.offline
+
+    page = build_report(example_frame(with_trials=True))
+    banner = plotly.offline.get_plotlyjs()[:60]
+    assert page.count(banner) == 1
+    assert not re.search(r"""<(script|link|img|iframe)[^>]+(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "cdn.plot.ly/plotly" not in page and "@import" not in page
+    for figure in FIGURES:
+        assert f'id="{figure}"' in page
+
+
+def test_paper_table_and_tune_view():
+    page = build_report(example_frame(with_trials=True))
+    table = page[page.index('<table class="paper">'): page.index("</table>")]
+    assert [m for m in re.findall(r"<tr><td>([^<]+)</td>", table)] == ["metamorphic", "neumeta", "individual",
+                                                                         "prune-l1"]
+    assert "γ=-0.25 †" in table and "γ=0.75 †" in table and "γ=0.25<" in table  # unseen γ marked
+    assert "2.5 min" in table  # individual: five models of 30 s each
+    assert "Tune trials" in page and "trial_00003" in page and "train.lr" in page
+    plain = build_report(example_frame(with_trials=False))
+    assert "Tune trials" not in plain and 'id="fig-tune"' not in plain
+
+
+def test_report_errors_name_the_problem(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "missing"), "-o", str(tmp_path / "r.html")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    rows("m", "a").drop(columns=["accuracy"]).to_parquet(tmp_path / "broken.parquet")
+    assert main(["report", str(tmp_path / "broken.parquet"), "-o", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert "broken.parquet" in err and "accuracy" in err and not (tmp_path / "r.html").exists()
+
+
+# ---- a real browser ---------------------------------------------------------------------------------
+
+def find_or_install_chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("chromium is not installed and cannot be installed here (needs root and apt-get): "
+                    "apt-get install -y chromium")
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        if result.returncode != 0:
+            pytest.skip(f"installing chromium failed ({' '.join(command)}): {result.stderr[-300:]}")
+    return shutil.which("chromium")
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    return find_or_install_chromium()
+
+
+CAPTURE_ERRORS = ("<script>window.__errors = []; window.addEventListener('error', "
+                  "function (e) { window.__errors.push(String(e.message)); });</script>")
+SUMMARISE = """<script>window.addEventListener('load', function () { setTimeout(function () {
+  var figures = Array.prototype.map.call(document.querySelectorAll('.plotly-graph-div'), function (d) {
+    return {id: d.id, svg: d.querySelectorAll('svg.main-svg').length, traces: d.querySelectorAll('g.trace').length,
+            points: d.querySelectorAll('path.point').length}; });
+  var pre = document.createElement('pre'); pre.id = 'render-check';
+  pre.textContent = JSON.stringify({errors: window.__errors, figures: figures});
+  document.body.appendChild(pre); }, 500); });</script>"""
+
+
+def browser(chromium, profile, *arguments):
+    command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--hide-scrollbars", f"--user-data-dir={profile}", "--virtual-time-budget=10000", *arguments]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_report_renders_in_headless_chromium(chromium, tmp_path):
+    page = build_report(example_frame(with_trials=True), title="browser test")
+    report = tmp_path / "report.html"
+    report.write_text(page)
+    # A test copy records JavaScript errors (from before plotly.js loads) and what each figure rendered.
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("<head>\n", "<head>\n" + CAPTURE_ERRORS + "\n", 1)
+                     .replace("</body>", SUMMARISE + "\n</body>", 1))
+    result = browser(chromium, tmp_path / "profile-1", "--dump-dom", probe.as_uri())
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = re.search(r'<pre id="render-check">(.*?)</pre>', result.stdout, re.S)
+    assert found, f"the page did not finish loading: {result.stderr[-2000:]}"
+    check = json.loads(html.unescape(found.group(1)))
+    assert check["errors"] == []
+    assert "Uncaught" not in result.stderr
+    rendered = {figure["id"]: figure for figure in check["figures"]}
+    assert sorted(rendered) == sorted(FIGURES)
+    for figure in rendered.values():
+        assert figure["svg"] >= 1 and figure["traces"] >= 1 and figure["points"] >= 1, figure
+    assert rendered["fig-accuracy"]["traces"] >= 4  # one per method (and the unseen-marker legend entry)
+
+    screenshot = tmp_path / "report.png"
+    result = browser(chromium, tmp_path / "profile-2", f"--screenshot={screenshot}", "--window-size=1280,2600",
+                     report.as_uri())
+    assert result.returncode == 0 and screenshot.stat().st_size > 20_000, result.stderr[-2000:]
+    print(f"screenshot: {screenshot}")

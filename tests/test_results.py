@@ -1,0 +1,100 @@
+"""The results schema: round trips, one-call reads, and clear errors for tables that break it."""
+
+import pandas as pd
+import pytest
+from pandas.testing import assert_frame_equal
+
+from raymeta.config import load_config
+from raymeta.evaluate import RESULT_COLUMNS as REEXPORTED
+from raymeta.results import RESULT_COLUMNS, SCHEMA, ResultsError, read_tables, result_frame, validate_frame, write_table
+from results_fixtures import example_frame, rows
+
+
+def test_schema_round_trips_through_parquet(tmp_path):
+    frame = example_frame(with_trials=True)
+    path = write_table(frame, tmp_path)
+    back, expected = read_tables(path), validate_frame(frame)
+    exact = RESULT_COLUMNS + ["trial_id", "param.train.lr"]
+    assert_frame_equal(back[exact], expected[exact])
+    # a bool parameter missing in some rows is an object column: None or NaN both read as missing
+    column = "param.train.incremental"
+    assert back[column].isna().equals(expected[column].isna())
+    assert back[column].dropna().tolist() == expected[column].dropna().tolist()
+    assert list(back.columns[: len(RESULT_COLUMNS)]) == RESULT_COLUMNS
+    assert {c: str(back[c].dtype) for c in ("stage", "gamma", "seen", "params")} == {
+        "stage": "int64", "gamma": "float64", "seen": "bool", "params": "int64"}
+    assert REEXPORTED == RESULT_COLUMNS and list(SCHEMA) == RESULT_COLUMNS
+
+
+def test_result_frame_follows_the_schema_for_final_and_train_rows():
+    config = load_config(None, ["train.gamma_pool=[0.0,0.5]"])
+    row = {"gamma": 0.75, "samples": 1, "accuracy": 0.5, "loss": 1.0, "params": 10, "macs": 20, "wall_time_s": 0.1}
+    frame = result_frame([row], config, method="metamorphic", run_id="r", dataset="digits", stage=2, epoch=7,
+                         phase="train", train_time_s=12.5)
+    assert list(frame.columns) == RESULT_COLUMNS
+    assert frame.loc[0, "phase"] == "train" and not frame.loc[0, "seen"] and frame.loc[0, "train_time_s"] == 12.5
+
+
+def test_reading_many_tables_is_one_call_over_files_folders_and_globs(tmp_path):
+    write_table(rows("metamorphic", "a"), tmp_path / "a" / "results")
+    write_table(rows("individual", "b"), tmp_path / "b" / "results")
+    write_table(rows("neumeta", "c"), tmp_path / "c")
+    (tmp_path / "a" / "results" / ".eval-x.parquet.123.tmp").write_bytes(b"half written")
+    frame = read_tables([tmp_path / "a", str(tmp_path / "b" / "results" / "*.parquet"), tmp_path / "c"])
+    assert sorted(set(frame["method"])) == ["individual", "metamorphic", "neumeta"]
+    assert len(read_tables(tmp_path)) == 3 * len(rows("metamorphic", "a"))  # a folder is searched recursively
+
+
+def test_a_missing_column_is_a_clear_error(tmp_path):
+    frame = rows("metamorphic", "a").drop(columns=["macs"])
+    path = tmp_path / "bad.parquet"
+    frame.to_parquet(path)
+    with pytest.raises(ResultsError, match=r"bad\.parquet lacks column\(s\) macs"):
+        read_tables(path)
+
+
+@pytest.mark.parametrize("column, value, found, expected", [
+    ("accuracy", "high", "string", "float"), ("stage", 1.5, "float", "int"), ("seen", "yes", "string", "bool"),
+    ("run_id", 3, "int", "string")])
+def test_a_wrong_type_names_file_column_found_and_expected(tmp_path, column, value, found, expected):
+    frame = rows("metamorphic", "a")
+    frame[column] = value
+    path = tmp_path / "typed.parquet"
+    frame.to_parquet(path)
+    with pytest.raises(ResultsError) as error:
+        read_tables(path)
+    message = str(error.value)
+    assert "typed.parquet" in message and f"'{column}'" in message
+    assert f"type {found}" in message and f"expected {expected}" in message
+
+
+def test_unknown_columns_bad_phase_and_unreadable_files_are_errors(tmp_path):
+    with pytest.raises(ResultsError, match="unknown column.*acuracy.*trial_id and param"):
+        validate_frame(rows("m", "a").assign(acuracy=1.0))
+    with pytest.raises(ResultsError, match="phase 'eval' is not allowed"):
+        validate_frame(rows("m", "a").assign(phase="eval"))
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ResultsError, match="junk.parquet is not a readable Parquet"):
+        read_tables(tmp_path / "junk.parquet")
+    with pytest.raises(ResultsError, match="does not exist"):
+        read_tables(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ResultsError, match="holds no results table"):
+        read_tables(tmp_path / "empty")
+
+
+def test_writing_never_touches_existing_tables_and_never_leaves_a_bad_one(tmp_path):
+    first = write_table(rows("m", "a"), tmp_path)
+    before = first.read_bytes()
+    write_table(rows("m", "b"), tmp_path)
+    with pytest.raises(ResultsError):
+        write_table(rows("m", "c").drop(columns=["loss"]), tmp_path)
+    assert first.read_bytes() == before and len(list(tmp_path.iterdir())) == 2
+
+
+def test_tune_columns_are_optional_and_survive_concatenation(tmp_path):
+    write_table(rows("metamorphic", "a"), tmp_path)
+    write_table(rows("metamorphic", "t", trial_id="t1", **{"param.train.lr": 0.01}), tmp_path)
+    frame = read_tables(tmp_path)
+    assert frame["trial_id"].notna().sum() == len(rows("m", "a")) and "param.train.lr" in frame.columns
+    assert isinstance(validate_frame(frame), pd.DataFrame)
