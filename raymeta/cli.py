@@ -198,7 +198,8 @@ def _add_distributed(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("distributed training (Ray Train)")
     group.add_argument("--workers", type=int, default=None,
                        help="Ray Train workers (default: as many as the cluster allows, at most M = "
-                            "train.configs_per_step); 0 trains in this process without Ray")
+                            "train.configs_per_step; more cut each micro-batch into slices); 0 trains in this "
+                            "process without Ray")
     group.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (NCCL when > 0)")
     group.add_argument("--cpus-per-worker", type=float, default=None,
                        help="CPUs per worker (default: the cluster's CPUs shared evenly)")

@@ -126,7 +126,8 @@ class DistributedOptions:
     """How ``raymeta train`` runs on Ray (the command-line flags of the same names)."""
 
     workers: int | None = None
-    """Ray Train workers; None: as many as the cluster allows, at most M (the configurations per step)."""
+    """Ray Train workers; None: as many as the cluster allows, at most M (the configurations per step).
+    More than M cut each configuration's micro-batch into slices."""
     gpus_per_worker: float = 0.0
     cpus_per_worker: float | None = None
     """None: the cluster's CPUs shared evenly over the workers (at least 1)."""
@@ -162,9 +163,6 @@ def _plan_workers(options: DistributedOptions, configs_per_step: int, resources:
         workers = max(1, min(configs_per_step, fit))
     if workers < 1:
         raise ConfigError(f"--workers={workers} is not allowed for Ray Train: use 1 or more (0 trains in this process)")
-    if workers > configs_per_step:
-        raise ConfigError(f"--workers={workers} is more than train.configs_per_step={configs_per_step}: every "
-                          f"worker runs whole configurations, so use at most {configs_per_step} workers or raise M")
     cpus_per_worker = options.cpus_per_worker
     if cpus_per_worker is None:
         cpus_per_worker = max(1.0, math.floor(cpus / workers)) if cpus >= workers else cpus / workers

@@ -65,16 +65,27 @@ def noise_generator(seed: int, step: int, config_index: int) -> torch.Generator:
 
 
 def configuration_loss(net: MetamorphicNetwork, gamma: float, images: torch.Tensor, labels: torch.Tensor,
-                       config: Config, generator: torch.Generator | None) -> tuple[torch.Tensor, dict[str, float]]:
-    """``λ_task·CE + λ_rec·MSE(W_gen, W_prior) + λ_reg·Σ‖W_gen‖₂``; the MSE only at the prior's own shape."""
+                       config: Config, generator: torch.Generator | None, *, share: float = 1.0,
+                       weight_terms: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+    """``λ_task·CE + λ_rec·MSE(W_gen, W_prior) + λ_reg·Σ‖W_gen‖₂``; the MSE only at the prior's own shape.
+
+    For a slice of a configuration's micro-batch, ``share`` is the slice's fraction of the batch (it scales
+    the mean cross-entropy) and ``weight_terms`` says whether this slice carries the batch-independent
+    terms (exactly one slice of each configuration does), so the slices sum to the whole-batch loss.
+    """
     train = config.train
     weights = net.generate(gamma, noise=config.inr.coordinate_noise, generator=generator)
     logits = net(images, weights)
-    task = F.cross_entropy(logits, labels)
+    task = F.cross_entropy(logits, labels) * share
+    total = train.lambda_task * task
+    parts = {"task": task.item(), "reg": 0.0, "rec": 0.0,
+             "correct": (logits.argmax(1) == labels).float().mean().item() * share}
+    if not weight_terms:
+        parts["loss"] = total.item()
+        return total, parts
     regulariser = torch.stack([w.norm() for w in weights.values()]).sum()
-    total = train.lambda_task * task + train.lambda_reg * regulariser
-    parts = {"task": task.item(), "reg": regulariser.item(), "rec": 0.0,
-             "correct": (logits.argmax(1) == labels).float().mean().item()}
+    total = total + train.lambda_reg * regulariser
+    parts["reg"] = regulariser.item()
     if net.is_full_width(gamma) and train.lambda_rec > 0:
         targets = net.prior_tensors()
         generated = torch.cat([weights[name].flatten() for name in targets])
@@ -86,14 +97,37 @@ def configuration_loss(net: MetamorphicNetwork, gamma: float, images: torch.Tens
     return total, parts
 
 
-def accumulate_gradients(net: MetamorphicNetwork, step: int, configs: list[tuple[int, float]],
+@dataclass(frozen=True)
+class WorkUnit:
+    """One configuration of a step (index, γ), or one of ``slices`` equal parts of its micro-batch."""
+
+    index: int
+    gamma: float
+    slice: int = 0
+    slices: int = 1
+
+    def rows(self, batch_size: int) -> slice:
+        return slice(self.slice * batch_size // self.slices, (self.slice + 1) * batch_size // self.slices)
+
+
+def accumulate_gradients(net: MetamorphicNetwork, step: int, units: list[tuple[int, float] | WorkUnit],
                          batches: list[tuple[torch.Tensor, torch.Tensor]], total_configs: int, config: Config,
                          device: torch.device) -> dict[str, float]:
-    """Backward each (index, γ) configuration on its own micro-batch, scaled by 1/M; sum of loss parts."""
+    """Backward each unit on its micro-batch (or its slice of it), scaled by 1/M; sum of loss parts.
+
+    A unit is a whole configuration ``(index, γ)`` or a :class:`WorkUnit` slice of one; ``batches`` holds each
+    unit's whole micro-batch.
+    """
     sums: dict[str, float] = {}
-    for (index, gamma), (images, labels) in zip(configs, batches, strict=True):
-        generator = noise_generator(config.seed, step, index)
-        loss, parts = configuration_loss(net, gamma, images.to(device), labels.to(device), config, generator)
+    for unit, (images, labels) in zip(units, batches, strict=True):
+        unit = unit if isinstance(unit, WorkUnit) else WorkUnit(*unit)
+        whole = len(labels)
+        rows = unit.rows(whole)
+        images, labels = images[rows], labels[rows]
+        share = len(labels) / whole
+        generator = noise_generator(config.seed, step, unit.index)
+        loss, parts = configuration_loss(net, unit.gamma, images.to(device), labels.to(device), config, generator,
+                                         share=share, weight_terms=unit.slice == 0)
         (loss / total_configs).backward()
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + value
@@ -194,9 +228,16 @@ class Collective:
         return [value]
 
 
-def my_configurations(gammas: list[float], rank: int, world_size: int) -> list[tuple[int, float]]:
-    """The (index, γ) configurations of one step that rank ``rank`` of ``world_size`` runs: r, r+N, …"""
-    return [(index, gammas[index]) for index in range(rank, len(gammas), world_size)]
+def my_configurations(gammas: list[float], rank: int, world_size: int) -> list[WorkUnit]:
+    """The work of rank ``rank`` of ``world_size`` in one step of M = len(gammas) configurations.
+
+    With N ≤ M workers, rank r runs whole configurations r, r+N, …. With N > M, each configuration's
+    micro-batch is cut into S = ⌈N/M⌉ equal slices and the M·S units (configuration-major) are dealt out the
+    same way; a slice's loss is weighted by its share of the batch, so the units always sum to the whole step.
+    """
+    slices = -(-world_size // len(gammas))
+    units = [WorkUnit(index, gammas[index], part, slices) for index in range(len(gammas)) for part in range(slices)]
+    return units[rank::world_size]
 
 
 def synchronise_gradients(parameters: list[torch.nn.Parameter], collective: Collective) -> None:
@@ -265,7 +306,7 @@ def train_epoch(net: MetamorphicNetwork, optimizer: torch.optim.Optimizer, batch
         set_warmup(optimizer, state["epoch"] * steps + step_in_epoch, warmup_steps)
         gammas = sample_gammas(config.seed, state["step"], M, config.train.gamma_pool)
         mine = my_configurations(gammas, collective.rank, collective.world_size)
-        micro_batches = [batches[step_in_epoch * M + index] for index, _ in mine]
+        micro_batches = [batches[step_in_epoch * M + unit.index] for unit in mine]
         parts = accumulate_gradients(net, state["step"], mine, micro_batches, M, config, device)
         synchronise_gradients(parameters, collective)
         apply_update(net, optimizer, config.train.clip_value)
@@ -361,9 +402,11 @@ def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress
             progress(f"train: resuming at stage {state['stage'] + 1}, epoch {state['epoch']}, step {state['step']}")
 
     M = config.train.configs_per_step
-    if M < collective.world_size:
-        raise ConfigError(f"train.configs_per_step={M} is fewer than the {collective.world_size} workers: every "
-                          f"worker runs whole configurations, so use at most {M} workers or raise M")
+    slices = -(-collective.world_size // M)
+    if slices > config.data.batch_size:
+        raise ConfigError(f"{collective.world_size} workers would cut each micro-batch of data.batch_size="
+                          f"{config.data.batch_size} into {slices} slices: use at most {M * config.data.batch_size} "
+                          f"workers")
     test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
     batches_per_epoch = len(bundle.train) // config.data.batch_size
     steps_per_epoch = batches_per_epoch // M

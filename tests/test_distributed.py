@@ -13,7 +13,7 @@ from raymeta.checkpoint import load_checkpoint
 from raymeta.distributed import DistributedOptions, _plan_workers, run_name, train_distributed
 from raymeta.errors import ConfigError
 from raymeta.runtime import Progress
-from raymeta.train import my_configurations, train
+from raymeta.train import WorkUnit, my_configurations, train
 
 RAY_TEST_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -53,18 +53,21 @@ def assert_same_parameters(first: dict, second: dict):
 
 def test_configurations_are_shared_out_round_robin():
     gammas = [0.0, 0.1, 0.2, 0.3, 0.4]
-    assert my_configurations(gammas, 0, 2) == [(0, 0.0), (2, 0.2), (4, 0.4)]
-    assert my_configurations(gammas, 1, 2) == [(1, 0.1), (3, 0.3)]
-    assert sorted(my_configurations(gammas, 0, 3) + my_configurations(gammas, 1, 3)
-                  + my_configurations(gammas, 2, 3)) == list(enumerate(gammas))
+    assert my_configurations(gammas, 0, 2) == [WorkUnit(0, 0.0), WorkUnit(2, 0.2), WorkUnit(4, 0.4)]
+    assert my_configurations(gammas, 1, 2) == [WorkUnit(1, 0.1), WorkUnit(3, 0.3)]
+    assert sorted((u.index, u.gamma) for r in range(3) for u in my_configurations(gammas, r, 3)) == list(
+        enumerate(gammas))
+    # more workers than configurations: each micro-batch is sliced, every slice runs exactly once
+    units = [u for r in range(3) for u in my_configurations([0.0, 0.3], r, 3)]
+    assert sorted((u.index, u.slice, u.slices) for u in units) == [(0, 0, 2), (0, 1, 2), (1, 0, 2), (1, 1, 2)]
+    assert [len(my_configurations([0.0], r, 2)) for r in range(2)] == [1, 1]
 
 
 def test_worker_plan_fits_the_cluster_and_refuses_what_cannot_work():
     assert _plan_workers(DistributedOptions(), 4, {"CPU": 2.0}) == (2, 1.0)
     assert _plan_workers(DistributedOptions(), 4, {"CPU": 16.0}) == (4, 4.0)
     assert _plan_workers(DistributedOptions(gpus_per_worker=1), 8, {"CPU": 16.0, "GPU": 2.0})[0] == 2
-    with pytest.raises(ConfigError, match="configs_per_step=2"):
-        _plan_workers(DistributedOptions(workers=3), 2, {"CPU": 8.0})
+    assert _plan_workers(DistributedOptions(workers=3), 2, {"CPU": 8.0}) == (3, 2.0)  # slices of micro-batches
     with pytest.raises(ConfigError, match="GPU"):
         _plan_workers(DistributedOptions(gpus_per_worker=1), 2, {"CPU": 8.0})
     with pytest.raises(ConfigError, match="CPUs"):
@@ -84,6 +87,15 @@ def test_two_workers_give_the_single_process_update(prepared_run, ray_cluster):
     assert any(not torch.allclose(one_state[name], halfway[name]) for name in one_state if name.startswith("hyper"))
     losses = [record["loss"] for record in one["state"]["history"]]
     assert losses == pytest.approx([record["loss"] for record in two["state"]["history"]], rel=1e-4)
+
+
+def test_more_workers_than_configurations_still_give_the_single_process_update(prepared_run, ray_cluster):
+    # M = 1 (as in NeuMeta): the two workers each take half of every micro-batch
+    overrides = ("train.configs_per_step=1", "train.steps_per_epoch=3")
+    _, one_state = states(train(prepared_run(*overrides), progress=QUIET))
+    two, two_state = states(train_distributed(prepared_run(*overrides), OPTIONS, progress=QUIET))
+    assert two["done"] and two["state"]["step"] == 6
+    assert_same_parameters(one_state, two_state)
 
 
 def test_killed_worker_resumes_from_the_last_checkpoint(prepared_run, ray_cluster, monkeypatch, tmp_path):

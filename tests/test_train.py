@@ -104,3 +104,27 @@ def test_checkpoint_of_another_configuration_is_not_resumed(prepared_run, tmp_pa
     changed = prepared_run("train.lr=0.01", run_dir=tmp_path / "run")
     with pytest.raises(ConfigError, match="another configuration"):
         train(changed, progress=QUIET)
+
+
+@pytest.mark.parametrize("slices", [2, 3])
+def test_batch_slices_of_a_configuration_sum_to_its_whole_gradient(prepared_run, slices):
+    # With more workers than configurations each micro-batch is cut into slices; the slices' gradients
+    # (cross-entropy weighted by share, weight terms once) must add up to the whole configuration's.
+    from raymeta.train import WorkUnit, accumulate_gradients, trainable_parameters
+
+    config = prepared_run("train.gamma_pool=[0.0,0.0]", "train.configs_per_step=1")  # γ = 0: the MSE term too
+    net, _, _ = load_trained(train(config, stop_after_epochs=1, progress=QUIET))
+    bundle = load_data(config, augment=False)
+    batch = next(iter(make_loader(bundle.train, 30, shuffle=False)))
+    parameters = trainable_parameters(net)
+
+    def gradients(units):
+        net.zero_grad(set_to_none=True)
+        parts = accumulate_gradients(net, 3, units, [batch] * len(units), 1, config, torch.device("cpu"))
+        return [p.grad.clone() for p in parameters], parts
+
+    whole, whole_parts = gradients([WorkUnit(0, 0.0)])
+    sliced, sliced_parts = gradients([WorkUnit(0, 0.0, part, slices) for part in range(slices)])
+    for a, b in zip(whole, sliced, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+    assert whole_parts["rec"] > 0 and sliced_parts == pytest.approx(whole_parts, rel=1e-5)
