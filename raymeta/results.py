@@ -8,6 +8,7 @@ checks every file against the schema, naming the file, the column, the type foun
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import subprocess
@@ -111,7 +112,9 @@ def is_seen(gamma: float, pool: list[float]) -> bool:
     return pool[0] - 1e-9 <= gamma <= pool[1] + 1e-9
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str:
+    """The checkout's short commit (asked once per process: a run's rows all carry the code it started with)."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent)

@@ -354,22 +354,24 @@ def check_same_config(payload: dict, config: Config, source) -> None:
         )
 
 
-def write_monitor_table(config: Config, state: dict, dataset: str) -> Path:
+def write_monitor_table(config: Config, state: dict, dataset: str) -> Path | None:
     """The per-epoch monitor rows of the whole run so far, rewritten atomically as one Parquet file."""
     from raymeta.cli import method_name
     from raymeta.evaluate import result_frame, write_table
 
-    frames, elapsed = [], 0.0
+    rows, placement, elapsed = [], [], 0.0
     for record in state["history"]:
         elapsed += record["seconds"]
-        if record.get("monitor"):
-            frames.append(result_frame(record["monitor"], config, method=method_name(config),
-                                       run_id=Path(config.run_dir).name, dataset=dataset, stage=record["stage"],
-                                       epoch=record["global_epoch"], phase="train", train_time_s=elapsed))
-    import pandas as pd
-
-    return write_table(pd.concat(frames, ignore_index=True), RunPaths(config.run_dir).results,
-                       name="train-monitor.parquet")
+        for row in record.get("monitor", []):
+            rows.append(row)
+            placement.append((record["stage"], record["global_epoch"], elapsed))
+    if not rows:  # a run continued from a checkpoint written before monitor rows existed
+        return None
+    frame = result_frame(rows, config, method=method_name(config), run_id=Path(config.run_dir).name,
+                         dataset=dataset, stage=0, epoch=0, phase="train")
+    for column, values in zip(("stage", "epoch", "train_time_s"), zip(*placement), strict=True):
+        frame[column] = list(values)
+    return write_table(frame, RunPaths(config.run_dir).results, name="train-monitor.parquet")
 
 
 def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress: Progress,
