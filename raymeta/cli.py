@@ -188,6 +188,18 @@ def report(args: argparse.Namespace, progress: Progress) -> Path:
     return output
 
 
+def run_report(config: Config, progress: Progress) -> Path:
+    """The last step of ``raymeta run``: RUN_DIR/report.html from the run's own result tables."""
+    from raymeta.report import write_report
+    from raymeta.results import read_tables
+
+    paths = RunPaths(config.run_dir)
+    output = write_report(read_tables(paths.results), paths.root / "report.html",
+                          title=f"raymeta run {paths.root.name}")
+    progress(f"report: {output} (open it in a browser; `raymeta report` combines runs and baselines)")
+    return output
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="experiment YAML (see jobs/); defaults apply without one")
     parser.add_argument("--run-dir", help="override run_dir: where this run's files go")
@@ -218,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
                             ("validate", "load, validate and print the configuration")]:
         _add_common(sub.add_parser(name, help=help_text))
     for name, help_text in [("pretrain", "train the prior"), ("train", "train the hypernetwork"),
-                            ("run", "pretrain, smooth, train, evaluate")]:
+                            ("run", "pretrain, smooth, train, evaluate, report")]:
         p = sub.add_parser(name, help=help_text)
         _add_common(p)
         if name != "pretrain":
@@ -309,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
                 train_distributed(config, options, resume=resume, progress=progress)
         if args.command in ("evaluate", "run"):
             evaluate(config, progress, getattr(args, "checkpoint", None))
+        if args.command == "run":
+            run_report(config, progress)
         return 0
     except RaymetaError as error:
         print(f"raymeta: error: {error}", file=sys.stderr)

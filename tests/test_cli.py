@@ -18,6 +18,8 @@ def test_debug_job_runs_end_to_end(tmp_path, capsys):
     assert main(["run", "--config", DEBUG, "--run-dir", str(tmp_path), "--workers", "0"]) == 0
     out = capsys.readouterr().out
     assert "total variation" in out and "unseen" in out
+    page = (tmp_path / "report.html").read_text()  # run ends with the run's own report
+    assert "Accuracy against" in page and "<script src=\"http" not in page
     tables = list((tmp_path / "results").glob("eval-*.parquet"))
     assert len(tables) == 1
     frame = pd.read_parquet(tables[0])
