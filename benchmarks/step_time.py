@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from raymeta.config import load_config
 from raymeta.models import Architecture, ResNet
-from raymeta.train import (accumulate_gradients, apply_update, build_network, build_optimizer, noise_generator,
-                           sample_gammas)
+from raymeta.train import (WorkUnit, accumulate_gradients, apply_update, build_network, build_optimizer,
+                           noise_generator, sample_gammas)
 
 SETTINGS = {
     "paper": ["train.blocks=[stage3.block1-7]", "train.configs_per_step=4", "data.batch_size=128",
@@ -57,7 +57,7 @@ def measure(setting: str, steps: int, device: torch.device) -> dict[str, float]:
 
     def whole_step(step: int) -> None:
         gammas = sample_gammas(0, step, M, config.train.gamma_pool)
-        accumulate_gradients(net, step, list(enumerate(gammas)), batches, M, config, device)
+        accumulate_gradients(net, step, [WorkUnit(k, g) for k, g in enumerate(gammas)], batches, M, config, device)
         apply_update(net, optimizer, config.train.clip_value)
 
     whole_step(0)  # warm-up: coordinate caches, allocator

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from raymeta.checkpoint import load_checkpoint, save_checkpoint
-from raymeta.config import NEUMETA_SWITCHES, Config, load_config, save_config
+from raymeta.config import NEUMETA_SWITCHES, Config, load_config, method_name, save_config
 from raymeta.errors import CheckpointError, ConfigError, RaymetaError
 from raymeta.runtime import Progress, RunPaths
 
@@ -36,11 +36,6 @@ def _config(args: argparse.Namespace) -> Config:
     if getattr(args, "run_dir", None):
         overrides.append(f"run_dir={args.run_dir}")
     return load_config(args.config, overrides + list(args.overrides))
-
-
-def method_name(config: Config) -> str:
-    neumeta = all(getattr(config.train, key) == value for key, value in NEUMETA_SWITCHES.items())
-    return "neumeta" if neumeta else "metamorphic"
 
 
 def smooth(config: Config, progress: Progress) -> Path:

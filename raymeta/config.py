@@ -181,6 +181,12 @@ NEUMETA_SWITCHES = {"incremental": False, "alpha_scaling": False, "configs_per_s
 """The original NeuMeta baseline: every component of the full recipe switched off."""
 
 
+def method_name(config: "Config") -> str:
+    """The method column of result rows: "neumeta" when every switch is NeuMeta's, else "metamorphic"."""
+    neumeta = all(getattr(config.train, key) == value for key, value in NEUMETA_SWITCHES.items())
+    return "neumeta" if neumeta else "metamorphic"
+
+
 @dataclass
 class EvalConfig:
     gammas: list[float] = field(default_factory=lambda: [-0.25, 0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75])

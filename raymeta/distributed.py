@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
-from raymeta.checkpoint import load_checkpoint, save_checkpoint
+from raymeta.checkpoint import load_checkpoint
 from raymeta.config import Config, config_from_dict
 from raymeta.errors import CheckpointError, ConfigError, RaymetaError
 from raymeta.runtime import Progress, RunPaths
 from raymeta.train import (Collective, FaultInjector, check_same_config, existing_checkpoint, run_training,
-                           write_monitor_table)
+                           save_epoch)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 QUIET_RAY = {
@@ -110,9 +110,7 @@ def train_worker(loop_config: dict) -> None:
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             return
-        checkpoint = make_payload()
-        save_checkpoint(checkpoint, paths.train_checkpoint)
-        write_monitor_table(config, checkpoint["state"], checkpoint["dataset"]["name"])
+        save_epoch(config, make_payload())
         with tempfile.TemporaryDirectory() as folder:
             shutil.copy(paths.train_checkpoint, Path(folder) / CHECKPOINT_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from raymeta.checkpoint import load_checkpoint, save_checkpoint
-from raymeta.config import Config, config_from_dict
+from raymeta.config import Config, config_from_dict, method_name
 from raymeta.data import EpochBatches, make_loader
 from raymeta.errors import CheckpointError, ConfigError
 from raymeta.evaluate import evaluate_gammas
@@ -110,17 +110,15 @@ class WorkUnit:
         return slice(self.slice * batch_size // self.slices, (self.slice + 1) * batch_size // self.slices)
 
 
-def accumulate_gradients(net: MetamorphicNetwork, step: int, units: list[tuple[int, float] | WorkUnit],
+def accumulate_gradients(net: MetamorphicNetwork, step: int, units: list[WorkUnit],
                          batches: list[tuple[torch.Tensor, torch.Tensor]], total_configs: int, config: Config,
                          device: torch.device) -> dict[str, float]:
     """Backward each unit on its micro-batch (or its slice of it), scaled by 1/M; sum of loss parts.
 
-    A unit is a whole configuration ``(index, γ)`` or a :class:`WorkUnit` slice of one; ``batches`` holds each
-    unit's whole micro-batch.
+    A unit is a whole configuration or a slice of one; ``batches`` holds each unit's whole micro-batch.
     """
     sums: dict[str, float] = {}
     for unit, (images, labels) in zip(units, batches, strict=True):
-        unit = unit if isinstance(unit, WorkUnit) else WorkUnit(*unit)
         whole = len(labels)
         rows = unit.rows(whole)
         images, labels = images[rows], labels[rows]
@@ -356,7 +354,6 @@ def check_same_config(payload: dict, config: Config, source) -> None:
 
 def write_monitor_table(config: Config, state: dict, dataset: str) -> Path | None:
     """The per-epoch monitor rows of the whole run so far, rewritten atomically as one Parquet file."""
-    from raymeta.cli import method_name
     from raymeta.evaluate import result_frame, write_table
 
     rows, placement, elapsed = [], [], 0.0
@@ -372,6 +369,12 @@ def write_monitor_table(config: Config, state: dict, dataset: str) -> Path | Non
     for column, values in zip(("stage", "epoch", "train_time_s"), zip(*placement), strict=True):
         frame[column] = list(values)
     return write_table(frame, RunPaths(config.run_dir).results, name="train-monitor.parquet")
+
+
+def save_epoch(config: Config, checkpoint: dict) -> None:
+    """What a run writes at the end of every epoch (by its only writer): the checkpoint and the monitor table."""
+    save_checkpoint(checkpoint, RunPaths(config.run_dir).train_checkpoint)
+    write_monitor_table(config, checkpoint["state"], checkpoint["dataset"]["name"])
 
 
 def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress: Progress,
@@ -490,9 +493,7 @@ def train(config: Config, *, resume: bool | None = None, stop_after_epochs: int 
         progress(f"train: resuming from {paths.train_checkpoint}")
 
     def on_epoch_end(make_payload, record) -> None:
-        checkpoint = make_payload()
-        save_checkpoint(checkpoint, paths.train_checkpoint)
-        write_monitor_table(config, checkpoint["state"], checkpoint["dataset"]["name"])
+        save_epoch(config, make_payload())
 
     run_training(config, payload=payload, on_epoch_end=on_epoch_end, progress=progress,
                  stop_after_epochs=stop_after_epochs, fault=FaultInjector(os.environ.get("RAYMETA_TEST_FAULT")))
