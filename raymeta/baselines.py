@@ -19,7 +19,6 @@ pretraining is not included: metamorphic, NeuMeta and pruning rows all start fro
 from __future__ import annotations
 
 import copy
-import math
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from raymeta.data import make_loader
 from raymeta.errors import ConfigError
 from raymeta.evaluate import accuracy_and_loss
 from raymeta.models import Architecture, ResNet, block_name, count_params_macs, hidden_width, resolve_blocks
+from raymeta.pretrain import sgd_cosine, train_one_epoch
 from raymeta.results import ResultsError, read_tables, result_frame, write_table
 from raymeta.runtime import Progress, seed_everything
 
@@ -155,23 +155,12 @@ def fit(model: ResNet, bundle, config: Config, *, epochs: int, lr: float, device
     The same recipe as the prior's pretraining, without its per-epoch checkpoints: a baseline network is
     cheap to retrain, and the finished rows are what the sweep resumes from.
     """
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.pretrain.momentum,
-                                weight_decay=config.pretrain.weight_decay, nesterov=True)
-    total = max(1, epochs * math.ceil(len(bundle.train) / config.data.batch_size))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+    optimizer, scheduler = sgd_cosine(model, config, lr=lr, epochs=epochs, train_size=len(bundle.train))
     seconds = 0.0
     for epoch in range(epochs):
         start = time.perf_counter()
-        model.train()
-        for images, labels in make_loader(bundle.train, config.data.batch_size, shuffle=True, seed=config.seed,
-                                          epoch=epoch):
-            loss = F.cross_entropy(model(images.to(device)), labels.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+        train_one_epoch(model, optimizer, scheduler, bundle.train, config, epoch, device)
         seconds += time.perf_counter() - start
-        model.eval()
         if on_epoch is not None:
             on_epoch(epoch + 1, seconds)
     return seconds

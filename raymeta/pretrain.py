@@ -22,6 +22,33 @@ from raymeta.models import ResNet
 from raymeta.runtime import Progress, RunPaths, architecture, load_data, seed_everything, select_device
 
 
+def sgd_cosine(model: torch.nn.Module, config: Config, *, lr: float, epochs: int, train_size: int):
+    """The prior's optimiser: SGD with Nesterov momentum, cosine decay per step over ``epochs`` epochs."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.pretrain.momentum,
+                                weight_decay=config.pretrain.weight_decay, nesterov=True)
+    total = max(1, epochs * math.ceil(train_size / config.data.batch_size))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+    return optimizer, scheduler
+
+
+def train_one_epoch(model: torch.nn.Module, optimizer, scheduler, dataset, config: Config, epoch: int,
+                    device: torch.device) -> float:
+    """One epoch of plain cross-entropy training (order seeded by (seed, epoch)); the mean training loss."""
+    model.train()
+    running, seen = 0.0, 0
+    for images, labels in make_loader(dataset, config.data.batch_size, shuffle=True, seed=config.seed, epoch=epoch):
+        images, labels = images.to(device), labels.to(device)
+        loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        running += loss.item() * len(labels)
+        seen += len(labels)
+    model.eval()
+    return running / seen
+
+
 def pretrain(config: Config, progress: Progress | None = None, *, resume: bool | None = None,
              stop_after_epochs: int | None = None) -> Path:
     """SGD with Nesterov momentum and cosine decay; checkpoint ``prior.pt`` every epoch.
@@ -36,11 +63,8 @@ def pretrain(config: Config, progress: Progress | None = None, *, resume: bool |
     bundle = load_data(config)
     arch = architecture(config, bundle.info)
     model = ResNet(arch).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.pretrain.lr, momentum=config.pretrain.momentum,
-                                weight_decay=config.pretrain.weight_decay, nesterov=True)
     epochs = config.pretrain.epochs
-    total = epochs * math.ceil(len(bundle.train) / config.data.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+    optimizer, scheduler = sgd_cosine(model, config, lr=config.pretrain.lr, epochs=epochs, train_size=len(bundle.train))
     state = {"epoch": 0, "history": []}
 
     if resume and not path.is_file():
@@ -67,21 +91,9 @@ def pretrain(config: Config, progress: Progress | None = None, *, resume: bool |
         if stop_after_epochs is not None and run_epochs >= stop_after_epochs:
             progress(f"pretrain: stopping after {run_epochs} epoch(s) as asked; run again to resume")
             return path
-        model.train()
-        running, seen = 0.0, 0
-        for images, labels in make_loader(bundle.train, config.data.batch_size, shuffle=True, seed=config.seed,
-                                          epoch=epoch):
-            images, labels = images.to(device), labels.to(device)
-            loss = F.cross_entropy(model(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            running += loss.item() * len(labels)
-            seen += len(labels)
-        model.eval()
+        train_loss = train_one_epoch(model, optimizer, scheduler, bundle.train, config, epoch, device)
         accuracy, test_loss = accuracy_and_loss(model, test_loader, device)
-        metrics = {"train_loss": running / seen, "test_accuracy": accuracy, "test_loss": test_loss}
+        metrics = {"train_loss": train_loss, "test_accuracy": accuracy, "test_loss": test_loss}
         state = {"epoch": epoch + 1, "history": [*state["history"], metrics]}
         save_checkpoint({"kind": "prior", "config": config.to_dict(), "prior_hash": config.prior_hash(),
                          "arch": dataclasses.asdict(arch), "dataset": dataclasses.asdict(bundle.info),
