@@ -8,7 +8,8 @@
 # On a multi-node cluster, --run-dir must be storage every node sees (NFS or similar).
 # RAY_ADDRESS is the cluster's dashboard address (default http://127.0.0.1:8265); extra flags such as
 # --workers, --gpus-per-worker or group.key=value overrides are passed on to `raymeta run`.
-# SUBMIT_ARGS adds flags of `ray job submit` itself (e.g. SUBMIT_ARGS=--no-wait).
+# SUBMIT_ARGS adds flags of `ray job submit` itself (e.g. SUBMIT_ARGS=--no-wait); RUNTIME_ENV names another
+# runtime environment file (default jobs/runtime_env.yaml).
 set -euo pipefail
 if [[ $# -lt 1 || ! -f $1 ]]; then
     echo "usage: jobs/submit.sh jobs/CONFIG.yaml [raymeta run flags…]  (got: ${1:-nothing})" >&2
@@ -18,5 +19,5 @@ cd "$(dirname "$0")/.."
 config=$1
 shift
 # shellcheck disable=SC2086
-exec ray job submit --address "${RAY_ADDRESS:-http://127.0.0.1:8265}" --runtime-env jobs/runtime_env.yaml \
+exec ray job submit --address "${RAY_ADDRESS:-http://127.0.0.1:8265}" --runtime-env "${RUNTIME_ENV:-jobs/runtime_env.yaml}" \
     --working-dir . ${SUBMIT_ARGS:-} -- python -m raymeta run --config "$config" "$@"

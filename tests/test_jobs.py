@@ -1,13 +1,17 @@
 """A real Ray cluster on 127.0.0.1 (`ray start --head`), the debug job submitted with jobs/submit.sh.
 
-The job installs the package from its working dir (jobs/runtime_env.yaml), runs pretrain → smooth → train on
-Ray Train across the cluster → evaluate, and must leave its results table; the cluster is stopped after.
+The job runs pretrain → smooth → train on Ray Train across the cluster → evaluate → report from the shipped
+working dir, and must leave its results table; the cluster is stopped and its temp dir removed after.
+The runtime environment here is the working dir alone: jobs/runtime_env.yaml's pip step would make Ray copy
+this test's whole virtualenv (about 6 GB with torch's CUDA wheels) for every run.
 """
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -25,14 +29,15 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def ray_head(tmp_path):
+def ray_head():
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled",
            "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     dashboard = free_port()
+    temp_dir = tempfile.mkdtemp(prefix="raymeta-ray-")  # short: Ray's socket paths live under it
     start = subprocess.run(
-        ["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
+        ["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}", f"--temp-dir={temp_dir}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2", "--disable-usage-stats"],
         env=env, capture_output=True, text=True, timeout=120)
     try:
@@ -40,13 +45,17 @@ def ray_head(tmp_path):
         yield {**env, "RAY_ADDRESS": f"http://127.0.0.1:{dashboard}"}
     finally:
         subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.slow
 def test_debug_job_submitted_to_a_local_cluster_writes_its_results(ray_head, tmp_path):
     run_dir = tmp_path / "run"
+    runtime_env = tmp_path / "runtime_env.yaml"
+    runtime_env.write_text("working_dir: .\n")
     job = subprocess.run([str(ROOT / "jobs" / "submit.sh"), "jobs/debug.yaml", "--run-dir", str(run_dir)],
-                         env=ray_head, capture_output=True, text=True, timeout=600, cwd=ROOT)
+                         env={**ray_head, "RUNTIME_ENV": str(runtime_env)}, capture_output=True, text=True,
+                         timeout=600, cwd=ROOT)
     log = job.stdout + job.stderr
     assert job.returncode == 0, log[-4000:]
     assert "succeeded" in log and "Ray Train with 2 worker(s)" in log
@@ -54,7 +63,14 @@ def test_debug_job_submitted_to_a_local_cluster_writes_its_results(ray_head, tmp
     assert len(tables) == 1
     frame = pd.read_parquet(tables[0])
     assert list(frame.columns) == RESULT_COLUMNS and len(frame) == 5
-    assert (run_dir / "train" / "checkpoint.pt").is_file()
+    assert (run_dir / "train" / "checkpoint.pt").is_file() and (run_dir / "report.html").is_file()
+
+
+def test_runtime_env_ships_the_working_dir_and_installs_the_package():
+    import yaml
+
+    env = yaml.safe_load((ROOT / "jobs" / "runtime_env.yaml").read_text())
+    assert env["working_dir"] == "." and env["pip"]["packages"] == ["${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}"]
 
 
 def test_submit_script_names_a_missing_config(tmp_path):
