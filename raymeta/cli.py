@@ -10,6 +10,8 @@
     raymeta baseline prune --run-dir runs/quickstart           the prior pruned to each γ (Torch-Pruning)
     raymeta export --run-dir runs/quickstart --gamma 0.25      a standalone network at one γ
     raymeta report runs/*/results -o reports/NAME.html         self-contained HTML report of result tables
+    raymeta sweep --space tune_spaces/lambdas.yaml --config jobs/quickstart.yaml
+                                                               Ray Tune trials over a search space
 
 Any ``group.key=value`` argument overrides the YAML, e.g. ``train.epochs_per_stage=2 data.name=synthetic``.
 pretrain, train and run continue (or reuse) checkpoints of the same configuration; ``--restart`` starts over.
@@ -70,28 +72,10 @@ def smooth(config: Config, progress: Progress) -> Path:
 
 def evaluate(config: Config, progress: Progress, checkpoint: str | None = None) -> Path:
     """Evaluate a trained metamorphic network at every γ of ``eval.gammas``; write a Parquet table."""
-    from raymeta.data import make_loader
-    from raymeta.evaluate import evaluate_gammas, format_rows, result_frame, write_table
-    from raymeta.runtime import load_data, select_device
-    from raymeta.train import load_trained
+    from raymeta.evaluate import evaluate_run, format_rows, write_table
 
     paths = RunPaths(config.run_dir)
-    net, trained_config, payload = load_trained(checkpoint or paths.train_checkpoint)
-    if not payload.get("done"):
-        progress("evaluate: note — the checkpoint is from an unfinished run")
-    device = select_device(config)
-    net.to(device)
-    bundle = load_data(trained_config, augment=False)
-    loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
-    samples = config.eval.samples
-    progress(f"evaluate: {len(config.eval.gammas)} γ values, K={samples} sample(s), {len(bundle.test)} test images")
-    rows = evaluate_gammas(net, loader, device, config.eval.gammas, samples=samples,
-                           noise=trained_config.inr.coordinate_noise, seed=config.seed,
-                           image_size=bundle.info.image_size)
-    state = payload["state"]
-    frame = result_frame(rows, trained_config, method=method_name(trained_config), run_id=Path(config.run_dir).name,
-                         dataset=bundle.info.name, stage=state["stage"], epoch=len(state["history"]),
-                         train_time_s=sum(record["seconds"] for record in state["history"]))
+    frame = evaluate_run(config, checkpoint or paths.train_checkpoint, progress)
     path = write_table(frame, paths.results)
     print(format_rows(frame), flush=True)
     progress(f"evaluate: wrote {path}")
@@ -195,6 +179,53 @@ def run_report(config: Config, progress: Progress) -> Path:
     return output
 
 
+def sweep(args: argparse.Namespace, progress: Progress) -> dict:
+    """``raymeta sweep``: Ray Tune over a search space, each trial a Ray Train run (see raymeta.sweep)."""
+    from raymeta.space import load_space
+    from raymeta.sweep import SweepOptions, run_sweep
+
+    config = _config(args)
+    space = load_space(args.space, config)
+    resume = True if args.resume else (False if args.restart else None)
+    options = SweepOptions(sweep_dir=args.sweep_dir, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                           gpus_per_worker=args.gpus_per_worker, trial_cpus=args.trial_cpus,
+                           max_concurrent_trials=args.max_concurrent_trials, num_samples=args.num_samples,
+                           search=args.search, scheduler=args.scheduler,
+                           score_gammas=_gammas(args.score_gammas, config) if args.score_gammas else None,
+                           address=args.address, trial_retries=args.trial_retries, resume=resume,
+                           verbose=args.verbose)
+    return run_sweep(space, config, options, progress)
+
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="Ray Tune trials over a search space (tune_spaces/*.yaml)",
+                       description="Train one Ray Train run per trial of a search space, stop bad trials early "
+                                   "(ASHA on the mean monitored accuracy over seen γ), evaluate, and write "
+                                   "SWEEP_DIR/results, best.yaml and report.html. Running the same command "
+                                   "again continues an interrupted sweep.")
+    _add_common(p)
+    p.add_argument("--space", required=True, help="search-space YAML, e.g. tune_spaces/lambdas.yaml")
+    p.add_argument("--sweep-dir", help="the sweep's folder (default: RUN_DIR/sweeps/<space name>)")
+    p.add_argument("--search", choices=["random", "grid", "optuna"], help="override the space's search")
+    p.add_argument("--scheduler", choices=["asha", "fifo"], help="override the space's scheduler (fifo: no early stop)")
+    p.add_argument("--num-samples", type=int, help="override the space's num_samples")
+    p.add_argument("--max-concurrent-trials", type=int, help="at most this many trials at once (default: as many "
+                                                             "as the cluster fits, or the space's limit)")
+    p.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial (default 1)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (default 1)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (default 0)")
+    p.add_argument("--trial-cpus", type=float, default=1.0,
+                   help="CPUs of each trial's driver, which also evaluates the trained network (default 1)")
+    p.add_argument("--score-gammas", help="γ monitored each epoch for the score, e.g. 0,0.25,0.5 "
+                                          "(default: the seen γ of eval.gammas)")
+    p.add_argument("--trial-retries", type=int, default=1, help="retries of an errored trial (default 1)")
+    p.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS if set, else an embedded Ray)")
+    p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="Tune's console output (default 1)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="require a sweep in the folder to continue")
+    group.add_argument("--restart", action="store_true", help="delete the sweep folder and start over")
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="experiment YAML (see jobs/); defaults apply without one")
     parser.add_argument("--run-dir", help="override run_dir: where this run's files go")
@@ -240,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--checkpoint", help="metamorphic checkpoint (default: RUN_DIR/train/checkpoint.pt)")
     _add_extra_commands(sub)
+    _add_sweep(sub)
     return parser
 
 
@@ -279,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress = Progress()
     try:
-        if args.command in ("baseline", "export", "report"):
+        if args.command in ("baseline", "export", "report", "sweep"):
             return _run_extra_command(args, progress)
         for text in args.overrides:
             if "=" not in text:
@@ -331,7 +363,7 @@ def _run_extra_command(args: argparse.Namespace, progress: Progress) -> int:
     for text in getattr(args, "overrides", []):
         if "=" not in text:
             raise ConfigError(f"argument {text!r} is not allowed: overrides are group.key=value")
-    {"baseline": baseline, "export": export, "report": report}[args.command](args, progress)
+    {"baseline": baseline, "export": export, "report": report, "sweep": sweep}[args.command](args, progress)
     return 0
 
 

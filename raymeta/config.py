@@ -153,6 +153,10 @@ class TrainConfig:
     """Separate INRs for biases (False: the bias is output column 0 of the weight INR)."""
     finetune_head: bool = True
     """Fine-tune the last block and classifier across configurations (False: frozen)."""
+    monitor_gammas: list[float] | None = None
+    """γ values evaluated on the test split after every epoch (K = 1); null: the ends of gamma_pool.
+    The epoch's ``score`` (what a sweep's early stopping ranks trials by) is their mean accuracy over
+    those inside gamma_pool. Monitoring changes no weight, so it is not part of the config hash."""
 
     def __post_init__(self) -> None:
         _require(len(self.blocks) >= 1, "train.blocks", self.blocks, "at least one block name")
@@ -167,6 +171,9 @@ class TrainConfig:
         low_high = self.gamma_pool
         _require(len(low_high) == 2 and -1 <= low_high[0] <= low_high[1] < 1, "train.gamma_pool", low_high,
                  "[low, high] with -1 ≤ low ≤ high < 1")
+        _require(self.monitor_gammas is None or (len(self.monitor_gammas) >= 1 and all(
+            -1 <= g < 1 for g in self.monitor_gammas)), "train.monitor_gammas", self.monitor_gammas,
+                 "null or a non-empty list of numbers in [-1, 1)")
 
     @property
     def switches(self) -> dict[str, object]:
@@ -231,6 +238,7 @@ class Config:
         content = self.to_dict()
         for key in ("run_dir", "device", "threads"):
             content.pop(key)
+        content["train"].pop("monitor_gammas")  # what is watched, not what is trained
         return _short_hash(content)
 
     def prior_hash(self) -> str:

@@ -32,8 +32,10 @@ QUIET_RAY = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "RAY_TRAIN_METRICS_ENABLED": "0",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
 }
-"""Environment for an embedded Ray: no usage statistics, no migration warnings meant for Train V1 users."""
+"""Environment for an embedded Ray: no usage statistics, no migration warnings meant for Train V1 users, no
+watcher of cloud-instance preemption (there is no cloud instance to lose)."""
 
 
 class TorchCollective(Collective):
@@ -172,8 +174,13 @@ def _plan_workers(options: DistributedOptions, configs_per_step: int, resources:
 
 
 def train_distributed(config: Config, options: DistributedOptions | None = None, *, resume: bool | None = None,
-                      stop_after_epochs: int | None = None, progress: Progress | None = None) -> Path:
-    """Train on Ray Train; returns the run's checkpoint path (``RUN_DIR/train/checkpoint.pt``)."""
+                      stop_after_epochs: int | None = None, progress: Progress | None = None,
+                      callbacks: list | None = None) -> Path:
+    """Train on Ray Train; returns the run's checkpoint path (``RUN_DIR/train/checkpoint.pt``).
+
+    ``callbacks`` are Ray Train ``UserCallback``s of the controller (a Tune trial passes Tune's
+    ``TuneReportCallback``, which forwards every epoch's report to Tune).
+    """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -230,6 +237,7 @@ def train_distributed(config: Config, options: DistributedOptions | None = None,
                                  failure_config=FailureConfig(max_failures=options.max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2),
                                  logging_config=LoggingConfig(log_level=options.log_level),
+                                 callbacks=list(callbacks or []),
                                  # rank 0's progress lines print once (not also through Train's logger)
                                  worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}}),
         )

@@ -46,6 +46,39 @@ def evaluate_gammas(net, loader, device, gammas: list[float], *, samples: int, n
     return rows
 
 
+def evaluate_run(config, checkpoint, progress, *, method: str | None = None,
+                 run_id: str | None = None) -> pd.DataFrame:
+    """The final rows of a trained run: every γ of ``config.eval.gammas`` with K = ``eval.samples``.
+
+    ``config`` supplies the evaluation settings and the run's identity; the network and what it was
+    trained with come from the checkpoint.
+    """
+    from pathlib import Path
+
+    from raymeta.config import method_name
+    from raymeta.data import make_loader
+    from raymeta.runtime import load_data, select_device
+    from raymeta.train import load_trained
+
+    net, trained_config, payload = load_trained(checkpoint)
+    if not payload.get("done"):
+        progress("evaluate: note — the checkpoint is from an unfinished run")
+    device = select_device(config)
+    net.to(device)
+    bundle = load_data(trained_config, augment=False)
+    loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
+    samples = config.eval.samples
+    progress(f"evaluate: {len(config.eval.gammas)} γ values, K={samples} sample(s), {len(bundle.test)} test images")
+    rows = evaluate_gammas(net, loader, device, config.eval.gammas, samples=samples,
+                           noise=trained_config.inr.coordinate_noise, seed=config.seed,
+                           image_size=bundle.info.image_size)
+    state = payload["state"]
+    return result_frame(rows, trained_config, method=method or method_name(trained_config),
+                        run_id=run_id or Path(config.run_dir).name, dataset=bundle.info.name, stage=state["stage"],
+                        epoch=len(state["history"]),
+                        train_time_s=sum(record["seconds"] for record in state["history"]))
+
+
 def format_rows(frame: pd.DataFrame) -> str:
     """A plain-text table of accuracy against γ for the terminal."""
     lines = [f"{'gamma':>7} {'seen':>6} {'accuracy':>9} {'loss':>8} {'params':>9} {'MACs':>12}"]

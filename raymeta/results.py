@@ -39,8 +39,10 @@ evaluated model (its training cost, not counting the prior's pretraining)."""
 RESULT_COLUMNS = list(SCHEMA)
 """The required columns, in the order every table is written."""
 
-OPTIONAL_COLUMNS: dict[str, str] = {"trial_id": "string"}
-"""Columns a table may carry beyond the required ones (Ray Tune trials)."""
+OPTIONAL_COLUMNS: dict[str, str] = {"trial_id": "string", "trial_status": "string"}
+"""Columns a table may carry beyond the required ones (Ray Tune trials: the trial's id, and whether it
+finished, was stopped early by the scheduler or errored; an unfinished trial is evaluated at its last
+checkpoint)."""
 
 PARAM_PREFIX = "param."
 """Tune writes one column per tuned parameter, ``param.<name>``, of any scalar type."""

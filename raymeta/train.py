@@ -192,8 +192,17 @@ def initialise_new_blocks(net: MetamorphicNetwork, first: int, last: int, config
 
 
 def monitor_gammas(config: Config) -> list[float]:
+    if config.train.monitor_gammas is not None:
+        return sorted(set(config.train.monitor_gammas))
     low, high = config.train.gamma_pool
     return sorted({low, high})
+
+
+def monitor_score(rows: list[dict], config: Config) -> float:
+    """Mean accuracy over the monitored γ values inside the training pool (NaN when none is inside)."""
+    low, high = config.train.gamma_pool
+    seen = [row["accuracy"] for row in rows if low - 1e-9 <= row["gamma"] <= high + 1e-9]
+    return sum(seen) / len(seen) if seen else float("nan")
 
 
 def load_trained(path: str | Path) -> tuple[MetamorphicNetwork, Config, dict]:
@@ -463,7 +472,8 @@ def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress
             record = {"stage": stage.index, "epoch": state["epoch"], "global_epoch": len(state["history"]) + 1,
                       "finished": time.time(),
                       "step": state["step"], "seconds": time.perf_counter() - start, **means,
-                      **{f"acc@{r['gamma']:g}": r["accuracy"] for r in rows}, "monitor": rows}
+                      **{f"acc@{r['gamma']:g}": r["accuracy"] for r in rows}, "score": monitor_score(rows, config),
+                      "monitor": rows}
             state["history"].append(record)
             if state["epoch"] >= stage.epochs:
                 state["stage"] += 1

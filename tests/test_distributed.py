@@ -6,7 +6,6 @@ One embedded Ray (4 logical CPUs, as Ray's own tests oversubscribe a small machi
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 
 from raymeta.checkpoint import load_checkpoint
@@ -14,30 +13,15 @@ from raymeta.distributed import DistributedOptions, _plan_workers, run_name, tra
 from raymeta.errors import ConfigError
 from raymeta.runtime import Progress
 from raymeta.train import WorkUnit, my_configurations, train
+from ray_fixtures import embedded_ray
 
-RAY_TEST_ENV = {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
-    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60",
-    "RAY_TRAIN_METRICS_ENABLED": "0",
-    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-    "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
-    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
-}
 QUIET = Progress(stream=open("/dev/null", "w"))
 OPTIONS = DistributedOptions(workers=2, cpus_per_worker=1, timeout_s=60, max_failures=0)
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    patch = pytest.MonkeyPatch()
-    for key, value in RAY_TEST_ENV.items():
-        patch.setenv(key, value)
-    ray.init(address="local", num_cpus=4, object_store_memory=200 * 1024**2, configure_logging=False)
-    yield
-    ray.shutdown()
-    patch.undo()
+    yield from embedded_ray()
 
 
 def states(path):

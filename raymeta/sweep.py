@@ -1,0 +1,509 @@
+"""Sweeps on Ray Tune: one Tune trial per configuration, each a distributed training run on Ray Train.
+
+The driver trains (or reuses) the job config's prior once, then runs a Tune experiment whose function
+trainable, :func:`run_trial`, builds the trial's configuration (job config + variant + sampled
+parameters), trains it with :func:`raymeta.distributed.train_distributed` (a ``TorchTrainer`` whose
+``TuneReportCallback`` forwards every epoch's report, so the scheduler sees ``score`` after each epoch),
+evaluates the finished network on the job's γ grid and writes the rows, with ``trial_id`` and
+``param.*`` columns, to ``SWEEP_DIR/results/<trial>.parquet``. Trials the scheduler stopped early are
+evaluated at their last checkpoint afterwards and marked so. The best finished trial becomes
+``SWEEP_DIR/best.yaml``, a complete job config, and ``SWEEP_DIR/report.html`` shows every trial.
+
+Layout of a sweep folder (default ``RUN_DIR/sweeps/<space name>``)::
+
+    sweep.yaml               the space and the job config this sweep was started with (resume check)
+    tune/                    Ray Tune's experiment (restored when the same command runs again)
+    trials/<trial>/          each trial's run folder: config.yaml, smoothed prior, checkpoints, Ray Train run
+    results/<trial>.parquet  each trial's evaluation rows (phase final) and training-monitor rows
+    best.yaml, best/         the best trial's config, ready for ``raymeta train``/``run``, and its prior
+    report.html
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from ray import tune
+
+from raymeta.checkpoint import load_checkpoint
+from raymeta.config import Config, config_from_dict, method_name, save_config
+from raymeta.errors import CheckpointError, ConfigError, RaymetaError
+from raymeta.results import PARAM_PREFIX, is_seen, read_table, read_tables, write_table
+from raymeta.runtime import Progress, RunPaths
+from raymeta.space import VARIANT_PARAM, SearchSpace, SpaceError, max_total_epochs
+
+METRIC, MODE = "score", "max"
+"""What the scheduler and the search rank trials by: mean monitored accuracy over the seen γ, per epoch."""
+TIME_ATTR = "global_epoch"
+FINISHED, STOPPED, ERRORED = "finished", "stopped early", "errored"
+
+
+@dataclasses.dataclass
+class SweepOptions:
+    """How ``raymeta sweep`` runs (the command-line flags of the same names)."""
+
+    sweep_dir: str | None = None
+    """The sweep's folder; None: ``RUN_DIR/sweeps/<space name>``."""
+    workers: int = 1
+    """Ray Train workers per trial (a sweep parallelises over trials first)."""
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    trial_cpus: float = 1.0
+    """CPUs of each trial's driver (it also evaluates the trained network at the end)."""
+    max_concurrent_trials: int | None = None
+    """None: the space's value, else as many trials as the cluster fits."""
+    num_samples: int | None = None
+    """None: the space's ``num_samples``."""
+    search: str | None = None
+    """random, grid or optuna; None: the space's."""
+    scheduler: str | None = None
+    """asha or fifo; None: the space's."""
+    score_gammas: list[float] | None = None
+    """γ values monitored after every epoch for the score; None: the seen γ of ``eval.gammas``."""
+    address: str | None = None
+    """An existing Ray cluster to join; None: ``RAY_ADDRESS`` if set, else an embedded local Ray."""
+    trial_retries: int = 1
+    """Times Tune retries an errored trial (each retry continues from the trial's last checkpoint)."""
+    resume: bool | None = None
+    """None: continue the sweep in ``sweep_dir`` if there is one; True: require one; False: start over."""
+    verbose: int = 1
+    """Tune's console output: 0 silent, 1 status tables, 2 every result."""
+
+
+def sweep_dir(config: Config, space: SearchSpace, options: SweepOptions) -> Path:
+    return Path(options.sweep_dir or Path(config.run_dir) / "sweeps" / space.name).resolve()
+
+
+def effective_space(space: SearchSpace, options: SweepOptions) -> SearchSpace:
+    """The space with the command line's overrides (search, scheduler, samples, concurrency) applied."""
+    changes = {key: getattr(options, key) for key in ("num_samples", "search", "scheduler", "max_concurrent_trials")
+               if getattr(options, key) is not None}
+    if not changes:
+        return space
+    if changes.get("num_samples", 1) < 1:
+        raise ConfigError(f"--num-samples={changes['num_samples']} is not allowed: use 1 or more")
+    if changes.get("max_concurrent_trials", 1) < 1:
+        raise ConfigError(f"--max-concurrent-trials={changes['max_concurrent_trials']} is not allowed: use 1 or more")
+    updated = dataclasses.replace(space, **changes)
+    kinds = {param.kind for param in updated.params.values()}
+    if updated.search == "grid" and kinds - {"grid", "value"}:
+        raise SpaceError(f"--search=grid needs every parameter of {space.path} to be grid or value")
+    if updated.search == "optuna" and "grid" in kinds:
+        raise SpaceError(f"--search=optuna cannot run the grid parameters of {space.path}: use random or grid")
+    return updated
+
+
+def score_gammas(config: Config, options: SweepOptions) -> list[float]:
+    gammas = options.score_gammas
+    if gammas is None:
+        gammas = [g for g in config.eval.gammas if is_seen(g, config.train.gamma_pool)] or list(config.train.gamma_pool)
+    if not any(is_seen(g, config.train.gamma_pool) for g in gammas):
+        raise ConfigError(f"--score-gammas={','.join(f'{g:g}' for g in gammas)} has no γ inside the training pool "
+                          f"{config.train.gamma_pool}: the score is the mean accuracy over seen γ")
+    return sorted(set(gammas))
+
+
+def trial_config(base: Config, space: SearchSpace, params: dict, run_dir: Path, gammas: list[float]) -> Config:
+    """The job config with the trial's variant and sampled parameters, training into ``run_dir``."""
+    tree = base.to_dict()
+    for key, value in space.overrides(params).items():
+        group, _, name = key.partition(".")
+        tree[group][name] = value
+    tree["run_dir"] = str(run_dir)
+    tree["train"]["monitor_gammas"] = list(gammas)
+    return config_from_dict(tree)
+
+
+def param_columns(space: SearchSpace, params: dict) -> dict[str, object]:
+    """``param.<name>`` → the trial's value (a list, e.g. a block list, as its text: Parquet wants scalars)."""
+    out = {}
+    for name in space.searched_params:
+        value = params.get(name)
+        out[PARAM_PREFIX + name] = str(list(value)) if isinstance(value, (list, tuple)) else value
+    return out
+
+
+def trial_method(space: SearchSpace, params: dict, config: Config) -> str:
+    """A variant's name (so the report compares the ablation rows as methods), else the config's method."""
+    return str(params[VARIANT_PARAM]) if space.variants else method_name(config)
+
+
+def trial_frame(frame: pd.DataFrame, trial_id: str, status: str, columns: dict[str, object],
+                method: str) -> pd.DataFrame:
+    frame = frame.assign(trial_id=trial_id, trial_status=status, method=method, run_id=trial_id)
+    for column, value in columns.items():
+        frame[column] = [value] * len(frame)
+    return frame
+
+
+def final_score(frame: pd.DataFrame) -> float:
+    """Mean final accuracy over the seen γ of a trial's rows."""
+    final = frame[(frame["phase"] == "final") & frame["seen"]]
+    return float(final["accuracy"].mean()) if len(final) else float("nan")
+
+
+def link_prior(source_dir: Path, target_dir: Path) -> None:
+    """Put the shared prior (prior.pt, smoothed.pt) into a run folder: a hard link where possible."""
+    target_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("prior.pt", "smoothed.pt"):
+        source, target = source_dir / name, target_dir / name
+        if not source.is_file():
+            continue
+        if target.is_file() and os.path.samefile(source, target):
+            continue
+        temporary = target.with_name(f".{name}.tmp")
+        temporary.unlink(missing_ok=True)
+        try:
+            os.link(source, temporary)
+        except OSError:  # another file system
+            shutil.copy(source, temporary)
+        os.replace(temporary, target)
+
+
+def _trial_results(sweep: Path, trial_id: str) -> tuple[Path, Path]:
+    """A trial's finished table (written by the trial) and its partial one (written by the driver)."""
+    return sweep / "results" / f"{trial_id}.parquet", sweep / "results" / f"{trial_id}.partial.parquet"
+
+
+def _last_report(frame: pd.DataFrame, history: list[dict]) -> dict:
+    metrics = {key: value for key, value in (history[-1] if history else {}).items() if isinstance(value, (int, float))}
+    return {**metrics, "final_score": final_score(frame), "done": True}
+
+
+def run_trial(params: dict, setup: dict) -> None:
+    """Tune's function trainable: train one configuration on Ray Train, evaluate it, write its rows."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raymeta.distributed import DistributedOptions, train_distributed
+
+    space: SearchSpace = setup["space"]
+    sweep = Path(setup["sweep_dir"])
+    trial_id = tune.get_context().get_trial_id()
+    progress = Progress()
+    run_dir = sweep / "trials" / trial_id
+    config = trial_config(config_from_dict(setup["base"]), space, params, run_dir, setup["score_gammas"])
+    finished, partial = _trial_results(sweep, trial_id)
+    if finished.is_file():  # finished before the sweep was interrupted: report again, do not train again
+        payload = load_checkpoint(RunPaths(run_dir).train_checkpoint, kind="metamorphic", required=("state",))
+        progress(f"sweep: trial {trial_id} finished earlier; reporting its results again")
+        tune.report(_last_report(read_table(finished), payload["state"]["history"]))
+        return
+    partial.unlink(missing_ok=True)
+    link_prior(Path(setup["prior_dir"]), run_dir)
+    save_config(config, RunPaths(run_dir).config)
+    overrides = ", ".join(f"{k}={v}" for k, v in space.overrides(params).items())
+    progress(f"sweep: trial {trial_id}: {overrides}")
+    options = DistributedOptions(**setup["train_options"])
+    checkpoint = train_distributed(config, options, progress=progress, callbacks=[TuneReportCallback()])
+    frame = _evaluated_rows(config, checkpoint, space, params, trial_id, FINISHED, progress)
+    write_table(frame, finished.parent, name=finished.name)
+    payload = load_checkpoint(checkpoint, kind="metamorphic", required=("state",))
+    score = final_score(frame)
+    progress(f"sweep: trial {trial_id} finished: mean accuracy over seen γ {score:.4f} → {finished}")
+    tune.report(_last_report(frame, payload["state"]["history"]))
+
+
+def _evaluated_rows(config: Config, checkpoint: Path, space: SearchSpace, params: dict, trial_id: str, status: str,
+                    progress: Progress) -> pd.DataFrame:
+    """A trial's final evaluation rows plus its training-monitor rows, with the trial's columns."""
+    from raymeta.evaluate import evaluate_run
+
+    columns = param_columns(space, params)
+    method = trial_method(space, params, config)
+    frames = [evaluate_run(config, checkpoint, progress, run_id=trial_id)]
+    monitor = RunPaths(config.run_dir).results / "train-monitor.parquet"
+    if monitor.is_file():
+        frames.append(read_table(monitor))
+    return trial_frame(pd.concat(frames, ignore_index=True), trial_id, status, columns, method)
+
+
+def ensure_prior(config: Config, progress: Progress) -> Path:
+    """Train (or reuse) the job config's prior and smooth it; the folder every trial links its prior from."""
+    from raymeta.cli import smooth
+    from raymeta.pretrain import pretrain
+
+    paths = RunPaths(config.run_dir)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    pretrain(config, progress)
+    smoothed = None
+    if paths.smoothed.is_file():
+        try:
+            smoothed = load_checkpoint(paths.smoothed, kind="smoothed", required=("config",))
+        except CheckpointError:
+            smoothed = None
+    same = smoothed is not None and (
+        config_from_dict(smoothed["config"]).prior_hash() == config.prior_hash()
+        and smoothed["config"]["smooth"] == config.to_dict()["smooth"]
+        and paths.smoothed.stat().st_mtime >= paths.prior.stat().st_mtime)
+    if same:
+        progress(f"sweep: reusing the smoothed prior {paths.smoothed}")
+    else:
+        smooth(config, progress)
+    return paths.root.resolve()
+
+
+def _check_same_sweep(folder: Path, space: SearchSpace, base: Config, resume: bool | None) -> bool:
+    """Whether ``folder`` holds this sweep already (False: a new one). A different sweep there is an error."""
+    record = folder / "sweep.yaml"
+    if resume is False:
+        if folder.is_dir():
+            shutil.rmtree(folder)
+        return False
+    if not record.is_file():
+        if resume:
+            raise ConfigError(f"--resume: {folder} holds no sweep to continue (run without --resume to start one)")
+        return False
+    saved = yaml.safe_load(record.read_text()) or {}
+    if saved.get("space") != space.fingerprint() or saved.get("config_hash") != base.hash():
+        what = "search space" if saved.get("space") != space.fingerprint() else "job config"
+        raise ConfigError(f"{folder} holds a sweep started with another {what}: use --restart to replace it, "
+                          f"or --sweep-dir to start this one elsewhere")
+    return True
+
+
+def _plan_trials(options: SweepOptions, resources: dict, wanted: int | None) -> int:
+    """How many trials run at once: each needs its driver's CPUs plus its workers'."""
+    if options.workers < 1:
+        raise ConfigError(f"--workers={options.workers} is not allowed for a sweep: each trial needs 1 or more")
+    for flag, value in (("--cpus-per-worker", options.cpus_per_worker), ("--trial-cpus", options.trial_cpus)):
+        if value <= 0:
+            raise ConfigError(f"{flag}={value:g} is not allowed: use a positive number")
+    if options.gpus_per_worker < 0:
+        raise ConfigError(f"--gpus-per-worker={options.gpus_per_worker:g} is not allowed: use 0 or more")
+    cpus = options.trial_cpus + options.workers * options.cpus_per_worker
+    gpus = options.workers * options.gpus_per_worker
+    have_cpus, have_gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    fit = math.floor(have_cpus / cpus + 1e-9)
+    if gpus > 0:
+        fit = min(fit, math.floor(have_gpus / gpus + 1e-9))
+    if fit < 1:
+        raise ConfigError(f"one trial needs {cpus:g} CPUs ({options.trial_cpus:g} for its driver + {options.workers} "
+                          f"worker(s) × {options.cpus_per_worker:g})" + (f" and {gpus:g} GPUs" if gpus else "")
+                          + f", but the Ray cluster has {have_cpus:g} CPUs and {have_gpus:g} GPUs: lower --workers, "
+                          f"--cpus-per-worker or --trial-cpus")
+    return min(fit, wanted) if wanted else fit
+
+
+def _block_count(config: Config) -> int:
+    from raymeta.models import Architecture, resolve_blocks
+
+    arch = Architecture(config.model.depth, tuple(config.model.widths), 3, 10)
+    return len(resolve_blocks(config.train.blocks, arch))
+
+
+def _searcher(space: SearchSpace, concurrent: int):
+    """The search algorithm, limited to ``concurrent`` trials at once (Tune ignores
+    ``TuneConfig.max_concurrent_trials`` for a generator it did not build itself)."""
+    if space.search == "optuna":
+        try:
+            from ray.tune.search.optuna import OptunaSearch
+            import optuna  # noqa: F401
+        except ImportError:
+            raise ConfigError("search=optuna needs Optuna: pip install 'raymeta[optuna]' (or optuna), "
+                              "or use --search random") from None
+        from ray.tune.search import ConcurrencyLimiter
+
+        return ConcurrencyLimiter(OptunaSearch(seed=space.seed), max_concurrent=concurrent)
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=space.seed, max_concurrent=concurrent)
+
+
+def _scheduler(space: SearchSpace, max_t: int):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if space.scheduler == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr=TIME_ATTR, max_t=max(max_t, space.grace_period),
+                         grace_period=space.grace_period, reduction_factor=space.reduction_factor)
+
+
+_DRIVER: dict = {"progress": Progress(), "total": 0, "ended": 0}
+"""The running driver's progress printer and trial count. Tune pickles its callbacks into the experiment
+state and restores them on resume, so the callback looks these up instead of holding them."""
+
+
+class SweepProgress(tune.Callback):
+    """One line per trial that ends, with the count so far (printed by the running driver)."""
+
+    def _line(self, trial, what: str) -> None:
+        _DRIVER["ended"] += 1
+        score = (trial.last_result or {}).get(METRIC)
+        epoch = (trial.last_result or {}).get(TIME_ATTR)
+        detail = f" at epoch {epoch}, score {score:.4f}" if isinstance(score, float) and epoch else ""
+        _DRIVER["progress"](f"sweep: trial {trial.trial_id} {what}{detail} "
+                            f"({_DRIVER['ended']} of {_DRIVER['total']} ended in this session)")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._line(trial, "ended")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._line(trial, "errored")
+
+
+def run_sweep(space: SearchSpace, base: Config, options: SweepOptions | None = None,
+              progress: Progress | None = None) -> dict:
+    """Run (or continue) a sweep; returns a summary with the sweep folder, trial table and best config."""
+    import ray
+
+    from raymeta.distributed import QUIET_RAY
+
+    options = options or SweepOptions()
+    progress = progress or Progress()
+    space = effective_space(space, options)
+    base = dataclasses.replace(base, run_dir=str(Path(base.run_dir).resolve()))
+    gammas = score_gammas(base, options)
+    folder = sweep_dir(base, space, options)
+    _plan_trials(options, {"CPU": 1e9, "GPU": 1e9}, None)  # refuse bad flags before any work
+    resuming = _check_same_sweep(folder, space, base, options.resume)
+    prior_dir = ensure_prior(base, progress)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sweep.yaml").write_text(yaml.safe_dump(
+        {"space_file": str(space.path), "space": space.fingerprint(), "config_hash": base.hash(),
+         "config": base.to_dict()}, sort_keys=False))
+
+    started_here = False
+    if not ray.is_initialized():
+        address = options.address or os.environ.get("RAY_ADDRESS") or None
+        if address:
+            progress(f"sweep: joining the Ray cluster at {address}")
+            ray.init(address=address)
+        else:
+            for key, value in QUIET_RAY.items():
+                os.environ.setdefault(key, value)
+            ray.init(address="local", configure_logging=False)
+            started_here = True
+    try:
+        concurrent = _plan_trials(options, ray.cluster_resources(), space.max_concurrent_trials)
+        # ASHA stops a trial whose time reaches max_t: one past the longest trial lets it evaluate itself
+        max_t = space.max_t or max_total_epochs(space, base, _block_count) + 1
+        total = space.trial_count()
+        _DRIVER.update(progress=progress, total=total, ended=0)
+        progress(f"sweep: {space.name}: {total} trial(s), {space.search} search, {space.scheduler} scheduler"
+                 + (f" (ASHA on {METRIC} by {TIME_ATTR}, grace {space.grace_period}, max {max_t})"
+                    if space.scheduler == "asha" else "")
+                 + f"; {concurrent} at a time, each {options.workers} worker(s) × {options.cpus_per_worker:g} CPU"
+                 + (f" + {options.gpus_per_worker:g} GPU" if options.gpus_per_worker else "")
+                 + f" + {options.trial_cpus:g} CPU driver; score γ {', '.join(f'{g:g}' for g in gammas)}; {folder}")
+        train_options = {"workers": options.workers, "cpus_per_worker": options.cpus_per_worker,
+                         "gpus_per_worker": options.gpus_per_worker, "max_failures": 1}
+        setup = {"space": space, "base": base.to_dict(), "sweep_dir": str(folder), "prior_dir": str(prior_dir),
+                 "score_gammas": gammas, "train_options": train_options}
+        trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"CPU": options.trial_cpus})
+        experiment = folder / "tune"
+        if resuming and tune.Tuner.can_restore(str(experiment)):
+            progress(f"sweep: continuing the sweep in {folder} (finished trials are not run again)")
+            tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=space.param_space(),
+                tune_config=tune.TuneConfig(
+                    metric=METRIC, mode=MODE, search_alg=_searcher(space, concurrent),
+                    scheduler=_scheduler(space, max_t), num_samples=space.num_samples,
+                    trial_name_creator=lambda trial: trial.trial_id,
+                    trial_dirname_creator=lambda trial: trial.trial_id),
+                run_config=tune.RunConfig(
+                    name="tune", storage_path=str(folder), verbose=options.verbose,
+                    failure_config=tune.FailureConfig(max_failures=options.trial_retries),
+                    callbacks=[SweepProgress()]),
+            )
+        grid = tuner.fit()
+        summary = collect(grid, space, base, folder, gammas, progress)
+    finally:
+        if started_here:
+            ray.shutdown()
+    return summary
+
+
+def collect(grid, space: SearchSpace, base: Config, folder: Path, gammas: list[float], progress: Progress) -> dict:
+    """After Tune: evaluate stopped trials, pick the best finished one, write best.yaml and the report."""
+    trials = []
+    for result in grid:
+        trial_id = Path(result.path).name
+        params = result.config or {}
+        finished, partial = _trial_results(folder, trial_id)
+        run_dir = folder / "trials" / trial_id
+        checkpoint = RunPaths(run_dir).train_checkpoint
+        status = FINISHED if finished.is_file() else (ERRORED if result.error else STOPPED)
+        if status != FINISHED and checkpoint.is_file() and not partial.is_file():
+            config = trial_config(base, space, params, run_dir, gammas)
+            payload = load_checkpoint(checkpoint, kind="metamorphic", required=("state",))
+            if payload.get("done"):  # trained to the end; stopped before its own evaluation (e.g. at max_t)
+                status = FINISHED
+            progress(f"sweep: evaluating trial {trial_id} ({status}) at its last checkpoint")
+            frame = _evaluated_rows(config, checkpoint, space, params, trial_id, status, Progress(stream=_devnull()))
+            target = finished if status == FINISHED else partial
+            write_table(frame, target.parent, name=target.name)
+        table = finished if finished.is_file() else (partial if partial.is_file() else None)
+        frame = read_table(table) if table else None
+        epochs = int(frame.loc[frame["phase"] == "final", "epoch"].max()) if frame is not None else 0
+        trials.append({"trial_id": trial_id, "status": status, "params": params, "epochs": epochs,
+                       "score": final_score(frame) if frame is not None else float("nan"),
+                       "error": str(result.error).splitlines()[0] if result.error else ""})
+    trials.sort(key=lambda t: (t["status"] != FINISHED, -(t["score"] if math.isfinite(t["score"]) else -1), t["trial_id"]))
+    _print_trials(trials, space, progress)
+    finished = [t for t in trials if t["status"] == FINISHED and math.isfinite(t["score"])]
+    if not finished:
+        errors = "; ".join(f"{t['trial_id']}: {t['error']}" for t in trials if t["error"])
+        raise RaymetaError(f"no trial of the sweep finished{(': ' + errors) if errors else ''} "
+                           f"(run the same command again to retry; the trials' logs are under {folder / 'tune'})")
+    best = finished[0]
+    best_path = write_best(base, space, best, folder, gammas)
+    progress(f"sweep: best trial {best['trial_id']} (mean accuracy over seen γ {best['score']:.4f}) → {best_path}")
+    report = None
+    results = folder / "results"
+    if results.is_dir() and any(results.glob("*.parquet")):
+        from raymeta.report import write_report
+
+        report = write_report(read_tables(results), folder / "report.html", title=f"raymeta sweep {space.name}")
+        progress(f"sweep: report {report}")
+    errored = [t for t in trials if t["status"] == ERRORED]
+    if errored:
+        progress(f"sweep: {len(errored)} trial(s) errored; run the same command again to retry them")
+    return {"sweep_dir": folder, "trials": trials, "best": best, "best_config": best_path, "report": report}
+
+
+def _devnull():
+    return open(os.devnull, "w")
+
+
+def _print_trials(trials: list[dict], space: SearchSpace, progress: Progress) -> None:
+    names = space.searched_params
+    head = f"{'trial':<14} {'status':<14} {'epochs':>6} {'score':>7}  " + "  ".join(names)
+    lines = [head]
+    for t in trials:
+        values = "  ".join(_short(t["params"].get(name)) for name in names)
+        score = f"{t['score']:.4f}" if math.isfinite(t["score"]) else "–"
+        lines.append(f"{t['trial_id']:<14} {t['status']:<14} {t['epochs']:>6} {score:>7}  {values}")
+    progress("sweep: trials (score: mean final accuracy over the seen γ of eval.gammas)\n" + "\n".join(lines))
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def write_best(base: Config, space: SearchSpace, best: dict, folder: Path, gammas: list[float]) -> Path:
+    """The best trial's full configuration as a job YAML whose run folder already holds the shared prior."""
+    run_dir = folder / "best"
+    config = trial_config(base, space, best["params"], run_dir, gammas)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, monitor_gammas=base.train.monitor_gammas))
+    link_prior(Path(base.run_dir), run_dir)
+    chosen = ", ".join(f"{k}={_short(v)}" for k, v in space.overrides(best["params"]).items())
+    header = (f"# Best trial {best['trial_id']} of sweep {space.name} ({time.strftime('%Y-%m-%d %H:%M')}): mean final\n"
+              f"# accuracy over the seen γ {best['score']:.4f} after {best['epochs']} epochs.\n"
+              f"# Chosen: {chosen}\n"
+              f"# {run_dir} holds the sweep's prior, so training starts at once:\n"
+              f"#   raymeta run --config {folder / 'best.yaml'}\n")
+    path = folder / "best.yaml"
+    temporary = path.with_name(".best.yaml.tmp")
+    temporary.write_text(header + yaml.safe_dump(config.to_dict(), sort_keys=False))
+    os.replace(temporary, path)
+    return path

@@ -1,0 +1,152 @@
+"""Sweeps on Ray Tune, end to end: trials train on Ray Train, land in the results schema, pick a best config
+that ``raymeta train`` accepts, and an interrupted sweep continues without running finished trials again."""
+
+import json
+import os
+import signal
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from raymeta.cli import main
+from raymeta.config import load_config
+from raymeta.results import read_tables
+from raymeta.runtime import Progress, RunPaths
+from raymeta.space import load_space
+from raymeta.sweep import FINISHED, SweepOptions, run_sweep
+from ray_fixtures import RAY_TEST_ENV, embedded_ray
+
+QUIET = Progress(stream=open(os.devnull, "w"))
+SPACE = """
+search: random
+num_samples: 3
+seed: 1
+scheduler: {name: asha, grace_period: 1}
+params:
+  train.lambda_rec: {loguniform: [0.1, 10.0]}
+  train.lr: {choice: [0.001, 0.003]}
+"""
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    yield from embedded_ray()
+
+
+def test_tiny_sweep_end_to_end(prepared_run, ray_cluster, tmp_path):
+    space_file = tmp_path / "tiny.yaml"
+    space_file.write_text(SPACE)
+    base = prepared_run("train.epochs_per_stage=2")
+    space = load_space(space_file, base)
+    options = SweepOptions(workers=1, cpus_per_worker=1, trial_cpus=1, verbose=0)
+    summary = run_sweep(space, base, options, QUIET)
+    folder = summary["sweep_dir"]
+    assert folder == Path(base.run_dir).resolve() / "sweeps" / "tiny"
+
+    # three trials, each trained to the end (2 stages × 2 epochs) and evaluated; ASHA saw every epoch
+    trials = summary["trials"]
+    assert len(trials) == 3 and len({t["trial_id"] for t in trials}) == 3
+    assert all(t["status"] == FINISHED and t["epochs"] == 4 for t in trials), trials
+    for trial in trials:
+        reports = [json.loads(line) for line in (folder / "tune" / trial["trial_id"] / "result.json").open()]
+        assert [r["global_epoch"] for r in reports if not r.get("done")] == [1, 2, 3, 4]
+        assert all("score" in r and "acc@0.25" in r for r in reports)
+
+    # every trial's rows in the results schema, with its id, status and parameters
+    frame = read_tables(folder / "results")
+    final = frame[frame["phase"] == "final"]
+    assert sorted(final["trial_id"].unique()) == sorted(t["trial_id"] for t in trials)
+    assert len(final) == 3 * len(base.eval.gammas) and set(final["trial_status"]) == {FINISHED}
+    assert (frame["phase"] == "train").sum() == 3 * 4 * 3  # 4 epochs × 3 score γ (the seen γ of eval.gammas)
+    for trial in trials:
+        rows = final[final["trial_id"] == trial["trial_id"]]
+        assert rows["param.train.lambda_rec"].nunique() == 1
+        assert rows["param.train.lambda_rec"].iloc[0] == pytest.approx(trial["params"]["train.lambda_rec"])
+        config = load_config(RunPaths(str(folder / "trials" / trial["trial_id"])).config)
+        assert config.train.lr == trial["params"]["train.lr"]
+
+    # the best config is a complete job config whose folder already holds the prior
+    best = load_config(summary["best_config"])
+    chosen = summary["best"]
+    assert best.train.lambda_rec == pytest.approx(chosen["params"]["train.lambda_rec"])
+    assert chosen["score"] == max(t["score"] for t in trials)
+    assert main(["train", "--config", str(summary["best_config"]), "--workers", "0"]) == 0
+    assert RunPaths(best.run_dir).train_checkpoint.is_file()
+
+    page = (folder / "report.html").read_text()
+    assert "Tune trials" in page and all(t["trial_id"] in page for t in trials)
+
+
+def _sweep_command(space_file: Path, run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "raymeta", "sweep", "--space", str(space_file), "--config", "jobs/debug.yaml",
+            "--run-dir", str(run_dir), "--scheduler", "fifo", "--max-concurrent-trials", "1", "--verbose", "0",
+            "train.epochs_per_stage=2", "data.limit_train=256"]
+
+
+def _stop_leftovers(marker: str) -> None:
+    """Ray processes of a killed driver (its dashboard agents can outlive it for a while)."""
+    for _ in range(20):
+        found = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+        if not found:
+            return
+        time.sleep(0.5)
+    subprocess.run(["pkill", "-9", "-f", marker])
+
+
+def test_a_killed_sweep_continues_without_running_finished_trials_again(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    space_file = tmp_path / "two.yaml"
+    space_file.write_text(SPACE.replace("num_samples: 3", "num_samples: 2"))
+    run_dir = tmp_path / "run"
+    temp_dir = tempfile.mkdtemp(prefix="rm-sweep-")  # short: Ray's socket paths live under it
+    env = {**os.environ, **RAY_TEST_ENV, "RAY_TMPDIR": temp_dir}
+    results = run_dir / "sweeps" / "two" / "results"
+    try:
+        first = subprocess.Popen(_sweep_command(space_file, run_dir), cwd=root, env=env, start_new_session=True,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 240
+        while not list(results.glob("*.parquet")) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert first.poll() is None, "the sweep ended before it could be killed"
+        (done,) = list(results.glob("*.parquet"))
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        _stop_leftovers(temp_dir)
+        trial_id = done.name.removesuffix(".parquet")
+        checkpoint = run_dir / "sweeps" / "two" / "trials" / trial_id / "train" / "checkpoint.pt"
+        before = (done.read_bytes(), checkpoint.stat().st_mtime_ns)
+
+        second = subprocess.run(_sweep_command(space_file, run_dir), cwd=root, env=env, capture_output=True,
+                                text=True, timeout=300)
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+        assert "continuing the sweep" in second.stdout
+        # the finished trial was not trained or evaluated again; the other one ran to the end
+        assert (done.read_bytes(), checkpoint.stat().st_mtime_ns) == before
+        assert f"sweep: trial {trial_id}: " not in second.stdout + second.stderr
+        frame = read_tables(results)
+        final = frame[frame["phase"] == "final"]
+        assert final["trial_id"].nunique() == 2 and set(final["trial_status"]) == {FINISHED}
+        assert (run_dir / "sweeps" / "two" / "best.yaml").is_file()
+    finally:
+        _stop_leftovers(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_a_sweep_over_another_space_in_the_same_folder_is_refused(prepared_run, tmp_path):
+    base = prepared_run()
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text(SPACE)
+    second.write_text(SPACE.replace("seed: 1", "seed: 2"))
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    space = load_space(first, base)
+    (folder / "sweep.yaml").write_text(json.dumps({"space": space.fingerprint(), "config_hash": base.hash()}))
+    with pytest.raises(Exception, match="holds a sweep started with another search space: use --restart"):
+        run_sweep(load_space(second, base), base, SweepOptions(sweep_dir=str(folder)), QUIET)
+    with pytest.raises(Exception, match="--resume: .* holds no sweep"):
+        run_sweep(space, base, SweepOptions(sweep_dir=str(tmp_path / "none"), resume=True), QUIET)
