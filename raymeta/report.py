@@ -227,18 +227,21 @@ def tune_section(final: pd.DataFrame) -> tuple[str, object | None]:
     scored = trials.assign(score=trials["accuracy"].where(trials["seen"]))
     grouped = scored.groupby("trial_id", sort=True)
     table = grouped.agg(score=("score", "mean"), accuracy=("accuracy", "mean"), gammas=("gamma", "nunique"),
-                        method=("method", "first"), train_time_s=("train_time_s", "max"))
+                        method=("method", "first"), train_time_s=("train_time_s", "max"), epochs=("epoch", "max"))
+    table["status"] = grouped["trial_status"].first().fillna("") if "trial_status" in final.columns else ""
     for column in params:
         table[column] = grouped[column].first()
     table = table.reset_index().sort_values(["score", "trial_id"], ascending=[False, True], na_position="last")
     head = "".join(f"<th>{html.escape(c[len(PARAM_PREFIX):])}</th>" for c in params)
     lines = [f"<table class=\"tune\"><thead><tr><th>trial</th><th>method</th>{head}<th>mean acc. seen γ</th>"
-             f"<th>mean acc. all γ</th><th>γ values</th><th>training</th></tr></thead><tbody>"]
+             f"<th>mean acc. all γ</th><th>γ values</th><th>status</th><th>epochs</th><th>training</th></tr></thead>"
+             f"<tbody>"]
     for row in table.itertuples(index=False):
         values = row._asdict()
         cells = "".join(f"<td>{html.escape(_format_value(values[_field(c, table)]))}</td>" for c in params)
         lines.append(f"<tr><td>{html.escape(str(row.trial_id))}</td><td>{html.escape(str(row.method))}</td>{cells}"
                      f"<td>{_percent(row.score)}</td><td>{_percent(row.accuracy)}</td><td>{row.gammas}</td>"
+                     f"<td>{html.escape(str(row.status or ''))}</td><td>{row.epochs}</td>"
                      f"<td>{_format_seconds(row.train_time_s)}</td></tr>")
     lines.append("</tbody></table>")
     if not params:

@@ -416,6 +416,10 @@ def run_sweep(space: SearchSpace, base: Config, options: SweepOptions | None = N
                     callbacks=[SweepProgress()]),
             )
         grid = tuner.fit()
+        unfinished = max(total, len(grid)) - grid.num_terminated - grid.num_errors
+        if unfinished:  # Ctrl-C: Tune saved the experiment and returned early
+            raise RaymetaError(f"the sweep stopped with {unfinished} of {max(total, len(grid))} trial(s) unfinished; run the "
+                               f"same command again to continue it ({folder})")
         summary = collect(grid, space, base, folder, gammas, progress)
     finally:
         if started_here:

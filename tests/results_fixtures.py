@@ -36,6 +36,7 @@ def example_frame(with_trials: bool = False) -> pd.DataFrame:
         rng = np.random.default_rng(0)
         for trial in range(4):
             parts.append(rows("metamorphic", f"sweep/trial{trial}", accuracy=0.6 + 0.1 * rng.random(),
-                              trial_id=f"trial_{trial:05d}", **{"param.train.lr": 10.0 ** -(trial + 2),
+                              trial_id=f"trial_{trial:05d}", trial_status="stopped early" if trial == 3 else "finished",
+                              **{"param.train.lr": 10.0 ** -(trial + 2),
                                                                 "param.train.incremental": bool(trial % 2)}))
     return pd.concat(parts, ignore_index=True)

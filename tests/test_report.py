@@ -47,6 +47,8 @@ def test_paper_table_and_tune_view():
     assert "γ=-0.25 †" in table and "γ=0.75 †" in table and "γ=0.25<" in table  # unseen γ marked
     assert "2.5 min" in table  # individual: five models of 30 s each
     assert "Tune trials" in page and "trial_00003" in page and "train.lr" in page
+    tune_table = page[page.index('<table class="tune">'):]
+    assert "<th>status</th>" in tune_table and "<td>stopped early</td><td>10</td>" in tune_table
     plain = build_report(example_frame(with_trials=False))
     assert "Tune trials" not in plain and 'id="fig-tune"' not in plain
 

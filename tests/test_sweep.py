@@ -150,3 +150,18 @@ def test_a_sweep_over_another_space_in_the_same_folder_is_refused(prepared_run, 
         run_sweep(load_space(second, base), base, SweepOptions(sweep_dir=str(folder)), QUIET)
     with pytest.raises(Exception, match="--resume: .* holds no sweep"):
         run_sweep(space, base, SweepOptions(sweep_dir=str(tmp_path / "none"), resume=True), QUIET)
+
+
+def test_optuna_search_runs_trials(prepared_run, ray_cluster, tmp_path):
+    pytest.importorskip("optuna")  # a test extra: installed by .ci/run
+    space_file = tmp_path / "optuna.yaml"
+    space_file.write_text("search: optuna\nnum_samples: 2\nscheduler: fifo\n"
+                          "params:\n  train.lambda_reg: {loguniform: [1.0e-6, 1.0e-2]}\n"
+                          "  train.configs_per_step: {choice: [1, 2]}\n")
+    base = prepared_run("train.blocks=[last]")
+    summary = run_sweep(load_space(space_file, base), base, SweepOptions(verbose=0), QUIET)
+    trials = summary["trials"]
+    assert len(trials) == 2 and all(t["status"] == FINISHED for t in trials)
+    assert all(1e-6 <= t["params"]["train.lambda_reg"] <= 1e-2 for t in trials)
+    final = read_tables(summary["sweep_dir"] / "results").query("phase == 'final'")
+    assert set(final["param.train.configs_per_step"]) <= {1, 2}
