@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
-# Submit one experiment to a Ray cluster as a Ray job and follow its logs:
+# Submit one experiment — or one sweep — to a Ray cluster as a Ray job and follow its logs:
 #
 #   RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh jobs/fashion_mnist_resnet20.yaml --run-dir /shared/runs/fmnist [raymeta run flags…]
+#   RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh --sweep tune_spaces/lambdas.yaml jobs/quickstart.yaml --run-dir /shared/runs/qs [raymeta sweep flags…]
 #
-# The job runs `raymeta run` (pretrain → smooth → train on Ray Train across the cluster → evaluate) in the
-# runtime environment of jobs/runtime_env.yaml, which ships this checkout and pip-installs the package.
+# The job runs `raymeta run` (pretrain → smooth → train on Ray Train across the cluster → evaluate), or with
+# --sweep SPACE `raymeta sweep --space SPACE` (Ray Tune trials, each a Ray Train run), in the runtime
+# environment of jobs/runtime_env.yaml, which ships this checkout and pip-installs the package.
 # On a multi-node cluster, --run-dir must be storage every node sees (NFS or similar).
 # RAY_ADDRESS is the cluster's dashboard address (default http://127.0.0.1:8265); extra flags such as
-# --workers, --gpus-per-worker or group.key=value overrides are passed on to `raymeta run`.
+# --workers, --gpus-per-worker or group.key=value overrides are passed on to raymeta.
 # SUBMIT_ARGS adds flags of `ray job submit` itself (e.g. SUBMIT_ARGS=--no-wait); RUNTIME_ENV names another
 # runtime environment file (default jobs/runtime_env.yaml).
 set -euo pipefail
+usage="usage: jobs/submit.sh [--sweep tune_spaces/SPACE.yaml] jobs/CONFIG.yaml [raymeta flags…]"
+command=(run)
+if [[ ${1:-} == --sweep ]]; then
+    if [[ $# -lt 2 || ! -f $2 ]]; then
+        echo "$usage  (search space not found: ${2:-nothing})" >&2
+        exit 2
+    fi
+    command=(sweep --space "$2")
+    shift 2
+fi
 if [[ $# -lt 1 || ! -f $1 ]]; then
-    echo "usage: jobs/submit.sh jobs/CONFIG.yaml [raymeta run flags…]  (got: ${1:-nothing})" >&2
+    echo "$usage  (config not found: ${1:-nothing})" >&2
     exit 2
 fi
 cd "$(dirname "$0")/.."
@@ -20,4 +32,4 @@ config=$1
 shift
 # shellcheck disable=SC2086
 exec ray job submit --address "${RAY_ADDRESS:-http://127.0.0.1:8265}" --runtime-env "${RUNTIME_ENV:-jobs/runtime_env.yaml}" \
-    --working-dir . ${SUBMIT_ARGS:-} -- python -m raymeta run --config "$config" "$@"
+    --working-dir . ${SUBMIT_ARGS:-} -- python -m raymeta "${command[@]}" --config "$config" "$@"

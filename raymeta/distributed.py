@@ -10,6 +10,7 @@ stopped run from its storage path.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -143,6 +144,30 @@ class DistributedOptions:
     """Ray Train's own log level (INFO shows every report of every worker)."""
 
 
+@contextlib.contextmanager
+def ray_session(address: str | None, progress: Progress, label: str):
+    """Ray for one command: the one already initialised, else the cluster at ``address`` (or ``RAY_ADDRESS``),
+    else an embedded local Ray, which is shut down at the end (never a cluster found by chance)."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        progress(f"{label}: joining the Ray cluster at {address}")
+        ray.init(address=address)
+        yield
+        return
+    for key, value in QUIET_RAY.items():
+        os.environ.setdefault(key, value)
+    ray.init(address="local", configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
 def run_name(config: Config) -> str:
     """The Ray Train run name: the same configuration continues the same run."""
     return f"train-{config.hash()}"
@@ -202,18 +227,7 @@ def train_distributed(config: Config, options: DistributedOptions | None = None,
         progress(f"train: {paths.train_checkpoint} is finished ({payload['state']['step']} steps); nothing to do")
         return paths.train_checkpoint
 
-    started_here = False
-    if not ray.is_initialized():
-        address = options.address or os.environ.get("RAY_ADDRESS") or None
-        if address:
-            progress(f"train: joining the Ray cluster at {address}")
-            ray.init(address=address)
-        else:
-            for key, value in QUIET_RAY.items():
-                os.environ.setdefault(key, value)
-            ray.init(address="local", configure_logging=False)  # never a cluster found by chance
-            started_here = True
-    try:
+    with ray_session(options.address, progress, "train"):
         workers, cpus_per_worker = _plan_workers(options, config.train.configs_per_step, ray.cluster_resources())
         use_gpu = options.gpus_per_worker > 0
         resources = {"CPU": cpus_per_worker, **({"GPU": options.gpus_per_worker} if use_gpu else {})}
@@ -247,9 +261,6 @@ def train_distributed(config: Config, options: DistributedOptions | None = None,
             raise RaymetaError(f"distributed training failed (the last checkpoint is kept; run again to "
                                f"continue): {error}") from None
         _copy_final_checkpoint(result.checkpoint, paths.train_checkpoint)
-    finally:
-        if started_here:
-            ray.shutdown()
     progress(f"train: checkpoint {paths.train_checkpoint}")
     return paths.train_checkpoint
 

@@ -353,7 +353,7 @@ def run_sweep(space: SearchSpace, base: Config, options: SweepOptions | None = N
     """Run (or continue) a sweep; returns a summary with the sweep folder, trial table and best config."""
     import ray
 
-    from raymeta.distributed import QUIET_RAY
+    from raymeta.distributed import ray_session
 
     options = options or SweepOptions()
     progress = progress or Progress()
@@ -369,18 +369,7 @@ def run_sweep(space: SearchSpace, base: Config, options: SweepOptions | None = N
         {"space_file": str(space.path), "space": space.fingerprint(), "config_hash": base.hash(),
          "config": base.to_dict()}, sort_keys=False))
 
-    started_here = False
-    if not ray.is_initialized():
-        address = options.address or os.environ.get("RAY_ADDRESS") or None
-        if address:
-            progress(f"sweep: joining the Ray cluster at {address}")
-            ray.init(address=address)
-        else:
-            for key, value in QUIET_RAY.items():
-                os.environ.setdefault(key, value)
-            ray.init(address="local", configure_logging=False)
-            started_here = True
-    try:
+    with ray_session(options.address, progress, "sweep"):
         concurrent = _plan_trials(options, ray.cluster_resources(), space.max_concurrent_trials)
         # ASHA stops a trial whose time reaches max_t: one past the longest trial lets it evaluate itself
         max_t = space.max_t or max_total_epochs(space, base, _block_count) + 1
@@ -420,11 +409,7 @@ def run_sweep(space: SearchSpace, base: Config, options: SweepOptions | None = N
         if unfinished:  # Ctrl-C: Tune saved the experiment and returned early
             raise RaymetaError(f"the sweep stopped with {unfinished} of {max(total, len(grid))} trial(s) unfinished; run the "
                                f"same command again to continue it ({folder})")
-        summary = collect(grid, space, base, folder, gammas, progress)
-    finally:
-        if started_here:
-            ray.shutdown()
-    return summary
+        return collect(grid, space, base, folder, gammas, progress)
 
 
 def collect(grid, space: SearchSpace, base: Config, folder: Path, gammas: list[float], progress: Progress) -> dict:

@@ -1,4 +1,5 @@
-"""A real Ray cluster on 127.0.0.1 (`ray start --head`), the debug job submitted with jobs/submit.sh.
+"""A real Ray cluster on 127.0.0.1 (`ray start --head`), the debug job and a one-trial sweep submitted with
+jobs/submit.sh.
 
 The job runs pretrain → smooth → train on Ray Train across the cluster → evaluate → report from the shipped
 working dir, and must leave its results table; the cluster is stopped and its temp dir removed after.
@@ -28,7 +29,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_head():
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled",
@@ -64,6 +65,29 @@ def test_debug_job_submitted_to_a_local_cluster_writes_its_results(ray_head, tmp
     frame = pd.read_parquet(tables[0])
     assert list(frame.columns) == RESULT_COLUMNS and len(frame) == 5
     assert (run_dir / "train" / "checkpoint.pt").is_file() and (run_dir / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_a_sweep_submitted_as_a_job_runs_its_trials_on_the_cluster(ray_head, tmp_path):
+    run_dir, space = tmp_path / "run", tmp_path / "one.yaml"
+    space.write_text("num_samples: 1\nscheduler: fifo\nparams:\n  train.lambda_rec: {loguniform: [0.1, 10.0]}\n")
+    runtime_env = tmp_path / "runtime_env.yaml"
+    runtime_env.write_text("working_dir: .\n")
+    job = subprocess.run([str(ROOT / "jobs" / "submit.sh"), "--sweep", str(space), "jobs/debug.yaml",
+                          "--run-dir", str(run_dir), "--verbose", "0"],
+                         env={**ray_head, "RUNTIME_ENV": str(runtime_env)}, capture_output=True, text=True,
+                         timeout=600, cwd=ROOT)
+    log = job.stdout + job.stderr
+    assert job.returncode == 0, log[-4000:]
+    assert "succeeded" in log and "joining the Ray cluster" in log
+    sweep = run_dir / "sweeps" / "one"
+    assert len(list((sweep / "results").glob("*.parquet"))) == 1 and (sweep / "best.yaml").is_file()
+
+
+def test_submit_script_names_a_missing_search_space():
+    result = subprocess.run([str(ROOT / "jobs" / "submit.sh"), "--sweep", "tune_spaces/nope.yaml", "jobs/debug.yaml"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "tune_spaces/nope.yaml" in result.stderr
 
 
 def test_runtime_env_ships_the_working_dir_and_installs_the_package():
