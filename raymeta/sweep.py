@@ -436,7 +436,7 @@ def collect(grid, space: SearchSpace, base: Config, folder: Path, gammas: list[f
         epochs = int(frame.loc[frame["phase"] == "final", "epoch"].max()) if frame is not None else 0
         trials.append({"trial_id": trial_id, "status": status, "params": params, "epochs": epochs,
                        "score": final_score(frame) if frame is not None else float("nan"),
-                       "error": str(result.error).splitlines()[0] if result.error else ""})
+                       "error": _error_line(result.error)})
     trials.sort(key=lambda t: (t["status"] != FINISHED, -(t["score"] if math.isfinite(t["score"]) else -1), t["trial_id"]))
     _print_trials(trials, space, progress)
     finished = [t for t in trials if t["status"] == FINISHED and math.isfinite(t["score"])]
@@ -456,8 +456,19 @@ def collect(grid, space: SearchSpace, base: Config, folder: Path, gammas: list[f
         progress(f"sweep: report {report}")
     errored = [t for t in trials if t["status"] == ERRORED]
     if errored:
-        progress(f"sweep: {len(errored)} trial(s) errored; run the same command again to retry them")
+        reasons = "".join(f"\n  {t['trial_id']}: {t['error']}" for t in errored)
+        progress(f"sweep: {len(errored)} trial(s) errored (logs under {folder / 'tune'}); run the same command "
+                 f"again to retry them:{reasons}")
     return {"sweep_dir": folder, "trials": trials, "best": best, "best_config": best_path, "report": report}
+
+
+def _error_line(error) -> str:
+    """The line of a trial's (remote, chained) exception that says what went wrong."""
+    if not error:
+        return ""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    ours = [line for line in lines if "RaymetaError" in line or "ConfigError" in line]
+    return (ours or [line for line in lines if "Error" in line] or lines or [""])[-1][:500]
 
 
 def _devnull():

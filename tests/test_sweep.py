@@ -165,3 +165,16 @@ def test_optuna_search_runs_trials(prepared_run, ray_cluster, tmp_path):
     assert all(1e-6 <= t["params"]["train.lambda_reg"] <= 1e-2 for t in trials)
     final = read_tables(summary["sweep_dir"] / "results").query("phase == 'final'")
     assert set(final["param.train.configs_per_step"]) <= {1, 2}
+
+
+def test_an_errored_trial_is_reported_and_the_others_still_count(prepared_run, ray_cluster, tmp_path):
+    space_file = tmp_path / "errors.yaml"
+    # M = 64 micro-batches of 32 need more than the 512 training images: that trial fails when it starts training
+    space_file.write_text("search: grid\nscheduler: fifo\nparams:\n  train.configs_per_step: {grid: [1, 64]}\n")
+    base = prepared_run("train.blocks=[last]")
+    summary = run_sweep(load_space(space_file, base), base, SweepOptions(verbose=0, trial_retries=0), QUIET)
+    by_m = {t["params"]["train.configs_per_step"]: t for t in summary["trials"]}
+    assert by_m[1]["status"] == FINISHED and by_m[64]["status"] == "errored"
+    assert "lower either" in by_m[64]["error"] or "training examples" in by_m[64]["error"]
+    assert summary["best"]["trial_id"] == by_m[1]["trial_id"]
+    assert load_config(summary["best_config"]).train.configs_per_step == 1
