@@ -46,21 +46,26 @@ def evaluate_gammas(net, loader, device, gammas: list[float], *, samples: int, n
     return rows
 
 
-def evaluate_run(config, checkpoint, progress, *, method: str | None = None,
-                 run_id: str | None = None) -> pd.DataFrame:
+def evaluate_run(config, checkpoint, progress) -> pd.DataFrame:
     """The final rows of a trained run: every γ of ``config.eval.gammas`` with K = ``eval.samples``.
 
     ``config`` supplies the evaluation settings and the run's identity; the network and what it was
     trained with come from the checkpoint.
     """
+    from raymeta.train import load_trained
+
+    return evaluate_trained(config, load_trained(checkpoint), progress)
+
+
+def evaluate_trained(config, trained, progress) -> pd.DataFrame:
+    """:func:`evaluate_run` for a checkpoint already loaded: ``trained`` is what ``load_trained`` returns."""
     from pathlib import Path
 
     from raymeta.config import method_name
     from raymeta.data import make_loader
     from raymeta.runtime import load_data, select_device
-    from raymeta.train import load_trained
 
-    net, trained_config, payload = load_trained(checkpoint)
+    net, trained_config, payload = trained
     if not payload.get("done"):
         progress("evaluate: note — the checkpoint is from an unfinished run")
     device = select_device(config)
@@ -73,9 +78,8 @@ def evaluate_run(config, checkpoint, progress, *, method: str | None = None,
                            noise=trained_config.inr.coordinate_noise, seed=config.seed,
                            image_size=bundle.info.image_size)
     state = payload["state"]
-    return result_frame(rows, trained_config, method=method or method_name(trained_config),
-                        run_id=run_id or Path(config.run_dir).name, dataset=bundle.info.name, stage=state["stage"],
-                        epoch=len(state["history"]),
+    return result_frame(rows, trained_config, method=method_name(trained_config), run_id=Path(config.run_dir).name,
+                        dataset=bundle.info.name, stage=state["stage"], epoch=len(state["history"]),
                         train_time_s=sum(record["seconds"] for record in state["history"]))
 
 

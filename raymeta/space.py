@@ -59,7 +59,7 @@ class Param:
             return list(self.values)
         return list(self.values) if self.kind in ("choice", "grid") else [self.values[0]]
 
-    def domain(self, search: str):
+    def domain(self):
         """The Ray Tune domain of this parameter."""
         from ray import tune
 
@@ -107,7 +107,7 @@ class SearchSpace:
         """Ray Tune's ``param_space``: one entry per parameter, keyed by its dotted config key."""
         from ray import tune
 
-        space = {key: param.domain(self.search) for key, param in self.params.items()}
+        space = {key: param.domain() for key, param in self.params.items()}
         if self.variants:
             names = list(self.variants)
             space[VARIANT_PARAM] = tune.choice(names) if self.search == "optuna" else tune.grid_search(names)
@@ -216,14 +216,19 @@ def _parse_param(key: str, spec, where: str) -> Param:
     return Param(key, kind, (low, high))
 
 
-def _check_values(base: dict, overrides: dict[str, object], where: str) -> None:
-    """Build the configuration with these overrides; a value the config refuses is an error naming it."""
+def apply_overrides(base: dict, overrides: dict[str, object]) -> Config:
+    """The configuration ``base`` (a config dict, left unchanged) with ``group.key`` overrides, validated."""
     tree = json.loads(json.dumps(base))
     for key, value in overrides.items():
         group, _, name = key.partition(".")
         tree.setdefault(group, {})[name] = value
+    return config_from_dict(tree)
+
+
+def _check_values(base: dict, overrides: dict[str, object], where: str) -> None:
+    """Build the configuration with these overrides; a value the config refuses is an error naming it."""
     try:
-        config_from_dict(tree)
+        apply_overrides(base, overrides)
     except ConfigError as error:
         raise SpaceError(f"{where}: {error}") from None
 
@@ -308,17 +313,19 @@ def load_space(path: str | Path, base: Config | None = None) -> SearchSpace:
     if not space.params and not space.variants:
         raise SpaceError(f"{where}: the space varies nothing: give params and/or variants")
 
-    kinds = {param.kind for param in space.params.values()}
-    if search == "grid" and kinds & {"loguniform", "uniform", "randint", "lograndint", "choice"}:
-        bad = next(k for k, p in space.params.items() if p.kind not in ("grid", "value"))
-        raise SpaceError(f"{where}: search=grid runs every combination, so every parameter must be grid or value; "
-                         f"{bad} is {space.params[bad].kind}")
-    if search == "optuna" and "grid" in kinds:
-        bad = next(k for k, p in space.params.items() if p.kind == "grid")
-        raise SpaceError(f"{where}: Optuna cannot run a grid ({bad} is grid): use choice, or search=random/grid")
-
+    check_search(space, f"{where}: search={search}")
     _validate_values(space, (base or Config()).to_dict())
     return space
+
+
+def check_search(space: SearchSpace, where: str) -> None:
+    """Grid search runs every combination, so it takes grid and value parameters only; Optuna takes no grid."""
+    for key, param in space.params.items():
+        if space.search == "grid" and param.kind not in ("grid", "value"):
+            raise SpaceError(f"{where}: grid search runs every combination, so every parameter must be grid or "
+                             f"value; {key} is {param.kind}")
+        if space.search == "optuna" and param.kind == "grid":
+            raise SpaceError(f"{where}: Optuna cannot run a grid ({key} is grid): use choice, or search=random/grid")
 
 
 def _validate_values(space: SearchSpace, base: dict) -> None:

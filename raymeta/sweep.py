@@ -37,7 +37,8 @@ from raymeta.config import Config, config_from_dict, method_name, save_config
 from raymeta.errors import CheckpointError, ConfigError, RaymetaError
 from raymeta.results import PARAM_PREFIX, is_seen, read_table, read_tables, write_table
 from raymeta.runtime import Progress, RunPaths
-from raymeta.space import VARIANT_PARAM, SearchSpace, SpaceError, max_total_epochs
+from raymeta.space import VARIANT_PARAM, SearchSpace, apply_overrides, check_search, max_total_epochs
+from raymeta.train import load_trained
 
 METRIC, MODE = "score", "max"
 """What the scheduler and the search rank trials by: mean monitored accuracy over the seen γ, per epoch."""
@@ -92,11 +93,7 @@ def effective_space(space: SearchSpace, options: SweepOptions) -> SearchSpace:
     if changes.get("max_concurrent_trials", 1) < 1:
         raise ConfigError(f"--max-concurrent-trials={changes['max_concurrent_trials']} is not allowed: use 1 or more")
     updated = dataclasses.replace(space, **changes)
-    kinds = {param.kind for param in updated.params.values()}
-    if updated.search == "grid" and kinds - {"grid", "value"}:
-        raise SpaceError(f"--search=grid needs every parameter of {space.path} to be grid or value")
-    if updated.search == "optuna" and "grid" in kinds:
-        raise SpaceError(f"--search=optuna cannot run the grid parameters of {space.path}: use random or grid")
+    check_search(updated, f"--search={updated.search} cannot be used with {space.path}")
     return updated
 
 
@@ -112,13 +109,8 @@ def score_gammas(config: Config, options: SweepOptions) -> list[float]:
 
 def trial_config(base: Config, space: SearchSpace, params: dict, run_dir: Path, gammas: list[float]) -> Config:
     """The job config with the trial's variant and sampled parameters, training into ``run_dir``."""
-    tree = base.to_dict()
-    for key, value in space.overrides(params).items():
-        group, _, name = key.partition(".")
-        tree[group][name] = value
-    tree["run_dir"] = str(run_dir)
-    tree["train"]["monitor_gammas"] = list(gammas)
-    return config_from_dict(tree)
+    overrides = {**space.overrides(params), "train.monitor_gammas": list(gammas)}
+    return dataclasses.replace(apply_overrides(base.to_dict(), overrides), run_dir=str(run_dir))
 
 
 def param_columns(space: SearchSpace, params: dict) -> dict[str, object]:
@@ -202,22 +194,24 @@ def run_trial(params: dict, setup: dict) -> None:
     progress(f"sweep: trial {trial_id}: {overrides}")
     options = DistributedOptions(**setup["train_options"])
     checkpoint = train_distributed(config, options, progress=progress, callbacks=[TuneReportCallback()])
-    frame = _evaluated_rows(config, checkpoint, space, params, trial_id, FINISHED, progress)
+    trained = load_trained(checkpoint)
+    frame = _evaluated_rows(config, trained, space, params, trial_id, FINISHED, progress)
     write_table(frame, finished.parent, name=finished.name)
-    payload = load_checkpoint(checkpoint, kind="metamorphic", required=("state",))
+    payload = trained[2]
     score = final_score(frame)
     progress(f"sweep: trial {trial_id} finished: mean accuracy over seen γ {score:.4f} → {finished}")
     tune.report(_last_report(frame, payload["state"]["history"]))
 
 
-def _evaluated_rows(config: Config, checkpoint: Path, space: SearchSpace, params: dict, trial_id: str, status: str,
+def _evaluated_rows(config: Config, trained, space: SearchSpace, params: dict, trial_id: str, status: str,
                     progress: Progress) -> pd.DataFrame:
-    """A trial's final evaluation rows plus its training-monitor rows, with the trial's columns."""
-    from raymeta.evaluate import evaluate_run
+    """A trial's final evaluation rows (of ``trained``, a loaded checkpoint) plus its training-monitor rows,
+    with the trial's columns."""
+    from raymeta.evaluate import evaluate_trained
 
     columns = param_columns(space, params)
     method = trial_method(space, params, config)
-    frames = [evaluate_run(config, checkpoint, progress, run_id=trial_id)]
+    frames = [evaluate_trained(config, trained, progress)]
     monitor = RunPaths(config.run_dir).results / "train-monitor.parquet"
     if monitor.is_file():
         frames.append(read_table(monitor))
@@ -424,11 +418,11 @@ def collect(grid, space: SearchSpace, base: Config, folder: Path, gammas: list[f
         status = FINISHED if finished.is_file() else (ERRORED if result.error else STOPPED)
         if status != FINISHED and checkpoint.is_file() and not partial.is_file():
             config = trial_config(base, space, params, run_dir, gammas)
-            payload = load_checkpoint(checkpoint, kind="metamorphic", required=("state",))
-            if payload.get("done"):  # trained to the end; stopped before its own evaluation (e.g. at max_t)
+            trained = load_trained(checkpoint)
+            if trained[2].get("done"):  # trained to the end; stopped before its own evaluation (e.g. at max_t)
                 status = FINISHED
             progress(f"sweep: evaluating trial {trial_id} ({status}) at its last checkpoint")
-            frame = _evaluated_rows(config, checkpoint, space, params, trial_id, status, Progress(stream=_devnull()))
+            frame = _evaluated_rows(config, trained, space, params, trial_id, status, Progress(stream=_devnull()))
             target = finished if status == FINISHED else partial
             write_table(frame, target.parent, name=target.name)
         table = finished if finished.is_file() else (partial if partial.is_file() else None)
