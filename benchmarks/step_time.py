@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from raymeta.config import load_config
 from raymeta.models import Architecture, ResNet
 from raymeta.train import (WorkUnit, accumulate_gradients, apply_update, build_network, build_optimizer,
-                           noise_generator, sample_gammas)
+                           noise_generator, reference_width, sample_gammas)
 
 SETTINGS = {
     "paper": ["train.blocks=[stage3.block1-7]", "train.configs_per_step=4", "data.batch_size=128",
@@ -56,7 +56,7 @@ def measure(setting: str, steps: int, device: torch.device) -> dict[str, float]:
     batches = [(images[m], labels[m]) for m in range(M)]
 
     def whole_step(step: int) -> None:
-        gammas = sample_gammas(0, step, M, config.train.gamma_pool)
+        gammas = sample_gammas(0, step, M, config.train.gamma_pool, reference_width(net))
         accumulate_gradients(net, step, [WorkUnit(k, g) for k, g in enumerate(gammas)], batches, M, config, device)
         apply_update(net, optimizer, config.train.clip_value)
 
@@ -71,7 +71,7 @@ def measure(setting: str, steps: int, device: torch.device) -> dict[str, float]:
 
     phases = {"generate": [], "target_forward": [], "backward": [], "optimizer": []}
     for step in range(1, steps + 1):
-        gammas = sample_gammas(0, step, M, config.train.gamma_pool)
+        gammas = sample_gammas(0, step, M, config.train.gamma_pool, reference_width(net))
         spent = dict.fromkeys(phases, 0.0)
         for index, gamma in enumerate(gammas):
             generator = noise_generator(0, step, index)

@@ -101,6 +101,13 @@ class INRConfig:
     """Fourier frequencies F per coordinate (paper: 32). Features are computed in float64, so F ≤ 32 is exact enough."""
     coordinate_noise: float = 0.5
     """Half-width of the uniform noise added to raw coordinates in training (clamped to ±0.49)."""
+    input_activation: str = "none"
+    """Activation after each INR's input layer: none, relu or elu. The papers are silent; NeuMeta's code
+    applies ReLU (the paper configs in jobs/ do). Without it the INR fits the prior's weights far better
+    (README, "Method and departures"), hence the default."""
+    residual_scale_init: float = 1.0
+    """Initial value of the learnable scale s_j of each INR residual block. Papers silent; NeuMeta's code
+    starts it at 0.1 (the paper configs in jobs/ do); 1.0 fits the prior's weights better here."""
 
     def __post_init__(self) -> None:
         _require(self.hidden_width >= 1, "inr.hidden_width", self.hidden_width, "a positive integer")
@@ -109,14 +116,16 @@ class INRConfig:
                  "an integer in [0, 32] (beyond 2^32 the float64 features are noise)")
         _require(0 <= self.coordinate_noise <= 0.5, "inr.coordinate_noise", self.coordinate_noise,
                  "a number in [0, 0.5] (noise is clamped to ±0.49 so it never changes the element)")
+        _require(self.input_activation in ("none", "relu", "elu"), "inr.input_activation", self.input_activation,
+                 "none, relu or elu")
 
 
 @dataclass
 class TrainConfig:
     blocks: list[str] = field(default_factory=lambda: ["stage3"])
     """Metamorphic blocks in training order: names like stage3.block1, ranges stage3.block1-7,
-    a whole stage (stage3: its blocks without projection and without the network's last block),
-    'full' (every block but projection blocks and the last) or 'last' (only the last block)."""
+    a whole stage (stage3: its blocks but the first and the network's last), 'full' (the paper's full
+    network: every block but the first of each stage and the last) or 'last' (only the last block)."""
     epochs_per_stage: int = 50
     """Epochs of each incremental stage (non-incremental runs train stages × this many epochs)."""
     steps_per_epoch: int | None = None
@@ -130,13 +139,18 @@ class TrainConfig:
     head_lr: float = 7e-5
     """Learning rate of the fine-tuned last block and classifier."""
     warmup_epochs: float = 20
-    """Linear warm-up of every learning rate at the start of each stage, then constant."""
+    """Length of the linear warm-up of every learning rate (see ``warmup``), then constant."""
+    warmup: str = "once"
+    """once: one warm-up at the start of the run, after which the rates stay constant (the paper's reading,
+    HTTY §4.1); per_stage: the warm-up restarts at the start of every incremental stage."""
     clip_value: float = 10.0
     """Gradient value clipping (0 disables)."""
     configs_per_step: int = 4
     """M: configurations whose gradients are accumulated per optimiser step (1 = NeuMeta)."""
     gamma_pool: list[float] = field(default_factory=lambda: [0.0, 0.5])
-    """Training pool [low, high] of compression ratios, sampled uniformly."""
+    """Training pool [low, high] of compression ratios. Each configuration's hidden width is a uniform integer
+    over the widths the pool allows for the widest metamorphic block (as NeuMeta's code draws it), so γ = 0,
+    the only configuration the reconstruction term supervises, comes up even with M = 1."""
     lambda_task: float = 1.0
     """Weight of the cross-entropy of the generated network."""
     lambda_rec: float = 1.0
@@ -148,9 +162,16 @@ class TrainConfig:
     alpha_scaling: bool = True
     """Learnable residual scale α (init 0) on metamorphic blocks (False: α fixed to 1)."""
     inr_init: bool = True
-    """A new block's INRs start as a copy of the previous block's (False: random)."""
+    """A new block's INRs start as a copy of its predecessor's *trained* INRs (HTTY §3.3); a block whose
+    predecessor has not been trained yet (the first block, every block of a non-incremental run) starts at
+    random. False: always random."""
     separate_bias_inr: bool = True
-    """Separate INRs for biases (False: the bias is output column 0 of the weight INR)."""
+    """Bias INRs with a scalar output (HTTY §3.5). False: NeuMeta's layout, each bias its own INR of the
+    kernel INRs' shape (9 outputs), the first output value used as the bias (HTTY §2.1)."""
+    ema_decay: float = 0.995
+    """Exponential moving average of the INR weights, used for monitoring, evaluation and export (papers
+    silent; NeuMeta's code: 0.995). The decay is min(ema_decay, (1+n)/(10+n)) after n updates since the
+    stage began, so short runs are not dominated by the initial weights. 0 disables it."""
     finetune_head: bool = True
     """Fine-tune the last block and classifier across configurations (False: frozen)."""
     monitor_gammas: list[float] | None = None
@@ -167,6 +188,9 @@ class TrainConfig:
             _require(getattr(self, key) > 0, f"train.{key}", getattr(self, key), "a positive number")
         for key in ("weight_decay", "warmup_epochs", "clip_value", "lambda_task", "lambda_rec", "lambda_reg"):
             _require(getattr(self, key) >= 0, f"train.{key}", getattr(self, key), "a number ≥ 0")
+        _require(self.warmup in ("once", "per_stage"), "train.warmup", self.warmup, "once or per_stage")
+        _require(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay,
+                 "a number in [0, 1) (0 disables the EMA)")
         _require(self.configs_per_step >= 1, "train.configs_per_step", self.configs_per_step, "a positive integer")
         low_high = self.gamma_pool
         _require(len(low_high) == 2 and -1 <= low_high[0] <= low_high[1] < 1, "train.gamma_pool", low_high,

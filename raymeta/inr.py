@@ -1,12 +1,14 @@
 """The hypernetwork: coordinates of generated elements, Fourier features, and banks of per-tensor MLPs.
 
 Every generated 3×3 conv is one *base layer* with index l among the L generated layers. Its element
-(o, i) has raw coordinates ``(l, o, i, L, O, I)``; its bias element o has ``(l, o, I, L, O, I)`` (one
-past the last input channel, so that a shared weight/bias INR can tell them apart). The MLPs see
-``(l/L, o/O, i/I, L/L_ref, O/O_ref, I/I_ref)`` (paper Eq. 1) through Fourier features.
+(o, i) has raw coordinates ``(l, o, i, L, O, I)``; its bias element o has ``(l, o, I, L, O, I)``. The MLPs
+see ``(l/L, o/O, i/I, L/L_ref, O/O_ref, I/I_ref)`` (paper Eq. 1) through Fourier features.
 
-Each base layer has its own MLP (block-based INR); all MLPs of a bank have one shape and run
-together as batched matrix products. Coordinates are routed to their MLP by the layer index before
+Each weight and each bias of every base layer has its own MLP (block-based INR, HTTY §2.1): a weight
+bank (one MLP per conv kernel, 9 outputs) and a bias bank (one MLP per bias). With ``separate_bias`` the
+bias MLPs have a scalar output (HTTY §3.5); without it they share the kernel MLPs' architecture and
+output size, and the first output value is the bias (NeuMeta's layout). All MLPs of a bank have one
+shape and run together as batched matrix products. Coordinates are routed to their MLP by the layer index before
 any noise is added, and noise is clamped to ±0.49 so it never changes the element it perturbs.
 """
 
@@ -75,15 +77,26 @@ def feature_dim(frequencies: int) -> int:
     return 6 * (1 + 2 * frequencies)
 
 
+INPUT_ACTIVATIONS = ("none", "relu", "elu")
+"""What may follow an INR's input layer: nothing (the paper is silent), or ReLU (the NeuMeta code) or ELU."""
+
+
 class INRBank(nn.Module):
     """N residual ELU MLPs of one shape, stored stacked and evaluated with batched matmuls.
 
-    Each MLP: Linear(in→H), then D−1 blocks ``h ← h + s_j · ELU(W_j h + b_j)``, then Linear(H→out).
+    Each MLP: Linear(in→H) (optionally followed by ``input_activation``), then D−1 blocks
+    ``h ← h + s_j · ELU(W_j h + b_j)`` with learnable s_j starting at ``residual_scale_init``, then
+    Linear(H→out).
     """
 
-    def __init__(self, count: int, in_dim: int, hidden: int, depth: int, out_dim: int):
+    def __init__(self, count: int, in_dim: int, hidden: int, depth: int, out_dim: int, *,
+                 input_activation: str = "none", residual_scale_init: float = 1.0):
         super().__init__()
+        if input_activation not in INPUT_ACTIVATIONS:
+            raise ValueError(f"input_activation={input_activation!r}: expected one of {INPUT_ACTIVATIONS}")
         self.count, self.in_dim, self.hidden, self.depth, self.out_dim = count, in_dim, hidden, depth, out_dim
+        self.input_activation = input_activation
+        self.residual_scale_init = residual_scale_init
         blocks = depth - 1
         self.w_in = nn.Parameter(torch.empty(count, in_dim, hidden))
         self.b_in = nn.Parameter(torch.empty(count, 1, hidden))
@@ -106,7 +119,7 @@ class INRBank(nn.Module):
         uniform(self.b_in[index], self.in_dim)
         uniform(self.w_res[index], self.hidden)
         uniform(self.b_res[index], self.hidden)
-        self.s_res[index].fill_(1.0)
+        self.s_res[index].fill_(self.residual_scale_init)
         uniform(self.w_out[index], self.hidden)
         uniform(self.b_out[index], self.hidden)
 
@@ -120,6 +133,10 @@ class INRBank(nn.Module):
         """x: [n, P, in] for the first n MLPs (n ≤ count) → [n, P, out]."""
         n = x.shape[0]
         h = torch.baddbmm(self.b_in[:n], x, self.w_in[:n])
+        if self.input_activation == "relu":
+            h = F.relu(h)
+        elif self.input_activation == "elu":
+            h = F.elu(h)
         for j in range(self.depth - 1):
             update = F.elu(torch.baddbmm(self.b_res[:n, j], h, self.w_res[:n, j]))
             h = h + self.s_res[:n, j, None, None] * update
@@ -138,14 +155,19 @@ class Hypernetwork(nn.Module):
     """Generates the conv weights and biases of the metamorphic blocks for any hidden widths."""
 
     def __init__(self, layers: list[BaseLayer], *, hidden: int, depth: int, frequencies: int,
-                 separate_bias: bool, cache_size: int = 128):
+                 separate_bias: bool, input_activation: str = "none", residual_scale_init: float = 1.0,
+                 cache_size: int = 128):
         super().__init__()
         self.layers = layers
         self.frequencies = frequencies
         self.separate_bias = separate_bias
         in_dim = feature_dim(frequencies)
-        self.weight_bank = INRBank(len(layers), in_dim, hidden, depth, KERNEL_ELEMENTS)
-        self.bias_bank = INRBank(len(layers), in_dim, hidden, depth, 1) if separate_bias else None
+        mlp = dict(input_activation=input_activation, residual_scale_init=residual_scale_init)
+        self.weight_bank = INRBank(len(layers), in_dim, hidden, depth, KERNEL_ELEMENTS, **mlp)
+        # Separate bias INRs (HTTY §3.5) output a scalar; NeuMeta's bias INRs share the kernel INRs'
+        # architecture, output size included, and only the first value is used (HTTY §2.1).
+        bias_outputs = 1 if separate_bias else KERNEL_ELEMENTS
+        self.bias_bank = INRBank(len(layers), in_dim, hidden, depth, bias_outputs, **mlp)
         self.active_layers = len(layers)
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = cache_size
@@ -153,7 +175,7 @@ class Hypernetwork(nn.Module):
         """Most coordinates one bank evaluates in one pass (K samples are split into passes of this size)."""
 
     def banks(self) -> list[INRBank]:
-        return [b for b in (self.weight_bank, self.bias_bank) if b is not None]
+        return [self.weight_bank, self.bias_bank]
 
     def _layouts(self, hidden_widths: dict[tuple[int, int], int], device: torch.device) -> list[_Layout]:
         active = self.layers[: self.active_layers]
@@ -176,10 +198,7 @@ class Hypernetwork(nn.Module):
             bias = torch.cat([bias, shape_part.expand(len(bias), 3)], dim=1)
             weight_parts.append((weight, (out_c, in_c, 3, 3)))
             bias_parts.append((bias, (out_c,)))
-        if self.separate_bias:
-            groups = [[[("weight", w)] for w in weight_parts], [[("bias", b)] for b in bias_parts]]
-        else:
-            groups = [[[("weight", w), ("bias", b)] for w, b in zip(weight_parts, bias_parts)]]
+        groups = [[[("weight", w)] for w in weight_parts], [[("bias", b)] for b in bias_parts]]
         layouts = []
         for group in groups:
             rows, segments = [], []

@@ -18,7 +18,8 @@ from raymeta.models import ResNet, count_params_macs, hidden_width, module_prefi
 
 class MetamorphicNetwork(nn.Module):
     def __init__(self, prior: ResNet, blocks: list[tuple[int, int]], *, inr_hidden: int, inr_depth: int,
-                 frequencies: int, separate_bias: bool, alpha_scaling: bool, finetune_head: bool):
+                 frequencies: int, separate_bias: bool, alpha_scaling: bool, finetune_head: bool,
+                 input_activation: str = "none", residual_scale_init: float = 1.0):
         super().__init__()
         if prior.batchnorm:
             raise ValueError("the prior must be BatchNorm-folded before it becomes metamorphic")
@@ -32,7 +33,8 @@ class MetamorphicNetwork(nn.Module):
             layers.append(BaseLayer(f"{prefix}.conv1", (s, b), True, width, width))
             layers.append(BaseLayer(f"{prefix}.conv2", (s, b), False, width, width))
         self.hyper = Hypernetwork(layers, hidden=inr_hidden, depth=inr_depth, frequencies=frequencies,
-                                  separate_bias=separate_bias)
+                                  separate_bias=separate_bias, input_activation=input_activation,
+                                  residual_scale_init=residual_scale_init)
         if alpha_scaling:
             self.alphas = nn.Parameter(torch.zeros(len(self.blocks)))
         else:

@@ -234,8 +234,10 @@ def metamorphic_candidates(arch: Architecture) -> list[tuple[int, int]]:
 def resolve_blocks(spec: list[str], arch: Architecture) -> list[tuple[int, int]]:
     """Turn block names (``stage3.block1``, ``stage3.block1-7``, ``stage3``, ``full``, ``last``) into positions.
 
-    ``stageK`` and ``full`` leave out the network's last block, which the recipe fine-tunes instead;
-    name it explicitly (or use ``last``) to make it metamorphic, as the original NeuMeta does.
+    ``full`` is the paper's full-network setting (HTTY Fig. 2): every block "excluding the first block of
+    each layer", and without the network's last block, which the recipe fine-tunes instead (§3.1). ``stageK``
+    is the same restricted to one stage. The first block of stage 1 has no projection shortcut, so it can be
+    metamorphic when named (``stage1.block0``); the last block likewise (or ``last``), as NeuMeta does.
     """
     allowed = ", ".join(block_name(s, b) for s, b in metamorphic_candidates(arch))
     last = arch.last_position()
@@ -243,7 +245,7 @@ def resolve_blocks(spec: list[str], arch: Architecture) -> list[tuple[int, int]]
     for token in spec:
         token = str(token).strip()
         if token == "full":
-            found = [p for p in metamorphic_candidates(arch) if p != last]
+            found = [p for s in range(3) for p in _parse_block_token(f"stage{s + 1}", arch, allowed)]
         elif token == "last":
             found = [last]
         else:
@@ -273,8 +275,8 @@ def _parse_block_token(token: str, arch: Architecture, allowed: str) -> list[tup
         )
     stage = int(match.group(1)) - 1
     n = arch.blocks_per_stage
-    if match.group(2) is None:
-        return [(stage, b) for b in range(n) if not arch.has_projection(stage, b) and (stage, b) != arch.last_position()]
+    if match.group(2) is None:  # a whole stage: without its first block (HTTY Fig. 2) and the network's last
+        return [(stage, b) for b in range(1, n) if (stage, b) != arch.last_position()]
     first = int(match.group(2))
     final = int(match.group(3)) if match.group(3) is not None else first
     if not 0 <= first <= final < n:

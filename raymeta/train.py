@@ -9,8 +9,10 @@ and steps once the gradients are complete.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +23,11 @@ import torch.nn.functional as F
 from raymeta.checkpoint import load_checkpoint, save_checkpoint
 from raymeta.config import Config, config_from_dict, method_name
 from raymeta.data import EpochBatches, make_loader
+from raymeta.ema import ExponentialAverage, apply_average, inr_parameters
 from raymeta.errors import CheckpointError, ConfigError
 from raymeta.evaluate import evaluate_gammas
 from raymeta.metamorphic import MetamorphicNetwork
-from raymeta.models import Architecture, ResNet, block_name, resolve_blocks
+from raymeta.models import Architecture, ResNet, block_name, hidden_width, resolve_blocks
 from raymeta.runtime import Progress, RunPaths, load_data, seed_everything, select_device
 
 
@@ -47,16 +50,39 @@ def plan_stages(config: Config, block_count: int) -> list[Stage]:
     return [Stage(0, block_count, epochs * block_count)]
 
 
-def sample_gammas(seed: int, step: int, count: int, pool: list[float]) -> list[float]:
-    """The M compression ratios of optimiser step ``step``: γ = 0 first (when M ≥ 2), the rest uniform.
+def pool_widths(pool: list[float], reference_width: int) -> list[int]:
+    """The hidden widths of a block of width ``reference_width`` whose γ lies inside the training pool.
 
+    A pool narrower than one channel step holds no whole width: then the width nearest its low end.
+    """
+    low, high = pool
+    narrowest = math.ceil((1 - high) * reference_width - 1e-9)
+    widest = math.floor((1 - low) * reference_width + 1e-9)
+    if narrowest > widest:
+        return [hidden_width(reference_width, low)]
+    return list(range(max(1, narrowest), widest + 1))
+
+
+def sample_gammas(seed: int, step: int, count: int, pool: list[float], reference_width: int) -> list[float]:
+    """The M compression ratios of optimiser step ``step``: γ = 0 first (when M ≥ 2), the rest drawn from the pool.
+
+    Each drawn configuration is a hidden width h, a uniform integer over :func:`pool_widths` of the widest
+    metamorphic block (C = ``reference_width``), and γ = 1 − h/C, as NeuMeta's code draws
+    ``random.choice(dimensions)``. So γ = 0, the one configuration with a reconstruction term, comes up in
+    1/(number of widths) of the draws even with M = 1; a continuous uniform γ would almost never be 0.
     A pure function of (seed, step), so every worker of a distributed run draws the same list.
     """
     rng = np.random.default_rng([seed, step])
-    gammas = rng.uniform(pool[0], pool[1], size=count).tolist()
+    widths = pool_widths(pool, reference_width)
+    gammas = [1.0 - widths[int(i)] / reference_width for i in rng.integers(0, len(widths), size=count)]
     if count >= 2:
         gammas[0] = 0.0
     return gammas
+
+
+def reference_width(net: MetamorphicNetwork) -> int:
+    """The width of the widest metamorphic block: its hidden widths are the grid γ is drawn on."""
+    return max(net.arch.widths[s] for s, _ in net.blocks)
 
 
 def noise_generator(seed: int, step: int, config_index: int) -> torch.Generator:
@@ -87,14 +113,19 @@ def configuration_loss(net: MetamorphicNetwork, gamma: float, images: torch.Tens
     total = total + train.lambda_reg * regulariser
     parts["reg"] = regulariser.item()
     if net.is_full_width(gamma) and train.lambda_rec > 0:
-        targets = net.prior_tensors()
-        generated = torch.cat([weights[name].flatten() for name in targets])
-        reference = torch.cat([targets[name].flatten() for name in targets]).to(generated.device)
-        reconstruction = F.mse_loss(generated, reference)
+        reconstruction = reconstruction_error(weights, net.prior_tensors())
         total = total + train.lambda_rec * reconstruction
         parts["rec"] = reconstruction.item()
     parts["loss"] = total.item()
     return total, parts
+
+
+def reconstruction_error(generated: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The mean over tensors of each tensor's MSE to its target, as NeuMeta's code computes it: a bias weighs
+    as much as a kernel. (One MSE over all elements together would leave the biases, well under 1 % of the
+    elements, all but unsupervised.)"""
+    errors = [F.mse_loss(generated[name], target.to(generated[name].device)) for name, target in targets.items()]
+    return torch.stack(errors).mean()
 
 
 @dataclass(frozen=True)
@@ -153,9 +184,16 @@ def build_optimizer(net: MetamorphicNetwork, config: Config) -> torch.optim.Adam
     return torch.optim.AdamW(param_groups)
 
 
-def set_warmup(optimizer: torch.optim.Optimizer, step_in_stage: int, warmup_steps: float) -> float:
+def warmup_position(mode: str, global_step: int, epoch_in_stage: int, step_in_epoch: int, steps: int) -> int:
+    """Steps into the warm-up: since the run began (``once``) or since the stage began (``per_stage``)."""
+    if mode == "once":
+        return global_step
+    return epoch_in_stage * steps + step_in_epoch
+
+
+def set_warmup(optimizer: torch.optim.Optimizer, position: int, warmup_steps: float) -> float:
     """Linear warm-up from ~0 to every group's base rate, then constant; returns the factor."""
-    factor = 1.0 if warmup_steps <= 0 else min(1.0, (step_in_stage + 1) / warmup_steps)
+    factor = 1.0 if warmup_steps <= 0 else min(1.0, (position + 1) / warmup_steps)
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * factor
     return factor
@@ -166,7 +204,9 @@ def build_network(config: Config, prior: ResNet) -> MetamorphicNetwork:
     return MetamorphicNetwork(prior, blocks, inr_hidden=config.inr.hidden_width, inr_depth=config.inr.depth,
                               frequencies=config.inr.fourier_frequencies,
                               separate_bias=config.train.separate_bias_inr,
-                              alpha_scaling=config.train.alpha_scaling, finetune_head=config.train.finetune_head)
+                              alpha_scaling=config.train.alpha_scaling, finetune_head=config.train.finetune_head,
+                              input_activation=config.inr.input_activation,
+                              residual_scale_init=config.inr.residual_scale_init)
 
 
 def load_prior_network(payload: dict) -> ResNet:
@@ -179,13 +219,19 @@ def load_prior_network(payload: dict) -> ResNet:
 
 @torch.no_grad()
 def initialise_new_blocks(net: MetamorphicNetwork, first: int, last: int, config: Config, stage: int) -> None:
-    """INRs of blocks first..last-1 start as a copy of the previous block's (inr_init) or at random."""
+    """INRs of the new blocks first..last-1 (blocks 0..first-1 were trained in earlier stages).
+
+    With inr_init, a block whose predecessor has been trained starts as a copy of the predecessor's INRs
+    (HTTY §3.3: "the final weights of its predecessor"); every other new block starts at random, so a
+    non-incremental run (all blocks new in one stage) never copies an untrained INR into its neighbours.
+    """
     generator = torch.Generator().manual_seed(config.seed * 7919 + stage)
     for block in range(first, last):
+        predecessor_trained = 0 < block <= first
         for offset in (0, 1):  # conv1 and conv2 of the block
             target = 2 * block + offset
             for bank in net.hyper.banks():
-                if config.train.inr_init and block > 0:
+                if config.train.inr_init and predecessor_trained:
                     bank.copy_mlp(2 * (block - 1) + offset, target)
                 else:
                     bank.reset_mlp(target, generator)
@@ -212,6 +258,7 @@ def load_trained(path: str | Path) -> tuple[MetamorphicNetwork, Config, dict]:
     net = build_network(config, load_prior_network(payload))
     net.set_active_blocks(payload["active_blocks"])
     net.load_state_dict(payload["net_state"])
+    apply_average(net, payload.get("ema"))  # evaluate and export the averaged INR weights
     return net, config, payload
 
 
@@ -294,13 +341,14 @@ class FaultInjector:
 
 def train_epoch(net: MetamorphicNetwork, optimizer: torch.optim.Optimizer, batches, state: dict, steps: int,
                 warmup_steps: float, config: Config, device: torch.device, report,
-                collective: Collective | None = None, fault: FaultInjector | None = None) -> dict[str, float]:
+                collective: Collective | None = None, fault: FaultInjector | None = None,
+                ema: ExponentialAverage | None = None) -> dict[str, float]:
     """``steps`` optimiser steps, each over M configurations on M micro-batches; mean loss parts per step.
 
     ``batches`` is the epoch's :class:`~raymeta.data.EpochBatches`: configuration k of step s uses batch
     s·M + k. Each rank reads and runs only its own configurations; the gradients are summed over ranks
     before the (identical) update on every rank. ``state["step"]`` (the global step) advances;
-    ``state["epoch"]`` places the epoch in its stage's warm-up.
+    ``state["epoch"]`` places the epoch in its stage (for a per-stage warm-up). ``ema`` is updated after every step.
     """
     collective = collective or Collective()
     M = config.train.configs_per_step
@@ -309,14 +357,18 @@ def train_epoch(net: MetamorphicNetwork, optimizer: torch.optim.Optimizer, batch
     net.train()
     sums = torch.zeros(len(keys), dtype=torch.float64)
     last_report = time.perf_counter()
+    width = reference_width(net)
     for step_in_epoch in range(steps):
-        set_warmup(optimizer, state["epoch"] * steps + step_in_epoch, warmup_steps)
-        gammas = sample_gammas(config.seed, state["step"], M, config.train.gamma_pool)
+        position = warmup_position(config.train.warmup, state["step"], state["epoch"], step_in_epoch, steps)
+        set_warmup(optimizer, position, warmup_steps)
+        gammas = sample_gammas(config.seed, state["step"], M, config.train.gamma_pool, width)
         mine = my_configurations(gammas, collective.rank, collective.world_size)
         micro_batches = [batches[step_in_epoch * M + unit.index] for unit in mine]
         parts = accumulate_gradients(net, state["step"], mine, micro_batches, M, config, device)
         synchronise_gradients(parameters, collective)
         apply_update(net, optimizer, config.train.clip_value)
+        if ema is not None:
+            ema.update()
         sums += torch.tensor([parts.get(key, 0.0) for key in keys], dtype=torch.float64) / M
         state["step"] += 1
         if fault is not None:
@@ -404,9 +456,12 @@ def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress
     stages = plan_stages(config, len(net.blocks))
     state = {"stage": 0, "epoch": 0, "step": 0, "history": []}
     optimizer_state = None
+    ema = ExponentialAverage(inr_parameters(net), config.train.ema_decay) if config.train.ema_decay > 0 else None
     if payload is not None:
         net.set_active_blocks(payload["active_blocks"])
         net.load_state_dict(payload["net_state"])
+        if ema is not None:
+            ema.load_state_dict(payload["ema"])
         state = payload["state"]
         optimizer_state = payload["optimizer"]
         torch.set_rng_state(payload["rng"])
@@ -441,6 +496,7 @@ def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress
                 "arch": dataclasses.asdict(net.arch), "dataset": dataclasses.asdict(bundle.info),
                 "state_dict": net.prior.state_dict(), "net_state": net.state_dict(),
                 "active_blocks": net.active_blocks, "optimizer": optimizer.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
                 "state": state, "rng": torch.get_rng_state(), "done": state["stage"] >= len(stages)}
 
     epochs_run = 0
@@ -451,6 +507,10 @@ def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress
             previous = stages[stage.index - 1].active_blocks if stage.index > 0 else 0
             initialise_new_blocks(net, previous, stage.active_blocks, config, stage.index)
         synchronise_parameters(net, collective)
+        if ema is not None and state["epoch"] == 0:
+            ema.restart()  # new INRs joined: average from here
+        # The optimiser (and its moments) starts afresh each stage: a new block's INRs need fresh moments.
+        # Only its learning-rate warm-up follows train.warmup (once, or again every stage).
         optimizer = build_optimizer(net, config)
         if state["epoch"] > 0 and optimizer_state is not None:
             optimizer.load_state_dict(optimizer_state)
@@ -465,14 +525,16 @@ def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress
                                    epoch=state["stage"] * 100_003 + state["epoch"])
             label = f"stage {stage.index + 1}/{len(stages)} epoch {state['epoch'] + 1}/{stage.epochs}"
             means = train_epoch(net, optimizer, batches, state, steps_per_epoch, warmup_steps, config, device,
-                                lambda text: progress(f"train: {label} {text}"), collective, fault)
-            rows = evaluate_monitor(net, test_loader, device, config, bundle.info.image_size, collective)
+                                lambda text: progress(f"train: {label} {text}"), collective, fault, ema)
+            with ema.applied() if ema is not None else nullcontext():
+                rows = evaluate_monitor(net, test_loader, device, config, bundle.info.image_size, collective)
             state["epoch"] += 1
             epochs_run += 1
             record = {"stage": stage.index, "epoch": state["epoch"], "global_epoch": len(state["history"]) + 1,
                       "finished": time.time(),
                       "step": state["step"], "seconds": time.perf_counter() - start, **means,
                       **{f"acc@{r['gamma']:g}": r["accuracy"] for r in rows}, "score": monitor_score(rows, config),
+                      "alpha": net.alphas[: net.active_blocks].tolist(),
                       "monitor": rows}
             state["history"].append(record)
             if state["epoch"] >= stage.epochs:
@@ -480,9 +542,11 @@ def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress
                 state["epoch"] = 0
             on_epoch_end(make_payload, record)
             accuracies = "  ".join(f"acc γ={r['gamma']:g} {r['accuracy']:.4f}" for r in rows)
+            alphas = " ".join(f"{a:.2f}" for a in net.alphas[: net.active_blocks].tolist())
             progress(f"train: stage {stage.index + 1}/{len(stages)} epoch {record['epoch']}/{stage.epochs} "
                      f"step {record['step']}  loss {means['loss']:.4f} (task {means['task']:.4f} "
-                     f"rec {means['rec']:.5f} reg {means['reg']:.2f})  {accuracies}  [{record['seconds']:.1f}s]")
+                     f"rec {means['rec']:.5f} reg {means['reg']:.2f})  {accuracies}  α [{alphas}]  "
+                     f"[{record['seconds']:.1f}s]")
             if state["epoch"] == 0:
                 break
     progress(f"train: done, {state['step']} steps")

@@ -53,6 +53,9 @@ def test_overrides_apply_and_are_typed():
     ("eval.gammas=[0.0,1.0]", "eval.gammas"),
     ("inr.coordinate_noise=0.7", "coordinate_noise"),
     ("train.incremental=maybe", "true or false"),
+    ("train.warmup=twice", "train.warmup='twice' is not allowed: once or per_stage"),
+    ("train.ema_decay=1", "train.ema_decay=1.0 is not allowed"),
+    ("inr.input_activation=tanh", "inr.input_activation='tanh' is not allowed: none, relu or elu"),
     ("lr", "group.key=value"),
 ])
 def test_bad_values_are_one_clear_error(override, message):

@@ -81,7 +81,7 @@ def test_block_names_resolve_and_bad_ones_are_explained():
     assert resolve_blocks(["stage3.block1-7"], arch) == [(2, b) for b in range(1, 8)]
     assert resolve_blocks(["stage3"], arch) == [(2, b) for b in range(1, 8)]
     assert resolve_blocks(["last"], arch) == [(2, 8)]
-    assert len(resolve_blocks(["full"], arch)) == 3 * 9 - 2 - 1
+    assert len(resolve_blocks(["full"], arch)) == 3 * 9 - 3 - 1
     with pytest.raises(ConfigError, match="projection"):
         resolve_blocks(["stage2.block0"], arch)
     with pytest.raises(ConfigError, match="outside stage 3"):

@@ -1,0 +1,264 @@
+"""Each switch of the recipe (paper Table 1) and each reference-code choice does what its name says."""
+
+import pytest
+import torch
+
+from raymeta.checkpoint import load_checkpoint
+from raymeta.config import load_config
+from raymeta.ema import ExponentialAverage, inr_parameters
+from raymeta.inr import INRBank
+from raymeta.metamorphic import MetamorphicNetwork
+from raymeta.models import Architecture, ResNet, resolve_blocks
+from raymeta.runtime import Progress, RunPaths
+from raymeta.train import (configuration_loss, initialise_new_blocks, load_trained, pool_widths,
+                           reconstruction_error, sample_gammas, set_warmup, train, warmup_position)
+
+QUIET = Progress(stream=open("/dev/null", "w"))
+BLOCKS = [(1, 1), (2, 1)]
+
+
+def small_network(**kwargs) -> MetamorphicNetwork:
+    torch.manual_seed(0)
+    prior = ResNet(Architecture(14, (8, 8, 16), 3, 4), batchnorm=False).eval()
+    options = dict(inr_hidden=16, inr_depth=3, frequencies=3, separate_bias=True, alpha_scaling=True,
+                   finetune_head=True)
+    options.update(kwargs)
+    return MetamorphicNetwork(prior, BLOCKS, **options)
+
+
+def skip_network_output(net: MetamorphicNetwork, x: torch.Tensor) -> torch.Tensor:
+    """The prior with the metamorphic blocks' residual branches removed (each block is relu(x))."""
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        h = F.relu(net.prior.stem(x))
+        for s, b in net.arch.block_positions():
+            h = F.relu(h) if (s, b) in net.blocks else net.prior.block(s, b)(h)
+        return net.prior.fc(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
+
+
+# ---- α scaling -------------------------------------------------------------------------------------------
+def test_alpha_starts_at_zero_is_one_per_block_and_shared_by_every_gamma():
+    net = small_network()
+    assert isinstance(net.alphas, torch.nn.Parameter) and net.alphas.tolist() == [0.0, 0.0]
+    x = torch.randn(5, 3, 8, 8)
+    skip = skip_network_output(net, x)
+    for gamma in (0.0, 0.25, 0.5):  # α = 0: every γ computes the skip network
+        torch.testing.assert_close(net(x, net.generate(gamma)), skip)
+    with torch.no_grad():
+        net.alphas.copy_(torch.tensor([0.5, -0.3]))
+    grads = []
+    for gamma in (0.0, 0.5):
+        net.zero_grad()
+        net(x, net.generate(gamma)).sum().backward()
+        grads.append(net.alphas.grad.clone())
+    assert all(bool((g != 0).all()) for g in grads), "one α per block, reached from every γ"
+    assert not torch.allclose(net(x, net.generate(0.0)), skip), "with α ≠ 0 the generated blocks are in use"
+
+
+def test_without_alpha_scaling_the_branch_is_added_at_scale_one():
+    net = small_network(alpha_scaling=False)
+    assert "alphas" not in dict(net.named_parameters()) and net.alphas.tolist() == [1.0, 1.0]
+    assert net.parameter_groups()["alpha"] == []
+
+
+# ---- reconstruction ------------------------------------------------------------------------------------
+def test_reconstruction_is_the_mean_of_per_tensor_mses_and_only_at_the_prior_shape():
+    net = small_network()
+    config = load_config(None, ["inr.coordinate_noise=0", "train.lambda_task=0", "train.lambda_reg=0"])
+    images, labels = torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))
+    total, parts = configuration_loss(net, 0.0, images, labels, config, None)
+    generated, targets = net.generate(0.0), net.prior_tensors()
+    by_hand = sum(((generated[k] - t) ** 2).mean() for k, t in targets.items()) / len(targets)
+    assert parts["rec"] == pytest.approx(by_hand.item(), rel=1e-5)
+    pooled = torch.cat([(generated[k] - t).flatten() for k, t in targets.items()]).pow(2).mean()
+    assert abs(by_hand.item() - pooled.item()) > 1e-3 * by_hand.item(), "not one MSE over all elements"
+    assert total.item() == pytest.approx(by_hand.item(), rel=1e-5)
+    for gamma in (0.25, 0.5, -0.25):  # any other shape: no reconstruction term
+        assert configuration_loss(net, gamma, images, labels, config, None)[1]["rec"] == 0.0
+
+
+def test_reconstruction_error_weighs_a_bias_as_much_as_a_kernel():
+    targets = {"w": torch.zeros(100), "b": torch.zeros(1)}
+    assert reconstruction_error({"w": torch.zeros(100), "b": torch.ones(1)}, targets).item() == pytest.approx(0.5)
+
+
+# ---- configuration sampling ----------------------------------------------------------------------------
+def test_single_configuration_widths_are_integers_covering_the_pool():
+    width = 16
+    draws = [sample_gammas(3, step, 1, [0.0, 0.5], width)[0] for step in range(2000)]
+    hidden = [(1 - g) * width for g in draws]
+    assert all(abs(h - round(h)) < 1e-9 for h in hidden)
+    assert sorted({round(h) for h in hidden}) == list(range(8, 17)) == pool_widths([0.0, 0.5], width)
+    share = draws.count(0.0) / len(draws)
+    assert 0.07 < share < 0.16, f"γ = 0 drawn in {share:.3f} of single-configuration steps, expected ~1/9"
+    assert sample_gammas(3, 7, 4, [0.0, 0.5], width)[0] == 0.0  # M ≥ 2: γ = 0 always first
+    assert sample_gammas(3, 7, 4, [0.0, 0.5], width) == sample_gammas(3, 7, 4, [0.0, 0.5], width)
+
+
+def test_pool_widths_stay_inside_the_pool():
+    assert pool_widths([-0.25, 0.5], 16) == list(range(8, 21))
+    assert pool_widths([0.0, 0.3], 16) == list(range(12, 17))  # 11 would be γ = 0.3125, outside
+    assert pool_widths([0.1, 0.11], 16) == [14]  # narrower than one channel: the width nearest the low end
+
+
+# ---- INR initialisation ---------------------------------------------------------------------------------
+def _mlp(bank: INRBank, index: int) -> list[torch.Tensor]:
+    return [p[index].clone() for p in bank.parameters()]
+
+
+def _same(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("inr_init", [True, False])
+def test_inr_init_copies_only_a_trained_predecessor(inr_init):
+    config = load_config(None, [f"train.inr_init={str(inr_init).lower()}"])
+    net = small_network()
+    with torch.no_grad():  # "train" block 0's INRs
+        for bank in net.hyper.banks():
+            for p in bank.parameters():
+                p[:2].add_(torch.randn_like(p[:2]))
+    trained = [t for bank in net.hyper.banks() for i in (0, 1) for t in _mlp(bank, i)]
+    initialise_new_blocks(net, 1, 2, config, stage=1)  # incremental stage 2: block 1 joins
+    new = [t for bank in net.hyper.banks() for i in (2, 3) for t in _mlp(bank, i)]
+    assert _same(new, trained) == inr_init
+    assert _same([t for bank in net.hyper.banks() for i in (0, 1) for t in _mlp(bank, i)], trained), "block 0 untouched"
+
+
+def test_non_incremental_runs_start_every_block_at_random_even_with_inr_init():
+    config = load_config(None, ["train.inr_init=true"])
+    net = small_network()
+    initialise_new_blocks(net, 0, 2, config, stage=0)  # one stage, both blocks new: no trained predecessor
+    for bank in net.hyper.banks():
+        assert not _same(_mlp(bank, 0), _mlp(bank, 2)) and not _same(_mlp(bank, 1), _mlp(bank, 3))
+
+
+def test_incremental_run_starts_stage_two_from_the_trained_first_block(prepared_run, monkeypatch):
+    import raymeta.train as training
+
+    config = prepared_run("train.epochs_per_stage=1")
+    path = train(config, stop_after_epochs=1, progress=QUIET)  # stage 1 done: block 0 trained
+    trained = load_checkpoint(path, kind="metamorphic")["net_state"]
+    seen = {}
+
+    class Captured(Exception):
+        pass
+
+    def capture(net, *args, **kwargs):
+        seen.update({k: v.clone() for k, v in net.hyper.state_dict().items()})
+        raise Captured
+
+    monkeypatch.setattr(training, "train_epoch", capture)
+    with pytest.raises(Captured):
+        train(config, resume=True, progress=QUIET)
+    for name in ("weight_bank.w_in", "weight_bank.w_out", "bias_bank.w_res"):
+        torch.testing.assert_close(seen[name][2:4], trained[f"hyper.{name}"][0:2], rtol=0, atol=0)
+        assert not torch.equal(trained[f"hyper.{name}"][0:2], trained[f"hyper.{name}"][2:4])
+
+
+# ---- bias INRs -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("separate", [True, False])
+def test_each_bias_has_its_own_inr_and_reads_its_first_output(separate):
+    net = small_network(separate_bias=separate)
+    assert net.hyper.weight_bank.out_dim == 9
+    assert net.hyper.bias_bank.out_dim == (1 if separate else 9)
+    before = net.generate(0.25)
+    biases = [k for k in before if k.endswith(".bias")]
+    with torch.no_grad():
+        net.hyper.weight_bank.w_out.add_(1.0)  # the kernel INRs do not make the biases
+    after = net.generate(0.25)
+    assert all(torch.equal(before[k], after[k]) for k in biases)
+    if not separate:
+        with torch.no_grad():
+            net.hyper.bias_bank.w_out[..., 1:].add_(1.0)  # columns 1..8 are generated and discarded
+        assert all(torch.equal(before[k], net.generate(0.25)[k]) for k in biases)
+    with torch.no_grad():
+        net.hyper.bias_bank.b_out[..., 0].add_(1.0)  # the first value is the bias
+    shifted = net.generate(0.25)
+    assert all(torch.allclose(shifted[k], before[k] + 1.0, atol=1e-5) for k in biases)
+
+
+# ---- warm-up -------------------------------------------------------------------------------------------
+def test_warmup_position_counts_from_the_run_or_from_the_stage():
+    # epoch 2 of stage 2, step 3 of 10 per epoch, 37 steps since the run began
+    assert warmup_position("once", 37, 1, 3, 10) == 37
+    assert warmup_position("per_stage", 37, 1, 3, 10) == 13
+    optimizer = torch.optim.AdamW([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 1.0, "base_lr": 1.0}])
+    assert set_warmup(optimizer, 4, 20) == pytest.approx(0.25) and optimizer.param_groups[0]["lr"] == 0.25
+    assert set_warmup(optimizer, 40, 20) == 1.0
+
+
+@pytest.mark.parametrize("mode", ["once", "per_stage"])
+def test_learning_rate_of_a_run_follows_the_warmup_mode(prepared_run, monkeypatch, mode):
+    import raymeta.train as training
+
+    # 2 stages × 2 epochs × 3 steps; warm-up over 1 epoch = 3 steps
+    config = prepared_run("train.epochs_per_stage=2", "train.warmup_epochs=1", f"train.warmup={mode}")
+    rates = []
+    original = training.apply_update
+
+    def record(net, optimizer, clip_value):
+        rates.append(next(g["lr"] / g["base_lr"] for g in optimizer.param_groups if g["name"] == "inr"))
+        original(net, optimizer, clip_value)
+
+    monkeypatch.setattr(training, "apply_update", record)
+    train(config, progress=QUIET)
+    warm = [pytest.approx(1 / 3), pytest.approx(2 / 3), 1.0]
+    stage_two = warm + [1.0] * 3 if mode == "per_stage" else [1.0] * 6
+    assert rates == warm + [1.0] * 3 + stage_two
+
+
+# ---- full network ---------------------------------------------------------------------------------------
+def test_full_network_excludes_the_first_block_of_each_stage_and_the_last_block():
+    arch = Architecture(56, (16, 32, 64), 3, 100)
+    full = resolve_blocks(["full"], arch)
+    assert len(full) == 27 - 3 - 1
+    assert all(b != 0 for _, b in full) and arch.last_position() not in full
+    assert resolve_blocks(["stage1"], arch) == [(0, b) for b in range(1, 9)]
+    assert resolve_blocks(["stage1.block0"], arch) == [(0, 0)]  # still allowed when named
+
+
+# ---- reference-code details ------------------------------------------------------------------------------
+def test_inr_input_activation_and_residual_scale_change_the_mlp():
+    x = torch.randn(2, 5, 4)
+    torch.manual_seed(0)
+    plain = INRBank(2, 4, 8, 3, 9, input_activation="none", residual_scale_init=0.1)
+    torch.manual_seed(0)
+    relu = INRBank(2, 4, 8, 3, 9, input_activation="relu", residual_scale_init=0.1)
+    assert torch.equal(plain.w_in, relu.w_in) and not torch.allclose(plain(x), relu(x))
+    assert torch.all(plain.s_res == 0.1)
+    with pytest.raises(ValueError, match="input_activation"):
+        INRBank(1, 4, 8, 3, 9, input_activation="tanh")
+
+
+def test_ema_follows_its_decay_and_restarts():
+    p = torch.nn.Parameter(torch.zeros(3))
+    ema = ExponentialAverage({"p": p}, 0.5)
+    with torch.no_grad():
+        p.fill_(1.0)
+    ema.update()  # decay min(0.5, 1/10) = 0.1
+    assert torch.allclose(ema.shadow["p"], torch.full((3,), 0.9))
+    with ema.applied():
+        assert torch.allclose(p, torch.full((3,), 0.9))
+    assert torch.equal(p, torch.ones(3))
+    ema.restart()
+    assert ema.updates == 0 and torch.equal(ema.shadow["p"], torch.ones(3))
+
+
+def test_trained_network_is_evaluated_with_the_averaged_inr_weights(prepared_run):
+    path = train(prepared_run(), progress=QUIET)
+    payload = load_checkpoint(path, kind="metamorphic")
+    net, _, _ = load_trained(path)
+    averaged = inr_parameters(net)
+    assert payload["ema"]["updates"] == 3  # restarted at stage 2, 3 steps since
+    for name, shadow in payload["ema"]["shadow"].items():
+        assert torch.equal(averaged[name].detach(), shadow)
+    assert any(not torch.equal(payload["net_state"][name], shadow) for name, shadow in payload["ema"]["shadow"].items()), \
+        "the average differs from the last training weights"
+    off = prepared_run("train.ema_decay=0")
+    payload = load_checkpoint(train(off, progress=QUIET), kind="metamorphic")
+    assert payload["ema"] is None
+    net, _, _ = load_trained(RunPaths(off.run_dir).train_checkpoint)
+    for name, parameter in inr_parameters(net).items():
+        assert torch.equal(parameter.detach(), payload["net_state"][name])
