@@ -3,7 +3,7 @@
     raymeta pretrain  --config jobs/quickstart.yaml            train the prior (γ = 0, with BatchNorm)
     raymeta smooth    --config jobs/quickstart.yaml            fold BatchNorm, permute channels
     raymeta train     --config jobs/quickstart.yaml            train the INRs
-    raymeta evaluate  --config jobs/quickstart.yaml            accuracy at every γ → Parquet (--split test|validation)
+    raymeta evaluate  --config jobs/quickstart.yaml            accuracy at every γ on the test split → Parquet
     raymeta run       --config jobs/quickstart.yaml            all four in order
     raymeta validate  --config jobs/quickstart.yaml            load, validate and print the configuration
     raymeta baseline individual --config jobs/quickstart.yaml  ResNets trained from scratch at each γ
@@ -202,9 +202,10 @@ def sweep(args: argparse.Namespace, progress: Progress) -> dict:
 def _add_sweep(sub) -> None:
     p = sub.add_parser("sweep", help="Ray Tune trials over a search space (tune_spaces/*.yaml)",
                        description="Train one Ray Train run per trial of a search space, stop bad trials early "
-                                   "(ASHA on the mean monitored accuracy over seen γ), evaluate, and write "
-                                   "SWEEP_DIR/results, best.yaml and report.html. Running the same command "
-                                   "again continues an interrupted sweep.")
+                                   "(ASHA on the mean monitored validation accuracy over seen γ), evaluate on "
+                                   "the validation and test splits, choose the best trial on validation, and "
+                                   "write SWEEP_DIR/results, best.yaml and report.html. Running the same "
+                                   "command again continues an interrupted sweep.")
     _add_common(p)
     p.add_argument("--space", required=True, help="search-space YAML, e.g. tune_spaces/lambdas.yaml")
     p.add_argument("--sweep-dir", help="the sweep's folder (default: RUN_DIR/sweeps/<space name>)")
@@ -218,8 +219,8 @@ def _add_sweep(sub) -> None:
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (default 0)")
     p.add_argument("--trial-cpus", type=float, default=1.0,
                    help="CPUs of each trial's driver, which also evaluates the trained network (default 1)")
-    p.add_argument("--score-gammas", help="γ monitored each epoch for the score, e.g. 0,0.25,0.5 "
-                                          "(default: the seen γ of eval.gammas)")
+    p.add_argument("--score-gammas", help="γ monitored each epoch, on the validation split, for the score, "
+                                          "e.g. 0,0.25,0.5 (default: the seen γ of eval.gammas)")
     p.add_argument("--trial-retries", type=int, default=1, help="retries of an errored trial (default 1)")
     p.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS if set, else an embedded Ray)")
     p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="Tune's console output (default 1)")
