@@ -163,7 +163,7 @@ class TrainConfig:
     finetune_head: bool = True
     """Fine-tune the last block and classifier across configurations (False: frozen)."""
     monitor_gammas: list[float] | None = None
-    """γ values evaluated on the test split after every epoch (K = 1); null: the ends of gamma_pool.
+    """γ values evaluated on the validation split after every epoch (K = 1); null: the ends of gamma_pool.
     The epoch's ``score`` (what a sweep's early stopping ranks trials by) is their mean accuracy over
     those inside gamma_pool. Monitoring changes no weight, so it is not part of the config hash."""
 
