@@ -332,7 +332,9 @@ def train_epoch(net: MetamorphicNetwork, optimizer: torch.optim.Optimizer, batch
 def evaluate_monitor(net: MetamorphicNetwork, loader, device, config: Config, image_size: int,
                      collective: Collective) -> list[dict]:
     """Accuracy at the monitored γ values (K = 1) on ``loader`` (the validation split), the γ values shared
-    out over the ranks."""
+    out over the ranks. No loader (no validation split): no rows."""
+    if loader is None:
+        return []
     net.eval()
     gammas = monitor_gammas(config)
     rows = evaluate_gammas(net, loader, device, gammas[collective.rank::collective.world_size], samples=1,
@@ -474,8 +476,7 @@ def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress
             label = f"stage {stage.index + 1}/{len(stages)} epoch {state['epoch'] + 1}/{stage.epochs}"
             means = train_epoch(net, optimizer, batches, state, steps_per_epoch, warmup_steps, config, device,
                                 lambda text: progress(f"train: {label} {text}"), collective, fault)
-            rows = (evaluate_monitor(net, monitor_loader, device, config, bundle.info.image_size, collective)
-                    if monitor_loader is not None else [])
+            rows = evaluate_monitor(net, monitor_loader, device, config, bundle.info.image_size, collective)
             state["epoch"] += 1
             epochs_run += 1
             record = {"stage": stage.index, "epoch": state["epoch"], "global_epoch": len(state["history"]) + 1,
