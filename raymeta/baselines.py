@@ -11,9 +11,11 @@ Both change only what a metamorphic block changes: the hidden width of every blo
   layers stay consistent. Each block is pruned as its own group to an exact width, so the result always
   has the hidden widths the metamorphic network generates at that γ (a global pruning ratio would not).
 
-Rows are written in the results schema; ``train_time_s`` is the baseline's own training cost (individual:
-training from scratch; pruning: gradients for the importance plus the fine-tune). The prior's
-pretraining is not included: metamorphic, NeuMeta and pruning rows all start from the same prior.
+Rows are written in the results schema: final rows on the test split, an individual network's per-epoch
+rows on the validation split (nothing is chosen on the test split); ``train_time_s`` is the baseline's own
+training cost (individual: training from scratch; pruning: gradients for the importance plus the
+fine-tune). The prior's pretraining is not included: metamorphic, NeuMeta and pruning rows all start from
+the same prior.
 """
 
 from __future__ import annotations
@@ -174,7 +176,7 @@ def _finished(folder: Path, config_hash: str) -> set[tuple[str, float]]:
         frame = read_tables(folder)
     except ResultsError:
         return set()
-    done = frame[(frame["config_hash"] == config_hash) & (frame["phase"] == "final")]
+    done = frame[(frame["config_hash"] == config_hash) & (frame["phase"] == "final") & (frame["split"] == "test")]
     return {(m, round(g, 9)) for m, g in zip(done["method"], done["gamma"])}
 
 
@@ -188,7 +190,11 @@ def _evaluate_row(model: ResNet, loader, device, gamma: float, widths, image_siz
 
 def run_individual(config: Config, bundle, gammas: list[float], out: Path, *, run_name: str, epochs: int,
                    lr: float, device: torch.device, progress: Progress) -> list[Path]:
-    """Train an ordinary ResNet from scratch at each γ; one table per γ (finished γ are skipped)."""
+    """Train an ordinary ResNet from scratch at each γ; one table per γ (finished γ are skipped).
+
+    Each epoch is scored on the validation split (rows phase = train, split = validation; none without a
+    validation split); the trained network once on the test split (phase = final, split = test).
+    """
     from raymeta.runtime import architecture
 
     arch = architecture(config, bundle.info)
@@ -198,6 +204,12 @@ def run_individual(config: Config, bundle, gammas: list[float], out: Path, *, ru
     settings_hash = _short_hash({"config": config.hash(), "baseline": "individual", "epochs": epochs, "lr": lr})
     done = _finished(out, settings_hash)
     test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
+    validation_loader = None
+    if bundle.validation is not None:
+        validation_loader = make_loader(bundle.validation, config.data.eval_batch_size, shuffle=False)
+    else:
+        progress("baseline individual: data.validation_fraction=0, so there is no validation split: no per-epoch "
+                 "accuracy (the test split is kept for the final rows)")
     written = []
     for gamma in gammas:
         if ("individual", round(float(gamma), 9)) in done:
@@ -210,16 +222,17 @@ def run_individual(config: Config, bundle, gammas: list[float], out: Path, *, ru
         curve = []
 
         def on_epoch(epoch: int, seconds: float) -> None:
-            row = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
+            row = _evaluate_row(model, validation_loader, device, gamma, widths, bundle.info.image_size)
             curve.append(result_frame([row], config, method="individual", run_id=run_id, dataset=bundle.info.name,
-                                      stage=0, epoch=epoch, phase="train", train_time_s=seconds,
-                                      config_hash=settings_hash))
-            progress(f"baseline individual γ={gamma:g}: epoch {epoch}/{epochs}  test acc {row['accuracy']:.4f}")
+                                      stage=0, epoch=epoch, phase="train", split="validation",
+                                      train_time_s=seconds, config_hash=settings_hash))
+            progress(f"baseline individual γ={gamma:g}: epoch {epoch}/{epochs}  validation acc {row['accuracy']:.4f}")
 
-        seconds = fit(model, bundle, config, epochs=epochs, lr=lr, device=device, on_epoch=on_epoch)
+        seconds = fit(model, bundle, config, epochs=epochs, lr=lr, device=device,
+                      on_epoch=on_epoch if validation_loader is not None else None)
         row = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
         final = result_frame([row], config, method="individual", run_id=run_id, dataset=bundle.info.name, stage=0,
-                             epoch=epochs, train_time_s=seconds, config_hash=settings_hash)
+                             epoch=epochs, split="test", train_time_s=seconds, config_hash=settings_hash)
         written.append(write_table(pd.concat([*curve, final], ignore_index=True), out,
                                    name=f"individual-gamma={gamma:g}-{settings_hash}.parquet"))
         progress(f"baseline individual γ={gamma:g}: accuracy {row['accuracy']:.4f} after {seconds:.1f}s → {written[-1]}")
@@ -260,16 +273,16 @@ def run_pruning(config: Config, prior: ResNet, bundle, gammas: list[float], impo
             prune_seconds = time.perf_counter() - start
             row = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
             frames = [result_frame([row], config, method=method, run_id=f"{run_name}/{method}/gamma={gamma:g}",
-                                   dataset=bundle.info.name, stage=0, epoch=0, train_time_s=prune_seconds,
-                                   config_hash=settings_hash)]
+                                   dataset=bundle.info.name, stage=0, epoch=0, split="test",
+                                   train_time_s=prune_seconds, config_hash=settings_hash)]
             message = f"baseline prune: {method} γ={gamma:g}: accuracy {row['accuracy']:.4f}"
             if finetune_epochs > 0:
                 seconds = fit(model, bundle, config, epochs=finetune_epochs, lr=finetune_lr, device=device)
                 tuned = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
                 frames.append(result_frame([tuned], config, method=f"{method}+ft",
                                            run_id=f"{run_name}/{method}+ft/gamma={gamma:g}", dataset=bundle.info.name,
-                                           stage=0, epoch=finetune_epochs, train_time_s=prune_seconds + seconds,
-                                           config_hash=settings_hash))
+                                           stage=0, epoch=finetune_epochs, split="test",
+                                           train_time_s=prune_seconds + seconds, config_hash=settings_hash))
                 message += f", fine-tuned {tuned['accuracy']:.4f} ({seconds:.1f}s)"
             written.append(write_table(pd.concat(frames, ignore_index=True), out,
                                        name=f"{method}-gamma={gamma:g}-{settings_hash}.parquet"))

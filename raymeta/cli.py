@@ -3,7 +3,7 @@
     raymeta pretrain  --config jobs/quickstart.yaml            train the prior (γ = 0, with BatchNorm)
     raymeta smooth    --config jobs/quickstart.yaml            fold BatchNorm, permute channels
     raymeta train     --config jobs/quickstart.yaml            train the INRs
-    raymeta evaluate  --config jobs/quickstart.yaml            accuracy at every γ → Parquet
+    raymeta evaluate  --config jobs/quickstart.yaml            accuracy at every γ on the test split → Parquet
     raymeta run       --config jobs/quickstart.yaml            all four in order
     raymeta validate  --config jobs/quickstart.yaml            load, validate and print the configuration
     raymeta baseline individual --config jobs/quickstart.yaml  ResNets trained from scratch at each γ
@@ -70,12 +70,14 @@ def smooth(config: Config, progress: Progress) -> Path:
     return paths.smoothed
 
 
-def evaluate(config: Config, progress: Progress, checkpoint: str | None = None) -> Path:
-    """Evaluate a trained metamorphic network at every γ of ``eval.gammas``; write a Parquet table."""
-    from raymeta.evaluate import evaluate_run, format_rows, write_table
+def evaluate(config: Config, progress: Progress, checkpoint: str | None = None, split: str = "test") -> Path:
+    """Evaluate a trained metamorphic network at every γ of ``eval.gammas`` on ``split`` (test or validation);
+    write a Parquet table."""
+    from raymeta.evaluate import check_split, evaluate_run, format_rows, write_table
 
+    check_split(split)
     paths = RunPaths(config.run_dir)
-    frame = evaluate_run(config, checkpoint or paths.train_checkpoint, progress)
+    frame = evaluate_run(config, checkpoint or paths.train_checkpoint, progress, split)
     path = write_table(frame, paths.results)
     print(format_rows(frame), flush=True)
     progress(f"evaluate: wrote {path}")
@@ -200,9 +202,10 @@ def sweep(args: argparse.Namespace, progress: Progress) -> dict:
 def _add_sweep(sub) -> None:
     p = sub.add_parser("sweep", help="Ray Tune trials over a search space (tune_spaces/*.yaml)",
                        description="Train one Ray Train run per trial of a search space, stop bad trials early "
-                                   "(ASHA on the mean monitored accuracy over seen γ), evaluate, and write "
-                                   "SWEEP_DIR/results, best.yaml and report.html. Running the same command "
-                                   "again continues an interrupted sweep.")
+                                   "(ASHA on the mean monitored validation accuracy over seen γ), evaluate on "
+                                   "the validation and test splits, choose the best trial on validation, and "
+                                   "write SWEEP_DIR/results, best.yaml and report.html. Running the same "
+                                   "command again continues an interrupted sweep.")
     _add_common(p)
     p.add_argument("--space", required=True, help="search-space YAML, e.g. tune_spaces/lambdas.yaml")
     p.add_argument("--sweep-dir", help="the sweep's folder (default: RUN_DIR/sweeps/<space name>)")
@@ -216,8 +219,8 @@ def _add_sweep(sub) -> None:
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (default 0)")
     p.add_argument("--trial-cpus", type=float, default=1.0,
                    help="CPUs of each trial's driver, which also evaluates the trained network (default 1)")
-    p.add_argument("--score-gammas", help="γ monitored each epoch for the score, e.g. 0,0.25,0.5 "
-                                          "(default: the seen γ of eval.gammas)")
+    p.add_argument("--score-gammas", help="γ monitored each epoch, on the validation split, for the score, "
+                                          "e.g. 0,0.25,0.5 (default: the seen γ of eval.gammas)")
     p.add_argument("--trial-retries", type=int, default=1, help="retries of an errored trial (default 1)")
     p.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS if set, else an embedded Ray)")
     p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="Tune's console output (default 1)")
@@ -270,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="accuracy at every γ of a grid, written to Parquet")
     _add_common(p)
     p.add_argument("--checkpoint", help="metamorphic checkpoint (default: RUN_DIR/train/checkpoint.pt)")
+    p.add_argument("--split", choices=["test", "validation"], default="test",
+                   help="the data to evaluate on (default test; validation: the split held out of the training "
+                        "data by data.validation_fraction, for model selection)")
     _add_extra_commands(sub)
     _add_sweep(sub)
     return parser
@@ -347,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                                              storage_path=args.storage_path, max_failures=args.max_failures)
                 train_distributed(config, options, resume=resume, progress=progress)
         if args.command in ("evaluate", "run"):
-            evaluate(config, progress, getattr(args, "checkpoint", None))
+            evaluate(config, progress, getattr(args, "checkpoint", None), getattr(args, "split", "test"))
         if args.command == "run":
             run_report(config, progress)
         return 0

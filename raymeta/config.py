@@ -37,15 +37,24 @@ class DataConfig:
     """Batch size for evaluation."""
     augment: bool = True
     """Random crop (and flip where the dataset allows it) on training images."""
+    validation_fraction: float = 0.1
+    """Share of the training split held out as the validation split (stratified by class, drawn with a fixed
+    seed, so every run seed sees the same images). Per-epoch monitoring, a sweep's early stopping and its
+    best trial use it; the test split is only for final evaluation. 0: no validation split, and no
+    per-epoch monitoring (sweeps refuse it)."""
     limit_train: int | None = None
-    """Keep only the first N training examples (fast runs)."""
+    """Keep only the first N training examples, after the validation split is held out (fast runs)."""
+    limit_validation: int | None = None
+    """Keep only the first N validation examples (fast runs)."""
     limit_test: int | None = None
     """Keep only the first N test examples (fast runs)."""
 
     def __post_init__(self) -> None:
         _require(self.batch_size >= 1, "data.batch_size", self.batch_size, "a positive integer")
         _require(self.eval_batch_size >= 1, "data.eval_batch_size", self.eval_batch_size, "a positive integer")
-        for key in ("limit_train", "limit_test"):
+        _require(0 <= self.validation_fraction < 1, "data.validation_fraction", self.validation_fraction,
+                 "a number in [0, 1): the share of the training split held out for validation (0: none)")
+        for key in ("limit_train", "limit_validation", "limit_test"):
             value = getattr(self, key)
             _require(value is None or value >= 1, f"data.{key}", value, "null or a positive integer")
 
@@ -175,7 +184,7 @@ class TrainConfig:
     finetune_head: bool = True
     """Fine-tune the last block and classifier across configurations (False: frozen)."""
     monitor_gammas: list[float] | None = None
-    """γ values evaluated on the test split after every epoch (K = 1); null: the ends of gamma_pool.
+    """γ values evaluated on the validation split after every epoch (K = 1); null: the ends of gamma_pool.
     The epoch's ``score`` (what a sweep's early stopping ranks trials by) is their mean accuracy over
     those inside gamma_pool. Monitoring changes no weight, so it is not part of the config hash."""
 

@@ -9,11 +9,16 @@ Datasets:
 * ``synthetic``: class templates plus gaussian noise, generated in memory; for fast tests and smoke runs.
 * ``fashion_mnist``: the standard idx files (plain or gzipped) in ``data_dir``.
 * ``cifar10`` / ``cifar100``: the standard "python version" pickles under ``data_dir``.
+
+None of them has an official validation split: ``validation_fraction`` holds out a share of the training
+split, drawn with the fixed ``VALIDATION_SEED`` (never the run's seed) and stratified by class, so every run
+of an experiment monitors and selects on the same images and the test split is left for final evaluation.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +43,10 @@ FASHION_MNIST_FILES = (
 )
 IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (N, rows, cols)
 IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension (N)
+
+VALIDATION_SEED = 20_240_917
+"""Seed of the draw that holds the validation split out of the training split. A module constant, not the
+run's seed: every seed of an experiment sees the same validation images."""
 
 CIFAR_IMAGE_SIZE = 32
 CIFAR_PIXELS = 3 * CIFAR_IMAGE_SIZE * CIFAR_IMAGE_SIZE
@@ -101,11 +110,16 @@ class DatasetInfo:
 
 @dataclass
 class DatasetBundle:
-    """A dataset's train and test splits, both yielding ``(image float32 [C,H,W], label int64)``."""
+    """A dataset's splits, each yielding ``(image float32 [C,H,W], label int64)``.
+
+    ``validation`` is held out of the training split (never augmented); None when the validation fraction
+    is 0. The three splits are disjoint.
+    """
 
     info: DatasetInfo
     train: Dataset
     test: Dataset
+    validation: Dataset | None = None
 
 
 @dataclass(frozen=True)
@@ -164,7 +178,9 @@ def load_dataset(
     *,
     download: bool = False,
     augment: bool = True,
+    validation_fraction: float = 0.0,
     limit_train: int | None = None,
+    limit_validation: int | None = None,
     limit_test: int | None = None,
     seed: int = 0,
     synthetic_size: tuple[int, int] = (512, 256),
@@ -176,44 +192,78 @@ def load_dataset(
 
     ``data_dir`` is used by fashion_mnist (default ``/usr/share/datasets/fashion-mnist``) and the CIFARs
     (default ``./data``); ``download`` only applies to the CIFARs. ``augment`` turns on the training-split
-    augmentation (never for the test split, never for synthetic). ``limit_train``/``limit_test`` keep the
-    first N examples of each split, for fast runs. ``seed`` fixes the digits split and the synthetic data.
-    Normalisation statistics always come from the full training split, so a limited run sees inputs on
-    the same scale as a full one.
+    augmentation (never for the validation or test split, never for synthetic).
+
+    ``validation_fraction`` (0 ≤ f < 1; the config's ``data.validation_fraction`` defaults to 0.1) holds out
+    round(f · N) of the N training examples as ``bundle.validation``, stratified by class and drawn with
+    ``VALIDATION_SEED``, not ``seed``; the remaining training examples keep their order. digits, whose
+    80/20 train/test split is drawn from ``seed``, draws its validation images out of the whole dataset
+    first (as many per class as a hold-out of its training split would), so they too are the same for
+    every seed. synthetic data is itself generated from ``seed``.
+
+    ``limit_train``/``limit_validation``/``limit_test`` then keep the first N examples of each split, for
+    fast runs. ``seed`` fixes the digits train/test split and the synthetic data. Normalisation statistics
+    come from the training split without its validation examples, before ``limit_train``, so a limited run
+    sees inputs on the same scale as a full one (CIFAR uses its standard published statistics).
     """
     if name not in DATASET_NAMES:
         raise ConfigError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
     _check_limit("limit_train", limit_train)
+    _check_limit("limit_validation", limit_validation)
     _check_limit("limit_test", limit_test)
+    _check_fraction(validation_fraction)
 
+    normalise = True
     if name == "digits":
-        info, train_images, train_labels, test_images, test_labels = _load_digits(seed)
+        info, train, validation, test = _load_digits(seed, validation_fraction)
         augment_spec = AugmentSpec(crop_padding=1, horizontal_flip=False)  # digits are not mirror-invariant
-    elif name == "synthetic":
-        info, train_images, train_labels, test_images, test_labels = _make_synthetic(
-            seed, synthetic_size, synthetic_image_size, synthetic_channels, synthetic_classes
-        )
-        # Templates are pixel noise, so shifting them would destroy most of the signal.
-        augment_spec = None
-    elif name == "fashion_mnist":
-        folder = Path(data_dir if data_dir is not None else DEFAULT_FASHION_MNIST_DIR)
-        info, train_images, train_labels, test_images, test_labels = _load_fashion_mnist(folder)
-        augment_spec = AugmentSpec(crop_padding=2, horizontal_flip=True)
     else:
-        folder = Path(data_dir if data_dir is not None else DEFAULT_CIFAR_DIR)
-        info, train_images, train_labels, test_images, test_labels = _load_cifar(name, folder, download)
-        augment_spec = AugmentSpec(crop_padding=4, horizontal_flip=True)
+        if name == "synthetic":
+            info, train_images, train_labels, test_images, test_labels = _make_synthetic(
+                seed, synthetic_size, synthetic_image_size, synthetic_channels, synthetic_classes
+            )
+            # Templates are pixel noise, so shifting them would destroy most of the signal.
+            augment_spec = None
+        elif name == "fashion_mnist":
+            folder = Path(data_dir if data_dir is not None else DEFAULT_FASHION_MNIST_DIR)
+            info, train_images, train_labels, test_images, test_labels = _load_fashion_mnist(folder)
+            augment_spec = AugmentSpec(crop_padding=2, horizontal_flip=True)
+        else:
+            folder = Path(data_dir if data_dir is not None else DEFAULT_CIFAR_DIR)
+            info, train_images, train_labels, test_images, test_labels = _load_cifar(name, folder, download)
+            augment_spec = AugmentSpec(crop_padding=4, horizontal_flip=True)
+            normalise = False  # already normalised with the standard CIFAR statistics
+        test = (test_images, test_labels)
+        held_out = hold_out_validation(train_labels, validation_fraction, name)
+        if held_out is None:
+            train, validation = (train_images, train_labels), None
+        else:
+            validation_index, train_index = held_out
+            validation = (train_images[validation_index], train_labels[validation_index])
+            train = (train_images[train_index], train_labels[train_index])
+            del train_images  # the full training tensor (600 MB for CIFAR) is not kept alive
+
+    if normalise:
+        others = [test[0]] + ([validation[0]] if validation is not None else [])
+        _normalise_by_train_stats(name, train[0], *others)
 
     # Clone the kept prefix: a slice is a view that would keep the whole split (600 MB for CIFAR) alive.
-    if limit_train is not None:
-        train_images, train_labels = train_images[:limit_train].clone(), train_labels[:limit_train].clone()
-    if limit_test is not None:
-        test_images, test_labels = test_images[:limit_test].clone(), test_labels[:limit_test].clone()
+    train, test = _prefix(train, limit_train), _prefix(test, limit_test)
+    validation = _prefix(validation, limit_validation) if validation is not None else None
     return DatasetBundle(
         info=info,
-        train=TensorImageDataset(train_images, train_labels, augment_spec if augment else None),
-        test=TensorImageDataset(test_images, test_labels, None),
+        train=TensorImageDataset(*train, augment_spec if augment else None),
+        test=TensorImageDataset(*test, None),
+        validation=TensorImageDataset(*validation, None) if validation is not None else None,
     )
+
+
+def _prefix(split: tuple[torch.Tensor, torch.Tensor], limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``limit`` examples of a split (a copy), or the split itself when ``limit`` is None."""
+    if limit is None:
+        return split
+    images, labels = split
+    return images[:limit].clone(), labels[:limit].clone()
 
 
 def _check_limit(argument: str, value: int | None) -> None:
@@ -221,52 +271,141 @@ def _check_limit(argument: str, value: int | None) -> None:
         raise ConfigError(f"{argument} must be a positive integer or None, got {value!r}")
 
 
+def _check_fraction(value: object) -> None:
+    """``validation_fraction`` must be a finite number in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(f"data.validation_fraction={value!r} is not allowed: a number in [0, 1), the share of "
+                          f"the training split held out for validation (0: no validation split)")
+
+
 def _check_positive_int(argument: str, value: object, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{argument} must be an integer >= {minimum}, got {value!r}")
 
 
-def _normalise_by_train_stats(
-    dataset: str, train: torch.Tensor, test: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalise both splits in place with the per-channel mean/std of the training split."""
+def validation_count(fraction: float, train_count: int, dataset: str) -> int:
+    """round(fraction · train_count) (halves up): how many training examples the validation split takes.
+
+    0 for fraction 0; otherwise a count that leaves no validation example or no training example is a
+    ConfigError naming the fraction and the fractions that would work.
+    """
+    _check_fraction(fraction)
+    if fraction == 0:
+        return 0
+    count = math.floor(fraction * train_count + 0.5)
+    if 1 <= count < train_count:
+        return count
+    what = "no validation example" if count < 1 else "no training example"
+    if train_count < 2:
+        allowed = f"0 (no validation split): {dataset} has only {train_count} training example(s)"
+    else:
+        allowed = (f"0 (no validation split) or a number in [{0.5 / train_count:.4g}, "
+                   f"{1 - 0.5 / train_count:.4g})")
+    raise ConfigError(f"data.validation_fraction={fraction!r} leaves {what}: {fraction!r} × {train_count} training "
+                      f"examples of {dataset} rounds to {count}; allowed: {allowed}")
+
+
+def stratified_quotas(counts: list[int], total: int) -> list[int]:
+    """Split ``total`` over classes in proportion to ``counts`` (largest remainder; ties go to the lower class).
+
+    Every quota is at most its class's count (as long as ``total`` ≤ the sum of ``counts``).
+    """
+    size = sum(counts)
+    exact = [total * count for count in counts]  # numerators over ``size``
+    quotas = [value // size for value in exact]
+    leftover = total - sum(quotas)
+    order = sorted(range(len(counts)), key=lambda c: (-(exact[c] % size), c))
+    for c in order[:leftover]:
+        quotas[c] += 1
+    return quotas
+
+
+def hold_out_validation(labels: torch.Tensor, fraction: float,
+                        dataset: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Indices (validation, remaining training) of a training split with ``labels``; None for fraction 0.
+
+    Stratified by class, drawn with ``VALIDATION_SEED``: a pure function of the labels and the fraction.
+    The validation indices are shuffled across classes (so any prefix covers every class); the remaining
+    training indices keep their original order.
+    """
+    count = validation_count(fraction, len(labels), dataset)
+    if count == 0:
+        return None
+    classes, class_counts = torch.unique(labels, return_counts=True)
+    quotas = stratified_quotas(class_counts.tolist(), count)
+    generator = torch.Generator().manual_seed(VALIDATION_SEED)
+    chosen = []
+    for label, quota in zip(classes.tolist(), quotas, strict=True):
+        members = torch.nonzero(labels == label).flatten()
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:quota]])
+    validation = torch.cat(chosen)
+    validation = validation[torch.randperm(len(validation), generator=generator)]
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[validation] = False
+    return validation, torch.nonzero(keep).flatten()
+
+
+def _normalise_by_train_stats(dataset: str, train: torch.Tensor, *others: torch.Tensor) -> None:
+    """Normalise every split in place with the per-channel mean/std of the training split."""
     std, mean = torch.std_mean(train, dim=(0, 2, 3), keepdim=True)
     if not bool((std > 0).all()):
         raise DataError(
             f"{dataset}: a channel of the training images is constant (std {std.flatten().tolist()}); "
             "expected images with varying pixel values"
         )
-    return train.sub_(mean).div_(std), test.sub_(mean).div_(std)
+    for images in (train, *others):
+        images.sub_(mean).div_(std)
 
 
 # --- digits -------------------------------------------------------------------------------------------
 
 
-def _load_digits(seed: int):
-    """scikit-learn's 1797 8x8 digits, split 80/20 per class with a permutation drawn from ``seed``."""
+def _load_digits(seed: int, validation_fraction: float):
+    """scikit-learn's 1797 8x8 digits (pixels in [0, 1]), split 80/20 per class with a permutation from ``seed``.
+
+    The validation images (a ``validation_fraction`` of the training split's size, per class in proportion
+    to the training split) are drawn first, out of every image, with ``VALIDATION_SEED``; the 80/20 split
+    is then drawn from ``seed`` out of the rest. With fraction 0 the split is the plain seeded 80/20 one.
+    Returns ``info`` and (images, labels) of train, validation (None for fraction 0) and test.
+    """
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0  # values are 0..16
     labels = torch.as_tensor(bunch.target, dtype=torch.int64)
 
+    members = [torch.nonzero(labels == label).flatten() for label in range(10)]
+    test_counts = [round(0.2 * len(m)) for m in members]
+    train_counts = [len(m) - t for m, t in zip(members, test_counts, strict=True)]
+    held = validation_count(validation_fraction, sum(train_counts), "digits")
+    quotas = stratified_quotas(train_counts, held)
+
+    fixed = torch.Generator().manual_seed(VALIDATION_SEED)
     generator = torch.Generator().manual_seed(seed)
-    train_parts, test_parts = [], []
-    for label in range(10):
-        members = torch.nonzero(labels == label).flatten()
-        members = members[torch.randperm(len(members), generator=generator)]
-        num_test = round(0.2 * len(members))
-        test_parts.append(members[:num_test])
-        train_parts.append(members[num_test:])
-    # Shuffle across classes so that "the first N examples" (limit_train/limit_test) covers every class.
+    train_parts, validation_parts, test_parts = [], [], []
+    for group, quota, num_test in zip(members, quotas, test_counts, strict=True):
+        if quota:
+            chosen = torch.randperm(len(group), generator=fixed)[:quota]
+            validation_parts.append(group[chosen])
+            keep = torch.ones(len(group), dtype=torch.bool)
+            keep[chosen] = False
+            group = group[keep]  # the rest, in their original order
+        group = group[torch.randperm(len(group), generator=generator)]
+        test_parts.append(group[:num_test])
+        train_parts.append(group[num_test:])
+    # Shuffle across classes so that "the first N examples" (limit_*) covers every class.
     train_index = torch.cat(train_parts)
     train_index = train_index[torch.randperm(len(train_index), generator=generator)]
     test_index = torch.cat(test_parts)
     test_index = test_index[torch.randperm(len(test_index), generator=generator)]
+    validation = None
+    if validation_parts:
+        validation_index = torch.cat(validation_parts)
+        validation_index = validation_index[torch.randperm(len(validation_index), generator=fixed)]
+        validation = (images[validation_index], labels[validation_index])
 
-    train_images, test_images = _normalise_by_train_stats("digits", images[train_index], images[test_index])
     info = DatasetInfo(name="digits", num_classes=10, in_channels=1, image_size=8)
-    return info, train_images, labels[train_index], test_images, labels[test_index]
+    return info, (images[train_index], labels[train_index]), validation, (images[test_index], labels[test_index])
 
 
 # --- synthetic ----------------------------------------------------------------------------------------
@@ -275,7 +414,7 @@ def _load_digits(seed: int):
 def _make_synthetic(
     seed: int, sizes: tuple[int, int], image_size: int, channels: int, num_classes: int
 ):
-    """One random template per class; each example is its class template plus unit gaussian noise.
+    """One random template per class; each example is its class template plus unit gaussian noise (not normalised).
 
     With templates and noise both of unit scale the classes are far apart in pixel space (nearest
     template is almost always right) yet every single pixel is noisy, so a small CNN needs a few epochs.
@@ -300,7 +439,6 @@ def _make_synthetic(
 
     train_images, train_labels = sample(sizes[0])
     test_images, test_labels = sample(sizes[1])
-    train_images, test_images = _normalise_by_train_stats("synthetic", train_images, test_images)
     info = DatasetInfo(name="synthetic", num_classes=num_classes, in_channels=channels, image_size=image_size)
     return info, train_images, train_labels, test_images, test_labels
 
@@ -309,7 +447,7 @@ def _make_synthetic(
 
 
 def _load_fashion_mnist(folder: Path):
-    """The four standard idx files in ``folder``: 60000 train and 10000 test 28x28 grayscale images."""
+    """The four standard idx files in ``folder``: 60000 train and 10000 test 28x28 grayscale images in [0, 1]."""
     paths = _find_fashion_mnist_files(folder)
     train_images = _read_idx(paths["train-images-idx3-ubyte"], IDX_IMAGES_MAGIC, image_size=28)
     train_labels = _read_idx(paths["train-labels-idx1-ubyte"], IDX_LABELS_MAGIC)
@@ -329,7 +467,6 @@ def _load_fashion_mnist(folder: Path):
 
     train_float = train_images.to(torch.float32).div_(255.0).unsqueeze(1)
     test_float = test_images.to(torch.float32).div_(255.0).unsqueeze(1)
-    train_float, test_float = _normalise_by_train_stats("fashion_mnist", train_float, test_float)
     info = DatasetInfo(name="fashion_mnist", num_classes=10, in_channels=1, image_size=28)
     return info, train_float, train_labels.to(torch.int64), test_float, test_labels.to(torch.int64)
 

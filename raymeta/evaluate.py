@@ -9,8 +9,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from raymeta.errors import ConfigError
+
 # The schema and table I/O live in raymeta.results; re-exported here for existing callers.
-from raymeta.results import RESULT_COLUMNS, git_commit, is_seen, result_frame, write_table  # noqa: F401
+from raymeta.results import RESULT_COLUMNS, SPLITS, git_commit, is_seen, result_frame, write_table  # noqa: F401
 
 
 @torch.no_grad()
@@ -46,47 +48,71 @@ def evaluate_gammas(net, loader, device, gammas: list[float], *, samples: int, n
     return rows
 
 
-def evaluate_run(config, checkpoint, progress) -> pd.DataFrame:
-    """The final rows of a trained run: every γ of ``config.eval.gammas`` with K = ``eval.samples``.
+def evaluate_run(config, checkpoint, progress, split: str = "test") -> pd.DataFrame:
+    """The final rows of a trained run: every γ of ``config.eval.gammas`` with K = ``eval.samples``, on
+    ``split`` ("test", the default, or "validation"; the rows' ``split`` column says which).
 
     ``config`` supplies the evaluation settings and the run's identity; the network and what it was
-    trained with come from the checkpoint.
+    trained with (its data settings, so its validation split too) come from the checkpoint.
     """
     from raymeta.train import load_trained
 
-    return evaluate_trained(config, load_trained(checkpoint), progress)
+    return evaluate_trained(config, load_trained(checkpoint), progress, split)
 
 
-def evaluate_trained(config, trained, progress) -> pd.DataFrame:
-    """:func:`evaluate_run` for a checkpoint already loaded: ``trained`` is what ``load_trained`` returns."""
+def check_split(split: str) -> str:
+    """``split`` if it is one of ``SPLITS``, else a ConfigError naming it and the allowed values."""
+    if split not in SPLITS:
+        raise ConfigError(f"--split={split!r} is not allowed: use {' or '.join(SPLITS)}")
+    return split
+
+
+def evaluate_trained(config, trained, progress, split: str | tuple[str, ...] = "test") -> pd.DataFrame:
+    """:func:`evaluate_run` for a checkpoint already loaded: ``trained`` is what ``load_trained`` returns.
+
+    ``split`` may also be several splits (a sweep's trial: validation and test), evaluated in that order
+    from one load of the data; the rows of each carry its name.
+    """
     from pathlib import Path
 
     from raymeta.config import method_name
     from raymeta.data import make_loader
     from raymeta.runtime import load_data, select_device
 
+    splits = (split,) if isinstance(split, str) else tuple(split)
+    for name in splits:
+        check_split(name)
     net, trained_config, payload = trained
     if not payload.get("done"):
         progress("evaluate: note — the checkpoint is from an unfinished run")
     device = select_device(config)
     net.to(device)
     bundle = load_data(trained_config, augment=False)
-    loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
+    if "validation" in splits and bundle.validation is None:
+        raise ConfigError(f"cannot evaluate on the validation split: the run was trained with "
+                          f"data.validation_fraction={trained_config.data.validation_fraction:g}, so it has none; "
+                          f"use --split test")
     samples = config.eval.samples
-    progress(f"evaluate: {len(config.eval.gammas)} γ values, K={samples} sample(s), {len(bundle.test)} test images")
-    rows = evaluate_gammas(net, loader, device, config.eval.gammas, samples=samples,
-                           noise=trained_config.inr.coordinate_noise, seed=config.seed,
-                           image_size=bundle.info.image_size)
     state = payload["state"]
-    return result_frame(rows, trained_config, method=method_name(trained_config), run_id=Path(config.run_dir).name,
-                        dataset=bundle.info.name, stage=state["stage"], epoch=len(state["history"]),
-                        train_time_s=sum(record["seconds"] for record in state["history"]))
+    frames = []
+    for name in splits:
+        dataset = bundle.test if name == "test" else bundle.validation
+        loader = make_loader(dataset, config.data.eval_batch_size, shuffle=False)
+        progress(f"evaluate: {len(config.eval.gammas)} γ values, K={samples} sample(s), {len(dataset)} {name} images")
+        rows = evaluate_gammas(net, loader, device, config.eval.gammas, samples=samples,
+                               noise=trained_config.inr.coordinate_noise, seed=config.seed,
+                               image_size=bundle.info.image_size)
+        frames.append(result_frame(rows, trained_config, method=method_name(trained_config),
+                                   run_id=Path(config.run_dir).name, dataset=bundle.info.name, split=name,
+                                   stage=state["stage"], epoch=len(state["history"]),
+                                   train_time_s=sum(record["seconds"] for record in state["history"])))
+    return pd.concat(frames, ignore_index=True)
 
 
 def format_rows(frame: pd.DataFrame) -> str:
-    """A plain-text table of accuracy against γ for the terminal."""
-    lines = [f"{'gamma':>7} {'seen':>6} {'accuracy':>9} {'loss':>8} {'params':>9} {'MACs':>12}"]
+    """A plain-text table of accuracy against γ for the terminal (the split of each row in its last column)."""
+    lines = [f"{'gamma':>7} {'seen':>6} {'accuracy':>9} {'loss':>8} {'params':>9} {'MACs':>12}  split"]
     for row in frame.itertuples():
         lines.append(f"{row.gamma:7.3f} {('seen' if row.seen else 'unseen'):>6} {row.accuracy:9.4f} "
-                     f"{row.loss:8.4f} {row.params:9d} {row.macs:12d}")
+                     f"{row.loss:8.4f} {row.params:9d} {row.macs:12d}  {row.split}")
     return "\n".join(lines)

@@ -49,6 +49,15 @@ def train_one_epoch(model: torch.nn.Module, optimizer, scheduler, dataset, confi
     return running / seen
 
 
+def _accuracy_note(metrics: dict) -> str:
+    """The note " (validation acc …)" on a prior's last metrics; nothing for a prior trained without a validation
+    split (priors made before the validation split existed recorded test accuracy, named as such)."""
+    for key, name in (("validation_accuracy", "validation"), ("test_accuracy", "test")):
+        if key in metrics:
+            return f" ({name} acc {metrics[key]:.4f})"
+    return ""
+
+
 def pretrain(config: Config, progress: Progress | None = None, *, resume: bool | None = None,
              stop_after_epochs: int | None = None) -> Path:
     """SGD with Nesterov momentum and cosine decay; checkpoint ``prior.pt`` every epoch.
@@ -77,30 +86,37 @@ def pretrain(config: Config, progress: Progress | None = None, *, resume: bool |
         model.load_state_dict(payload["state_dict"])
         state = payload["state"]
         if state["epoch"] >= epochs:
-            progress(f"pretrain: reusing the finished prior {path} (test acc {payload['metrics']['test_accuracy']:.4f})")
+            progress(f"pretrain: reusing the finished prior {path}{_accuracy_note(payload['metrics'])}")
             return path
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         torch.set_rng_state(payload["rng"])
         progress(f"pretrain: resuming {path} after epoch {state['epoch']}")
 
+    held_out = f" / {len(bundle.validation)} validation" if bundle.validation is not None else ""
     progress(f"pretrain: ResNet-{arch.depth} {list(arch.widths)} on {bundle.info.name} "
-             f"({len(bundle.train)} train / {len(bundle.test)} test images), {epochs} epochs")
-    test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
+             f"({len(bundle.train)} train{held_out} images), {epochs} epochs")
+    # Per-epoch accuracy on the validation split (none without one): the test split is for final evaluation.
+    validation_loader = None
+    if bundle.validation is not None:
+        validation_loader = make_loader(bundle.validation, config.data.eval_batch_size, shuffle=False)
     for run_epochs, epoch in enumerate(range(state["epoch"], epochs)):
         if stop_after_epochs is not None and run_epochs >= stop_after_epochs:
             progress(f"pretrain: stopping after {run_epochs} epoch(s) as asked; run again to resume")
             return path
         train_loss = train_one_epoch(model, optimizer, scheduler, bundle.train, config, epoch, device)
-        accuracy, test_loss = accuracy_and_loss(model, test_loader, device)
-        metrics = {"train_loss": train_loss, "test_accuracy": accuracy, "test_loss": test_loss}
+        metrics = {"train_loss": train_loss}
+        if validation_loader is not None:
+            accuracy, validation_loss = accuracy_and_loss(model, validation_loader, device)
+            metrics.update(validation_accuracy=accuracy, validation_loss=validation_loss)
         state = {"epoch": epoch + 1, "history": [*state["history"], metrics]}
         save_checkpoint({"kind": "prior", "config": config.to_dict(), "prior_hash": config.prior_hash(),
                          "arch": dataclasses.asdict(arch), "dataset": dataclasses.asdict(bundle.info),
                          "state_dict": model.state_dict(), "metrics": metrics, "state": state,
                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                          "rng": torch.get_rng_state(), "done": epoch + 1 >= epochs}, path)
-        progress(f"pretrain epoch {epoch + 1}/{epochs}  train loss {metrics['train_loss']:.4f}  "
-                 f"test acc {accuracy:.4f}  test loss {test_loss:.4f}")
+        progress(f"pretrain epoch {epoch + 1}/{epochs}  train loss {metrics['train_loss']:.4f}"
+                 + (f"  validation acc {metrics['validation_accuracy']:.4f}  validation loss "
+                    f"{metrics['validation_loss']:.4f}" if validation_loader is not None else ""))
     progress(f"pretrain: saved {path}")
     return path

@@ -5,6 +5,11 @@ method with the training pool shaded and unseen γ marked; parameters and MACs a
 curves per stage from ``phase == "train"`` rows; a paper-style table (methods × γ, training cost); and
 a view of Ray Tune trials when the rows carry ``trial_id``. Nothing is read but the rows given, and
 nothing time- or machine-dependent is written (figure ids are fixed, rows are sorted).
+
+Splits are never mixed: the method comparison (accuracy against γ, methods × γ, sizes) shows final rows of
+the test split, the training curves show monitor rows of the validation split, and the Tune trials are
+ranked by their final validation rows (test reported beside). A section whose preferred split is absent
+shows the other one, labelled as such (e.g. tables written before the validation split: test throughout).
 """
 
 from __future__ import annotations
@@ -50,15 +55,35 @@ def method_colours(methods: list[str]) -> dict[str, str]:
     return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(methods)}
 
 
-def final_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """Final evaluations; a model evaluated twice with the same K counts once (its last table wins)."""
-    rows = frame[frame["phase"] == "final"]
+def final_rows(frame: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Final evaluations on ``split``; a model evaluated twice with the same K counts once (its last table wins)."""
+    rows = frame[(frame["phase"] == "final") & (frame["split"] == split)]
     return rows.drop_duplicates(["run_id", "method", "gamma", "samples"], keep="last")
 
 
-def train_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    rows = frame[frame["phase"] == "train"]
+def train_rows(frame: pd.DataFrame, split: str = "validation") -> pd.DataFrame:
+    """Training-monitor rows on ``split``, one per (run, method, stage, epoch, γ)."""
+    rows = frame[(frame["phase"] == "train") & (frame["split"] == split)]
     return rows.drop_duplicates(["run_id", "method", "stage", "epoch", "gamma"], keep="last")
+
+
+def shown_split(frame: pd.DataFrame, phase: str, preferred: str) -> str | None:
+    """The one split a section shows of the ``phase`` rows: ``preferred`` if present, else the split the rows
+    have (None: no rows of that phase)."""
+    present = set(frame.loc[frame["phase"] == phase, "split"])
+    if not present:
+        return None
+    return preferred if preferred in present else sorted(present)[0]
+
+
+def _left_out_note(frame: pd.DataFrame, phase: str, shown: str, what: str) -> str:
+    """A note naming the rows of ``phase`` on other splits than ``shown`` (empty when there are none)."""
+    others = frame[(frame["phase"] == phase) & (frame["split"] != shown)]
+    if others.empty:
+        return ""
+    counts = ", ".join(f"{count} on the {split} split" for split, count in sorted(others["split"].value_counts().items()))
+    return (f"<p class=\"note\">{html.escape(what)} show the {shown} split only; {counts} (phase = {phase}) "
+            f"are not shown, so that splits are never mixed.</p>")
 
 
 def summarise(final: pd.DataFrame) -> pd.DataFrame:
@@ -88,7 +113,8 @@ def _figure_html(figure, div_id: str) -> str:
                                                 config=PLOT_CONFIG, validate=True) + "</div>"
 
 
-def accuracy_figure(summary: pd.DataFrame, pool, methods: list[str], colours: dict[str, str]):
+def accuracy_figure(summary: pd.DataFrame, pool, methods: list[str], colours: dict[str, str], split: str = "test"):
+    """Accuracy on ``split`` against γ, one line per method, the training pool shaded, unseen γ open markers."""
     import plotly.graph_objects as go
 
     figure = go.Figure()
@@ -110,8 +136,9 @@ def accuracy_figure(summary: pd.DataFrame, pool, methods: list[str], colours: di
     if unseen:  # a legend entry that explains the open markers
         figure.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="unseen γ (open marker)",
                                     marker={"symbol": "circle-open", "size": 9, "color": "#444"}))
-    figure.update_layout(title="Top-1 accuracy against compression ratio γ", xaxis_title="compression ratio γ "
-                         "(hidden width = round((1−γ)·C))", yaxis_title="test accuracy (%)", height=520,
+    figure.update_layout(title=f"Top-1 {split} accuracy against compression ratio γ",
+                         xaxis_title="compression ratio γ (hidden width = round((1−γ)·C))",
+                         yaxis_title=f"{split} accuracy (%)", height=520,
                          template="plotly_white", legend={"orientation": "v"}, margin={"t": 60})
     return figure
 
@@ -133,7 +160,8 @@ def size_figure(summary: pd.DataFrame, methods: list[str], colours: dict[str, st
     return figure
 
 
-def training_figure(train: pd.DataFrame, methods: list[str]):
+def training_figure(train: pd.DataFrame, methods: list[str], split: str = "validation"):
+    """Per-epoch accuracy on ``split`` (the monitor rows), one panel per method, a curve per stage and γ."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -163,8 +191,9 @@ def training_figure(train: pd.DataFrame, methods: list[str]):
                 row=index // columns + 1, col=index % columns + 1)
             legend_seen.add((method, name))
     figure.update_xaxes(title_text="epoch")
-    figure.update_yaxes(title_text="accuracy (%)")
-    figure.update_layout(title="Training curves (phase = train rows; colour = stage of incremental training)",
+    figure.update_yaxes(title_text=f"{split} accuracy (%)")
+    figure.update_layout(title=f"Training curves on the {split} split (phase = train rows; colour = stage of "
+                               "incremental training)",
                          height=max(380, 330 * rows_count), template="plotly_white")
     return figure
 
@@ -179,8 +208,8 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
-def paper_table(summary: pd.DataFrame, final: pd.DataFrame, methods: list[str]) -> str:
-    """Methods × γ accuracy (mean ± std over runs), with each method's training cost."""
+def paper_table(summary: pd.DataFrame, final: pd.DataFrame, methods: list[str], split: str = "test") -> str:
+    """Methods × γ accuracy on ``split`` (mean ± std over runs), with each method's training cost."""
     gammas = sorted(set(summary["gamma"]))
     unseen = set(summary.loc[~summary["seen"], "gamma"])
     best = summary.groupby("gamma")["accuracy"].max()
@@ -206,7 +235,7 @@ def paper_table(summary: pd.DataFrame, final: pd.DataFrame, methods: list[str]) 
         lines.append(f"<tr><td>{html.escape(method)}</td>{''.join(cells)}"
                      f"<td>{_format_seconds(cost.get(method, float('nan')))}{note}</td><td>{models.get(method, 0)}</td></tr>")
     lines.append("</tbody></table>")
-    lines.append("<p class=\"note\">Top-1 test accuracy (%); mean ± std where a method has several runs at a γ; "
+    lines.append(f"<p class=\"note\">Top-1 {split} accuracy (%); mean ± std where a method has several runs at a γ; "
                  "bold: best at that γ. † unseen γ (outside the training pool of the metamorphic network). "
                  "Training cost: the training seconds recorded in the rows, each model counted once "
                  "(a metamorphic network is one model for every γ; individual and pruned networks are one model "
@@ -215,35 +244,45 @@ def paper_table(summary: pd.DataFrame, final: pd.DataFrame, methods: list[str]) 
     return "\n".join(lines)
 
 
-def tune_section(final: pd.DataFrame) -> tuple[str, object | None]:
-    """A table of trials (param.* against mean accuracy over the trial's seen γ) and a scatter per parameter."""
+def tune_section(trials: pd.DataFrame) -> tuple[str, object | None]:
+    """A table of trials ranked by validation accuracy, and a scatter of that score per tuned parameter.
+
+    ``trials`` are the rows of Tune trials. A trial's score is its mean final validation accuracy over its
+    seen γ (what chose best.yaml); its test accuracy is shown beside it and never ranks.
+    """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    trials = final
-    if trials.empty:
+    validation, test = final_rows(trials, "validation"), final_rows(trials, "test")
+    if validation.empty and test.empty:
         return "<p class=\"note\">The tables have a trial_id column but no final rows of a trial.</p>", None
-    params = sorted(c for c in final.columns if c.startswith(PARAM_PREFIX))
-    scored = trials.assign(score=trials["accuracy"].where(trials["seen"]))
-    grouped = scored.groupby("trial_id", sort=True)
-    table = grouped.agg(score=("score", "mean"), accuracy=("accuracy", "mean"), gammas=("gamma", "nunique"),
-                        method=("method", "first"), train_time_s=("train_time_s", "max"), epochs=("epoch", "max"))
-    table["status"] = grouped["trial_status"].first().fillna("") if "trial_status" in final.columns else ""
+    both = pd.concat([validation, test], ignore_index=True)
+    params = sorted(c for c in both.columns if c.startswith(PARAM_PREFIX))
+    grouped = both.groupby("trial_id", sort=True)
+    table = grouped.agg(gammas=("gamma", "nunique"), method=("method", "first"),
+                        train_time_s=("train_time_s", "max"), epochs=("epoch", "max"))
+    table["score"] = validation[validation["seen"]].groupby("trial_id")["accuracy"].mean()
+    table["test_seen"] = test[test["seen"]].groupby("trial_id")["accuracy"].mean()
+    table["test_all"] = test.groupby("trial_id")["accuracy"].mean()
+    table["status"] = grouped["trial_status"].first().fillna("") if "trial_status" in both.columns else ""
     for column in params:
         table[column] = grouped[column].first()
     table = table.reset_index().sort_values(["score", "trial_id"], ascending=[False, True], na_position="last")
     head = "".join(f"<th>{html.escape(c[len(PARAM_PREFIX):])}</th>" for c in params)
-    lines = [f"<table class=\"tune\"><thead><tr><th>trial</th><th>method</th>{head}<th>mean acc. seen γ</th>"
-             f"<th>mean acc. all γ</th><th>γ values</th><th>status</th><th>epochs</th><th>training</th></tr></thead>"
-             f"<tbody>"]
+    lines = [f"<table class=\"tune\"><thead><tr><th>trial</th><th>method</th>{head}<th>validation acc. seen γ</th>"
+             f"<th>test acc. seen γ</th><th>test acc. all γ</th><th>γ values</th><th>status</th><th>epochs</th>"
+             f"<th>training</th></tr></thead><tbody>"]
     for row in table.itertuples(index=False):
         values = row._asdict()
         cells = "".join(f"<td>{html.escape(_format_value(values[_field(c, table)]))}</td>" for c in params)
         lines.append(f"<tr><td>{html.escape(str(row.trial_id))}</td><td>{html.escape(str(row.method))}</td>{cells}"
-                     f"<td>{_percent(row.score)}</td><td>{_percent(row.accuracy)}</td><td>{row.gammas}</td>"
-                     f"<td>{html.escape(str(row.status or ''))}</td><td>{row.epochs}</td>"
+                     f"<td>{_percent(row.score)}</td><td>{_percent(row.test_seen)}</td><td>{_percent(row.test_all)}</td>"
+                     f"<td>{row.gammas}</td><td>{html.escape(str(row.status or ''))}</td><td>{row.epochs}</td>"
                      f"<td>{_format_seconds(row.train_time_s)}</td></tr>")
     lines.append("</tbody></table>")
+    lines.append("<p class=\"note\">Trials are ranked by their mean final validation accuracy over the seen γ, "
+                 "which is also what chose the sweep's best.yaml; test accuracy is reported beside it and never "
+                 "used to choose. – : the trial has no final rows on that split.</p>")
     if not params:
         return "\n".join(lines), None
     figure = make_subplots(rows=1, cols=len(params), shared_yaxes=True,
@@ -256,8 +295,9 @@ def tune_section(final: pd.DataFrame) -> tuple[str, object | None]:
         values = pd.to_numeric(table[column], errors="coerce")
         if table[column].dtype != bool and values.notna().all() and (values > 0).all() and values.max() > 100 * values.min():
             figure.update_xaxes(type="log", row=1, col=index + 1)
-    figure.update_yaxes(title_text="mean accuracy over seen γ (%)", col=1)
-    figure.update_layout(title="Tune trials: score against each tuned parameter", height=420, template="plotly_white")
+    figure.update_yaxes(title_text="mean validation accuracy over seen γ (%)", col=1)
+    figure.update_layout(title="Tune trials: validation score against each tuned parameter", height=420,
+                         template="plotly_white")
     return "\n".join(lines), figure
 
 
@@ -281,7 +321,8 @@ def _overview(frame: pd.DataFrame) -> str:
         return ", ".join(html.escape(str(v)) for v in sorted(set(frame[column].astype(str))))
 
     final, train = (frame["phase"] == "final").sum(), (frame["phase"] == "train").sum()
-    return (f"<p>{len(frame)} rows ({final} final evaluations, {train} training-monitor rows) from "
+    splits = "; ".join(f"{count} on the {split} split" for split, count in sorted(frame["split"].value_counts().items()))
+    return (f"<p>{len(frame)} rows ({final} final evaluations, {train} training-monitor rows; {splits}) from "
             f"{frame['run_id'].nunique()} run(s). Dataset: {values('dataset')}; architecture: "
             f"{values('architecture')}; git commit(s): {values('git_commit')}.</p>")
 
@@ -294,32 +335,39 @@ def build_report(frame: pd.DataFrame, *, title: str = "raymeta report") -> str:
     frame = validate_frame(frame, "report input")
     if frame.empty:
         raise ResultsError("the results tables hold no rows: nothing to report")
-    sort_keys = ["method", "run_id", "phase", "stage", "epoch", "gamma", "samples"]
+    sort_keys = ["method", "run_id", "phase", "split", "stage", "epoch", "gamma", "samples"]
     frame = frame.sort_values(sort_keys, kind="stable").reset_index(drop=True)
     trials = frame["trial_id"].notna() if "trial_id" in frame.columns else pd.Series(False, index=frame.index)
     # Tune trials get their own view; the method comparison uses the other runs (or the trials, if alone).
     compared = frame[~trials] if (~trials).any() else frame
-    final, train = final_rows(compared), train_rows(compared)
+    # Each section shows one split: final rows on test, monitor rows on validation (else what there is).
+    final_split = shown_split(compared, "final", "test")
+    train_split = shown_split(compared, "train", "validation")
     methods = method_order(frame["method"])
     colours = method_colours(methods)
     body = [f"<h1>{html.escape(title)}</h1>", _overview(frame)]
-    if final.empty:
+    if final_split is None:
         body.append("<p class=\"note\">No final evaluations (phase = final) in these tables.</p>")
     else:
+        final = final_rows(compared, final_split)
         summary = summarise(final)
         final_methods = [m for m in methods if m in set(final["method"])]
-        body += ["<h2>Accuracy against γ</h2>",
-                 _figure_html(accuracy_figure(summary, training_pool(final), final_methods, colours), "fig-accuracy"),
-                 "<h2>Methods × γ</h2>", paper_table(summary, final, final_methods),
+        body += [f"<h2>Accuracy against γ ({final_split} split)</h2>",
+                 _left_out_note(compared, "final", final_split, "The comparison of methods and sizes"),
+                 _figure_html(accuracy_figure(summary, training_pool(final), final_methods, colours, final_split),
+                              "fig-accuracy"),
+                 f"<h2>Methods × γ ({final_split} split)</h2>", paper_table(summary, final, final_methods, final_split),
                  "<h2>Parameters and MACs against γ</h2>",
                  _figure_html(size_figure(summary, final_methods, colours), "fig-size")]
-    body.append("<h2>Training curves</h2>")
-    if train.empty:
+    body.append("<h2>Training curves" + (f" ({train_split} split)" if train_split else "") + "</h2>")
+    if train_split is None:
         body.append("<p class=\"note\">No training-monitor rows (phase = train) in these tables.</p>")
     else:
-        body.append(_figure_html(training_figure(train, methods), "fig-training"))
+        body += [_left_out_note(compared, "train", train_split, "The training curves"),
+                 _figure_html(training_figure(train_rows(compared, train_split), methods, train_split),
+                              "fig-training")]
     if "trial_id" in frame.columns:
-        table, figure = tune_section(final_rows(frame[trials]))
+        table, figure = tune_section(frame[trials])
         body += ["<h2>Tune trials</h2>", table]
         if figure is not None:
             body.append(_figure_html(figure, "fig-tune"))

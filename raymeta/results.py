@@ -1,6 +1,6 @@
 """The one results schema: every evaluation (metamorphic networks, baselines, Tune trials) writes rows in it.
 
-A results table is a Parquet file of tidy rows, one per run × phase × stage × epoch × γ. Tables are only
+A results table is a Parquet file of tidy rows, one per run × phase × split × stage × epoch × γ. Tables are only
 ever added (a new file, written under a temporary name and renamed), never rewritten, so an interrupted
 write cannot corrupt what is already there; :func:`read_tables` reads any number of them in one call and
 checks every file against the schema, naming the file, the column, the type found and the type expected.
@@ -25,12 +25,15 @@ from raymeta.errors import RaymetaError
 
 SCHEMA: dict[str, str] = {
     "run_id": "string", "method": "string", "config_hash": "string", "git_commit": "string",
-    "dataset": "string", "architecture": "string", "phase": "string", "stage": "int", "epoch": "int",
+    "dataset": "string", "architecture": "string", "phase": "string", "split": "string", "stage": "int",
+    "epoch": "int",
     "gamma": "float", "seen": "bool", "samples": "int", "accuracy": "float", "loss": "float", "params": "int",
     "macs": "int", "wall_time_s": "float", "train_time_s": "float",
 }
 """Column → kind. ``phase`` is "final" for an evaluation of a finished model and "train" for the per-epoch
 monitor rows written during training (samples = 1, stage = stage index, epoch = global epoch count);
+``split`` is the data the row was measured on: "validation" (held out of the training split; the monitor
+rows, and the rows a sweep chooses its best trial by) or "test" (final evaluation only);
 ``seen`` says whether γ lies in the metamorphic training pool; ``samples`` is K, the number of noisy
 weight samples averaged; ``params``/``macs`` are those of the inference network (BatchNorm folded);
 ``wall_time_s`` is the time of that evaluation and ``train_time_s`` the training time spent to reach the
@@ -48,6 +51,10 @@ PARAM_PREFIX = "param."
 """Tune writes one column per tuned parameter, ``param.<name>``, of any scalar type."""
 
 PHASES = ("final", "train")
+
+SPLITS = ("validation", "test")
+"""Values of the ``split`` column. Tables written before the column existed are read as "test" throughout:
+their monitor rows too were measured on the test split."""
 
 _DTYPES = {"string": "str", "int": "int64", "float": "float64", "bool": "bool"}
 
@@ -104,6 +111,10 @@ def validate_frame(frame: pd.DataFrame, source: str | Path = "<frame>") -> pd.Da
     if bad_phase:
         raise ResultsError(f"results table {source}: phase {bad_phase[0]!r} is not allowed: use "
                            f"{' or '.join(PHASES)}")
+    bad_split = sorted(set(out["split"]) - set(SPLITS))
+    if bad_split:
+        raise ResultsError(f"results table {source}: split {bad_split[0]!r} is not allowed: use "
+                           f"{' or '.join(SPLITS)}")
     params = sorted(c for c in frame.columns if c.startswith(PARAM_PREFIX))
     for column in params:
         out[column] = frame[column]
@@ -130,12 +141,16 @@ def architecture_name(config: Config) -> str:
 
 
 def result_frame(rows: list[dict], config: Config, *, method: str, run_id: str, dataset: str, stage: int,
-                 epoch: int, phase: str = "final", train_time_s: float = float("nan"),
+                 epoch: int, split: str, phase: str = "final", train_time_s: float = float("nan"),
                  config_hash: str | None = None) -> pd.DataFrame:
-    """Rows (gamma, samples, accuracy, loss, params, macs, wall_time_s) with the run's identity columns."""
+    """Rows (gamma, samples, accuracy, loss, params, macs, wall_time_s) with the run's identity columns.
+
+    ``split`` ("validation" or "test") is the data the rows were measured on; it has no default, so that
+    every writer says which.
+    """
     common = {"run_id": run_id, "method": method, "config_hash": config_hash or config.hash(),
               "git_commit": git_commit(), "dataset": dataset, "architecture": architecture_name(config),
-              "phase": phase, "stage": stage, "epoch": epoch, "train_time_s": float(train_time_s)}
+              "phase": phase, "split": split, "stage": stage, "epoch": epoch, "train_time_s": float(train_time_s)}
     frame = pd.DataFrame([{**common, **row, "seen": is_seen(row["gamma"], config.train.gamma_pool)} for row in rows],
                          columns=RESULT_COLUMNS)
     return validate_frame(frame[RESULT_COLUMNS], f"rows of run {run_id}")
@@ -185,10 +200,14 @@ def table_paths(sources: list[str | Path] | str | Path) -> list[Path]:
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
+    """One results table, validated. A table written before the ``split`` column existed gets split = "test"
+    on every row (its monitor rows too were measured on the test split then)."""
     try:
         frame = pd.read_parquet(path)
     except Exception as error:  # pyarrow raises several types for truncated or foreign files
         raise ResultsError(f"results table {path} is not a readable Parquet file ({error})") from None
+    if "split" not in frame.columns:
+        frame = frame.assign(split="test")
     return validate_frame(frame, path)
 
 

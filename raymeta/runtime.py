@@ -61,9 +61,11 @@ def load_data(config: Config, *, augment: bool | None = None):
     """The dataset named by ``config.data`` (see :func:`raymeta.data.load_dataset`)."""
     from raymeta.data import load_dataset
 
-    return load_dataset(config.data.name, config.data.data_dir, download=config.data.download,
-                        augment=config.data.augment if augment is None else augment,
-                        limit_train=config.data.limit_train, limit_test=config.data.limit_test, seed=config.seed)
+    data = config.data
+    return load_dataset(data.name, data.data_dir, download=data.download,
+                        augment=data.augment if augment is None else augment,
+                        validation_fraction=data.validation_fraction, limit_train=data.limit_train,
+                        limit_validation=data.limit_validation, limit_test=data.limit_test, seed=config.seed)
 
 
 def architecture(config: Config, info):

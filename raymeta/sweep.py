@@ -3,18 +3,21 @@
 The driver trains (or reuses) the job config's prior once, then runs a Tune experiment whose function
 trainable, :func:`run_trial`, builds the trial's configuration (job config + variant + sampled
 parameters), trains it with :func:`raymeta.distributed.train_distributed` (a ``TorchTrainer`` whose
-``TuneReportCallback`` forwards every epoch's report, so the scheduler sees ``score`` after each epoch),
-evaluates the finished network on the job's γ grid and writes the rows, with ``trial_id`` and
-``param.*`` columns, to ``SWEEP_DIR/results/<trial>.parquet``. Trials the scheduler stopped early are
-evaluated at their last checkpoint afterwards and marked so. The best finished trial becomes
-``SWEEP_DIR/best.yaml``, a complete job config, and ``SWEEP_DIR/report.html`` shows every trial.
+``TuneReportCallback`` forwards every epoch's report, so the scheduler sees ``score``, the mean validation
+accuracy over the seen γ, after each epoch), evaluates the finished network on the job's γ grid on the
+validation and the test split and writes the rows, with ``trial_id`` and ``param.*`` columns, to
+``SWEEP_DIR/results/<trial>.parquet``. Trials the scheduler stopped early are evaluated at their last
+checkpoint afterwards and marked so. The best finished trial, chosen on its validation rows only (the test
+rows are reported, never used to choose), becomes ``SWEEP_DIR/best.yaml``, a complete job config, and
+``SWEEP_DIR/report.html`` shows every trial. A job config without a validation split is refused.
 
 Layout of a sweep folder (default ``RUN_DIR/sweeps/<space name>``)::
 
     sweep.yaml               the space and the job config this sweep was started with (resume check)
     tune/                    Ray Tune's experiment (restored when the same command runs again)
     trials/<trial>/          each trial's run folder: config.yaml, smoothed prior, checkpoints, Ray Train run
-    results/<trial>.parquet  each trial's evaluation rows (phase final) and training-monitor rows
+    results/<trial>.parquet  each trial's evaluation rows (phase final; split validation and test) and its
+                             training-monitor rows (phase train, split validation)
     best.yaml, best/         the best trial's config, ready for ``raymeta train``/``run``, and its prior
     report.html
 """
@@ -41,7 +44,10 @@ from raymeta.space import VARIANT_PARAM, SearchSpace, apply_overrides, check_sea
 from raymeta.train import load_trained
 
 METRIC, MODE = "score", "max"
-"""What the scheduler and the search rank trials by: mean monitored accuracy over the seen γ, per epoch."""
+"""What the scheduler and the search rank trials by: mean monitored validation accuracy over the seen γ, per
+epoch."""
+SELECTION_SPLIT = "validation"
+"""The split a trial's final rows are ranked by (best.yaml, the trial table); test rows are only reported."""
 TIME_ATTR = "global_epoch"
 FINISHED, STOPPED, ERRORED = "finished", "stopped early", "errored"
 
@@ -135,10 +141,34 @@ def trial_frame(frame: pd.DataFrame, trial_id: str, status: str, columns: dict[s
     return frame
 
 
-def final_score(frame: pd.DataFrame) -> float:
-    """Mean final accuracy over the seen γ of a trial's rows."""
-    final = frame[(frame["phase"] == "final") & frame["seen"]]
+def check_validation_split(config: Config) -> None:
+    """A sweep scores and chooses trials on the validation split: a config without one is refused."""
+    if config.data.validation_fraction <= 0:
+        raise ConfigError(f"data.validation_fraction={config.data.validation_fraction:g} is not allowed for a "
+                          f"sweep: trials are stopped early and the best one chosen on the validation split, so "
+                          f"it needs one; use a fraction in (0, 1), e.g. data.validation_fraction=0.1 (the default)")
+
+
+def final_score(frame: pd.DataFrame, split: str = SELECTION_SPLIT) -> float:
+    """Mean final accuracy over the seen γ of a trial's rows on ``split`` (by default the validation split,
+    the one trials are chosen by); NaN when the trial has no such rows."""
+    final = frame[(frame["phase"] == "final") & (frame["split"] == split) & frame["seen"]]
     return float(final["accuracy"].mean()) if len(final) else float("nan")
+
+
+def rank_trials(trials: list[dict]) -> list[dict]:
+    """Trials best first: finished before the rest, then by ``score`` (validation) descending, then by id.
+
+    Only ``score`` ranks; a trial's ``test_score`` is reported beside it and never consulted.
+    """
+    return sorted(trials, key=lambda t: (t["status"] != FINISHED,
+                                         -(t["score"] if math.isfinite(t["score"]) else -1), t["trial_id"]))
+
+
+def best_trial(trials: list[dict]) -> dict | None:
+    """The best finished trial with a finite validation score (None when there is none)."""
+    finished = [t for t in rank_trials(trials) if t["status"] == FINISHED and math.isfinite(t["score"])]
+    return finished[0] if finished else None
 
 
 def link_prior(source_dir: Path, target_dir: Path) -> None:
@@ -165,6 +195,7 @@ def _trial_results(sweep: Path, trial_id: str) -> tuple[Path, Path]:
 
 
 def _last_report(frame: pd.DataFrame, history: list[dict]) -> dict:
+    """A trial's last report to Tune: its last epoch's metrics, its final validation score, done."""
     metrics = {key: value for key, value in (history[-1] if history else {}).items() if isinstance(value, (int, float))}
     return {**metrics, "final_score": final_score(frame), "done": True}
 
@@ -198,20 +229,20 @@ def run_trial(params: dict, setup: dict) -> None:
     frame = _evaluated_rows(config, trained, space, params, trial_id, FINISHED, progress)
     write_table(frame, finished.parent, name=finished.name)
     payload = trained[2]
-    score = final_score(frame)
-    progress(f"sweep: trial {trial_id} finished: mean accuracy over seen γ {score:.4f} → {finished}")
+    progress(f"sweep: trial {trial_id} finished: mean accuracy over seen γ, validation {final_score(frame):.4f} "
+             f"(test {final_score(frame, 'test'):.4f}) → {finished}")
     tune.report(_last_report(frame, payload["state"]["history"]))
 
 
 def _evaluated_rows(config: Config, trained, space: SearchSpace, params: dict, trial_id: str, status: str,
                     progress: Progress) -> pd.DataFrame:
-    """A trial's final evaluation rows (of ``trained``, a loaded checkpoint) plus its training-monitor rows,
-    with the trial's columns."""
+    """A trial's final evaluation rows (of ``trained``, a loaded checkpoint) on the validation split (which
+    ranks it) and the test split (reported only), plus its training-monitor rows, with the trial's columns."""
     from raymeta.evaluate import evaluate_trained
 
     columns = param_columns(space, params)
     method = trial_method(space, params, config)
-    frames = [evaluate_trained(config, trained, progress)]
+    frames = [evaluate_trained(config, trained, progress, split=(SELECTION_SPLIT, "test"))]
     monitor = RunPaths(config.run_dir).results / "train-monitor.parquet"
     if monitor.is_file():
         frames.append(read_table(monitor))
@@ -352,6 +383,7 @@ def run_sweep(space: SearchSpace, base: Config, options: SweepOptions | None = N
     options = options or SweepOptions()
     progress = progress or Progress()
     space = effective_space(space, options)
+    check_validation_split(base)
     base = dataclasses.replace(base, run_dir=str(Path(base.run_dir).resolve()))
     gammas = score_gammas(base, options)
     folder = sweep_dir(base, space, options)
@@ -428,19 +460,21 @@ def collect(grid, space: SearchSpace, base: Config, folder: Path, gammas: list[f
         table = finished if finished.is_file() else (partial if partial.is_file() else None)
         frame = read_table(table) if table else None
         epochs = int(frame.loc[frame["phase"] == "final", "epoch"].max()) if frame is not None else 0
+        nan = float("nan")
         trials.append({"trial_id": trial_id, "status": status, "params": params, "epochs": epochs,
-                       "score": final_score(frame) if frame is not None else float("nan"),
+                       "score": final_score(frame) if frame is not None else nan,
+                       "test_score": final_score(frame, "test") if frame is not None else nan,
                        "error": _error_line(result.error)})
-    trials.sort(key=lambda t: (t["status"] != FINISHED, -(t["score"] if math.isfinite(t["score"]) else -1), t["trial_id"]))
+    trials = rank_trials(trials)
     _print_trials(trials, space, progress)
-    finished = [t for t in trials if t["status"] == FINISHED and math.isfinite(t["score"])]
-    if not finished:
+    best = best_trial(trials)
+    if best is None:
         errors = "; ".join(f"{t['trial_id']}: {t['error']}" for t in trials if t["error"])
         raise RaymetaError(f"no trial of the sweep finished{(': ' + errors) if errors else ''} "
                            f"(run the same command again to retry; the trials' logs are under {folder / 'tune'})")
-    best = finished[0]
     best_path = write_best(base, space, best, folder, gammas)
-    progress(f"sweep: best trial {best['trial_id']} (mean accuracy over seen γ {best['score']:.4f}) → {best_path}")
+    progress(f"sweep: best trial {best['trial_id']} (mean validation accuracy over seen γ {best['score']:.4f}; "
+             f"test {best['test_score']:.4f}, not used to choose) → {best_path}")
     report = None
     results = folder / "results"
     if results.is_dir() and any(results.glob("*.parquet")):
@@ -470,14 +504,17 @@ def _devnull():
 
 
 def _print_trials(trials: list[dict], space: SearchSpace, progress: Progress) -> None:
+    """The ranked trial table: status, epochs, validation score (the ranking), test score, parameters."""
     names = space.searched_params
-    head = f"{'trial':<14} {'status':<14} {'epochs':>6} {'score':>7}  " + "  ".join(names)
+    head = f"{'trial':<14} {'status':<14} {'epochs':>6} {'score':>7} {'test':>7}  " + "  ".join(names)
     lines = [head]
     for t in trials:
         values = "  ".join(_short(t["params"].get(name)) for name in names)
-        score = f"{t['score']:.4f}" if math.isfinite(t["score"]) else "–"
-        lines.append(f"{t['trial_id']:<14} {t['status']:<14} {t['epochs']:>6} {score:>7}  {values}")
-    progress("sweep: trials (score: mean final accuracy over the seen γ of eval.gammas)\n" + "\n".join(lines))
+        score, test = (f"{t[key]:.4f}" if math.isfinite(t.get(key, float("nan"))) else "–"
+                       for key in ("score", "test_score"))
+        lines.append(f"{t['trial_id']:<14} {t['status']:<14} {t['epochs']:>6} {score:>7} {test:>7}  {values}")
+    progress("sweep: trials (score: mean validation accuracy over the seen γ of eval.gammas, which ranks the "
+             "trials; test: the same on the test split, reported only)\n" + "\n".join(lines))
 
 
 def _short(value) -> str:
@@ -492,7 +529,8 @@ def write_best(base: Config, space: SearchSpace, best: dict, folder: Path, gamma
     link_prior(Path(base.run_dir), run_dir)
     chosen = ", ".join(f"{k}={_short(v)}" for k, v in space.overrides(best["params"]).items())
     header = (f"# Best trial {best['trial_id']} of sweep {space.name} ({time.strftime('%Y-%m-%d %H:%M')}): mean final\n"
-              f"# accuracy over the seen γ {best['score']:.4f} after {best['epochs']} epochs.\n"
+              f"# validation accuracy over the seen γ {best['score']:.4f} after {best['epochs']} epochs (chosen on\n"
+              f"# the validation split; test {best.get('test_score', float('nan')):.4f}, reported only).\n"
               f"# Chosen: {chosen}\n"
               f"# {run_dir} holds the sweep's prior, so training starts at once:\n"
               f"#   raymeta run --config {folder / 'best.yaml'}\n")

@@ -383,7 +383,10 @@ def train_epoch(net: MetamorphicNetwork, optimizer: torch.optim.Optimizer, batch
 
 def evaluate_monitor(net: MetamorphicNetwork, loader, device, config: Config, image_size: int,
                      collective: Collective) -> list[dict]:
-    """Accuracy at the monitored γ values (K = 1), the γ values shared out over the ranks."""
+    """Accuracy at the monitored γ values (K = 1) on ``loader`` (the validation split), the γ values shared
+    out over the ranks. No loader (no validation split): no rows."""
+    if loader is None:
+        return []
     net.eval()
     gammas = monitor_gammas(config)
     rows = evaluate_gammas(net, loader, device, gammas[collective.rank::collective.world_size], samples=1,
@@ -423,10 +426,11 @@ def write_monitor_table(config: Config, state: dict, dataset: str) -> Path | Non
         for row in record.get("monitor", []):
             rows.append(row)
             placement.append((record["stage"], record["global_epoch"], elapsed))
-    if not rows:  # a run continued from a checkpoint written before monitor rows existed
+    if not rows:  # no validation split (or a checkpoint from before monitor rows): no table, not a stale one
+        (RunPaths(config.run_dir).results / "train-monitor.parquet").unlink(missing_ok=True)
         return None
     frame = result_frame(rows, config, method=method_name(config), run_id=Path(config.run_dir).name,
-                         dataset=dataset, stage=0, epoch=0, phase="train")
+                         dataset=dataset, stage=0, epoch=0, phase="train", split="validation")
     for column, values in zip(("stage", "epoch", "train_time_s"), zip(*placement), strict=True):
         frame[column] = list(values)
     return write_table(frame, RunPaths(config.run_dir).results, name="train-monitor.parquet")
@@ -476,7 +480,13 @@ def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress
         raise ConfigError(f"{collective.world_size} workers would cut each micro-batch of data.batch_size="
                           f"{config.data.batch_size} into {slices} slices: use at most {M * config.data.batch_size} "
                           f"workers")
-    test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
+    # Monitoring (and so a sweep's score) sees the validation split only; without one there is none.
+    monitor_loader = None
+    if bundle.validation is not None:
+        monitor_loader = make_loader(bundle.validation, config.data.eval_batch_size, shuffle=False)
+    else:
+        progress("train: data.validation_fraction=0, so there is no validation split: no per-epoch monitoring "
+                 "(no monitor rows, score NaN); the test split is kept for final evaluation")
     batches_per_epoch = len(bundle.train) // config.data.batch_size
     steps_per_epoch = batches_per_epoch // M
     if config.train.steps_per_epoch is not None:
@@ -530,7 +540,7 @@ def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress
             means = train_epoch(net, optimizer, batches, state, steps_per_epoch, warmup_steps, config, device,
                                 lambda text: progress(f"train: {label} {text}"), collective, fault, ema)
             with ema.applied() if ema is not None else nullcontext():
-                rows = evaluate_monitor(net, test_loader, device, config, bundle.info.image_size, collective)
+                rows = evaluate_monitor(net, monitor_loader, device, config, bundle.info.image_size, collective)
             state["epoch"] += 1
             epochs_run += 1
             record = {"stage": stage.index, "epoch": state["epoch"], "global_epoch": len(state["history"]) + 1,

@@ -8,11 +8,13 @@ from raymeta.results import RESULT_COLUMNS, validate_frame
 GAMMAS = [-0.25, 0.0, 0.25, 0.5, 0.75]
 
 
-def rows(method: str, run_id: str, *, phase: str = "final", gammas=GAMMAS, stage: int = 0, epoch: int = 10,
-         accuracy: float = 0.9, train_time_s: float = 60.0, **extra) -> pd.DataFrame:
+def rows(method: str, run_id: str, *, phase: str = "final", split: str | None = None, gammas=GAMMAS, stage: int = 0,
+         epoch: int = 10, accuracy: float = 0.9, train_time_s: float = 60.0, **extra) -> pd.DataFrame:
+    """Rows of one run; ``split`` defaults to what raymeta writes: test for final rows, validation for train rows."""
+    split = split or ("validation" if phase == "train" else "test")
     frame = pd.DataFrame({
         "run_id": run_id, "method": method, "config_hash": "abc123", "git_commit": "deadbee", "dataset": "synthetic",
-        "architecture": "resnet14-8-8-8", "phase": phase, "stage": stage, "epoch": epoch,
+        "architecture": "resnet14-8-8-8", "phase": phase, "split": split, "stage": stage, "epoch": epoch,
         "gamma": [float(g) for g in gammas], "seen": [0.0 <= g <= 0.5 for g in gammas], "samples": 1,
         "accuracy": [accuracy - 0.1 * abs(g) for g in gammas], "loss": [0.5 + g for g in gammas],
         "params": [int(1000 * (1 - g)) for g in gammas], "macs": [int(50000 * (1 - g)) for g in gammas],
@@ -32,11 +34,13 @@ def example_frame(with_trials: bool = False) -> pd.DataFrame:
             parts.append(rows("metamorphic", "run-a", phase="train", gammas=[0.0, 0.5], stage=stage,
                               epoch=stage * 3 + epoch, accuracy=0.5 + 0.05 * (stage * 3 + epoch),
                               train_time_s=10.0 * (stage * 3 + epoch)))
-    if with_trials:
+    if with_trials:  # like a sweep writes them: final rows on validation and on test
         rng = np.random.default_rng(0)
         for trial in range(4):
-            parts.append(rows("metamorphic", f"sweep/trial{trial}", accuracy=0.6 + 0.1 * rng.random(),
-                              trial_id=f"trial_{trial:05d}", trial_status="stopped early" if trial == 3 else "finished",
-                              **{"param.train.lr": 10.0 ** -(trial + 2),
-                                                                "param.train.incremental": bool(trial % 2)}))
+            columns = {"trial_id": f"trial_{trial:05d}", "trial_status": "stopped early" if trial == 3 else "finished",
+                       "param.train.lr": 10.0 ** -(trial + 2), "param.train.incremental": bool(trial % 2)}
+            accuracy = 0.6 + 0.1 * rng.random()
+            for split, shift in (("validation", 0.02), ("test", 0.0)):
+                parts.append(rows("metamorphic", f"sweep/trial{trial}", split=split, accuracy=accuracy + shift,
+                                  **columns))
     return pd.concat(parts, ignore_index=True)

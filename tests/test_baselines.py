@@ -73,7 +73,7 @@ def test_baseline_commands_write_rows_in_the_schema(prepared_run, tmp_path, caps
     out = capsys.readouterr().out
     assert "γ=-0.25 skipped (pruning cannot widen" in out
     frame = read_tables(RunPaths(run).results)
-    assert list(frame.columns) == RESULT_COLUMNS
+    assert list(frame.columns) == RESULT_COLUMNS and (frame["split"] == "test").all()
     assert sorted(frame["method"]) == ["prune-l1", "prune-l1+ft", "prune-taylor", "prune-taylor+ft"]
     prior = load_prior_network({**load_checkpoint(RunPaths(run).prior, kind="prior"), "batchnorm": True})
     blocks = resolve_blocks(config.train.blocks, prior.arch)
@@ -93,6 +93,8 @@ def test_baseline_commands_write_rows_in_the_schema(prepared_run, tmp_path, caps
     rows = read_tables(individual / "results")
     assert rows["method"].unique().tolist() == ["individual"]
     assert rows["phase"].tolist() == ["train", "train", "final"] and rows["epoch"].tolist() == [1, 2, 2]
+    assert rows["split"].tolist() == ["validation", "validation", "test"]  # per-epoch accuracy never on test
+    assert "validation acc" in capsys.readouterr().out
     assert rows["run_id"].unique().tolist() == ["individual/individual/gamma=0.5"]
 
 

@@ -24,9 +24,11 @@ def test_debug_job_runs_end_to_end(tmp_path, capsys):
     assert len(tables) == 1
     frame = pd.read_parquet(tables[0])
     assert list(frame.columns) == RESULT_COLUMNS and (frame["phase"] == "final").all()
+    assert (frame["split"] == "test").all()
     assert (frame["train_time_s"] > 0).all()
     monitor = pd.read_parquet(tmp_path / "results" / "train-monitor.parquet")
     assert list(monitor.columns) == RESULT_COLUMNS and (monitor["phase"] == "train").all()
+    assert (monitor["split"] == "validation").all()
     assert monitor["epoch"].tolist() == [1, 1] and (monitor["samples"] == 1).all()
     assert frame["gamma"].tolist() == [-0.25, 0.0, 0.25, 0.5, 0.75]
     assert frame["seen"].tolist() == [False, True, True, True, False]
@@ -36,12 +38,21 @@ def test_debug_job_runs_end_to_end(tmp_path, capsys):
     before = tables[0].read_bytes()
     assert main(["evaluate", "--config", DEBUG, "--run-dir", str(tmp_path), "eval.samples=3"]) == 0
     assert len(list((tmp_path / "results").glob("eval-*.parquet"))) == 2 and tables[0].read_bytes() == before
+    (second,) = set((tmp_path / "results").glob("eval-*.parquet")) - set(tables)
+    # --split validation: the same network on the validation split, rows saying so
+    capsys.readouterr()
+    assert main(["evaluate", "--config", DEBUG, "--run-dir", str(tmp_path), "--split", "validation"]) == 0
+    assert "51 validation images" in capsys.readouterr().out
+    (latest,) = set((tmp_path / "results").glob("eval-*.parquet")) - set(tables) - {second}
+    validation = pd.read_parquet(latest)
+    assert (validation["split"] == "validation").all() and validation["gamma"].tolist() == frame["gamma"].tolist()
+    assert not validation["loss"].equals(frame["loss"])
     # running the job again reuses the finished prior and training, and only evaluates anew
     capsys.readouterr()
     assert main(["run", "--config", DEBUG, "--run-dir", str(tmp_path), "--workers", "0"]) == 0
     out = capsys.readouterr().out
     assert "reusing the finished prior" in out and "resuming" in out and "epoch 1/1" not in out
-    assert len(list((tmp_path / "results").glob("eval-*.parquet"))) == 3
+    assert len(list((tmp_path / "results").glob("eval-*.parquet"))) == 4
 
 
 def test_console_script_is_installed():

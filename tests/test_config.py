@@ -37,6 +37,12 @@ def test_paper_config_has_the_paper_hyperparameters():
     assert resolve_blocks(config.train.blocks, arch) == [(2, b) for b in range(1, 8)]
 
 
+def test_a_validation_split_is_on_by_default():
+    assert load_config(None).data.validation_fraction == 0.1
+    config = load_config(None, ["data.validation_fraction=0"])
+    assert config.data.validation_fraction == 0.0 and config.hash() != load_config(None).hash()
+
+
 def test_overrides_apply_and_are_typed():
     config = load_config(None, ["train.lr=1e-3", "model.widths=[8, 8, 16]", "data.limit_train=null"])
     assert config.train.lr == 1e-3 and config.model.widths == [8, 8, 16] and config.data.limit_train is None
@@ -57,6 +63,10 @@ def test_overrides_apply_and_are_typed():
     ("train.ema_decay=1", "train.ema_decay=1.0 is not allowed"),
     ("inr.input_activation=tanh", "inr.input_activation='tanh' is not allowed: none, relu or elu"),
     ("lr", "group.key=value"),
+    ("data.validation_fraction=1", r"data.validation_fraction=1.0 is not allowed: a number in \[0, 1\)"),
+    ("data.validation_fraction=-0.1", "data.validation_fraction=-0.1 is not allowed"),
+    ("data.validation_fraction=most", "data.validation_fraction='most' is not allowed: expected a number"),
+    ("data.limit_validation=0", "data.limit_validation=0 is not allowed"),
 ])
 def test_bad_values_are_one_clear_error(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -374,3 +374,110 @@ def test_epoch_batches_are_addressable_and_independent_of_reading_order():
     assert not torch.equal(all_in_order[0][0], unaugmented)  # crops/mirrors applied
     with pytest.raises(IndexError):
         forward[5]
+
+
+# --- the validation split -----------------------------------------------------------------------------
+
+
+def digits_indices(bundle) -> dict[str, list[int]]:
+    """Which of scikit-learn's 1797 digits (by index) each split of a digits bundle holds.
+
+    Normalisation maps the 17 raw pixel levels to 17 distinct values, so ranking a bundle's values gives
+    back the raw levels; every digit image is unique, so its raw pixels name it.
+    """
+    from sklearn.datasets import load_digits
+
+    raw = {tuple(row): index for index, row in enumerate(load_digits().data.astype(int).tolist())}
+    splits = {name: getattr(bundle, name) for name in ("train", "validation", "test") if getattr(bundle, name)}
+    levels, inverse = torch.unique(torch.cat([s.images for s in splits.values()]), return_inverse=True)
+    assert len(levels) == 17
+    out, start = {}, 0
+    for name, split in splits.items():
+        pixels = inverse[start:start + len(split)].flatten(1).tolist()
+        out[name] = [raw[tuple(row)] for row in pixels]
+        start += len(split)
+    return out
+
+
+def test_digits_validation_is_disjoint_stratified_and_the_same_for_every_seed():
+    first = load_dataset("digits", seed=0, augment=False, validation_fraction=0.1)
+    other = load_dataset("digits", seed=3, augment=False, validation_fraction=0.1)
+    a, b = digits_indices(first), digits_indices(other)
+    for ids in (a, b):
+        train, validation, test = set(ids["train"]), set(ids["validation"]), set(ids["test"])
+        assert not (validation & train) and not (validation & test) and not (train & test)
+        assert len(train | validation | test) == 1797
+    assert len(a["validation"]) == round(0.1 * (1797 - 359)) == 144 and len(a["test"]) == 359
+    assert a["validation"] == b["validation"]  # the same images, in the same order, whatever the run's seed
+    assert a["test"] != b["test"]  # while the seed still draws the train/test split
+    assert torch.equal(first.validation.labels, other.validation.labels)
+    share = first.validation.labels.bincount(minlength=10).float() / (
+        first.validation.labels.bincount(minlength=10) + first.train.labels.bincount(minlength=10))
+    assert torch.all((share - 0.1).abs() < 0.02)  # stratified: about 10% of every class's training images
+    # normalisation statistics come from the remaining training images
+    assert abs(first.train.images.mean().item()) < 1e-4 and abs(first.train.images.std().item() - 1) < 1e-3
+
+
+def test_fraction_zero_has_no_validation_split_and_leaves_the_split_as_it_was():
+    bundle = load_dataset("digits", seed=3, augment=False, validation_fraction=0.0)
+    assert bundle.validation is None and len(bundle.train) == 1797 - 359
+    assert load_dataset("synthetic").validation is None  # the function's default; the config's is 0.1
+
+
+def test_held_out_validation_of_a_file_dataset(tmp_path):
+    from raymeta.data import hold_out_validation
+
+    arrays = write_fashion_mnist(tmp_path, num_train=40)
+    bundle = load_dataset("fashion_mnist", str(tmp_path), augment=False, validation_fraction=0.25, seed=0)
+    again = load_dataset("fashion_mnist", str(tmp_path), augment=False, validation_fraction=0.25, seed=7)
+    raw_labels = torch.as_tensor(arrays["train-labels-idx1-ubyte"], dtype=torch.int64)
+    validation_index, train_index = hold_out_validation(raw_labels, 0.25, "fashion_mnist")
+    assert (len(bundle.train), len(bundle.validation), len(bundle.test)) == (30, 10, 12)
+    assert bundle.validation.labels.tolist() == raw_labels[validation_index].tolist()
+    assert bundle.train.labels.tolist() == raw_labels[train_index].tolist()  # the rest, in file order
+    assert sorted(validation_index.tolist() + train_index.tolist()) == list(range(40))
+    assert torch.equal(bundle.validation.images, again.validation.images)  # independent of the run's seed
+    # disjoint by content: no validation image is a training or test image
+    flat = {name: getattr(bundle, name).images.flatten(1) for name in ("train", "validation", "test")}
+    assert torch.cdist(flat["validation"], flat["train"]).min() > 1 and torch.cdist(flat["validation"], flat["test"]).min() > 1
+    # the validation split is not augmented even when the training split is
+    augmented = load_dataset("fashion_mnist", str(tmp_path), validation_fraction=0.25)
+    assert augmented.validation.augment is None and augmented.train.augment is not None
+
+
+def test_limits_apply_after_the_validation_split_is_held_out():
+    full = load_dataset("synthetic", validation_fraction=0.1)
+    assert (len(full.train), len(full.validation), len(full.test)) == (461, 51, 256)  # 10% of 512
+    limited = load_dataset("synthetic", validation_fraction=0.1, limit_train=100, limit_validation=20, limit_test=30)
+    assert (len(limited.train), len(limited.validation), len(limited.test)) == (100, 20, 30)
+    assert torch.equal(limited.train.images, full.train.images[:100])
+    assert torch.equal(limited.validation.images, full.validation.images[:20])
+    assert torch.equal(limited.test.images, full.test.images[:30])
+    assert len(full.validation.labels[:20].unique()) == 4  # shuffled across classes: a prefix covers them
+
+
+def test_stratified_quotas_follow_the_class_sizes():
+    from raymeta.data import stratified_quotas
+
+    assert stratified_quotas([128, 128, 128, 128], 51) == [13, 13, 13, 12]
+    assert stratified_quotas([10, 30, 60], 10) == [1, 3, 6]
+    assert stratified_quotas([1, 1, 98], 3) == [0, 0, 3]
+    assert stratified_quotas([5, 5], 0) == [0, 0]
+
+
+@pytest.mark.parametrize("fraction, message", [
+    (0.01, r"validation_fraction=0.01 leaves no validation example: 0.01 × 10 training examples of synthetic "
+           r"rounds to 0; allowed: 0 \(no validation split\) or a number in \[0.05, 0.95\)"),
+    (0.96, r"validation_fraction=0.96 leaves no training example"),
+    (1.0, r"validation_fraction=1.0 is not allowed: a number in \[0, 1\)"),
+    (-0.1, r"validation_fraction=-0.1 is not allowed"),
+    (True, r"validation_fraction=True is not allowed"),
+])
+def test_bad_validation_fractions_are_one_clear_error(fraction, message):
+    with pytest.raises(ConfigError, match=message):
+        load_dataset("synthetic", synthetic_size=(10, 4), validation_fraction=fraction)
+
+
+def test_bad_limit_validation_is_a_config_error():
+    with pytest.raises(ConfigError, match="limit_validation"):
+        load_dataset("digits", validation_fraction=0.1, limit_validation=0)

@@ -13,6 +13,7 @@ from raymeta.distributed import DistributedOptions, _plan_workers, run_name, tra
 from raymeta.errors import ConfigError
 from raymeta.runtime import Progress
 from raymeta.train import WorkUnit, my_configurations, train
+from monitor_check import assert_monitor_is_validation
 from ray_fixtures import embedded_ray
 
 QUIET = Progress(stream=open("/dev/null", "w"))
@@ -63,7 +64,8 @@ def test_two_workers_give_the_single_process_update(prepared_run, ray_cluster):
     overrides = ("train.configs_per_step=4", "train.steps_per_epoch=3")
     single = prepared_run(*overrides)
     one, one_state = states(train(single, progress=QUIET))
-    two, two_state = states(train_distributed(prepared_run(*overrides), OPTIONS, progress=QUIET))
+    distributed = prepared_run(*overrides)
+    two, two_state = states(train_distributed(distributed, OPTIONS, progress=QUIET))
     assert one["state"]["step"] == two["state"]["step"] == 6 and two["done"]
     assert_same_parameters(one_state, two_state)
     # the comparison is not vacuous: the INRs still move from step 3 to step 6
@@ -71,6 +73,7 @@ def test_two_workers_give_the_single_process_update(prepared_run, ray_cluster):
     assert any(not torch.allclose(one_state[name], halfway[name]) for name in one_state if name.startswith("hyper"))
     losses = [record["loss"] for record in one["state"]["history"]]
     assert losses == pytest.approx([record["loss"] for record in two["state"]["history"]], rel=1e-4)
+    assert_monitor_is_validation(distributed)  # the Ray driver monitors on the validation split too
 
 
 def test_more_workers_than_configurations_still_give_the_single_process_update(prepared_run, ray_cluster):

@@ -70,7 +70,7 @@ def test_training_writes_validated_train_rows_per_epoch(trained):
     from raymeta.results import read_tables
 
     rows = read_tables(RunPaths(trained.run_dir).results / "train-monitor.parquet")
-    assert (rows["phase"] == "train").all()
+    assert (rows["phase"] == "train").all() and (rows["split"] == "validation").all()
     assert rows["stage"].tolist() == [0, 0, 1, 1] and rows["epoch"].tolist() == [1, 1, 2, 2]
     assert rows["gamma"].tolist() == [0.0, 0.5, 0.0, 0.5] and rows["train_time_s"].is_monotonic_increasing
     assert rows["loss"].notna().all()

@@ -43,3 +43,10 @@ def test_finished_prior_is_reused_and_another_config_is_refused(tmp_path):
         pretrain(config_in(tmp_path, "pretrain.lr=0.01"), QUIET)
     pretrain(config_in(tmp_path, "pretrain.lr=0.01"), QUIET, resume=False)
     assert path.stat().st_mtime_ns != stamp
+
+
+def test_pretraining_reports_validation_accuracy_never_test(tmp_path):
+    payload = load_checkpoint(pretrain(config_in(tmp_path / "a", "pretrain.epochs=1"), QUIET), kind="prior")
+    assert set(payload["metrics"]) == {"train_loss", "validation_accuracy", "validation_loss"}
+    without = config_in(tmp_path / "b", "pretrain.epochs=1", "data.validation_fraction=0")
+    assert set(load_checkpoint(pretrain(without, QUIET), kind="prior")["metrics"]) == {"train_loss"}

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 
+import pandas as pd
 import pytest
 
 from raymeta.cli import main
@@ -127,3 +128,69 @@ def test_report_renders_in_headless_chromium(chromium, tmp_path):
                      report.as_uri())
     assert result.returncode == 0 and screenshot.stat().st_size > 20_000, result.stderr[-2000:]
     print(f"screenshot: {screenshot}")
+
+
+def figure_traces(page: str, div_id: str) -> list[dict]:
+    """The traces plotly draws in figure ``div_id`` of a report page (the JSON passed to Plotly.newPlot)."""
+    found = re.search(r'Plotly\.newPlot\(\s*"' + re.escape(div_id) + r'",\s*', page)
+    assert found, f"no figure {div_id}"
+    start = found.end()
+    traces, _ = json.JSONDecoder().raw_decode(page[start:])
+    return traces
+
+
+def values(array) -> list:
+    """A plotly data array as a list: plain JSON, or plotly 6's typed-array encoding (dtype + base64 bdata)."""
+    if isinstance(array, dict):
+        import base64
+
+        import numpy as np
+
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
+
+
+def paper_cells(page: str) -> str:
+    """The methods × γ table of a page with the note under it."""
+    start = page.index('<table class="paper">')
+    return page[start: page.index("</p>", start)]
+
+
+def test_report_never_mixes_splits():
+    test_final = rows("metamorphic", "run-a", accuracy=0.9)
+    validation_final = rows("metamorphic", "run-a", split="validation", accuracy=0.4321)  # evaluate --split validation
+    monitor = rows("metamorphic", "run-a", phase="train", gammas=[0.0, 0.5], epoch=1, accuracy=0.55)
+    legacy_monitor = rows("metamorphic", "old", phase="train", split="test", gammas=[0.0], epoch=1, accuracy=0.1111)
+    page = build_report(pd.concat([test_final, validation_final, monitor, legacy_monitor], ignore_index=True))
+    table = paper_cells(page)
+    assert "90.00" in table and "43.21" not in table and "43.20" not in table  # γ = 0 rows: test 90, validation 43
+    assert "Top-1 test accuracy (%)" in table and "Methods × γ (test split)" in page
+    assert "5 on the validation split (phase = final) are not shown" in page
+    curves = [y for trace in figure_traces(page, "fig-training") for y in values(trace["y"])]
+    assert sorted(curves) == pytest.approx([50.0, 55.0])  # the validation monitor rows, not the legacy test one (11)
+    assert "validation accuracy (%)" in page and "1 on the test split (phase = train) are not shown" in page
+    accuracy = [y for trace in figure_traces(page, "fig-accuracy") if "y" in trace
+                for y in values(trace["y"]) if y is not None]
+    assert accuracy and max(accuracy) < 91 and min(accuracy) > 80  # 90 − 10·|γ|: the test rows only
+
+    # only one split in the tables: that one is shown, and labelled
+    only_validation = build_report(pd.concat([validation_final, monitor], ignore_index=True))
+    assert "Methods × γ (validation split)" in only_validation and "Top-1 validation accuracy" in only_validation
+    assert "43.21" in paper_cells(only_validation)
+
+
+def test_tune_view_ranks_trials_by_validation_not_test():
+    # trial_a: better on validation, worse on test; trial_b the other way round. Validation must rank.
+    parts = []
+    for trial, validation, test in (("trial_a", 0.80, 0.50), ("trial_b", 0.70, 0.95)):
+        for split, accuracy in (("validation", validation), ("test", test)):
+            parts.append(rows("metamorphic", trial, split=split, gammas=[0.0, 0.5], accuracy=accuracy,
+                              trial_id=trial, trial_status="finished", **{"param.train.lr": 0.01}))
+    page = build_report(pd.concat(parts, ignore_index=True))
+    tune_table = page[page.index('<table class="tune">'):]
+    assert tune_table.index("<td>trial_a</td>") < tune_table.index("<td>trial_b</td>")
+    assert "<th>validation acc. seen γ</th>" in tune_table
+    row_a = tune_table[tune_table.index("<td>trial_a</td>"): tune_table.index("</tr>", tune_table.index("<td>trial_a</td>"))]
+    assert "<td>77.50%</td><td>47.50%</td>" in row_a  # validation 0.8 − 0.1·0.25 on average; test beside it
+    scores = values(figure_traces(page, "fig-tune")[0]["y"])
+    assert scores == pytest.approx([77.5, 67.5])

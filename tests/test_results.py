@@ -30,9 +30,12 @@ def test_result_frame_follows_the_schema_for_final_and_train_rows():
     config = load_config(None, ["train.gamma_pool=[0.0,0.5]"])
     row = {"gamma": 0.75, "samples": 1, "accuracy": 0.5, "loss": 1.0, "params": 10, "macs": 20, "wall_time_s": 0.1}
     frame = result_frame([row], config, method="metamorphic", run_id="r", dataset="digits", stage=2, epoch=7,
-                         phase="train", train_time_s=12.5)
+                         phase="train", split="validation", train_time_s=12.5)
     assert list(frame.columns) == RESULT_COLUMNS
     assert frame.loc[0, "phase"] == "train" and not frame.loc[0, "seen"] and frame.loc[0, "train_time_s"] == 12.5
+    assert frame.loc[0, "split"] == "validation"
+    with pytest.raises(ResultsError, match="split 'train' is not allowed: use validation or test"):
+        result_frame([row], config, method="m", run_id="r", dataset="digits", stage=0, epoch=1, split="train")
 
 
 def test_reading_many_tables_is_one_call_over_files_folders_and_globs(tmp_path):
@@ -90,6 +93,19 @@ def test_writing_never_touches_existing_tables_and_never_leaves_a_bad_one(tmp_pa
     with pytest.raises(ResultsError):
         write_table(rows("m", "c").drop(columns=["loss"]), tmp_path)
     assert first.read_bytes() == before and len(list(tmp_path.iterdir())) == 2
+
+
+def test_a_table_from_before_the_split_column_reads_as_test_throughout(tmp_path):
+    # Before the validation split existed, monitor rows (phase train) were measured on the test split too.
+    old = pd.concat([rows("metamorphic", "a"), rows("metamorphic", "a", phase="train", gammas=[0.0, 0.5])])
+    old.drop(columns=["split"]).to_parquet(tmp_path / "old.parquet")
+    write_table(rows("metamorphic", "b", phase="train", gammas=[0.0]), tmp_path / "new")
+    frame = read_tables([tmp_path / "old.parquet", tmp_path / "new"])
+    assert list(frame.columns[: len(RESULT_COLUMNS)]) == RESULT_COLUMNS
+    assert set(frame.loc[frame["run_id"] == "a", "split"]) == {"test"}
+    assert frame.loc[frame["run_id"] == "b", "split"].tolist() == ["validation"]
+    with pytest.raises(ResultsError, match="lacks column.*split"):  # writing one still needs the column
+        write_table(old.drop(columns=["split"]), tmp_path / "again")
 
 
 def test_tune_columns_are_optional_and_survive_concatenation(tmp_path):

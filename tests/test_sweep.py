@@ -2,6 +2,7 @@
 that ``raymeta train`` accepts, and an interrupted sweep continues without running finished trials again."""
 
 import json
+import math
 import os
 import signal
 import shutil
@@ -11,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from raymeta.cli import main
@@ -18,8 +20,10 @@ from raymeta.config import load_config
 from raymeta.results import read_tables
 from raymeta.runtime import Progress, RunPaths
 from raymeta.space import load_space
-from raymeta.sweep import FINISHED, SweepOptions, run_sweep
+from raymeta.errors import ConfigError
+from raymeta.sweep import FINISHED, STOPPED, SweepOptions, best_trial, final_score, rank_trials, run_sweep
 from ray_fixtures import RAY_TEST_ENV, embedded_ray
+from results_fixtures import rows
 
 QUIET = Progress(stream=open(os.devnull, "w"))
 SPACE = """
@@ -61,8 +65,11 @@ def test_tiny_sweep_end_to_end(prepared_run, ray_cluster, tmp_path):
     frame = read_tables(folder / "results")
     final = frame[frame["phase"] == "final"]
     assert sorted(final["trial_id"].unique()) == sorted(t["trial_id"] for t in trials)
-    assert len(final) == 3 * len(base.eval.gammas) and set(final["trial_status"]) == {FINISHED}
-    assert (frame["phase"] == "train").sum() == 3 * 4 * 3  # 4 epochs × 3 score γ (the seen γ of eval.gammas)
+    # each trial evaluated on the validation split (which ranks it) and on the test split (reported)
+    assert len(final) == 3 * 2 * len(base.eval.gammas) and set(final["trial_status"]) == {FINISHED}
+    assert final.groupby(["trial_id", "split"]).size().tolist() == [len(base.eval.gammas)] * 6
+    monitor = frame[frame["phase"] == "train"]
+    assert len(monitor) == 3 * 4 * 3 and set(monitor["split"]) == {"validation"}  # 4 epochs × 3 seen γ
     for trial in trials:
         rows = final[final["trial_id"] == trial["trial_id"]]
         assert rows["param.train.lambda_rec"].nunique() == 1
@@ -75,6 +82,9 @@ def test_tiny_sweep_end_to_end(prepared_run, ray_cluster, tmp_path):
     chosen = summary["best"]
     assert best.train.lambda_rec == pytest.approx(chosen["params"]["train.lambda_rec"])
     assert chosen["score"] == max(t["score"] for t in trials)
+    validation = final[(final["trial_id"] == chosen["trial_id"]) & (final["split"] == "validation") & final["seen"]]
+    assert chosen["score"] == pytest.approx(validation["accuracy"].mean())
+    assert "validation accuracy over the seen γ" in Path(summary["best_config"]).read_text()
     assert main(["train", "--config", str(summary["best_config"]), "--workers", "0"]) == 0
     assert RunPaths(best.run_dir).train_checkpoint.is_file()
 
@@ -178,3 +188,37 @@ def test_an_errored_trial_is_reported_and_the_others_still_count(prepared_run, r
     assert "lower either" in by_m[64]["error"] or "training examples" in by_m[64]["error"]
     assert summary["best"]["trial_id"] == by_m[1]["trial_id"]
     assert load_config(summary["best_config"]).train.configs_per_step == 1
+
+
+def _trial(trial_id: str, validation: float, test: float, status: str = FINISHED) -> dict:
+    """A trial as the sweep summarises it, from final rows made by hand on both splits."""
+    frame = pd.concat([rows("metamorphic", trial_id, split="validation", accuracy=validation),
+                       rows("metamorphic", trial_id, split="test", accuracy=test),
+                       rows("metamorphic", trial_id, phase="train", gammas=[0.0], accuracy=0.99)], ignore_index=True)
+    return {"trial_id": trial_id, "status": status, "params": {}, "epochs": 10, "score": final_score(frame),
+            "test_score": final_score(frame, "test")}
+
+
+def test_the_best_trial_is_chosen_on_validation_even_when_its_test_score_is_worse():
+    # the fixture's seen γ are 0, 0.25 and 0.5: accuracy − 0.1·γ, so the mean over them is accuracy − 0.025
+    a, b = _trial("a", validation=0.80, test=0.50), _trial("b", validation=0.70, test=0.95)
+    assert a["score"] == pytest.approx(0.775) and a["test_score"] == pytest.approx(0.475)
+    assert b["score"] == pytest.approx(0.675) and b["test_score"] == pytest.approx(0.925)
+    assert [t["trial_id"] for t in rank_trials([b, a])] == ["a", "b"]
+    assert best_trial([b, a])["trial_id"] == "a"
+    # a better-scoring trial that did not finish is listed after the finished ones and never chosen
+    c = _trial("c", validation=0.90, test=0.90, status=STOPPED)
+    assert [t["trial_id"] for t in rank_trials([c, b, a])] == ["a", "b", "c"] and best_trial([c, b])["trial_id"] == "b"
+    # a trial without validation rows (a table from before the validation split) has no score: never chosen
+    old = rows("metamorphic", "old", accuracy=0.99)
+    assert math.isnan(final_score(old)) and final_score(old, "test") == pytest.approx(0.965)
+    assert best_trial([{"trial_id": "old", "status": FINISHED, "score": final_score(old)}]) is None
+
+
+def test_a_sweep_without_a_validation_split_is_refused(prepared_run, tmp_path):
+    space_file = tmp_path / "tiny.yaml"
+    space_file.write_text(SPACE)
+    base = prepared_run("data.validation_fraction=0")
+    with pytest.raises(ConfigError, match="data.validation_fraction=0 is not allowed for a sweep"):
+        run_sweep(load_space(space_file, base), base, SweepOptions(sweep_dir=str(tmp_path / "sweep")), QUIET)
+    assert not (tmp_path / "sweep").exists()  # refused before anything was written or started

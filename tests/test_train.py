@@ -7,6 +7,7 @@ from raymeta.data import make_loader
 from raymeta.evaluate import evaluate_gammas
 from raymeta.runtime import Progress, RunPaths, load_data
 from raymeta.train import load_trained, plan_stages, sample_gammas, train
+from monitor_check import assert_monitor_is_validation
 
 QUIET = Progress(stream=open("/dev/null", "w"))
 
@@ -120,3 +121,33 @@ def test_batch_slices_of_a_configuration_sum_to_its_whole_gradient(prepared_run,
     for a, b in zip(whole, sliced, strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
     assert whole_parts["rec"] > 0 and sliced_parts == pytest.approx(whole_parts, rel=1e-5)
+
+
+def test_monitor_rows_are_measured_on_the_validation_split(prepared_run):
+    # A test split cut to 9 images, so that its numbers cannot pass for the validation split's 51.
+    config = prepared_run("data.limit_test=9")
+    assert config.data.validation_fraction == 0.1  # on by default
+    train(config, progress=QUIET)
+    assert len(load_data(config).validation) == 51 and len(load_data(config).train) == 461
+    assert_monitor_is_validation(config)
+
+
+def test_without_a_validation_split_there_is_no_monitoring(prepared_run):
+    import io
+    import math
+
+    from raymeta.errors import ConfigError
+    from raymeta.evaluate import evaluate_run
+
+    config = prepared_run("data.validation_fraction=0")
+    stream = io.StringIO()
+    path = train(config, progress=Progress(stream=stream))
+    lines = [line for line in stream.getvalue().splitlines() if "no validation split" in line]
+    assert len(lines) == 1 and "no per-epoch monitoring" in lines[0]
+    history = load_checkpoint(path, kind="metamorphic")["state"]["history"]
+    assert len(history) == 2 and all(record["monitor"] == [] and math.isnan(record["score"]) for record in history)
+    assert not (RunPaths(config.run_dir).results / "train-monitor.parquet").exists()
+    assert not any(key.startswith("acc@") for key in history[-1])
+    with pytest.raises(ConfigError, match="data.validation_fraction=0, so it has none; use --split test"):
+        evaluate_run(config, path, QUIET, split="validation")
+    assert set(evaluate_run(config, path, QUIET)["split"]) == {"test"}
