@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -34,7 +35,13 @@ def load_checkpoint(path: str | Path, *, kind: str, required: tuple[str, ...] = 
     if not path.is_file():
         raise CheckpointError(f"{kind} checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: tensors and plain data only. A checkpoint is passed between people and kept on shared
+        # storage; unpickling anything else could run code from the file.
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{kind} checkpoint {path} is refused: it holds objects other than tensors and plain "
+                              f"data, and loading them could run code ({first_line})") from None
     except Exception as error:  # torch raises several types for truncated or foreign files
         raise CheckpointError(f"{kind} checkpoint {path} is corrupt or not a raymeta checkpoint ({error})") from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:

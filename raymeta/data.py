@@ -574,14 +574,35 @@ def _download_cifar(name: str, layout: _CifarLayout, data_dir: Path) -> None:
         raise DataError(f"downloading {name} from {layout.url} into {data_dir} failed: {error}") from error
 
 
+_CIFAR_PICKLE_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+})
+"""The only callables a CIFAR batch pickle names: what rebuilds a numpy array (under numpy 1's and 2's module
+names). Dicts, lists, bytes and numbers need none."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles the CIFAR format and nothing else: any other global is refused before it is looked up, so a
+    crafted file cannot run code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"refused global {module}.{name}: a CIFAR batch holds only dicts, lists, bytes and numpy arrays"
+            )
+        return super().find_class(module, name)
+
+
 def _read_cifar_pickle(path: Path, layout: _CifarLayout) -> tuple[torch.Tensor, torch.Tensor]:
     """One CIFAR batch file: uint8 pixels [N, 3, 32, 32] and int64 labels [N].
 
-    The files are pickles, so only load CIFAR folders you trust.
+    The files are pickles; they are read with an unpickler that admits only the format's types, so a crafted
+    file is refused rather than run.
     """
     try:
         with open(path, "rb") as handle:
-            batch = pickle.load(handle, encoding="bytes")
+            batch = _CifarUnpickler(handle, encoding="bytes").load()
     except Exception as error:  # unpickling corrupt bytes can raise almost any exception type
         raise DataError(f"cannot unpickle CIFAR file {path}: {type(error).__name__}: {error}") from error
     label_key = layout.label_key
