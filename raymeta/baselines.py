@@ -35,7 +35,7 @@ from raymeta.evaluate import accuracy_and_loss
 from raymeta.models import Architecture, ResNet, block_name, count_params_macs, hidden_width, resolve_blocks
 from raymeta.pretrain import sgd_cosine, train_one_epoch
 from raymeta.results import ResultsError, read_tables, result_frame, write_table
-from raymeta.runtime import Progress, seed_everything
+from raymeta.runtime import Progress, seed_everything, validation_loader
 
 IMPORTANCES = ("random", "l1", "l2", "taylor", "hessian")
 """Torch-Pruning importance criteria offered by ``raymeta baseline prune``."""
@@ -204,12 +204,7 @@ def run_individual(config: Config, bundle, gammas: list[float], out: Path, *, ru
     settings_hash = _short_hash({"config": config.hash(), "baseline": "individual", "epochs": epochs, "lr": lr})
     done = _finished(out, settings_hash)
     test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
-    validation_loader = None
-    if bundle.validation is not None:
-        validation_loader = make_loader(bundle.validation, config.data.eval_batch_size, shuffle=False)
-    else:
-        progress("baseline individual: data.validation_fraction=0, so there is no validation split: no per-epoch "
-                 "accuracy (the test split is kept for the final rows)")
+    monitor_loader = validation_loader(bundle, config, progress, "baseline individual: no per-epoch accuracy")
     written = []
     for gamma in gammas:
         if ("individual", round(float(gamma), 9)) in done:
@@ -222,14 +217,14 @@ def run_individual(config: Config, bundle, gammas: list[float], out: Path, *, ru
         curve = []
 
         def on_epoch(epoch: int, seconds: float) -> None:
-            row = _evaluate_row(model, validation_loader, device, gamma, widths, bundle.info.image_size)
+            row = _evaluate_row(model, monitor_loader, device, gamma, widths, bundle.info.image_size)
             curve.append(result_frame([row], config, method="individual", run_id=run_id, dataset=bundle.info.name,
                                       stage=0, epoch=epoch, phase="train", split="validation",
                                       train_time_s=seconds, config_hash=settings_hash))
             progress(f"baseline individual γ={gamma:g}: epoch {epoch}/{epochs}  validation acc {row['accuracy']:.4f}")
 
         seconds = fit(model, bundle, config, epochs=epochs, lr=lr, device=device,
-                      on_epoch=on_epoch if validation_loader is not None else None)
+                      on_epoch=on_epoch if monitor_loader is not None else None)
         row = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
         final = result_frame([row], config, method="individual", run_id=run_id, dataset=bundle.info.name, stage=0,
                              epoch=epochs, split="test", train_time_s=seconds, config_hash=settings_hash)

@@ -19,7 +19,8 @@ from raymeta.data import make_loader
 from raymeta.errors import ConfigError
 from raymeta.evaluate import accuracy_and_loss
 from raymeta.models import ResNet
-from raymeta.runtime import Progress, RunPaths, architecture, load_data, seed_everything, select_device
+from raymeta.runtime import (Progress, RunPaths, architecture, load_data, seed_everything, select_device,
+                             validation_loader)
 
 
 def sgd_cosine(model: torch.nn.Module, config: Config, *, lr: float, epochs: int, train_size: int):
@@ -97,17 +98,15 @@ def pretrain(config: Config, progress: Progress | None = None, *, resume: bool |
     progress(f"pretrain: ResNet-{arch.depth} {list(arch.widths)} on {bundle.info.name} "
              f"({len(bundle.train)} train{held_out} images), {epochs} epochs")
     # Per-epoch accuracy on the validation split (none without one): the test split is for final evaluation.
-    validation_loader = None
-    if bundle.validation is not None:
-        validation_loader = make_loader(bundle.validation, config.data.eval_batch_size, shuffle=False)
+    monitor_loader = validation_loader(bundle, config)
     for run_epochs, epoch in enumerate(range(state["epoch"], epochs)):
         if stop_after_epochs is not None and run_epochs >= stop_after_epochs:
             progress(f"pretrain: stopping after {run_epochs} epoch(s) as asked; run again to resume")
             return path
         train_loss = train_one_epoch(model, optimizer, scheduler, bundle.train, config, epoch, device)
         metrics = {"train_loss": train_loss}
-        if validation_loader is not None:
-            accuracy, validation_loss = accuracy_and_loss(model, validation_loader, device)
+        if monitor_loader is not None:
+            accuracy, validation_loss = accuracy_and_loss(model, monitor_loader, device)
             metrics.update(validation_accuracy=accuracy, validation_loss=validation_loss)
         state = {"epoch": epoch + 1, "history": [*state["history"], metrics]}
         save_checkpoint({"kind": "prior", "config": config.to_dict(), "prior_hash": config.prior_hash(),
@@ -117,6 +116,6 @@ def pretrain(config: Config, progress: Progress | None = None, *, resume: bool |
                          "rng": torch.get_rng_state(), "done": epoch + 1 >= epochs}, path)
         progress(f"pretrain epoch {epoch + 1}/{epochs}  train loss {metrics['train_loss']:.4f}"
                  + (f"  validation acc {metrics['validation_accuracy']:.4f}  validation loss "
-                    f"{metrics['validation_loss']:.4f}" if validation_loader is not None else ""))
+                    f"{metrics['validation_loss']:.4f}" if monitor_loader is not None else ""))
     progress(f"pretrain: saved {path}")
     return path

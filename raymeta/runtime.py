@@ -68,6 +68,20 @@ def load_data(config: Config, *, augment: bool | None = None):
                         limit_validation=data.limit_validation, limit_test=data.limit_test, seed=config.seed)
 
 
+def validation_loader(bundle, config: Config, progress: Progress | None = None, what: str = ""):
+    """A loader over the validation split, what monitoring and every choice look at; None when there is none
+    (data.validation_fraction = 0), said once by ``progress`` for ``what`` (e.g. "train: no per-epoch
+    monitoring"). Never a fallback to the test split, which is kept for final evaluation."""
+    from raymeta.data import make_loader
+
+    if bundle.validation is not None:
+        return make_loader(bundle.validation, config.data.eval_batch_size, shuffle=False)
+    if progress is not None and what:
+        progress(f"{what}: data.validation_fraction=0 leaves no validation split (the test split is kept for the "
+                 f"final evaluation)")
+    return None
+
+
 def architecture(config: Config, info):
     """The ResNet shape of ``config.model`` for a dataset's channels and classes."""
     from raymeta.models import Architecture

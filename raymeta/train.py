@@ -22,13 +22,13 @@ import torch.nn.functional as F
 
 from raymeta.checkpoint import load_checkpoint, save_checkpoint
 from raymeta.config import Config, config_from_dict, method_name
-from raymeta.data import EpochBatches, make_loader
+from raymeta.data import EpochBatches
 from raymeta.ema import ExponentialAverage, apply_average, inr_parameters
 from raymeta.errors import CheckpointError, ConfigError
 from raymeta.evaluate import evaluate_gammas
 from raymeta.metamorphic import MetamorphicNetwork
 from raymeta.models import Architecture, ResNet, block_name, hidden_width, resolve_blocks
-from raymeta.runtime import Progress, RunPaths, load_data, seed_everything, select_device
+from raymeta.runtime import Progress, RunPaths, load_data, seed_everything, select_device, validation_loader
 
 
 PROGRESS_SECONDS = 30.0
@@ -481,12 +481,8 @@ def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress
                           f"{config.data.batch_size} into {slices} slices: use at most {M * config.data.batch_size} "
                           f"workers")
     # Monitoring (and so a sweep's score) sees the validation split only; without one there is none.
-    monitor_loader = None
-    if bundle.validation is not None:
-        monitor_loader = make_loader(bundle.validation, config.data.eval_batch_size, shuffle=False)
-    else:
-        progress("train: data.validation_fraction=0, so there is no validation split: no per-epoch monitoring "
-                 "(no monitor rows, score NaN); the test split is kept for final evaluation")
+    monitor_loader = validation_loader(bundle, config, progress, "train: no per-epoch monitoring (no monitor rows, "
+                                                                  "score NaN)")
     batches_per_epoch = len(bundle.train) // config.data.batch_size
     steps_per_epoch = batches_per_epoch // M
     if config.train.steps_per_epoch is not None:
