@@ -1,0 +1,59 @@
+"""Are the generated blocks of each ablation trial in use? Per trial: its final α per block, and its test accuracy
+at γ = 0 (K = 1) with the generated blocks, with them switched off (α forced to 0: the trained network without its
+metamorphic residual branches), and the smoothed prior's own accuracy.
+
+    python reports/ablation_mechanism.py runs/fashion-ablation/seed0/sweeps/ablation
+
+A trial whose accuracy does not drop when its blocks are switched off has switched them off itself: its rows
+compare fine-tuned heads, not metamorphic blocks.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from raymeta.data import make_loader
+from raymeta.evaluate import accuracy_and_loss, evaluate_gammas
+from raymeta.checkpoint import load_checkpoint
+from raymeta.results import read_tables
+from raymeta.runtime import RunPaths, load_data
+from raymeta.train import load_prior_network, load_trained
+
+
+def main(sweep_dir: str) -> None:
+    sweep = Path(sweep_dir)
+    rows = read_tables([str(sweep / "results")])
+    variants = rows.groupby("trial_id")["method"].first()
+    print("| variant | trial | final α per block | acc γ=0, blocks in | acc, blocks off (α=0) | prior |")
+    print("|---|---|---|---|---|---|")
+    prior_accuracy = None
+    for trial_id, variant in sorted(variants.items(), key=lambda item: item[1]):
+        checkpoint = RunPaths(str(sweep / "trials" / trial_id)).train_checkpoint
+        if not checkpoint.is_file():
+            continue
+        net, config, _ = load_trained(checkpoint)
+        bundle = load_data(config, augment=False)
+        loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
+        image_size = bundle.info.image_size
+        with_blocks = evaluate_gammas(net, loader, "cpu", [0.0], samples=1, noise=0.0, seed=0,
+                                      image_size=image_size)[0]["accuracy"]
+        alphas = net.alphas.tolist()
+        with torch.no_grad():
+            net.alphas.zero_()
+        without = evaluate_gammas(net, loader, "cpu", [0.0], samples=1, noise=0.0, seed=0,
+                                  image_size=image_size)[0]["accuracy"]
+        if prior_accuracy is None:
+            smoothed = load_checkpoint(RunPaths(str(sweep / "trials" / trial_id)).smoothed, kind="smoothed")
+            prior_accuracy = accuracy_and_loss(load_prior_network(smoothed), loader, "cpu")[0]
+        alpha_text = " ".join(f"{a:.2f}" for a in alphas) + ("" if config.train.alpha_scaling else " (fixed)")
+        print(f"| {variant} | {trial_id} | {alpha_text} | {100 * with_blocks:.2f} | {100 * without:.2f} | "
+              f"{100 * prior_accuracy:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python reports/ablation_mechanism.py SWEEP_DIR")
+    main(sys.argv[1])
