@@ -262,3 +262,27 @@ def test_trained_network_is_evaluated_with_the_averaged_inr_weights(prepared_run
     net, _, _ = load_trained(RunPaths(off.run_dir).train_checkpoint)
     for name, parameter in inr_parameters(net).items():
         assert torch.equal(parameter.detach(), payload["net_state"][name])
+
+
+# ---- incremental stages, fine-tuned head --------------------------------------------------------------------
+def test_incremental_adds_one_block_per_stage_and_non_incremental_trains_all_as_long():
+    from raymeta.train import plan_stages
+
+    on = plan_stages(load_config(None, ["train.epochs_per_stage=3"]), 4)
+    assert [(s.active_blocks, s.epochs) for s in on] == [(1, 3), (2, 3), (3, 3), (4, 3)]
+    off = plan_stages(load_config(None, ["train.epochs_per_stage=3", "train.incremental=false"]), 4)
+    assert [(s.active_blocks, s.epochs) for s in off] == [(4, 12)]
+
+
+@pytest.mark.parametrize("finetune_head", [True, False])
+def test_finetune_head_trains_the_last_block_and_classifier_or_freezes_them(finetune_head):
+    torch.manual_seed(0)
+    prior = ResNet(Architecture(14, (8, 8, 16), 3, 4), batchnorm=False).eval()
+    net = MetamorphicNetwork(prior, [(1, 1)], inr_hidden=8, inr_depth=2, frequencies=2, separate_bias=True,
+                             alpha_scaling=True, finetune_head=finetune_head)
+    last = net.prior.block(*net.arch.last_position())  # not metamorphic here
+    head = [*net.prior.fc.parameters(), *last.parameters()]
+    assert all(p.requires_grad == finetune_head for p in head)
+    assert {id(p) for p in net.parameter_groups()["head"]} == ({id(p) for p in head} if finetune_head else set())
+    frozen = [p for name, p in net.prior.named_parameters() if not name.startswith(("fc", "stages.2.1"))]
+    assert not any(p.requires_grad for p in frozen), "the rest of the prior never trains"
