@@ -39,9 +39,11 @@ def load_checkpoint(path: str | Path, *, kind: str, required: tuple[str, ...] = 
         # storage; unpickling anything else could run code from the file.
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{kind} checkpoint {path} is refused: it holds objects other than tensors and plain "
-                              f"data, and loading them could run code ({first_line})") from None
+        reason = _unpickler_reason(str(error))
+        if reason.startswith("Unsupported global"):
+            raise CheckpointError(f"{kind} checkpoint {path} is refused: it holds objects other than tensors and "
+                                  f"plain data, and loading them could run code ({reason})") from None
+        raise CheckpointError(f"{kind} checkpoint {path} is corrupt or not a raymeta checkpoint ({reason})") from None
     except Exception as error:  # torch raises several types for truncated or foreign files
         raise CheckpointError(f"{kind} checkpoint {path} is corrupt or not a raymeta checkpoint ({error})") from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
@@ -52,3 +54,10 @@ def load_checkpoint(path: str | Path, *, kind: str, required: tuple[str, ...] = 
     if missing:
         raise CheckpointError(f"{kind} checkpoint {path} lacks {', '.join(missing)}")
     return payload
+
+
+def _unpickler_reason(message: str) -> str:
+    """The reason inside torch's long weights-only error (e.g. "Unsupported global: GLOBAL io.open …")."""
+    _, found, rest = message.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in rest.splitlines() if line.strip()] if found else []
+    return lines[0] if lines else message.strip().splitlines()[0] if message.strip() else "unreadable"

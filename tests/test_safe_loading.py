@@ -46,3 +46,10 @@ def test_a_cifar_pickle_that_would_run_code_is_refused(tmp_path):
     with pytest.raises(DataError, match="refused global"):
         load_dataset("cifar10", str(tmp_path))
     assert not marker.exists(), "the payload ran"
+
+
+def test_garbage_is_called_corrupt_not_dangerous(tmp_path):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(b"nope")
+    with pytest.raises(CheckpointError, match="corrupt or not a raymeta checkpoint"):
+        load_checkpoint(path, kind="metamorphic")
