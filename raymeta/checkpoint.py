@@ -60,4 +60,5 @@ def _unpickler_reason(message: str) -> str:
     """The reason inside torch's long weights-only error (e.g. "Unsupported global: GLOBAL io.open …")."""
     _, found, rest = message.partition("WeightsUnpickler error:")
     lines = [line.strip() for line in rest.splitlines() if line.strip()] if found else []
-    return lines[0] if lines else message.strip().splitlines()[0] if message.strip() else "unreadable"
+    reason = lines[0] if lines else message.strip().splitlines()[0] if message.strip() else "unreadable"
+    return reason.split(". Please use")[0]  # torch's advice to allowlist the global is not ours to give
