@@ -9,10 +9,13 @@ this test's whole virtualenv (about 6 GB with torch's CUDA wheels) for every run
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -32,21 +35,60 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def ray_head():
     bin_dir = str(Path(sys.executable).parent)
+    marker = f"raymeta-test-cluster-{uuid.uuid4().hex}"
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled",
-           "RAY_USAGE_STATS_ENABLED": "0"}
+           "RAY_USAGE_STATS_ENABLED": "0", "RAYMETA_TEST_CLUSTER": marker}
     env.pop("RAY_ADDRESS", None)
     dashboard = free_port()
     temp_dir = tempfile.mkdtemp(prefix="raymeta-ray-")  # short: Ray's socket paths live under it
     start = subprocess.run(
         ["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}", f"--temp-dir={temp_dir}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2", "--disable-usage-stats"],
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2", "--disable-usage-stats",
+         # Every fixed default port taken from a free one, so the test's cluster starts beside another Ray on this
+         # machine (an embedded one of a user's run binds the agent's default port 52365, and jobs then fail
+         # with "No available agent to submit job").
+         *(f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                  "metrics-export-port", "runtime-env-agent-port",
+                                                  "ray-client-server-port", "node-manager-port",
+                                                  "object-manager-port"))],
         env=env, capture_output=True, text=True, timeout=120)
     try:
         assert start.returncode == 0, start.stdout + start.stderr
         yield {**env, "RAY_ADDRESS": f"http://127.0.0.1:{dashboard}"}
     finally:
-        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+        # Not `ray stop`, which ends every Ray cluster on the machine (a user's sweep beside the tests, say):
+        # only the processes that inherited this cluster's marker.
+        stop_marked_processes(marker)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def stop_marked_processes(marker: str, timeout: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``, every process whose environment holds RAYMETA_TEST_CLUSTER=marker."""
+    needle = f"RAYMETA_TEST_CLUSTER={marker}".encode()
+
+    def marked() -> list[int]:
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != os.getpid():
+                try:
+                    with open(f"/proc/{entry}/environ", "rb") as handle:
+                        if needle in handle.read().split(b"\0"):
+                            found.append(int(entry))
+                except OSError:  # gone, or not ours to read
+                    pass
+        return found
+
+    for signal_number in (signal.SIGTERM, signal.SIGKILL):
+        deadline = time.monotonic() + timeout
+        for pid in marked():
+            try:
+                os.kill(pid, signal_number)
+            except ProcessLookupError:
+                pass
+        while marked() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if not marked():
+            return
 
 
 @pytest.mark.slow
