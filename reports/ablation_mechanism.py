@@ -1,6 +1,8 @@
 """Are the generated blocks of each ablation trial in use? Per trial: its final α per block, and its test accuracy
 at γ = 0 (K = 1) with the generated blocks, with them switched off (α forced to 0: the trained network without its
-metamorphic residual branches), and the smoothed prior's own accuracy.
+metamorphic residual branches), the smoothed prior's own accuracy, and the relative RMS error of the INRs'
+weights generated at γ = 0 (noise-free) against the prior's BN-folded weights, per tensor kind (1.0 is as far
+as generating zeros).
 
     python reports/ablation_mechanism.py runs/fashion-ablation/seed0/sweeps/ablation
 
@@ -27,8 +29,9 @@ def main(sweep_dir: str) -> None:
     sweep = Path(sweep_dir)
     rows = read_tables([str(sweep / "results")])
     variants = rows.groupby("trial_id")["method"].first()
-    print("| variant | trial | final α per block | acc γ=0, blocks in | acc, blocks off (α=0) | prior |")
-    print("|---|---|---|---|---|---|")
+    print("| variant | trial | final α per block | acc γ=0, blocks in | acc, blocks off (α=0) | prior "
+          "| rel. RMS error at γ=0: kernels | biases |")
+    print("|---|---|---|---|---|---|---|---|")
     prior_accuracy = None
     for trial_id, variant in sorted(variants.items(), key=lambda item: item[1]):
         checkpoint = RunPaths(str(sweep / "trials" / trial_id)).train_checkpoint
@@ -41,6 +44,7 @@ def main(sweep_dir: str) -> None:
         with_blocks = evaluate_gammas(net, loader, "cpu", [0.0], samples=1, noise=0.0, seed=0,
                                       image_size=image_size)[0]["accuracy"]
         alphas = net.alphas.tolist()
+        kernels, biases = reconstruction_errors(net)
         with torch.no_grad():
             net.alphas.zero_()
         without = evaluate_gammas(net, loader, "cpu", [0.0], samples=1, noise=0.0, seed=0,
@@ -50,7 +54,17 @@ def main(sweep_dir: str) -> None:
             prior_accuracy = accuracy_and_loss(load_prior_network(smoothed), loader, "cpu")[0]
         alpha_text = " ".join(f"{a:.2f}" for a in alphas) + ("" if config.train.alpha_scaling else " (fixed)")
         print(f"| {variant} | {trial_id} | {alpha_text} | {100 * with_blocks:.2f} | {100 * without:.2f} | "
-              f"{100 * prior_accuracy:.2f} |", flush=True)
+              f"{100 * prior_accuracy:.2f} | {kernels} | {biases} |", flush=True)
+
+
+@torch.no_grad()
+def reconstruction_errors(net) -> tuple[str, str]:
+    """Relative RMS error ‖W_gen − W_prior‖ / ‖W_prior‖ of each generated tensor at γ = 0, kernels and biases."""
+    generated, targets = net.generate(0.0), net.prior_tensors()
+    errors = {name: ((generated[name] - t).norm() / t.norm()).item() for name, t in targets.items()}
+    def join(kind: str) -> str:
+        return " ".join(f"{e:.2f}" for name, e in errors.items() if name.endswith(kind))
+    return join(".weight"), join(".bias")
 
 
 if __name__ == "__main__":
