@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from raymeta import health
 from raymeta.data import make_loader
 from raymeta.evaluate import accuracy_and_loss, evaluate_gammas
 from raymeta.checkpoint import load_checkpoint
@@ -60,8 +61,7 @@ def main(sweep_dir: str) -> None:
 @torch.no_grad()
 def reconstruction_errors(net) -> tuple[str, str]:
     """Relative RMS error ‖W_gen − W_prior‖ / ‖W_prior‖ of each generated tensor at γ = 0, kernels and biases."""
-    generated, targets = net.generate(0.0), net.prior_tensors()
-    errors = {name: ((generated[name] - t).norm() / t.norm()).item() for name, t in targets.items()}
+    errors = health.reconstruction_errors(net)
     def join(kind: str) -> str:
         return " ".join(f"{e:.2f}" for name, e in errors.items() if name.endswith(kind))
     return join(".weight"), join(".bias")
