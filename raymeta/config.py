@@ -118,7 +118,15 @@ class INRConfig:
     """Initial value of the learnable scale s_j of each INR residual block. Papers silent; NeuMeta's code
     starts it at 0.1 (the paper configs in jobs/ do); 1.0 fits the prior's weights better here."""
 
+    base: str = "none"
+    """What the INR's output is added to. none: nothing, the INR generates the weights (the papers). prior: the
+    prior's own weights resampled to the configuration's widths (each hidden channel the overlap-weighted mean
+    of the prior channels its coordinate cell covers: the weight function that an INR fitting the prior
+    exactly would give), so the INR learns a correction, starting at zero (its output layers start at zero)
+    and the network starts as the prior at γ = 0 (README, "Method and departures")."""
+
     def __post_init__(self) -> None:
+        _require(self.base in ("none", "prior"), "inr.base", self.base, "none or prior")
         _require(self.hidden_width >= 1, "inr.hidden_width", self.hidden_width, "a positive integer")
         _require(self.depth >= 1, "inr.depth", self.depth, "a positive integer")
         _require(0 <= self.fourier_frequencies <= 32, "inr.fourier_frequencies", self.fourier_frequencies,
@@ -166,6 +174,32 @@ class TrainConfig:
     """Weight of the reconstruction MSE to the smoothed prior (full-width configurations only)."""
     lambda_reg: float = 1e-4
     """Weight of the sum of L2 norms of the generated tensors."""
+    reconstruction: str = "relative"
+    """How the reconstruction term measures a generated tensor against the prior's: mse (the papers' and
+    NeuMeta's code: the mean over tensors of each tensor's MSE) or relative (each tensor's MSE divided by
+    the mean square of its target, so that a 3×3 kernel of RMS 0.03 weighs as much as a bias of RMS 0.3 and
+    the term is of the task loss's order). See the README, "Method and departures"."""
+    lambda_distill: float = 0.0
+    """Weight of the distillation term: KL from the prior's logits (the smoothed prior before any head
+    fine-tuning) to every sampled configuration's, at temperature distill_temperature (the in-place
+    distillation of US-Nets and Once-for-All). 0: off (the papers)."""
+    lambda_feature: float = 0.0
+    """Weight of block-output distillation: for every configuration, each metamorphic block's scaled residual
+    branch α·branch(x) is compared with the prior block's branch on the same input x (relative MSE, the mean
+    over blocks). It asks the generated block to compute the prior block's *function*, which a small INR can
+    match where it cannot copy the prior's noisy kernels. 0: off (the papers)."""
+    distill_temperature: float = 1.0
+    """Softmax temperature T of the distillation term (the term is scaled by T²)."""
+    alpha_init: float = 0.0
+    """Initial value of a new block's residual scale α (alpha_scaling only). 0: the paper (each generated
+    block starts switched off). With prefit_steps the INRs start as the prior's block, so α = 1 starts the
+    network as the prior."""
+    prefit_steps: int = 0
+    """Warm start: before its stage, each new block's INRs are fitted to the prior's block by the relative
+    reconstruction error alone for this many Adam steps (cosine-decayed from prefit_lr), at γ = 0 with the
+    training coordinate noise. 0: off (the papers)."""
+    prefit_lr: float = 3e-3
+    """Peak learning rate of the warm start."""
     incremental: bool = True
     """Make one more block metamorphic per stage (False: all blocks at once)."""
     alpha_scaling: bool = True
@@ -197,6 +231,12 @@ class TrainConfig:
             _require(getattr(self, key) > 0, f"train.{key}", getattr(self, key), "a positive number")
         for key in ("weight_decay", "warmup_epochs", "clip_value", "lambda_task", "lambda_rec", "lambda_reg"):
             _require(getattr(self, key) >= 0, f"train.{key}", getattr(self, key), "a number ≥ 0")
+        _require(self.reconstruction in ("mse", "relative"), "train.reconstruction", self.reconstruction,
+                 "mse or relative")
+        for key in ("lambda_distill", "lambda_feature", "prefit_steps"):
+            _require(getattr(self, key) >= 0, f"train.{key}", getattr(self, key), "a number ≥ 0")
+        for key in ("distill_temperature", "prefit_lr"):
+            _require(getattr(self, key) > 0, f"train.{key}", getattr(self, key), "a positive number")
         _require(self.warmup in ("once", "per_stage"), "train.warmup", self.warmup, "once or per_stage")
         _require(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay,
                  "a number in [0, 1) (0 disables the EMA)")

@@ -124,6 +124,12 @@ class INRBank(nn.Module):
         uniform(self.b_out[index], self.hidden)
 
     @torch.no_grad()
+    def zero_output(self, index: int) -> None:
+        """MLP ``index`` outputs zero (its output layer zeroed); its other layers keep their values."""
+        self.w_out[index].zero_()
+        self.b_out[index].zero_()
+
+    @torch.no_grad()
     def copy_mlp(self, source: int, target: int) -> None:
         """INR initialisation from a predecessor: MLP ``target`` becomes a copy of MLP ``source``."""
         for parameter in self.parameters():

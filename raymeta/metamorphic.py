@@ -19,7 +19,7 @@ from raymeta.models import ResNet, count_params_macs, hidden_width, module_prefi
 class MetamorphicNetwork(nn.Module):
     def __init__(self, prior: ResNet, blocks: list[tuple[int, int]], *, inr_hidden: int, inr_depth: int,
                  frequencies: int, separate_bias: bool, alpha_scaling: bool, finetune_head: bool,
-                 input_activation: str = "none", residual_scale_init: float = 1.0):
+                 input_activation: str = "none", residual_scale_init: float = 1.0, base: str = "none"):
         super().__init__()
         if prior.batchnorm:
             raise ValueError("the prior must be BatchNorm-folded before it becomes metamorphic")
@@ -40,6 +40,9 @@ class MetamorphicNetwork(nn.Module):
         else:
             self.register_buffer("alphas", torch.ones(len(self.blocks)))
         self.alpha_scaling = alpha_scaling
+        if base not in ("none", "prior"):
+            raise ValueError(f"base={base!r}: expected none or prior")
+        self.base = base
         self.finetune_head = finetune_head
         self.active_blocks = len(self.blocks)
         for parameter in self.prior.parameters():
@@ -80,7 +83,35 @@ class MetamorphicNetwork(nn.Module):
 
     def generate(self, gamma: float, *, noise: float = 0.0, samples: int = 1,
                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        return self.hyper.generate(self.hidden_widths(gamma), noise=noise, samples=samples, generator=generator)
+        hidden = self.hidden_widths(gamma)
+        weights = self.hyper.generate(hidden, noise=noise, samples=samples, generator=generator)
+        if self.base == "prior":
+            for name, value in self.prior_base(hidden).items():
+                weights[name] = weights[name] + value.to(weights[name].device)
+        return weights
+
+    def prior_base(self, hidden: dict[tuple[int, int], int]) -> dict[str, torch.Tensor]:
+        """The prior's weights resampled to each block's hidden width (``inr.base = prior``): the weight function
+        the INR adds its output to.
+
+        The prior's hidden channels 0..C-1 are cells [c, c+1) of the hidden axis; the channel o of a block of
+        hidden width h covers [o·C/h, (o+1)·C/h) and takes the overlap-weighted mean of the prior's channels there
+        (:func:`resample_matrix`): conv1's filters and biases are averaged, conv2's input weights summed, as when
+        adjacent (after smoothing, similar) channels are merged. h = C gives the prior exactly; h = k·C copies each
+        channel k times and computes the prior's function exactly."""
+        state = self.prior.state_dict()
+        base = {}
+        for s, b in self.active():
+            prefix = module_prefix(s, b)
+            width = self.arch.widths[s]
+            matrix = resample_matrix(width, hidden[(s, b)]).to(state[f"{prefix}.conv1.weight"].dtype)
+            w1, b1 = state[f"{prefix}.conv1.weight"], state[f"{prefix}.conv1.bias"]
+            w2, b2 = state[f"{prefix}.conv2.weight"], state[f"{prefix}.conv2.bias"]
+            base[f"{prefix}.conv1.weight"] = torch.einsum("hc,cikl->hikl", matrix, w1)
+            base[f"{prefix}.conv1.bias"] = matrix @ b1
+            base[f"{prefix}.conv2.weight"] = torch.einsum("hc,ockl->ohkl", matrix, w2) * (width / matrix.shape[0])
+            base[f"{prefix}.conv2.bias"] = b2.clone()
+        return base
 
     def is_full_width(self, gamma: float) -> bool:
         """True when γ rounds to the prior's own shape: the configuration the reconstruction term supervises."""
@@ -100,7 +131,11 @@ class MetamorphicNetwork(nn.Module):
         return params + self.active_blocks, macs
 
     # ---- forward -----------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor],
+                features: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+        """Logits of the network with the generated ``weights``. With a ``features`` list, every active block
+        appends (its scaled residual branch α·branch(x), the prior block's branch on the same x, without
+        gradient): the pairs that block-output distillation compares."""
         active = {position: index for index, position in enumerate(self.active())}
         order = self.arch.block_positions()
         first = min(order.index(p) for p in active)
@@ -115,10 +150,19 @@ class MetamorphicNetwork(nn.Module):
                                         padding=1))
                 branch = F.conv2d(inner, weights[f"{prefix}.conv2.weight"], weights[f"{prefix}.conv2.bias"],
                                   padding=1)
-                x = F.relu(x + self.alphas[active[(s, b)]] * branch)
+                branch = self.alphas[active[(s, b)]] * branch
+                if features is not None:
+                    features.append((branch, self._prior_branch(x, s, b)))
+                x = F.relu(x + branch)
             else:
                 x = self.prior.block(s, b)(x)
         return self.prior.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    @torch.no_grad()
+    def _prior_branch(self, x: torch.Tensor, stage: int, block: int) -> torch.Tensor:
+        """The prior block's residual branch conv2(relu(conv1(x))) (BN folded into the convs)."""
+        prior = self.prior.block(stage, block)
+        return prior.conv2(F.relu(prior.conv1(x.detach())))
 
     def materialize(self, gamma: float, *, samples: int = 1, noise: float = 0.0,
                     generator: torch.Generator | None = None) -> ResNet:
@@ -137,6 +181,16 @@ class MetamorphicNetwork(nn.Module):
                 state[f"{prefix}.conv2.bias"] = weights[f"{prefix}.conv2.bias"] * alpha
             net.load_state_dict(state)
         return net.eval()
+
+
+def resample_matrix(channels: int, width: int) -> torch.Tensor:
+    """[width, channels]: row o holds the overlap of cell [o·C/h, (o+1)·C/h) with each prior cell [c, c+1), over
+    the cell's length, so every row sums to 1 (C = ``channels``, h = ``width``)."""
+    edges = torch.arange(width + 1, dtype=torch.float64) * channels / width
+    low, high = edges[:-1, None], edges[1:, None]
+    cells = torch.arange(channels, dtype=torch.float64)[None, :]
+    overlap = (torch.minimum(high, cells + 1) - torch.maximum(low, cells)).clamp_min(0)
+    return (overlap / (channels / width)).float()
 
 
 def _inside_blocks(key: str, blocks: dict[tuple[int, int], int]) -> bool:

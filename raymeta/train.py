@@ -92,8 +92,11 @@ def noise_generator(seed: int, step: int, config_index: int) -> torch.Generator:
 
 def configuration_loss(net: MetamorphicNetwork, gamma: float, images: torch.Tensor, labels: torch.Tensor,
                        config: Config, generator: torch.Generator | None, *, share: float = 1.0,
-                       weight_terms: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
-    """``λ_task·CE + λ_rec·MSE(W_gen, W_prior) + λ_reg·Σ‖W_gen‖₂``; the MSE only at the prior's own shape.
+                       weight_terms: bool = True, teacher_logits: torch.Tensor | None = None,
+                       ) -> tuple[torch.Tensor, dict[str, float]]:
+    """``λ_task·CE + λ_distill·T²·KL(p_prior ‖ p) + λ_rec·rec(W_gen, W_prior) + λ_reg·Σ‖W_gen‖₂``; the
+    reconstruction term only at the prior's own shape, the distillation term when ``teacher_logits`` (the
+    prior's logits on these images) are given.
 
     For a slice of a configuration's micro-batch, ``share`` is the slice's fraction of the batch (it scales
     the mean cross-entropy) and ``weight_terms`` says whether this slice carries the batch-independent
@@ -101,11 +104,21 @@ def configuration_loss(net: MetamorphicNetwork, gamma: float, images: torch.Tens
     """
     train = config.train
     weights = net.generate(gamma, noise=config.inr.coordinate_noise, generator=generator)
-    logits = net(images, weights)
+    features = [] if train.lambda_feature > 0 else None
+    logits = net(images, weights, features)
     task = F.cross_entropy(logits, labels) * share
     total = train.lambda_task * task
-    parts = {"task": task.item(), "reg": 0.0, "rec": 0.0,
+    parts = {"task": task.item(), "reg": 0.0, "rec": 0.0, "distill": 0.0, "feature": 0.0,
              "correct": (logits.argmax(1) == labels).float().mean().item() * share}
+    if features:
+        feature = torch.stack([F.mse_loss(branch, target) / target.pow(2).mean().clamp_min(1e-12)
+                               for branch, target in features]).mean() * share
+        total = total + train.lambda_feature * feature
+        parts["feature"] = feature.item()
+    if teacher_logits is not None and train.lambda_distill > 0:
+        distill = distillation_loss(logits, teacher_logits, train.distill_temperature) * share
+        total = total + train.lambda_distill * distill
+        parts["distill"] = distill.item()
     if not weight_terms:
         parts["loss"] = total.item()
         return total, parts
@@ -113,19 +126,32 @@ def configuration_loss(net: MetamorphicNetwork, gamma: float, images: torch.Tens
     total = total + train.lambda_reg * regulariser
     parts["reg"] = regulariser.item()
     if net.is_full_width(gamma) and train.lambda_rec > 0:
-        reconstruction = reconstruction_error(weights, net.prior_tensors())
+        reconstruction = reconstruction_error(weights, net.prior_tensors(), relative=train.reconstruction == "relative")
         total = total + train.lambda_rec * reconstruction
         parts["rec"] = reconstruction.item()
     parts["loss"] = total.item()
     return total, parts
 
 
-def reconstruction_error(generated: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> torch.Tensor:
+def reconstruction_error(generated: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], *,
+                         relative: bool = False) -> torch.Tensor:
     """The mean over tensors of each tensor's MSE to its target, as NeuMeta's code computes it: a bias weighs
     as much as a kernel. (One MSE over all elements together would leave the biases, well under 1 % of the
-    elements, all but unsupervised.)"""
-    errors = [F.mse_loss(generated[name], target.to(generated[name].device)) for name, target in targets.items()]
+    elements, all but unsupervised.) ``relative`` divides each tensor's MSE by its target's mean square: the
+    squared relative RMS error, 1 for generating zeros whatever the tensor's scale."""
+    errors = []
+    for name, target in targets.items():
+        target = target.to(generated[name].device)
+        error = F.mse_loss(generated[name], target)
+        errors.append(error / target.pow(2).mean().clamp_min(1e-12) if relative else error)
     return torch.stack(errors).mean()
+
+
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T²·KL(softmax(teacher/T) ‖ softmax(logits/T))``, the batch mean (Hinton et al.'s scaling)."""
+    log_student = F.log_softmax(logits / temperature, dim=1)
+    log_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
+    return F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean") * temperature ** 2
 
 
 @dataclass(frozen=True)
@@ -143,10 +169,11 @@ class WorkUnit:
 
 def accumulate_gradients(net: MetamorphicNetwork, step: int, units: list[WorkUnit],
                          batches: list[tuple[torch.Tensor, torch.Tensor]], total_configs: int, config: Config,
-                         device: torch.device) -> dict[str, float]:
+                         device: torch.device, teacher: torch.nn.Module | None = None) -> dict[str, float]:
     """Backward each unit on its micro-batch (or its slice of it), scaled by 1/M; sum of loss parts.
 
     A unit is a whole configuration or a slice of one; ``batches`` holds each unit's whole micro-batch.
+    ``teacher`` (the frozen prior) gives the distillation targets.
     """
     sums: dict[str, float] = {}
     for unit, (images, labels) in zip(units, batches, strict=True):
@@ -155,8 +182,13 @@ def accumulate_gradients(net: MetamorphicNetwork, step: int, units: list[WorkUni
         images, labels = images[rows], labels[rows]
         share = len(labels) / whole
         generator = noise_generator(config.seed, step, unit.index)
-        loss, parts = configuration_loss(net, unit.gamma, images.to(device), labels.to(device), config, generator,
-                                         share=share, weight_terms=unit.slice == 0)
+        images, labels = images.to(device), labels.to(device)
+        teacher_logits = None
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_logits = teacher(images)
+        loss, parts = configuration_loss(net, unit.gamma, images, labels, config, generator,
+                                         share=share, weight_terms=unit.slice == 0, teacher_logits=teacher_logits)
         (loss / total_configs).backward()
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + value
@@ -205,7 +237,7 @@ def build_network(config: Config, prior: ResNet) -> MetamorphicNetwork:
                               frequencies=config.inr.fourier_frequencies,
                               separate_bias=config.train.separate_bias_inr,
                               alpha_scaling=config.train.alpha_scaling, finetune_head=config.train.finetune_head,
-                              input_activation=config.inr.input_activation,
+                              input_activation=config.inr.input_activation, base=config.inr.base,
                               residual_scale_init=config.inr.residual_scale_init)
 
 
@@ -227,6 +259,8 @@ def initialise_new_blocks(net: MetamorphicNetwork, first: int, last: int, config
     """
     generator = torch.Generator().manual_seed(config.seed * 7919 + stage)
     for block in range(first, last):
+        if net.alpha_scaling:
+            net.alphas[block] = config.train.alpha_init
         predecessor_trained = 0 < block <= first
         for offset in (0, 1):  # conv1 and conv2 of the block
             target = 2 * block + offset
@@ -235,6 +269,40 @@ def initialise_new_blocks(net: MetamorphicNetwork, first: int, last: int, config
                     bank.copy_mlp(2 * (block - 1) + offset, target)
                 else:
                     bank.reset_mlp(target, generator)
+                if net.base == "prior":  # a correction of the prior's weights: starts at zero
+                    bank.zero_output(target)
+
+
+def prefit_new_blocks(net: MetamorphicNetwork, first: int, last: int, config: Config, stage: int) -> dict[str, float]:
+    """Warm start: fit the INRs of the new blocks first..last-1 to the prior's tensors by the relative
+    reconstruction error alone (``train.prefit_steps`` Adam steps, cosine-decayed from ``train.prefit_lr``), at
+    γ = 0 with the training coordinate noise; returns each fitted tensor's relative RMS error afterwards.
+
+    Only the new blocks' MLPs move: the loss does not see the other MLPs, whose gradient slices stay zero,
+    and Adam (no weight decay) leaves a parameter with zero moments unchanged. Deterministic, so every rank
+    of a distributed run fits the same INRs.
+    """
+    steps = config.train.prefit_steps
+    if steps <= 0 or last <= first:
+        return {}
+    prefixes = tuple(f"{net.hyper.layers[2 * block + offset].module}." for block in range(first, last)
+                     for offset in (0, 1))
+    targets = {name: t for name, t in net.prior_tensors().items() if name.startswith(prefixes)}
+    parameters = list(net.hyper.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=config.train.prefit_lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    generator = torch.Generator().manual_seed(config.seed * 104_729 + stage)
+    with torch.enable_grad():
+        for _ in range(steps):
+            weights = net.generate(0.0, noise=config.inr.coordinate_noise, generator=generator)
+            loss = reconstruction_error({name: weights[name] for name in targets}, targets, relative=True)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    with torch.no_grad():
+        weights = net.generate(0.0)
+        return {name: float((weights[name] - t).norm() / t.norm().clamp_min(1e-12)) for name, t in targets.items()}
 
 
 def monitor_gammas(config: Config) -> list[float]:
@@ -342,7 +410,7 @@ class FaultInjector:
 def train_epoch(net: MetamorphicNetwork, optimizer: torch.optim.Optimizer, batches, state: dict, steps: int,
                 warmup_steps: float, config: Config, device: torch.device, report,
                 collective: Collective | None = None, fault: FaultInjector | None = None,
-                ema: ExponentialAverage | None = None) -> dict[str, float]:
+                ema: ExponentialAverage | None = None, teacher: torch.nn.Module | None = None) -> dict[str, float]:
     """``steps`` optimiser steps, each over M configurations on M micro-batches; mean loss parts per step.
 
     ``batches`` is the epoch's :class:`~raymeta.data.EpochBatches`: configuration k of step s uses batch
@@ -353,7 +421,7 @@ def train_epoch(net: MetamorphicNetwork, optimizer: torch.optim.Optimizer, batch
     collective = collective or Collective()
     M = config.train.configs_per_step
     parameters = trainable_parameters(net)
-    keys = ("loss", "task", "rec", "reg", "correct")
+    keys = ("loss", "task", "distill", "feature", "rec", "reg", "correct")
     net.train()
     sums = torch.zeros(len(keys), dtype=torch.float64)
     last_report = time.perf_counter()
@@ -364,7 +432,7 @@ def train_epoch(net: MetamorphicNetwork, optimizer: torch.optim.Optimizer, batch
         gammas = sample_gammas(config.seed, state["step"], M, config.train.gamma_pool, width)
         mine = my_configurations(gammas, collective.rank, collective.world_size)
         micro_batches = [batches[step_in_epoch * M + unit.index] for unit in mine]
-        parts = accumulate_gradients(net, state["step"], mine, micro_batches, M, config, device)
+        parts = accumulate_gradients(net, state["step"], mine, micro_batches, M, config, device, teacher)
         synchronise_gradients(parameters, collective)
         apply_update(net, optimizer, config.train.clip_value)
         if ema is not None:
@@ -457,6 +525,8 @@ def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress
     smoothed = load_checkpoint(RunPaths(config.run_dir).smoothed, kind="smoothed", required=("arch", "state_dict"))
     bundle = load_data(config)
     net = build_network(config, load_prior_network(smoothed)).to(device)
+    # The distillation teacher: the prior as smoothed, frozen (the network's own head is fine-tuned).
+    teacher = load_prior_network(smoothed).to(device) if config.train.lambda_distill > 0 else None
     stages = plan_stages(config, len(net.blocks))
     state = {"stage": 0, "epoch": 0, "step": 0, "history": []}
     optimizer_state = None
@@ -513,6 +583,11 @@ def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress
         if state["epoch"] == 0:
             previous = stages[stage.index - 1].active_blocks if stage.index > 0 else 0
             initialise_new_blocks(net, previous, stage.active_blocks, config, stage.index)
+            fitted = prefit_new_blocks(net, previous, stage.active_blocks, config, stage.index)
+            if fitted:
+                progress(f"train: stage {stage.index + 1}/{len(stages)} warm start, {config.train.prefit_steps} steps: "
+                         f"relative error of the new tensors at γ=0 "
+                         f"{' '.join(f'{e:.3f}' for e in fitted.values())}")
         synchronise_parameters(net, collective)
         if ema is not None and state["epoch"] == 0:
             ema.restart()  # new INRs joined: average from here
@@ -534,7 +609,7 @@ def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress
                                    epoch=state["stage"] * 100_003 + state["epoch"])
             label = f"stage {stage.index + 1}/{len(stages)} epoch {state['epoch'] + 1}/{stage.epochs}"
             means = train_epoch(net, optimizer, batches, state, steps_per_epoch, warmup_steps, config, device,
-                                lambda text: progress(f"train: {label} {text}"), collective, fault, ema)
+                                lambda text: progress(f"train: {label} {text}"), collective, fault, ema, teacher)
             with ema.applied() if ema is not None else nullcontext():
                 rows = evaluate_monitor(net, monitor_loader, device, config, bundle.info.image_size, collective)
             state["epoch"] += 1
@@ -554,6 +629,7 @@ def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress
             alphas = " ".join(f"{a:.2f}" for a in net.alphas[: net.active_blocks].tolist())
             progress(f"train: stage {stage.index + 1}/{len(stages)} epoch {record['epoch']}/{stage.epochs} "
                      f"step {record['step']}  loss {means['loss']:.4f} (task {means['task']:.4f} "
+                     f"distill {means['distill']:.4f} feature {means['feature']:.4f} "
                      f"rec {means['rec']:.5f} reg {means['reg']:.2f})  {accuracies}  α [{alphas}]  "
                      f"[{record['seconds']:.1f}s]")
             if state["epoch"] == 0:
