@@ -26,15 +26,13 @@ from pathlib import Path
 import yaml
 
 from raymeta.checkpoint import load_checkpoint, save_checkpoint
-from raymeta.config import NEUMETA_SWITCHES, Config, load_config, method_name, save_config
+from raymeta.config import Config, load_config, method_name, method_overrides, save_config
 from raymeta.errors import CheckpointError, ConfigError, RaymetaError
 from raymeta.runtime import Progress, RunPaths
 
 
 def _config(args: argparse.Namespace) -> Config:
-    overrides = []
-    if getattr(args, "method", None) == "neumeta":
-        overrides += [f"train.{key}={str(value).lower()}" for key, value in NEUMETA_SWITCHES.items()]
+    overrides = method_overrides(getattr(args, "method", None) or "raymeta")
     if getattr(args, "run_dir", None):
         overrides.append(f"run_dir={args.run_dir}")
     return load_config(args.config, overrides + list(args.overrides))
@@ -263,8 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         _add_common(p)
         if name != "pretrain":
-            p.add_argument("--method", choices=["recipe", "neumeta"], default="recipe",
-                           help="neumeta: every component of the recipe switched off (the original baseline)")
+            p.add_argument("--method", choices=["raymeta", "recipe", "neumeta"], default="raymeta",
+                           help="raymeta: the config as written (raymeta's method by default); recipe: the papers' "
+                                "method (HTTY's full recipe, none of raymeta's departures); neumeta: the papers' "
+                                "method with every component of the recipe switched off (the original baseline)")
             _add_distributed(p)
         group = p.add_mutually_exclusive_group()
         group.add_argument("--resume", action="store_true",

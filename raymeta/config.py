@@ -118,7 +118,7 @@ class INRConfig:
     """Initial value of the learnable scale s_j of each INR residual block. Papers silent; NeuMeta's code
     starts it at 0.1 (the paper configs in jobs/ do); 1.0 fits the prior's weights better here."""
 
-    base: str = "none"
+    base: str = "prior"
     """What the INR's output is added to. none: nothing, the INR generates the weights (the papers). prior: the
     prior's own weights resampled to the configuration's widths (each hidden channel the overlap-weighted mean
     of the prior channels its coordinate cell covers: the weight function that an INR fitting the prior
@@ -179,7 +179,7 @@ class TrainConfig:
     NeuMeta's code: the mean over tensors of each tensor's MSE) or relative (each tensor's MSE divided by
     the mean square of its target, so that a 3×3 kernel of RMS 0.03 weighs as much as a bias of RMS 0.3 and
     the term is of the task loss's order). See the README, "Method and departures"."""
-    lambda_distill: float = 0.0
+    lambda_distill: float = 1.0
     """Weight of the distillation term: KL from the prior's logits (the smoothed prior before any head
     fine-tuning) to every sampled configuration's, at temperature distill_temperature (the in-place
     distillation of US-Nets and Once-for-All). 0: off (the papers)."""
@@ -190,7 +190,7 @@ class TrainConfig:
     match where it cannot copy the prior's noisy kernels. 0: off (the papers)."""
     distill_temperature: float = 1.0
     """Softmax temperature T of the distillation term (the term is scaled by T²)."""
-    alpha_init: float = 0.0
+    alpha_init: float = 1.0
     """Initial value of a new block's residual scale α (alpha_scaling only). 0: the paper (each generated
     block starts switched off). With prefit_steps the INRs start as the prior's block, so α = 1 starts the
     network as the prior."""
@@ -261,10 +261,42 @@ NEUMETA_SWITCHES = {"incremental": False, "alpha_scaling": False, "configs_per_s
 """The original NeuMeta baseline: every component of the full recipe switched off."""
 
 
+PAPER_METHOD = {"inr.base": "none", "train.alpha_init": 0.0, "train.reconstruction": "mse",
+                "train.lambda_distill": 0.0, "train.lambda_feature": 0.0, "train.prefit_steps": 0}
+"""The papers' method, where raymeta's defaults depart from it (README, "Method and departures"): the INR
+generates the weights outright, each generated block starts switched off (α = 0), the reconstruction term is
+the per-tensor MSE, and nothing is distilled from the prior. ``--method recipe`` and ``--method neumeta`` apply
+these, so the paper's rows stay reachable whatever the defaults."""
+
+
+def method_overrides(method: str) -> list[str]:
+    """The ``group.key=value`` overrides of a ``--method``: raymeta (none), recipe (the papers' method with the
+    full recipe's switches as configured), neumeta (the papers' method with every recipe switch off)."""
+    if method not in ("raymeta", "recipe", "neumeta"):
+        raise ConfigError(f"--method {method!r} is not allowed: raymeta, recipe or neumeta")
+    if method == "raymeta":
+        return []
+    overrides = [f"{key}={value}" for key, value in PAPER_METHOD.items()]
+    if method == "neumeta":
+        overrides += [f"train.{key}={str(value).lower()}" for key, value in NEUMETA_SWITCHES.items()]
+    return overrides
+
+
+def _paper_method(config: "Config") -> bool:
+    for key, value in PAPER_METHOD.items():
+        group, field_name = key.split(".")
+        if getattr(getattr(config, group), field_name) != value:
+            return False
+    return True
+
+
 def method_name(config: "Config") -> str:
-    """The method column of result rows: "neumeta" when every switch is NeuMeta's, else "metamorphic"."""
+    """The method column of result rows: "neumeta" (every switch NeuMeta's, the papers' method), "recipe" (the
+    papers' method with the recipe's switches) or "metamorphic" (raymeta's method)."""
+    if not _paper_method(config):
+        return "metamorphic"
     neumeta = all(getattr(config.train, key) == value for key, value in NEUMETA_SWITCHES.items())
-    return "neumeta" if neumeta else "metamorphic"
+    return "neumeta" if neumeta else "recipe"
 
 
 @dataclass

@@ -24,7 +24,7 @@ import pandas as pd
 
 from raymeta.results import PARAM_PREFIX, ResultsError, validate_frame
 
-METHOD_ORDER = ("metamorphic", "neumeta", "individual")
+METHOD_ORDER = ("metamorphic", "recipe", "neumeta", "individual")
 """Methods listed first, in this order; the rest (pruning variants, …) follow alphabetically."""
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",

@@ -10,7 +10,7 @@ from raymeta.inr import INRBank
 from raymeta.metamorphic import MetamorphicNetwork
 from raymeta.models import Architecture, ResNet, resolve_blocks
 from raymeta.runtime import Progress, RunPaths
-from raymeta.train import (configuration_loss, initialise_new_blocks, load_trained, pool_widths,
+from raymeta.train import (configuration_loss, initialise_new_blocks, load_trained, pool_widths, prefit_new_blocks,
                            reconstruction_error, sample_gammas, set_warmup, train, warmup_position)
 
 QUIET = Progress(stream=open("/dev/null", "w"))
@@ -65,7 +65,8 @@ def test_without_alpha_scaling_the_branch_is_added_at_scale_one():
 # ---- reconstruction ------------------------------------------------------------------------------------
 def test_reconstruction_is_the_mean_of_per_tensor_mses_and_only_at_the_prior_shape():
     net = small_network()
-    config = load_config(None, ["inr.coordinate_noise=0", "train.lambda_task=0", "train.lambda_reg=0"])
+    config = load_config(None, ["inr.coordinate_noise=0", "train.lambda_task=0", "train.lambda_reg=0",
+                                "train.reconstruction=mse", "train.lambda_distill=0"])
     images, labels = torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))
     total, parts = configuration_loss(net, 0.0, images, labels, config, None)
     generated, targets = net.generate(0.0), net.prior_tensors()
@@ -76,6 +77,32 @@ def test_reconstruction_is_the_mean_of_per_tensor_mses_and_only_at_the_prior_sha
     assert total.item() == pytest.approx(by_hand.item(), rel=1e-5)
     for gamma in (0.25, 0.5, -0.25):  # any other shape: no reconstruction term
         assert configuration_loss(net, gamma, images, labels, config, None)[1]["rec"] == 0.0
+
+
+def test_relative_reconstruction_divides_each_tensor_by_its_mean_square():
+    net = small_network()
+    config = load_config(None, ["inr.coordinate_noise=0", "train.lambda_task=0", "train.lambda_reg=0",
+                                "train.reconstruction=relative", "train.lambda_distill=0"])
+    images, labels = torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))
+    _, parts = configuration_loss(net, 0.0, images, labels, config, None)
+    generated, targets = net.generate(0.0), net.prior_tensors()
+    by_hand = sum(((generated[k] - t) ** 2).mean() / t.pow(2).mean() for k, t in targets.items()) / len(targets)
+    assert parts["rec"] == pytest.approx(by_hand.item(), rel=1e-5)
+    zeros = {k: torch.zeros_like(t) for k, t in targets.items()}
+    assert reconstruction_error(zeros, targets, relative=True).item() == pytest.approx(1.0)  # zeros score 1
+
+
+def test_distillation_term_is_zero_against_its_own_logits_and_positive_otherwise():
+    net = small_network()
+    config = load_config(None, ["inr.coordinate_noise=0", "train.lambda_distill=1", "train.distill_temperature=2"])
+    images, labels = torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))
+    with torch.no_grad():
+        own = net(images, net.generate(0.25))
+    assert configuration_loss(net, 0.25, images, labels, config, None, teacher_logits=own)[1]["distill"] < 1e-6
+    other = configuration_loss(net, 0.25, images, labels, config, None, teacher_logits=torch.randn_like(own))[1]
+    assert other["distill"] > 1e-3
+    off = load_config(None, ["train.lambda_distill=0"])
+    assert configuration_loss(net, 0.25, images, labels, off, None, teacher_logits=own * 5)[1]["distill"] == 0.0
 
 
 def test_reconstruction_error_weighs_a_bias_as_much_as_a_kernel():
@@ -137,7 +164,7 @@ def test_non_incremental_runs_start_every_block_at_random_even_with_inr_init():
 def test_incremental_run_starts_stage_two_from_the_trained_first_block(prepared_run, monkeypatch):
     import raymeta.train as training
 
-    config = prepared_run("train.epochs_per_stage=1")
+    config = prepared_run("train.epochs_per_stage=1", "inr.base=none")  # the papers' INR: no prior base
     path = train(config, stop_after_epochs=1, progress=QUIET)  # stage 1 done: block 0 trained
     trained = load_checkpoint(path, kind="metamorphic")["net_state"]
     seen = {}
@@ -286,3 +313,80 @@ def test_finetune_head_trains_the_last_block_and_classifier_or_freezes_them(fine
     assert {id(p) for p in net.parameter_groups()["head"]} == ({id(p) for p in head} if finetune_head else set())
     frozen = [p for name, p in net.prior.named_parameters() if not name.startswith(("fc", "stages.2.1"))]
     assert not any(p.requires_grad for p in frozen), "the rest of the prior never trains"
+
+
+# ---- raymeta's departures: the prior base, α's start, the warm start, block-output distillation ------------
+def test_resample_matrix_is_the_identity_at_the_prior_width_and_averages_otherwise():
+    from raymeta.metamorphic import resample_matrix
+
+    torch.testing.assert_close(resample_matrix(8, 8), torch.eye(8))
+    for width in (3, 4, 5, 16):
+        matrix = resample_matrix(8, width)
+        torch.testing.assert_close(matrix.sum(1), torch.ones(width))
+    torch.testing.assert_close(resample_matrix(8, 4)[1], torch.tensor([0, 0, 0.5, 0.5, 0, 0, 0, 0.]))
+
+
+def test_prior_base_starts_as_the_prior_and_gamma_changes_the_function():
+    config = load_config(None, ["inr.base=prior", "train.alpha_init=1"])
+    net = small_network(base="prior")
+    initialise_new_blocks(net, 0, 2, config, stage=0)
+    assert net.alphas.tolist() == [1.0, 1.0]
+    for bank in net.hyper.banks():  # the correction starts at zero
+        assert bank.w_out[:4].abs().sum() == 0 and bank.b_out[:4].abs().sum() == 0
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        prior = net.prior(x)
+        torch.testing.assert_close(net(x, net.generate(0.0)), prior)  # γ = 0: the prior exactly
+        torch.testing.assert_close(net(x, net.generate(-1.0)), prior, atol=1e-5, rtol=1e-5)  # each channel twice
+        assert (net(x, net.generate(0.5)) - prior).abs().max() > 1e-3  # γ changes the function
+        merged = net.generate(0.5)
+    state = net.prior.state_dict()
+    name = "stages.2.1.conv1.weight" if "stages.2.1.conv1.weight" in merged else next(iter(merged))
+    if name.endswith("conv1.weight"):  # hidden channel 0 at half width: the mean of prior channels 0 and 1
+        torch.testing.assert_close(merged[name][0], state[name][:2].mean(0))
+
+
+def test_paper_base_starts_every_block_switched_off():
+    config = load_config(None, ["inr.base=none", "train.alpha_init=0"])
+    net = small_network()
+    initialise_new_blocks(net, 0, 2, config, stage=0)
+    assert net.alphas.tolist() == [0.0, 0.0]
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, net.generate(0.3)), skip_network_output(net, x))
+
+
+def test_warm_start_fits_only_the_new_blocks_to_the_prior():
+    config = load_config(None, ["inr.base=none", "train.prefit_steps=150", "train.prefit_lr=0.01",
+                                "inr.coordinate_noise=0"])
+    net = small_network()
+    initialise_new_blocks(net, 0, 2, config, stage=0)
+    net.set_active_blocks(2)
+    before = {k: v.clone() for k, v in net.hyper.state_dict().items()}
+    block1 = {n: t for n, t in net.prior_tensors().items() if n.startswith(net.hyper.layers[2].module.rsplit(".", 1)[0])}
+    generated = net.generate(0.0)
+    before_error = {n: ((generated[n] - t).norm() / t.norm()).item() for n, t in block1.items()}
+    fitted = prefit_new_blocks(net, 1, 2, config, stage=1)  # block 1 only
+    assert set(fitted) == set(block1)
+    for name, error in fitted.items():  # closer to the prior (a small INR cannot copy noisy kernels: README)
+        assert error < 0.9 * before_error[name], (name, before_error[name], error)
+    after = net.hyper.state_dict()
+    for name, value in before.items():  # block 0's MLPs (0 and 1) never move
+        torch.testing.assert_close(after[name][:2], value[:2], rtol=0, atol=0)
+        assert not torch.equal(after[name][2:4], value[2:4]) or "s_res" in name
+
+
+def test_block_output_distillation_pairs_each_generated_branch_with_the_prior_branch():
+    net = small_network(base="prior")
+    initialise_new_blocks(net, 0, 2, load_config(None, ["inr.base=prior", "train.alpha_init=1"]), stage=0)
+    x = torch.randn(2, 3, 8, 8)
+    features = []
+    net(x, net.generate(0.0), features)
+    assert len(features) == 2
+    for branch, target in features:  # at γ = 0 with the base, each block computes the prior block's branch
+        torch.testing.assert_close(branch, target)
+    config = load_config(None, ["train.lambda_feature=1", "train.lambda_distill=0", "train.lambda_task=0",
+                                "train.lambda_reg=0", "train.lambda_rec=0"])
+    _, parts = configuration_loss(net, 0.5, x, torch.zeros(2, dtype=torch.long), config, None)
+    assert parts["feature"] > 1e-4  # half width: no longer the prior's function
+    assert configuration_loss(net, 0.0, x, torch.zeros(2, dtype=torch.long), config, None)[1]["feature"] < 1e-10
