@@ -30,4 +30,4 @@ def reconstruction_errors(net: MetamorphicNetwork) -> dict[str, float]:
 
 def block_alphas(net: MetamorphicNetwork) -> dict[str, float]:
     """The residual scale α of every active metamorphic block, keyed by its name (``stage3.block1``)."""
-    return {block_name(s, b): float(net.alphas[i]) for i, (s, b) in enumerate(net.active())}
+    return {block_name(s, b): float(net.alphas[i].detach()) for i, (s, b) in enumerate(net.active())}

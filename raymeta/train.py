@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from raymeta.checkpoint import load_checkpoint, save_checkpoint
-from raymeta.config import Config, config_from_dict, method_name
+from raymeta.config import Config, method_name, stored_config
 from raymeta.data import EpochBatches
 from raymeta.ema import ExponentialAverage, apply_average, inr_parameters
 from raymeta.errors import CheckpointError, ConfigError
@@ -322,7 +322,7 @@ def monitor_score(rows: list[dict], config: Config) -> float:
 def load_trained(path: str | Path) -> tuple[MetamorphicNetwork, Config, dict]:
     """A trained metamorphic network, its configuration and the raw checkpoint payload."""
     payload = load_checkpoint(path, kind="metamorphic", required=("config", "arch", "state_dict", "net_state"))
-    config = config_from_dict(payload["config"])
+    config = stored_config(payload["config"])
     net = build_network(config, load_prior_network(payload))
     net.set_active_blocks(payload["active_blocks"])
     net.load_state_dict(payload["net_state"])

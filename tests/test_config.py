@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from raymeta.config import Config, load_config
+from raymeta.config import Config, load_config, method_name
 from raymeta.errors import ConfigError
 from raymeta.models import Architecture, resolve_blocks
 
@@ -80,3 +80,28 @@ def test_unparsable_yaml_names_the_file(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_a_checkpoint_config_from_before_the_departures_loads_as_the_papers_method():
+    from raymeta.config import PAPER_METHOD, stored_config
+
+    old = Config().to_dict()
+    for key in PAPER_METHOD:  # what a checkpoint written before these keys existed holds
+        group, name = key.split(".")
+        old[group].pop(name)
+    config = stored_config(old)
+    assert method_name(config) == "recipe"
+    assert config.inr.base == "none" and config.train.alpha_init == 0.0 and config.train.reconstruction == "mse"
+    today = stored_config(Config().to_dict())  # a current checkpoint keeps what it says
+    assert today.inr.base == "prior" and method_name(today) == "metamorphic"
+
+
+def test_method_flags_reach_the_papers_method_whatever_the_defaults():
+    from raymeta.config import method_overrides
+
+    assert method_name(load_config(None, method_overrides("recipe"))) == "recipe"
+    neumeta = load_config(None, method_overrides("neumeta"))
+    assert method_name(neumeta) == "neumeta" and neumeta.inr.base == "none" and not neumeta.train.alpha_scaling
+    assert method_name(load_config(None, method_overrides("raymeta"))) == "metamorphic"
+    with pytest.raises(ConfigError, match="raymeta, recipe or neumeta"):
+        method_overrides("paper")
