@@ -1,6 +1,6 @@
-"""Baselines at the same γ as the metamorphic network: individually trained and structurally pruned ResNets.
+"""Baselines at the same γ as the metamorphic network: individually trained and pruned ResNets, and the skip floor.
 
-Both change only what a metamorphic block changes: the hidden width of every block that the run's
+The first two change only what a metamorphic block changes: the hidden width of every block that the run's
 ``train.blocks`` makes metamorphic, ``hidden_width(C, γ)``. Everything else keeps the prior's shape.
 
 * **Individual**: an ordinary ResNet (with BatchNorm) trained from scratch at each γ with the prior's recipe.
@@ -10,6 +10,13 @@ Both change only what a metamorphic block changes: the hidden width of every blo
   paper compares against (same importance criteria), and its dependency graph guarantees the coupled
   layers stay consistent. Each block is pruned as its own group to an exact width, so the result always
   has the hidden widths the metamorphic network generates at that γ (a global pruning ratio would not).
+* **Skip**: the smoothed prior (the network the metamorphic one is built from) with every metamorphic block's
+  residual branch removed, so each is the identity, which is the metamorphic network with every α = 0. Its
+  fine-tuned part (what the metamorphic run fine-tunes: the last block unless it is metamorphic, and the
+  classifier; nothing with ``train.finetune_head`` off) is trained as the metamorphic run trains it. It does not
+  depend on γ: a metamorphic network that does not beat it has learnt nothing in its generated blocks that
+  the rest of the network could not do without them. Its rows repeat one evaluation at every γ of the grid,
+  a flat reference line.
 
 Rows are written in the results schema: final rows on the test split, an individual network's per-epoch
 rows on the validation split (nothing is chosen on the test split); ``train_time_s`` is the baseline's own
@@ -21,21 +28,24 @@ the same prior.
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from raymeta.checkpoint import load_checkpoint
 from raymeta.config import Config, _short_hash
 from raymeta.data import make_loader
-from raymeta.errors import ConfigError
+from raymeta.errors import CheckpointError, ConfigError
 from raymeta.evaluate import accuracy_and_loss
 from raymeta.models import Architecture, ResNet, block_name, count_params_macs, hidden_width, resolve_blocks
 from raymeta.pretrain import sgd_cosine, train_one_epoch
 from raymeta.results import ResultsError, read_tables, result_frame, write_table
-from raymeta.runtime import Progress, seed_everything, validation_loader
+from raymeta.runtime import Progress, RunPaths, seed_everything, validation_loader
 
 IMPORTANCES = ("random", "l1", "l2", "taylor", "hessian")
 """Torch-Pruning importance criteria offered by ``raymeta baseline prune``."""
@@ -283,3 +293,175 @@ def run_pruning(config: Config, prior: ResNet, bundle, gammas: list[float], impo
                                        name=f"{method}-gamma={gamma:g}-{settings_hash}.parquet"))
             progress(message)
     return written
+
+
+# ---- skip: the metamorphic blocks removed -----------------------------------------------------------
+
+def load_smoothed_prior(run_dir: str | Path) -> ResNet:
+    """The run's smoothed, BatchNorm-folded prior: the network its metamorphic network is built from."""
+    from raymeta.train import load_prior_network
+
+    path = RunPaths(str(run_dir)).smoothed
+    if not path.is_file():
+        raise CheckpointError(f"baseline skip needs the run's smoothed prior {path}, which does not exist: run "
+                              f"`raymeta smooth --run-dir {run_dir}` first (after `raymeta pretrain`), or "
+                              f"`raymeta run`")
+    return load_prior_network(load_checkpoint(path, kind="smoothed", required=("arch", "state_dict")))
+
+
+def skip_network(prior: ResNet, blocks: list[tuple[int, int]]) -> ResNet:
+    """A copy of the (BN-free) prior whose ``blocks`` are identities: the metamorphic network with every α = 0.
+
+    Exactly so, not approximately: a block's input is a ReLU output (of the stem or the previous block) and a
+    metamorphic block has no projection, so ``relu(x + 0 · branch) = x``.
+    """
+    if prior.batchnorm:
+        raise ValueError("the skip network is built from the BatchNorm-folded (smoothed) prior")
+    model = copy.deepcopy(prior)
+    for s, b in blocks:
+        if prior.arch.has_projection(s, b):
+            raise ConfigError(f"block {block_name(s, b)} has a projection shortcut: it cannot be skipped")
+        model.stages[s][b] = nn.Identity()
+    return model.eval()
+
+
+def skip_params_macs(arch: Architecture, blocks: list[tuple[int, int]], image_size: int) -> tuple[int, int]:
+    """Parameters and MACs of :func:`skip_network`. A hidden width of 0 removes both convs' multiply-adds and
+    every weight but conv2's bias, which a removed block does not have either."""
+    params, macs = count_params_macs(arch, {position: 0 for position in blocks}, image_size)
+    return params - sum(arch.widths[s] for s, _ in blocks), macs
+
+
+def fine_tuned_names(config: Config, prior: ResNet) -> list[str]:
+    """Names (in ``prior``) of the parameters the metamorphic run fine-tunes, asked of the metamorphic network
+    itself (``head_parameters``), so that the skip baseline trains exactly its part; empty when it trains none."""
+    from raymeta.train import build_network
+
+    net = build_network(config, copy.deepcopy(prior))
+    head = {id(p) for p in net.head_parameters()}
+    return [name for name, p in net.prior.named_parameters() if id(p) in head]
+
+
+def metamorphic_epochs(config: Config, block_count: int) -> int:
+    """Epochs of the metamorphic run: every stage of its schedule together."""
+    from raymeta.train import plan_stages
+
+    return sum(stage.epochs for stage in plan_stages(config, block_count))
+
+
+def fit_head(model: ResNet, names: list[str], bundle, config: Config, *, epochs: int, device: torch.device,
+             on_epoch=None) -> float:
+    """Train only the parameters ``names`` as the metamorphic run trains its head group; returns training seconds.
+
+    AdamW at ``train.head_lr`` with ``train.weight_decay``, the run's linear warm-up over
+    ``train.warmup_epochs`` (once, from the first step) and gradient values clipped at ``train.clip_value``;
+    cross-entropy on shuffled batches of ``data.batch_size``, one step per batch. An epoch reads as many
+    batches as one of the metamorphic run: ``train.steps_per_epoch`` × M when that cap is set, else the whole
+    training split.
+    """
+    from raymeta.train import set_warmup
+
+    train = config.train
+    parameters = [p for name, p in model.named_parameters() if name in names]
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name in names)
+    if not parameters or epochs == 0:
+        return 0.0
+    optimizer = torch.optim.AdamW([{"params": parameters, "lr": train.head_lr, "base_lr": train.head_lr,
+                                    "weight_decay": train.weight_decay, "name": "head"}])
+    batches = len(bundle.train) // config.data.batch_size
+    if train.steps_per_epoch is not None:
+        batches = min(batches, train.steps_per_epoch * train.configs_per_step)
+    if batches < 1:
+        raise ConfigError(f"data.batch_size={config.data.batch_size} is more than the {len(bundle.train)} training "
+                          f"examples: lower it")
+    step, seconds = 0, 0.0
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        model.train()
+        loader = make_loader(bundle.train, config.data.batch_size, shuffle=True, seed=config.seed, epoch=epoch,
+                             drop_last=True)
+        for images, labels in itertools.islice(loader, batches):
+            set_warmup(optimizer, step, train.warmup_epochs * batches)
+            loss = F.cross_entropy(model(images.to(device)), labels.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if train.clip_value > 0:
+                torch.nn.utils.clip_grad_value_(parameters, train.clip_value)
+            optimizer.step()
+            step += 1
+        model.eval()
+        seconds += time.perf_counter() - start
+        if on_epoch is not None:
+            on_epoch(epoch + 1, seconds)
+    return seconds
+
+
+def _repeated_rows(model: ResNet, loader, device, gammas: list[float], params: int, macs: int) -> list[dict]:
+    """One evaluation of a γ-independent network, as one row per γ."""
+    start = time.perf_counter()
+    accuracy, loss = accuracy_and_loss(model, loader, device)
+    seconds = time.perf_counter() - start
+    return [{"gamma": float(g), "samples": 1, "accuracy": accuracy, "loss": loss, "params": params, "macs": macs,
+             "wall_time_s": seconds} for g in gammas]
+
+
+def run_skip(config: Config, prior: ResNet, bundle, gammas: list[float], out: Path, *, run_name: str,
+             epochs: int, device: torch.device, progress: Progress) -> list[Path]:
+    """The skip baseline: :func:`skip_network` of the smoothed ``prior``, its fine-tuned part trained for
+    ``epochs``; one test row per γ of ``gammas`` (the same network at each), written as one table.
+
+    Each epoch is scored on the validation split at the run's monitored γ (rows phase = train, the same
+    numbers at each γ); none without a validation split, or when nothing is trained. γ already written with
+    the same settings are skipped.
+    """
+    from raymeta.train import monitor_gammas
+
+    if epochs < 0:
+        raise ConfigError(f"--epochs={epochs} is not allowed: use 0 (no training) or more")
+    if prior.arch.num_classes != bundle.info.num_classes or prior.arch.in_channels != bundle.info.in_channels:
+        raise ConfigError(f"the smoothed prior ({prior.arch.in_channels} input channels, {prior.arch.num_classes} "
+                          f"classes) does not fit data.name={config.data.name} ({bundle.info.in_channels}, "
+                          f"{bundle.info.num_classes}): use the run's own config")
+    blocks = metamorphic_blocks(config, prior.arch)
+    for gamma in gammas:
+        target_widths(prior.arch, blocks, gamma)  # the same γ grid rules as the other baselines
+    names = fine_tuned_names(config, prior)
+    if not names:
+        epochs = 0  # train.finetune_head off: the metamorphic run trains no part of the prior either
+    settings_hash = _short_hash({"config": config.hash(), "baseline": "skip", "epochs": epochs})
+    done = _finished(out, settings_hash)
+    todo = [g for g in gammas if ("skip", round(float(g), 9)) not in done]
+    if not todo:
+        progress(f"baseline skip: every γ already in {out}, skipped")
+        return []
+    seed_everything(config.seed)
+    model = skip_network(prior, blocks).to(device)
+    params, macs = skip_params_macs(prior.arch, blocks, bundle.info.image_size)
+    run_id = f"{run_name}/skip"
+    skipped = ", ".join(block_name(*p) for p in blocks)
+    trained = f"{', '.join(names)} for {epochs} epoch(s)" if epochs else "nothing (train.finetune_head is off)"
+    progress(f"baseline skip: blocks {skipped} removed; training {trained}")
+    monitor_loader = None
+    if epochs:
+        monitor_loader = validation_loader(bundle, config, progress, "baseline skip: no per-epoch accuracy")
+    curve = []
+
+    def on_epoch(epoch: int, seconds: float) -> None:
+        rows = _repeated_rows(model, monitor_loader, device, monitor_gammas(config), params, macs)
+        curve.append(result_frame(rows, config, method="skip", run_id=run_id, dataset=bundle.info.name, stage=0,
+                                  epoch=epoch, phase="train", split="validation", train_time_s=seconds,
+                                  config_hash=settings_hash))
+        progress(f"baseline skip: epoch {epoch}/{epochs}  validation acc {rows[0]['accuracy']:.4f}")
+
+    seconds = fit_head(model, names, bundle, config, epochs=epochs, device=device,
+                       on_epoch=on_epoch if monitor_loader is not None else None)
+    test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
+    rows = _repeated_rows(model, test_loader, device, todo, params, macs)
+    final = result_frame(rows, config, method="skip", run_id=run_id, dataset=bundle.info.name, stage=0,
+                         epoch=epochs, split="test", train_time_s=seconds, config_hash=settings_hash)
+    name = f"skip-{settings_hash}-{_short_hash(sorted(float(g) for g in todo))}.parquet"
+    path = write_table(pd.concat([*curve, final], ignore_index=True), out, name=name)
+    progress(f"baseline skip: test accuracy {rows[0]['accuracy']:.4f} at every γ ({params} parameters, {macs} MACs) "
+             f"after {seconds:.1f}s → {path}")
+    return [path]

@@ -8,6 +8,7 @@
     raymeta validate  --config jobs/quickstart.yaml            load, validate and print the configuration
     raymeta baseline individual --config jobs/quickstart.yaml  ResNets trained from scratch at each γ
     raymeta baseline prune --run-dir runs/quickstart           the prior pruned to each γ (Torch-Pruning)
+    raymeta baseline skip --run-dir runs/quickstart            the prior without its metamorphic blocks
     raymeta export --run-dir runs/quickstart --gamma 0.25      a standalone network at one γ
     raymeta report runs/*/results -o reports/NAME.html         self-contained HTML report of result tables
     raymeta sweep --space tune_spaces/lambdas.yaml --config jobs/quickstart.yaml
@@ -102,8 +103,9 @@ def _run_config(args: argparse.Namespace) -> Config:
 
 
 def baseline(args: argparse.Namespace, progress: Progress) -> list[Path]:
-    """``raymeta baseline individual|prune``: baseline rows at the γ of a grid, in the results schema."""
-    from raymeta.baselines import check_importances, run_individual, run_pruning
+    """``raymeta baseline individual|prune|skip``: baseline rows at the γ of a grid, in the results schema."""
+    from raymeta.baselines import (check_importances, load_smoothed_prior, metamorphic_blocks, metamorphic_epochs,
+                                   run_individual, run_pruning, run_skip)
     from raymeta.runtime import load_data, select_device
     from raymeta.train import load_prior_network
 
@@ -120,6 +122,13 @@ def baseline(args: argparse.Namespace, progress: Progress) -> list[Path]:
         progress(f"baseline individual: {len(gammas)} γ values, {epochs} epochs each, on {bundle.info.name}")
         return run_individual(config, bundle, gammas, Path(args.out or paths.results), run_name=name, epochs=epochs,
                               lr=args.lr or config.pretrain.lr, device=device, progress=progress)
+    if args.kind == "skip":
+        prior = load_smoothed_prior(config.run_dir)
+        bundle = load_data(config)
+        epochs = args.epochs if args.epochs is not None else metamorphic_epochs(
+            config, len(metamorphic_blocks(config, prior.arch)))
+        return run_skip(config, prior, bundle, gammas, Path(args.out or paths.results), run_name=name, epochs=epochs,
+                        device=device, progress=progress)
     importances = check_importances(args.importance)
     payload = load_checkpoint(paths.prior, kind="prior", required=("arch", "state_dict"))
     if not payload.get("done"):
@@ -283,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_extra_commands(sub) -> None:
     """Baselines, export and report: commands on finished runs and result tables."""
-    p = sub.add_parser("baseline", help="individual or pruned ResNets at each γ, as result rows")
+    p = sub.add_parser("baseline", help="individual, pruned or skip networks at each γ, as result rows")
     kinds = p.add_subparsers(dest="kind", required=True)
     k = kinds.add_parser("individual", help="an ordinary ResNet trained from scratch at each γ")
     _add_common(k)
@@ -300,6 +309,19 @@ def _add_extra_commands(sub) -> None:
                    help="epochs of fine-tuning after pruning; rows prune-X+ft (0: pruned rows only)")
     k.add_argument("--finetune-lr", type=float, default=0.01, help="peak learning rate of the fine-tune")
     k.add_argument("--gradient-batches", type=int, default=4, help="training batches for Taylor/Hessian gradients")
+    k.add_argument("--out", help="results folder (default: RUN_DIR/results)")
+    k = kinds.add_parser("skip", help="the run's smoothed prior with every metamorphic block removed (α = 0), its "
+                                      "fine-tuned part trained as the metamorphic run trains it: the floor a "
+                                      "metamorphic network must clear",
+                         description="The smoothed prior of RUN_DIR with the residual branch of every block of "
+                                     "train.blocks removed (each block the identity: the metamorphic network with "
+                                     "every α = 0); the part the metamorphic run fine-tunes (the last block unless "
+                                     "it is metamorphic, and the classifier; nothing with train.finetune_head off) "
+                                     "trained with AdamW at train.head_lr for as many epochs as the metamorphic "
+                                     "run. One network for every γ: rows 'skip' repeat its test accuracy at each γ.")
+    _add_common(k)
+    k.add_argument("--gammas", help="comma-separated γ values of its rows, e.g. --gammas=0,0.5 (default: eval.gammas)")
+    k.add_argument("--epochs", type=int, help="training epochs (default: the metamorphic run's, every stage together)")
     k.add_argument("--out", help="results folder (default: RUN_DIR/results)")
     p = sub.add_parser("export", help="a standalone network at one γ: state dict + spec, and TorchScript")
     _add_common(p)

@@ -8,10 +8,13 @@ generates nothing like the prior (relative error ≥ 1: no closer than generatin
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from raymeta.metamorphic import MetamorphicNetwork
 from raymeta.models import block_name
+from raymeta.results import ALPHA_PREFIX, REC_PREFIX
 
 
 @torch.no_grad()
@@ -30,4 +33,22 @@ def reconstruction_errors(net: MetamorphicNetwork) -> dict[str, float]:
 
 def block_alphas(net: MetamorphicNetwork) -> dict[str, float]:
     """The residual scale α of every active metamorphic block, keyed by its name (``stage3.block1``)."""
-    return {block_name(s, b): float(net.alphas[i].detach()) for i, (s, b) in enumerate(net.active())}
+    return {block_name(s, b): float(net.alphas.detach()[i]) for i, (s, b) in enumerate(net.active())}
+
+
+def worst_by_block(errors: dict[str, float]) -> dict[str, float]:
+    """The largest of :func:`reconstruction_errors` over each block's tensors, keyed by block name, in the order
+    the tensors come. NaN (a diverged INR) wins over any number, so that it is never hidden."""
+    worst: dict[str, float] = {}
+    for path, error in errors.items():
+        _, stage, block, *_ = path.split(".")  # stages.{s}.{b}.conv1.weight
+        name = block_name(int(stage), int(block))
+        previous = worst.get(name, -math.inf)
+        worst[name] = error if math.isnan(error) or error > previous else previous
+    return worst
+
+
+def health_columns(alphas: dict[str, float], errors: dict[str, float]) -> dict[str, float]:
+    """The signals as the optional columns of monitor rows: ``alpha.<block>`` and ``rec.<tensor>``."""
+    return {**{ALPHA_PREFIX + name: float(value) for name, value in alphas.items()},
+            **{REC_PREFIX + path: float(value) for path, value in errors.items()}}

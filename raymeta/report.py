@@ -2,9 +2,11 @@
 
 One self-contained page, plotly.js inlined once (opens offline, no CDN): accuracy against γ for every
 method with the training pool shaded and unseen γ marked; parameters and MACs against γ; training
-curves per stage from ``phase == "train"`` rows; a paper-style table (methods × γ, training cost); and
-a view of Ray Tune trials when the rows carry ``trial_id``. Nothing is read but the rows given, and
-nothing time- or machine-dependent is written (figure ids are fixed, rows are sorted).
+curves per stage from ``phase == "train"`` rows, and the method's health signals (α per block, relative
+reconstruction error per tensor at γ = 0) from their ``alpha.``/``rec.`` columns; a paper-style table
+(methods × γ, training cost) that flags a metamorphic or NeuMeta result not clearly above the skip
+baseline; and a view of Ray Tune trials when the rows carry ``trial_id``. Nothing is read but the rows
+given, and nothing time- or machine-dependent is written (figure ids are fixed, rows are sorted).
 
 Splits are never mixed: the method comparison (accuracy against γ, methods × γ, sizes) shows final rows of
 the test split, the training curves show monitor rows of the validation split, and the Tune trials are
@@ -18,14 +20,24 @@ import html
 import math
 import os
 import tempfile
+from fractions import Fraction
 from pathlib import Path
 
 import pandas as pd
 
-from raymeta.results import PARAM_PREFIX, ResultsError, validate_frame
+from raymeta.results import ALPHA_PREFIX, PARAM_PREFIX, REC_PREFIX, ResultsError, validate_frame
 
-METHOD_ORDER = ("metamorphic", "recipe", "neumeta", "individual")
+METHOD_ORDER = ("metamorphic", "recipe", "neumeta", "individual", "skip")
 """Methods listed first, in this order; the rest (pruning variants, …) follow alphabetically."""
+
+REFERENCE_METHOD = "skip"
+"""The floor: the prior without its metamorphic blocks (α = 0), one network at every γ; drawn dashed."""
+
+CHECKED_METHODS = ("metamorphic", "recipe", "neumeta")
+"""Methods whose results the paper table flags when they do not clear the reference by more than the noise."""
+
+LARGEST_TEST_SET = 1_000_000
+"""Bound on the number of test images recovered from a run's accuracies (see :func:`image_count`)."""
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd")
@@ -43,6 +55,7 @@ th:first-child, td:first-child { text-align: left; }
 thead th { background: #f3f4f6; } td.best { font-weight: 700; }
 .note { color: #555; font-size: 0.88rem; } .figure { margin: 0.5rem 0 1rem; }
 code { background: #f3f4f6; padding: 0 0.25rem; }
+.warn { color: #9a3412; background: #fff7ed; border-left: 3px solid #ea580c; padding: 0.3rem 0.6rem; }
 """
 
 
@@ -52,7 +65,14 @@ def method_order(methods) -> list[str]:
 
 
 def method_colours(methods: list[str]) -> dict[str, str]:
-    return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(methods)}
+    colours = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(m for m in methods if m != REFERENCE_METHOD)}
+    if REFERENCE_METHOD in methods:
+        colours[REFERENCE_METHOD] = "#555555"
+    return colours
+
+
+def line_style(method: str, colour: str) -> dict:
+    return {"color": colour, "dash": "dash"} if method == REFERENCE_METHOD else {"color": colour}
 
 
 def final_rows(frame: pd.DataFrame, split: str = "test") -> pd.DataFrame:
@@ -126,7 +146,7 @@ def accuracy_figure(summary: pd.DataFrame, pool, methods: list[str], colours: di
         std = rows["std"].fillna(0.0) * 100
         figure.add_trace(go.Scatter(
             x=rows["gamma"], y=rows["accuracy"] * 100, name=method, mode="lines+markers",
-            line={"color": colours[method]}, error_y={"type": "data", "array": std, "visible": bool((rows["n"] > 1).any())},
+            line=line_style(method, colours[method]), error_y={"type": "data", "array": std, "visible": bool((rows["n"] > 1).any())},
             marker={"size": 9, "symbol": ["circle" if s else "circle-open" for s in rows["seen"]],
                     "line": {"width": 2, "color": colours[method]}},
             customdata=list(zip(rows["n"], ["seen" if s else "unseen" for s in rows["seen"]], rows["samples"])),
@@ -153,7 +173,7 @@ def size_figure(summary: pd.DataFrame, methods: list[str], colours: dict[str, st
         for column, key in ((1, "params"), (2, "macs")):
             figure.add_trace(go.Scatter(x=rows["gamma"], y=rows[key], name=method, legendgroup=method,
                                         showlegend=column == 1, mode="lines+markers",
-                                        line={"color": colours[method]}), row=1, col=column)
+                                        line=line_style(method, colours[method])), row=1, col=column)
     figure.update_xaxes(title_text="compression ratio γ")
     figure.update_layout(title="Network size against γ (inference network, BatchNorm folded)", height=430,
                          template="plotly_white")
@@ -198,6 +218,66 @@ def training_figure(train: pd.DataFrame, methods: list[str], split: str = "valid
     return figure
 
 
+HEALTH_SIGNALS = {
+    ALPHA_PREFIX: ("α per metamorphic block against epoch", "residual scale α", 0.0, "α = 0: the block is off"),
+    REC_PREFIX: ("Relative reconstruction error at γ = 0 per generated tensor against epoch",
+                 "‖W_gen − W_prior‖ / ‖W_prior‖", 1.0, "1: no closer than zeros"),
+}
+"""Column prefix → (title, y-axis title, reference level, what the level means) of the health figures."""
+
+TENSOR_DASHES = {"conv1.weight": "solid", "conv1.bias": "dot", "conv2.weight": "dash", "conv2.bias": "dashdot"}
+
+
+def _natural_key(text: str) -> tuple:
+    """Sort stage3.block10 after stage3.block2."""
+    import re
+
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
+
+
+def _block_of(name: str) -> str:
+    """``stage3.block1`` for an α column's name, or for a tensor path ``stages.2.1.conv1.weight``."""
+    parts = name.split(".")
+    if parts[0] == "stages" and len(parts) >= 3:
+        return f"stage{int(parts[1]) + 1}.block{parts[2]}"
+    return name
+
+
+def health_figure(train: pd.DataFrame, prefix: str):
+    """The ``prefix`` columns of monitor rows (α per block, or relative error per tensor) against epoch: a line
+    per run and column, coloured by block (a tensor's line dashed by its kind). None when no row carries one."""
+    import plotly.graph_objects as go
+
+    columns = sorted((c for c in train.columns if c.startswith(prefix) and train[c].notna().any()), key=_natural_key)
+    if not columns:
+        return None
+    title, axis, level, meaning = HEALTH_SIGNALS[prefix]
+    # The signals are the epoch's, repeated on each of its γ rows: one point per epoch.
+    epochs = train.drop_duplicates(["method", "run_id", "epoch"]).sort_values(["method", "run_id", "epoch"])
+    blocks = sorted({_block_of(c[len(prefix):]) for c in columns}, key=_natural_key)
+    several = epochs[["method", "run_id"]].drop_duplicates().shape[0] > 1
+    figure = go.Figure()
+    figure.add_hline(y=level, line={"color": "#999", "dash": "dot"}, annotation_text=meaning,
+                     annotation_position="bottom right")
+    for (method, run_id), rows in epochs.groupby(["method", "run_id"], sort=True):
+        for column in columns:
+            points = rows[["epoch", column]].dropna()  # none before the block became active
+            if points.empty:
+                continue
+            name = column[len(prefix):]
+            block = _block_of(name)
+            dash = next((d for kind, d in TENSOR_DASHES.items() if name.endswith(kind)), "solid")
+            label = f"{run_id} ({method}): {name}" if several else name
+            figure.add_trace(go.Scatter(
+                x=points["epoch"], y=points[column], mode="lines+markers", name=label, legendgroup=block,
+                line={"color": PALETTE[blocks.index(block) % len(PALETTE)], "dash": dash}, marker={"size": 4},
+                hovertemplate=f"{html.escape(label)}<br>epoch %{{x}}<br>%{{y:.4f}}<extra></extra>"))
+    figure.update_xaxes(title_text="epoch")
+    figure.update_yaxes(title_text=axis)
+    figure.update_layout(title=title, height=420, template="plotly_white")
+    return figure
+
+
 def _format_seconds(seconds: float) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "–"
@@ -208,8 +288,84 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
+def image_count(accuracies) -> int | None:
+    """How many images (at least) the accuracies of one run were measured on; None when that passes
+    :data:`LARGEST_TEST_SET` (they were not measured on one set).
+
+    Each accuracy is correct/n, so n is a multiple of its reduced denominator, and of the least common multiple
+    of them all, which is returned: n itself unless every count shares a factor with n. Too small an n only
+    widens the noise it gives, so a result is never passed for one too few images.
+    """
+    images = 1
+    for accuracy in accuracies:
+        if math.isfinite(accuracy):
+            images = math.lcm(images, Fraction(float(accuracy)).limit_denominator(LARGEST_TEST_SET).denominator)
+            if images > LARGEST_TEST_SET:
+                return None
+    return images
+
+
+def skip_check(summary: pd.DataFrame, final: pd.DataFrame) -> list[dict]:
+    """Every result of a :data:`CHECKED_METHODS` method at a γ where the reference (skip) has one: its margin over
+    the reference, the noise it must clear, and whether it is flagged (margin ≤ noise).
+
+    Noise: the std over the method's runs where it has several at that γ, else two binomial standard errors
+    2·√(p(1−p)/n) of its accuracy p, with n from :func:`image_count` over its run's rows. Unknown noise (n not
+    recoverable) flags only a result at or below the reference.
+    """
+    reference = {round(g, 9): a for g, a in summary.loc[summary["method"] == REFERENCE_METHOD, ["gamma", "accuracy"]]
+                 .itertuples(index=False)}
+    images = {run: image_count(group) for run, group in final.groupby("run_id")["accuracy"]}
+    checked = []
+    for row in summary[summary["method"].isin(CHECKED_METHODS)].itertuples(index=False):
+        floor = reference.get(round(row.gamma, 9))
+        if floor is None:
+            continue
+        if row.n > 1:
+            noise, rule = float(row.std), f"std over {row.n} runs"
+        else:
+            run = final.loc[(final["method"] == row.method) & (final["gamma"] == row.gamma), "run_id"].iloc[0]
+            count = images[run]
+            if count is None:
+                noise, rule = float("nan"), "noise unknown: the number of images could not be recovered"
+            else:
+                noise = 2 * math.sqrt(row.accuracy * (1 - row.accuracy) / count)
+                rule = f"two binomial standard errors, n ≥ {count} images"
+        margin = row.accuracy - floor
+        flagged = margin <= (noise if math.isfinite(noise) else 0.0)
+        checked.append({"method": row.method, "gamma": row.gamma, "accuracy": row.accuracy, "reference": floor,
+                        "margin": margin, "noise": noise, "rule": rule, "flagged": flagged})
+    return checked
+
+
+def _skip_note(checked: list[dict], split: str) -> str:
+    """The paragraph under the paper table: which results do not clear skip, and the rule that says so."""
+    rule = (f"A {' or '.join(CHECKED_METHODS)} result is flagged ⚠ when it does not beat {REFERENCE_METHOD} (the prior "
+            "with its metamorphic blocks removed, i.e. every α = 0, its fine-tuned part trained alike) at the same γ "
+            "by more than the run-to-run noise: the std over runs where the method has several at that γ, else two "
+            f"binomial standard errors 2·√(p(1−p)/n) of its {split} accuracy p. n is recovered from the run's own "
+            "accuracies (each is correct/n, so n is at least the least common denominator of its accuracies; that "
+            "bound is used, which can only widen the noise).")
+    flagged = [c for c in checked if c["flagged"]]
+    if not flagged:
+        what = sorted({c["method"] for c in checked}, key=CHECKED_METHODS.index)
+        return (f"<p class=\"note\">Every {' and '.join(what)} result clears {REFERENCE_METHOD} by more than the noise "
+                f"at every γ where both have one. {html.escape(rule)}</p>")
+    items = []
+    for c in flagged:
+        noise = f"{c['noise'] * 100:.2f} points" if math.isfinite(c["noise"]) else "unknown"
+        items.append(f"<li>{html.escape(c['method'])} at γ={c['gamma']:g}: {c['accuracy'] * 100:.2f}% against "
+                     f"{c['reference'] * 100:.2f}% ({c['margin'] * 100:+.2f} points; noise {noise}: "
+                     f"{html.escape(c['rule'])})</li>")
+    return (f"<div class=\"warn\">⚠ Not clearly above {REFERENCE_METHOD} ({len(flagged)} of {len(checked)} results "
+            f"checked):<ul>{''.join(items)}</ul></div>\n<p class=\"note\">{html.escape(rule)}</p>")
+
+
 def paper_table(summary: pd.DataFrame, final: pd.DataFrame, methods: list[str], split: str = "test") -> str:
-    """Methods × γ accuracy on ``split`` (mean ± std over runs), with each method's training cost."""
+    """Methods × γ accuracy on ``split`` (mean ± std over runs), with each method's training cost; a result that
+    does not clear the skip baseline by more than the noise is flagged ⚠ (see :func:`skip_check`)."""
+    checked = skip_check(summary, final)
+    flags = {(c["method"], round(c["gamma"], 9)) for c in checked if c["flagged"]}
     gammas = sorted(set(summary["gamma"]))
     unseen = set(summary.loc[~summary["seen"], "gamma"])
     best = summary.groupby("gamma")["accuracy"].max()
@@ -229,12 +385,16 @@ def paper_table(summary: pd.DataFrame, final: pd.DataFrame, methods: list[str], 
             text = f"{row['accuracy'] * 100:.2f}"
             if row["n"] > 1:
                 text += f" ± {row['std'] * 100:.2f}"
+            if (method, round(gamma, 9)) in flags:
+                text += " ⚠"
             marker = ' class="best"' if abs(row["accuracy"] - best[gamma]) < 1e-12 else ""
             cells.append(f"<td{marker}>{text}</td>")
         note = " ‡" if method not in ("individual",) else ""
         lines.append(f"<tr><td>{html.escape(method)}</td>{''.join(cells)}"
                      f"<td>{_format_seconds(cost.get(method, float('nan')))}{note}</td><td>{models.get(method, 0)}</td></tr>")
     lines.append("</tbody></table>")
+    if checked:
+        lines.append(_skip_note(checked, split))
     lines.append(f"<p class=\"note\">Top-1 {split} accuracy (%); mean ± std where a method has several runs at a γ; "
                  "bold: best at that γ. † unseen γ (outside the training pool of the metamorphic network). "
                  "Training cost: the training seconds recorded in the rows, each model counted once "
@@ -363,9 +523,18 @@ def build_report(frame: pd.DataFrame, *, title: str = "raymeta report") -> str:
     if train_split is None:
         body.append("<p class=\"note\">No training-monitor rows (phase = train) in these tables.</p>")
     else:
+        monitor = train_rows(compared, train_split)
         body += [_left_out_note(compared, "train", train_split, "The training curves"),
-                 _figure_html(training_figure(train_rows(compared, train_split), methods, train_split),
-                              "fig-training")]
+                 _figure_html(training_figure(monitor, methods, train_split), "fig-training")]
+        figures = {prefix: health_figure(monitor, prefix) for prefix in HEALTH_SIGNALS}
+        if any(figure is not None for figure in figures.values()):
+            body.append("<p class=\"note\">The method's health, once per epoch on the weights the monitor "
+                        "evaluates: α of each metamorphic block (0: the block is off, as in the skip baseline), and "
+                        "the relative RMS error of each generated tensor at γ = 0 against the smoothed prior (0: a "
+                        "perfect copy; 1: no closer than generating zeros).</p>")
+        for (prefix, figure), div_id in zip(figures.items(), ("fig-alpha", "fig-reconstruction")):
+            if figure is not None:
+                body.append(_figure_html(figure, div_id))
     if "trial_id" in frame.columns:
         table, figure = tune_section(frame[trials])
         body += ["<h2>Tune trials</h2>", table]

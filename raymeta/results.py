@@ -37,7 +37,14 @@ rows, and the rows a sweep chooses its best trial by) or "test" (final evaluatio
 ``seen`` says whether γ lies in the metamorphic training pool; ``samples`` is K, the number of noisy
 weight samples averaged; ``params``/``macs`` are those of the inference network (BatchNorm folded);
 ``wall_time_s`` is the time of that evaluation and ``train_time_s`` the training time spent to reach the
-evaluated model (its training cost, not counting the prior's pretraining)."""
+evaluated model (its training cost, not counting the prior's pretraining).
+
+Beyond these, a table may carry the :data:`OPTIONAL_COLUMNS` and prefixed columns (:data:`PREFIXES`):
+``param.<name>`` (a Tune trial's parameters), and on training-monitor rows the method's health signals of
+the epoch, repeated on every γ row of it: ``alpha.<block>`` (α of each active block, e.g.
+``alpha.stage3.block1``) and ``rec.<tensor>`` (the relative RMS reconstruction error of each active generated
+tensor at γ = 0, e.g. ``rec.stages.2.1.conv1.weight``; see :mod:`raymeta.health`). A block not yet active
+in an epoch (incremental training), or a table written before the signals existed, has NaN there."""
 
 RESULT_COLUMNS = list(SCHEMA)
 """The required columns, in the order every table is written."""
@@ -49,6 +56,16 @@ checkpoint)."""
 
 PARAM_PREFIX = "param."
 """Tune writes one column per tuned parameter, ``param.<name>``, of any scalar type."""
+
+ALPHA_PREFIX = "alpha."
+"""Training-monitor rows: α of each active metamorphic block, ``alpha.<block name>``, float."""
+
+REC_PREFIX = "rec."
+"""Training-monitor rows: relative reconstruction error at γ = 0 of each active generated tensor,
+``rec.<tensor module path>``, float."""
+
+PREFIXES: dict[str, str | None] = {PARAM_PREFIX: None, ALPHA_PREFIX: "float", REC_PREFIX: "float"}
+"""Column-name prefix → kind of every column carrying it (None: any scalar type, kept as it is)."""
 
 PHASES = ("final", "train")
 
@@ -86,11 +103,11 @@ def validate_frame(frame: pd.DataFrame, source: str | Path = "<frame>") -> pd.Da
     if missing:
         raise ResultsError(f"results table {source} lacks column(s) {', '.join(missing)}; "
                            f"required columns: {', '.join(RESULT_COLUMNS)}")
-    extra = [c for c in frame.columns if c not in SCHEMA and c not in OPTIONAL_COLUMNS and not
-             (isinstance(c, str) and c.startswith(PARAM_PREFIX) and len(c) > len(PARAM_PREFIX))]
+    extra = [c for c in frame.columns if c not in SCHEMA and c not in OPTIONAL_COLUMNS and _prefix(c) is None]
     if extra:
+        prefixed = ", ".join(f"{prefix}<name>" for prefix in PREFIXES)
         raise ResultsError(f"results table {source} has unknown column(s) {', '.join(map(str, extra))}; allowed "
-                           f"beyond the required ones: {', '.join(OPTIONAL_COLUMNS)} and {PARAM_PREFIX}<name>")
+                           f"beyond the required ones: {', '.join(OPTIONAL_COLUMNS)} and {prefixed}")
     expected = {**SCHEMA, **{c: k for c, k in OPTIONAL_COLUMNS.items() if c in frame.columns}}
     out = {}
     for column, kind in expected.items():
@@ -115,10 +132,25 @@ def validate_frame(frame: pd.DataFrame, source: str | Path = "<frame>") -> pd.Da
     if bad_split:
         raise ResultsError(f"results table {source}: split {bad_split[0]!r} is not allowed: use "
                            f"{' or '.join(SPLITS)}")
-    params = sorted(c for c in frame.columns if c.startswith(PARAM_PREFIX))
-    for column in params:
-        out[column] = frame[column]
+    for prefix, kind in PREFIXES.items():
+        for column in sorted(c for c in frame.columns if _prefix(c) == prefix):
+            series = frame[column]
+            if kind is None:
+                out[column] = series
+                continue
+            found = kind if series.isna().all() else _kind_of(series)
+            if found not in (kind, "int" if kind == "float" else kind):
+                raise ResultsError(f"results table {source}: column {column!r} has type {found} "
+                                   f"(dtype {series.dtype}), expected {kind}")
+            out[column] = series.astype(_DTYPES[kind])
     return pd.DataFrame(out, index=frame.index).reset_index(drop=True)
+
+
+def _prefix(column) -> str | None:
+    """The prefix of :data:`PREFIXES` that ``column`` carries, followed by a name (None: it carries none)."""
+    if not isinstance(column, str):
+        return None
+    return next((p for p in PREFIXES if column.startswith(p) and len(column) > len(p)), None)
 
 
 def is_seen(gamma: float, pool: list[float]) -> bool:

@@ -26,6 +26,7 @@ from raymeta.data import EpochBatches
 from raymeta.ema import ExponentialAverage, apply_average, inr_parameters
 from raymeta.errors import CheckpointError, ConfigError
 from raymeta.evaluate import evaluate_gammas
+from raymeta.health import block_alphas, health_columns, reconstruction_errors, worst_by_block
 from raymeta.metamorphic import MetamorphicNetwork
 from raymeta.models import Architecture, ResNet, block_name, hidden_width, resolve_blocks
 from raymeta.runtime import Progress, RunPaths, load_data, seed_everything, select_device, validation_loader
@@ -485,15 +486,21 @@ def check_same_config(payload: dict, config: Config, source) -> None:
 
 
 def write_monitor_table(config: Config, state: dict, dataset: str) -> Path | None:
-    """The per-epoch monitor rows of the whole run so far, rewritten atomically as one Parquet file."""
+    """The per-epoch monitor rows of the whole run so far, rewritten atomically as one Parquet file.
+
+    Each row carries its epoch's health signals as ``alpha.<block>`` and ``rec.<tensor>`` columns (the same on
+    every γ row of the epoch; NaN for a block not yet active, or for a record from before the signals)."""
+    import pandas as pd
+
     from raymeta.evaluate import result_frame, write_table
 
-    rows, placement, elapsed = [], [], 0.0
+    rows, placement, health, elapsed = [], [], [], 0.0
     for record in state["history"]:
         elapsed += record["seconds"]
         for row in record.get("monitor", []):
             rows.append(row)
             placement.append((record["stage"], record["global_epoch"], elapsed))
+            health.append(health_columns(record.get("alphas", {}), record.get("rec_errors", {})))
     if not rows:  # no validation split (or a checkpoint from before monitor rows): no table, not a stale one
         (RunPaths(config.run_dir).results / "train-monitor.parquet").unlink(missing_ok=True)
         return None
@@ -501,6 +508,7 @@ def write_monitor_table(config: Config, state: dict, dataset: str) -> Path | Non
                          dataset=dataset, stage=0, epoch=0, phase="train", split="validation")
     for column, values in zip(("stage", "epoch", "train_time_s"), zip(*placement), strict=True):
         frame[column] = list(values)
+    frame = pd.concat([frame, pd.DataFrame(health, index=frame.index, dtype="float64")], axis=1)
     return write_table(frame, RunPaths(config.run_dir).results, name="train-monitor.parquet")
 
 
@@ -610,15 +618,16 @@ def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress
             label = f"stage {stage.index + 1}/{len(stages)} epoch {state['epoch'] + 1}/{stage.epochs}"
             means = train_epoch(net, optimizer, batches, state, steps_per_epoch, warmup_steps, config, device,
                                 lambda text: progress(f"train: {label} {text}"), collective, fault, ema, teacher)
-            with ema.applied() if ema is not None else nullcontext():
+            with ema.applied() if ema is not None else nullcontext():  # the signals describe the evaluated weights
                 rows = evaluate_monitor(net, monitor_loader, device, config, bundle.info.image_size, collective)
+                alphas, rec_errors = block_alphas(net), reconstruction_errors(net)
             state["epoch"] += 1
             epochs_run += 1
             record = {"stage": stage.index, "epoch": state["epoch"], "global_epoch": len(state["history"]) + 1,
                       "finished": time.time(),
                       "step": state["step"], "seconds": time.perf_counter() - start, **means,
                       **{f"acc@{r['gamma']:g}": r["accuracy"] for r in rows}, "score": monitor_score(rows, config),
-                      "alpha": net.alphas[: net.active_blocks].tolist(),
+                      "alpha": net.alphas[: net.active_blocks].tolist(), "alphas": alphas, "rec_errors": rec_errors,
                       "monitor": rows}
             state["history"].append(record)
             if state["epoch"] >= stage.epochs:
@@ -626,12 +635,13 @@ def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress
                 state["epoch"] = 0
             on_epoch_end(make_payload, record)
             accuracies = "  ".join(f"acc γ={r['gamma']:g} {r['accuracy']:.4f}" for r in rows)
-            alphas = " ".join(f"{a:.2f}" for a in net.alphas[: net.active_blocks].tolist())
+            alpha_text = " ".join(f"{a:.2f}" for a in net.alphas[: net.active_blocks].tolist())
+            worst = " ".join(f"{e:.2f}" for e in worst_by_block(rec_errors).values())  # per block, at γ = 0
             progress(f"train: stage {stage.index + 1}/{len(stages)} epoch {record['epoch']}/{stage.epochs} "
                      f"step {record['step']}  loss {means['loss']:.4f} (task {means['task']:.4f} "
                      f"distill {means['distill']:.4f} feature {means['feature']:.4f} "
-                     f"rec {means['rec']:.5f} reg {means['reg']:.2f})  {accuracies}  α [{alphas}]  "
-                     f"[{record['seconds']:.1f}s]")
+                     f"rec {means['rec']:.5f} reg {means['reg']:.2f})  {accuracies}  α [{alpha_text}]  "
+                     f"rec [{worst}]  [{record['seconds']:.1f}s]")
             if state["epoch"] == 0:
                 break
     progress(f"train: done, {state['step']} steps")

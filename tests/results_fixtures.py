@@ -29,11 +29,17 @@ def example_frame(with_trials: bool = False) -> pd.DataFrame:
              rows("prune-l1", "run-a/prune-l1", gammas=[0.0, 0.25, 0.5, 0.75], accuracy=0.8, train_time_s=1.0)]
     parts += [rows("individual", f"ind/gamma={g:g}", gammas=[g], accuracy=0.92 + 0.01 * i, train_time_s=30.0)
               for i, g in enumerate(GAMMAS)]
+    parts.append(rows("skip", "run-a/skip", accuracy=0.75, train_time_s=5.0).assign(accuracy=0.75))  # flat in γ
     for stage in range(3):
         for epoch in range(1, 4):
+            global_epoch = stage * 3 + epoch
+            # the health signals of the epoch; a block joins at its stage (incremental), NaN before
+            health = {f"alpha.stage3.block{b + 1}": 0.1 * global_epoch if b <= stage else float("nan") for b in range(3)}
+            health.update({f"rec.stages.2.{b + 1}.{conv}.{kind}": 1.0 / (global_epoch + b) if b <= stage else float("nan")
+                           for b in range(3) for conv in ("conv1", "conv2") for kind in ("weight", "bias")})
             parts.append(rows("metamorphic", "run-a", phase="train", gammas=[0.0, 0.5], stage=stage,
-                              epoch=stage * 3 + epoch, accuracy=0.5 + 0.05 * (stage * 3 + epoch),
-                              train_time_s=10.0 * (stage * 3 + epoch)))
+                              epoch=global_epoch, accuracy=0.5 + 0.05 * global_epoch,
+                              train_time_s=10.0 * global_epoch, **health))
     if with_trials:  # like a sweep writes them: final rows on validation and on test
         rng = np.random.default_rng(0)
         for trial in range(4):

@@ -1,5 +1,8 @@
 """Baselines: pruned networks have exactly the metamorphic widths; both baselines write schema rows."""
 
+import copy
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -121,3 +124,117 @@ def test_a_corrupt_prior_is_one_clear_error(tmp_path, capsys):
     tmp_path.joinpath("prior.pt").write_bytes(b"garbage")
     assert main(["baseline", "prune", "--run-dir", str(tmp_path)]) == 2
     assert "corrupt" in capsys.readouterr().err
+
+
+# ---- skip: the metamorphic blocks removed -----------------------------------------------------------
+
+def smoothed_prior(config):
+    from raymeta.baselines import load_smoothed_prior
+
+    prior = load_smoothed_prior(config.run_dir)
+    return prior, resolve_blocks(config.train.blocks, prior.arch)
+
+
+def test_skip_network_computes_what_the_metamorphic_network_with_every_alpha_zero_computes(prepared_run):
+    from raymeta.baselines import skip_network, skip_params_macs
+    from raymeta.train import build_network
+
+    config = prepared_run()
+    prior, blocks = smoothed_prior(config)
+    skip = skip_network(prior, blocks)
+    net = build_network(config, prior).eval()
+    x = torch.randn(6, prior.arch.in_channels, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        net.alphas.fill_(1.0)
+        for gamma in (0.0, 0.5):
+            assert not torch.allclose(net(x, net.generate(gamma)), skip(x))  # with the blocks on, it differs
+        net.alphas.zero_()
+        for gamma in (0.0, 0.5, -0.25):
+            assert torch.equal(net(x, net.generate(gamma)), skip(x))
+        assert not torch.allclose(prior(x), skip(x))  # and the prior itself is not the skip network
+    params, macs = skip_params_macs(prior.arch, blocks, 8)
+    assert params == sum(p.numel() for p in skip.parameters())
+    full_params, full_macs = count_params_macs(prior.arch, None, 8)
+    assert full_params - params == sum(2 * (9 * 8 * 8 + 8) for _ in blocks)  # two 3×3 convs of width 8 each
+    assert 0 < macs < full_macs
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ((), ["fc.weight", "fc.bias"]),  # the last block is metamorphic: the classifier only
+    (("train.blocks=[stage2.block1]",), ["stages.2.1.conv1.weight", "stages.2.1.conv1.bias",
+                                         "stages.2.1.conv2.weight", "stages.2.1.conv2.bias", "fc.weight", "fc.bias"]),
+    (("train.finetune_head=false",), []),
+])
+def test_skip_baseline_trains_only_what_the_metamorphic_run_fine_tunes(prepared_run, overrides, expected):
+    from raymeta.baselines import fine_tuned_names, fit_head, skip_network
+    from raymeta.runtime import load_data
+    from raymeta.train import build_network
+
+    config = prepared_run("train.head_lr=0.05", *overrides)
+    prior, blocks = smoothed_prior(config)
+    names = fine_tuned_names(config, prior)
+    assert sorted(names) == sorted(expected)
+    net = build_network(config, copy.deepcopy(prior))
+    assert [n for n, p in net.prior.named_parameters() if p.requires_grad] == names  # what it fine-tunes
+    original = {k: v.clone() for k, v in prior.state_dict().items()}
+    model = skip_network(prior, blocks)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seconds = fit_head(model, names, load_data(config), config, epochs=1, device=torch.device("cpu"))
+    after = model.state_dict()
+    changed = sorted(k for k in before if not torch.equal(before[k], after[k]))
+    assert changed == sorted(expected) and (seconds > 0) == bool(expected)
+    for name, value in prior.state_dict().items():  # the skipped blocks' weights (and all others) untouched
+        assert torch.equal(value, original[name]), name
+
+
+def test_baseline_skip_command_writes_flat_rows_in_the_schema(prepared_run, tmp_path, capsys):
+    from raymeta.baselines import skip_params_macs
+
+    config = prepared_run()
+    run = config.run_dir
+    save_config(config, RunPaths(run).config)
+    assert main(["baseline", "skip", "--run-dir", run]) == 0
+    out = capsys.readouterr().out
+    assert "blocks stage2.block1, stage3.block1 removed; training fc.weight, fc.bias for 2 epoch(s)" in out
+    frame = read_tables(RunPaths(run).results)
+    assert set(frame["method"]) == {"skip"} and frame["run_id"].unique().tolist() == [f"{Path(run).name}/skip"]
+    final = frame[frame["phase"] == "final"]
+    assert final["gamma"].tolist() == config.eval.gammas and (final["split"] == "test").all()
+    assert final["accuracy"].nunique() == 1 and final["loss"].nunique() == 1  # one network at every γ
+    prior, blocks = smoothed_prior(config)
+    params, macs = skip_params_macs(prior.arch, blocks, 8)
+    assert (frame["params"] == params).all() and (frame["macs"] == macs).all()
+    assert (final["epoch"] == 2).all() and (final["train_time_s"] > 0).all()  # as many epochs as the metamorphic run
+    curve = frame[frame["phase"] == "train"]
+    assert (curve["split"] == "validation").all() and sorted(set(curve["epoch"])) == [1, 2]
+    assert sorted(set(curve["gamma"])) == [0.0, 0.5]  # at the run's monitored γ
+    # run again: finished; a new γ is added by a table of its own
+    assert main(["baseline", "skip", "--run-dir", run]) == 0
+    assert "every γ already in" in capsys.readouterr().out and len(read_tables(RunPaths(run).results)) == len(frame)
+    assert main(["baseline", "skip", "--run-dir", run, "--gammas", "0,0.125"]) == 0
+    again = read_tables(RunPaths(run).results)
+    added = again[(again["phase"] == "final") & (again["gamma"] == 0.125)]
+    assert len(added) == 1 and added["accuracy"].iloc[0] == final["accuracy"].iloc[0]  # same seed, same network
+    assert len(again[(again["phase"] == "final") & (again["gamma"] == 0.0)]) == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--gammas", "1.5"], "out of range"),
+    (["--epochs", "-1"], "--epochs=-1 is not allowed"),
+    (["train.blocks=[stage2.block0]"], "projection shortcut"),
+])
+def test_bad_skip_arguments_are_one_clear_error(prepared_run, capsys, argv, message):
+    config = prepared_run()
+    save_config(config, RunPaths(config.run_dir).config)
+    assert main(["baseline", "skip", "--run-dir", config.run_dir, *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_baseline_skip_without_a_smoothed_prior_says_to_smooth_first(prepared_run, capsys):
+    config = prepared_run()
+    save_config(config, RunPaths(config.run_dir).config)
+    RunPaths(config.run_dir).smoothed.unlink()
+    assert main(["baseline", "skip", "--run-dir", config.run_dir]) == 2
+    err = capsys.readouterr().err
+    assert "smoothed.pt" in err and "raymeta smooth" in err and "Traceback" not in err

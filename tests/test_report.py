@@ -15,7 +15,7 @@ from raymeta.report import build_report
 from raymeta.results import write_table
 from results_fixtures import example_frame, rows
 
-FIGURES = ["fig-accuracy", "fig-size", "fig-training", "fig-tune"]
+FIGURES = ["fig-accuracy", "fig-size", "fig-training", "fig-alpha", "fig-reconstruction", "fig-tune"]
 
 
 def test_same_tables_give_a_byte_identical_page(tmp_path):
@@ -44,7 +44,7 @@ def test_paper_table_and_tune_view():
     page = build_report(example_frame(with_trials=True))
     table = page[page.index('<table class="paper">'): page.index("</table>")]
     assert [m for m in re.findall(r"<tr><td>([^<]+)</td>", table)] == ["metamorphic", "neumeta", "individual",
-                                                                         "prune-l1"]
+                                                                         "skip", "prune-l1"]
     assert "γ=-0.25 †" in table and "γ=0.75 †" in table and "γ=0.25<" in table  # unseen γ marked
     assert "2.5 min" in table  # individual: five models of 30 s each
     assert "Tune trials" in page and "trial_00003" in page and "train.lr" in page
@@ -194,3 +194,74 @@ def test_tune_view_ranks_trials_by_validation_not_test():
     assert "<td>77.50%</td><td>47.50%</td>" in row_a  # validation 0.8 − 0.1·0.25 on average; test beside it
     scores = values(figure_traces(page, "fig-tune")[0]["y"])
     assert scores == pytest.approx([77.5, 67.5])
+
+
+# ---- the skip floor and the health signals ------------------------------------------------------------
+
+def with_accuracy(frame: pd.DataFrame, accuracies: list[float]) -> pd.DataFrame:
+    return frame.assign(accuracy=accuracies)
+
+
+def test_a_result_not_clearly_above_skip_is_flagged_and_one_clearly_above_is_not():
+    from raymeta.report import image_count
+
+    gammas = [0.0, 0.25, 0.5]
+    # one metamorphic run on 1000 test images: clearly above skip at γ = 0, within two binomial standard errors
+    # (2·√(0.81·0.19/1000) = 2.48 points) above it at γ = 0.25, below it at γ = 0.5
+    metamorphic = with_accuracy(rows("metamorphic", "run-a", gammas=gammas), [0.951, 0.81, 0.779])
+    skip = with_accuracy(rows("skip", "run-a/skip", gammas=gammas), [0.8] * 3)
+    # two NeuMeta runs: their spread is the noise (std 1.41 points): 6 points above clears it, 0 does not
+    neumeta = [with_accuracy(rows("neumeta", f"n{i}", gammas=[0.0, 0.5]), values)
+               for i, values in enumerate(([0.85, 0.81], [0.87, 0.79]))]
+    assert image_count(metamorphic["accuracy"]) == 1000
+    page = build_report(pd.concat([metamorphic, skip, *neumeta], ignore_index=True))
+    table = page[page.index('<table class="paper">'): page.index("</table>")]
+    cells = dict(re.findall(r"<tr><td>([^<]+)</td>(.*?)</tr>", table))
+    assert re.findall(r"<td[^>]*>([^<]*)</td>", cells["metamorphic"])[:3] == ["95.10", "81.00 ⚠", "77.90 ⚠"]
+    assert re.findall(r"<td[^>]*>([^<]*)</td>", cells["neumeta"])[:3] == ["86.00 ± 1.41", "–", "80.00 ± 1.41 ⚠"]
+    assert "⚠" not in cells["skip"]
+    warning = page[page.index('<div class="warn">'): page.index("</div>", page.index('<div class="warn">'))]
+    assert "3 of 5 results" in warning
+    assert ("metamorphic at γ=0.25: 81.00% against 80.00% (+1.00 points; noise 2.48 points: two binomial standard "
+            "errors, n ≥ 1000 images)") in warning
+    assert "metamorphic at γ=0.5: 77.90% against 80.00% (-2.10 points" in warning
+    assert "neumeta at γ=0.5: 80.00% against 80.00% (+0.00 points; noise 1.41 points: std over 2 runs)" in warning
+    assert "γ=0:" not in warning  # the results clearly above skip are not listed
+    assert "least common denominator" in page  # the rule is stated on the page
+
+    clear = build_report(pd.concat([with_accuracy(metamorphic, [0.951, 0.95, 0.95]), skip], ignore_index=True))
+    assert "⚠" not in clear[clear.index('<table class="paper">'):clear.index("</table>")]
+    assert '<div class="warn">' not in clear and "Every metamorphic result clears skip" in clear
+    alone = build_report(metamorphic)  # no skip rows: nothing checked, nothing said
+    assert "⚠" not in alone and "clears skip" not in alone
+
+
+def test_test_images_is_a_lower_bound_recovered_from_the_accuracies():
+    from raymeta.report import image_count
+
+    assert image_count([331 / 1797, 1000 / 1797, 1.0]) == 1797
+    assert image_count([0.5, 0.25]) == 4  # every count shares a factor with n: a smaller n, a wider noise
+    assert image_count([1 / 999_983, 1 / 999_979]) is None  # no one set of at most a million images
+
+
+def test_skip_is_a_dashed_reference_line():
+    page = build_report(example_frame())
+    traces = {trace.get("name"): trace for trace in figure_traces(page, "fig-accuracy")}
+    assert traces["skip"]["line"]["dash"] == "dash" and "dash" not in traces["metamorphic"]["line"]
+    assert values(traces["skip"]["y"]) == pytest.approx([75.0] * 5)
+
+
+def test_health_signals_are_drawn_against_epoch_when_the_rows_have_them():
+    page = build_report(example_frame())
+    alpha = {trace["name"]: trace for trace in figure_traces(page, "fig-alpha")}
+    assert sorted(alpha) == ["stage3.block1", "stage3.block2", "stage3.block3"]
+    assert values(alpha["stage3.block1"]["x"]) == list(range(1, 10))  # one point per epoch, not per γ row
+    assert values(alpha["stage3.block3"]["x"]) == [7, 8, 9]  # joined at stage 3
+    assert values(alpha["stage3.block1"]["y"]) == pytest.approx([0.1 * e for e in range(1, 10)])
+    reconstruction = {trace["name"]: trace for trace in figure_traces(page, "fig-reconstruction")}
+    assert len(reconstruction) == 12 and values(reconstruction["stages.2.1.conv1.weight"]["y"])[0] == 1.0
+    # tables from before the signals: the figures are left out, the rest renders
+    old = example_frame()
+    old = old[[c for c in old.columns if not c.startswith(("alpha.", "rec."))]]
+    plain = build_report(old)
+    assert 'id="fig-training"' in plain and 'id="fig-alpha"' not in plain and 'id="fig-reconstruction"' not in plain

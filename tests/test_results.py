@@ -114,3 +114,19 @@ def test_tune_columns_are_optional_and_survive_concatenation(tmp_path):
     frame = read_tables(tmp_path)
     assert frame["trial_id"].notna().sum() == len(rows("m", "a")) and "param.train.lr" in frame.columns
     assert isinstance(validate_frame(frame), pd.DataFrame)
+
+
+def test_health_columns_are_optional_floats_that_survive_concatenation(tmp_path):
+    health = {"alpha.stage3.block1": 0.25, "rec.stages.2.1.conv1.weight": 1}  # an int widens to float
+    write_table(rows("metamorphic", "a", phase="train", gammas=[0.0, 0.5], **health), tmp_path)
+    write_table(rows("individual", "b"), tmp_path)  # a table without them
+    frame = read_tables(tmp_path)
+    trained = frame["phase"] == "train"
+    assert list(frame.columns[len(RESULT_COLUMNS):]) == ["alpha.stage3.block1", "rec.stages.2.1.conv1.weight"]
+    assert frame.loc[trained, "rec.stages.2.1.conv1.weight"].tolist() == [1.0, 1.0]
+    assert frame.loc[~trained, "alpha.stage3.block1"].isna().all()
+    assert str(frame["rec.stages.2.1.conv1.weight"].dtype) == "float64"
+    with pytest.raises(ResultsError, match="column 'alpha.stage3.block1' has type string.*expected float"):
+        validate_frame(rows("m", "a").assign(**{"alpha.stage3.block1": "off"}))
+    with pytest.raises(ResultsError, match="unknown column.*'?rec\\.'?.*param.<name>, alpha.<name>, rec.<name>"):
+        validate_frame(rows("m", "a").assign(**{"rec.": 1.0}))  # a prefix without a name

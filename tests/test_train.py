@@ -151,3 +151,39 @@ def test_without_a_validation_split_there_is_no_monitoring(prepared_run):
     with pytest.raises(ConfigError, match="data.validation_fraction=0, so it has none; use --split test"):
         evaluate_run(config, path, QUIET, split="validation")
     assert set(evaluate_run(config, path, QUIET)["split"]) == {"test"}
+
+
+def test_monitor_rows_carry_the_health_signals_of_the_evaluated_weights(prepared_run):
+    # α and the relative reconstruction error at γ = 0 of every active block / generated tensor, per epoch: the
+    # last epoch's equal raymeta.health on the final checkpoint (its EMA weights, as the monitor evaluates).
+    import io
+    import math
+
+    from raymeta.health import block_alphas, reconstruction_errors, worst_by_block
+    from raymeta.results import read_tables
+
+    config = prepared_run("train.alpha_lr=0.05")  # α must move off its initial 0 for the check to mean anything
+    stream = io.StringIO()
+    net, _, payload = load_trained(train(config, progress=Progress(stream=stream)))
+    alphas, errors = block_alphas(net), reconstruction_errors(net)
+    assert list(alphas) == ["stage2.block1", "stage3.block1"] and len(errors) == 8
+    assert any(abs(a) > 1e-3 for a in alphas.values()) and all(0 < e < math.inf for e in errors.values())
+    last = payload["state"]["history"][-1]
+    assert last["alphas"] == pytest.approx(alphas, rel=1e-6) and last["rec_errors"] == pytest.approx(errors, rel=1e-5)
+
+    table = read_tables(RunPaths(config.run_dir).results / "train-monitor.parquet")
+    health = sorted(c for c in table.columns if c.startswith(("alpha.", "rec.")))
+    assert health == sorted([f"alpha.{name}" for name in alphas] + [f"rec.{path}" for path in errors])
+    final = table[table["epoch"] == 2]
+    assert len(final) == 2  # one row per monitored γ, each carrying the epoch's signals
+    for name, value in alphas.items():
+        assert final[f"alpha.{name}"].tolist() == pytest.approx([value] * 2, rel=1e-6)
+    for path, value in errors.items():
+        assert final[f"rec.{path}"].tolist() == pytest.approx([value] * 2, rel=1e-5)
+    first = table[table["epoch"] == 1]  # stage 1: only stage2.block1 is active yet
+    assert first["alpha.stage2.block1"].notna().all() and first["alpha.stage3.block1"].isna().all()
+    assert first["rec.stages.1.1.conv1.weight"].notna().all() and first["rec.stages.2.1.conv2.weight"].isna().all()
+
+    line = [text for text in stream.getvalue().splitlines() if "stage 2/2 epoch 1/1" in text][-1]
+    worst = " ".join(f"{e:.2f}" for e in worst_by_block(errors).values())
+    assert f"rec [{worst}]" in line and len(worst.split()) == 2
