@@ -344,13 +344,15 @@ def main(argv: list[str] | None = None) -> int:
         for text in args.overrides:
             if "=" not in text:
                 raise ConfigError(f"argument {text!r} is not allowed: overrides are group.key=value")
-        config = _config(args)
+        # evaluate reads an existing run: without --config, the run's own config.yaml (which it never rewrites)
+        config = _run_config(args) if args.command == "evaluate" else _config(args)
         Path(config.run_dir).mkdir(parents=True, exist_ok=True)
         if args.command == "validate":
             print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
             print(f"# config hash {config.hash()}")
             return 0
-        save_config(config, RunPaths(config.run_dir).config)
+        if args.command != "evaluate":
+            save_config(config, RunPaths(config.run_dir).config)
         resume = True if getattr(args, "resume", False) else (False if getattr(args, "restart", False) else None)
         if args.command in ("pretrain", "run"):
             from raymeta.pretrain import pretrain

@@ -21,10 +21,9 @@ for seed in $SEEDS; do
     fi
     $RAYMETA run --config $CONFIG --run-dir "$run" --workers 2 seed=$seed
     $RAYMETA baseline skip --run-dir "$run"
+    $RAYMETA baseline individual --config $CONFIG --run-dir "$run" --gammas=0.25,0.5,0.75 seed=$seed
+    $RAYMETA baseline prune --run-dir "$run" --importance l1,taylor --gammas=0.25,0.5,0.75 --finetune-epochs 2
 done
-first=runs/fashion-bench/seed${SEEDS%% *}
-$RAYMETA baseline individual --config $CONFIG --run-dir "$first" --gammas=0.25,0.5,0.75
-$RAYMETA baseline prune --run-dir "$first" --importance l1,taylor --gammas=0.25,0.5,0.75 --finetune-epochs 2
 for seed in $SEEDS; do
     mkdir -p "reports/fashion-bench/seed$seed"
     cp runs/fashion-bench/seed$seed/results/*.parquet "reports/fashion-bench/seed$seed/"

@@ -50,6 +50,13 @@ def test_debug_job_runs_end_to_end(tmp_path, capsys):
     validation = pd.read_parquet(latest)
     assert (validation["split"] == "validation").all() and validation["gamma"].tolist() == frame["gamma"].tolist()
     assert not validation["loss"].equals(frame["loss"])
+    # without --config, evaluate takes the run's own config.yaml, and never rewrites it
+    saved = (tmp_path / "config.yaml").read_text()
+    assert main(["evaluate", "--run-dir", str(tmp_path)]) == 0
+    (own,) = set((tmp_path / "results").glob("eval-*.parquet")) - set(tables) - {second, latest}
+    assert pd.read_parquet(own)["gamma"].tolist() == frame["gamma"].tolist()  # the job's eval.gammas, not the defaults
+    assert (tmp_path / "config.yaml").read_text() == saved
+    own.unlink()
     # running the job again reuses the finished prior and training, and only evaluates anew
     capsys.readouterr()
     assert main(["run", "--config", DEBUG, "--run-dir", str(tmp_path), "--workers", "0"]) == 0
