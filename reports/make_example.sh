@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Makes reports/digits-resnet20.html from real runs on scikit-learn's digits (ResNet-20, jobs/quickstart.yaml).
-# About 25 minutes on two shared CPU cores. Run from the repository root:  bash reports/make_example.sh
+# About 30 minutes on two CPU cores. Run from the repository root:  bash reports/make_example.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RAYMETA=${RAYMETA:-.venv/bin/raymeta}
-# 1. The metamorphic network (full recipe) and the original NeuMeta baseline, from the same prior.
+# 1. The metamorphic network (raymeta's method), the papers' recipe and the original NeuMeta baseline, from the
+#    same prior; the skip reference (the prior without its metamorphic blocks, head fine-tuned as long).
 $RAYMETA run --config jobs/quickstart.yaml --run-dir runs/digits/metamorphic
-mkdir -p runs/digits/neumeta
-cp -n runs/digits/metamorphic/prior.pt runs/digits/metamorphic/smoothed.pt runs/digits/neumeta/ || true
+$RAYMETA baseline skip --run-dir runs/digits/metamorphic
+for method in recipe neumeta; do
+    mkdir -p runs/digits/$method
+    cp -n runs/digits/metamorphic/prior.pt runs/digits/metamorphic/smoothed.pt runs/digits/$method/ || true
+done
+$RAYMETA run --config jobs/quickstart.yaml --run-dir runs/digits/recipe --method recipe
 # NeuMeta at the recipe's lr 0.002 collapses to one class (9.75 %) within two epochs (no α, six random INR blocks
 # at once); at 5e-4 it trains. M = 1, so one worker: train in this process.
 $RAYMETA run --config jobs/quickstart.yaml --run-dir runs/digits/neumeta --method neumeta --workers 0 train.lr=0.0005
