@@ -63,7 +63,8 @@ def paper_rows(bench: Path, ablation: Path) -> None:
 
 @torch.no_grad()
 def mechanism(run: Path) -> str:
-    """α, accuracy with the generated blocks off, relative reconstruction error at γ = 0, γ's effect (test)."""
+    """α, accuracy with the generated blocks off, with the INRs' correction off (the prior base alone), relative
+    reconstruction error at γ = 0, γ's effect (test split, K = 1)."""
     net, config, _ = load_trained(RunPaths(run).train_checkpoint)
     bundle = load_data(config, augment=False)
     loader = make_loader(bundle.test, 500, shuffle=False)
@@ -74,12 +75,21 @@ def mechanism(run: Path) -> str:
     net.alphas.data.zero_() if isinstance(net.alphas, torch.nn.Parameter) else net.alphas.zero_()
     off = evaluate_gammas(net, loader, "cpu", [0.0], samples=1, noise=0.0, seed=0, image_size=size)[0]["accuracy"]
     net.alphas.data.copy_(alphas)
+    state = {k: v.clone() for k, v in net.hyper.state_dict().items()}
+    for bank in net.hyper.banks():  # the INRs' correction switched off: the prior base (and α, head) alone
+        for index in range(bank.count):
+            bank.zero_output(index)
+    base = {r["gamma"]: r["accuracy"] for r in evaluate_gammas(net, loader, "cpu", [0.5, 0.75], samples=1, noise=0.0,
+                                                              seed=0, image_size=size)}
+    net.hyper.load_state_dict(state)
+    on.update({0.75: evaluate_gammas(net, loader, "cpu", [0.75], samples=1, noise=0.0, seed=0,
+                                     image_size=size)[0]["accuracy"]})
     errors = health.reconstruction_errors(net)
     kernels = " ".join(f"{e:.3f}" for n, e in errors.items() if n.endswith("weight"))
     biases = " ".join(f"{e:.3f}" for n, e in errors.items() if n.endswith("bias"))
     alpha_text = " ".join(f"{name} {value:.2f}" for name, value in health.block_alphas(net).items())
-    return (f"| {run.name} | {alpha_text} | {100 * on[0.0]:.2f} | {100 * off:.2f} | {100 * on[0.5]:.2f} | "
-            f"{kernels} | {biases} |")
+    return (f"| {run.name} | {alpha_text} | {100 * on[0.0]:.2f} | {100 * off:.2f} | {100 * on[0.5]:.2f} "
+            f"({100 * base[0.5]:.2f}) | {100 * on[0.75]:.2f} ({100 * base[0.75]:.2f}) | {kernels} | {biases} |")
 
 
 def main(bench: Path, ablation: Path) -> None:
@@ -140,8 +150,8 @@ def main(bench: Path, ablation: Path) -> None:
     runs = sorted(p for p in RUNS.glob("seed*") if RunPaths(p).train_checkpoint.exists())
     if runs:
         print("\n## Mechanism (test split, K = 1)\n")
-        print("| run | α per block | acc γ=0 | acc γ=0, every α = 0 | acc γ=0.5 | rel. error γ=0: kernels |"
-              " biases |\n|---|---|---|---|---|---|---|")
+        print("| run | α per block | acc γ=0 | acc γ=0, every α = 0 | acc γ=0.5 (INR correction off) | "
+              "acc γ=0.75 (INR correction off) | rel. error γ=0: kernels | biases |\n|---|---|---|---|---|---|---|---|")
         for run in runs:
             print(mechanism(run), flush=True)
 
