@@ -57,7 +57,8 @@ def paper_rows(bench: Path, ablation: Path) -> None:
     for seed_dir in sorted(ablation.glob("seed*")):
         frame = read_tables(seed_dir)
         frame = frame[frame["method"].isin(["recipe", "neumeta"])]
-        write_table(frame.drop(columns=[c for c in frame.columns if c.startswith("param.")]), out,
+        extra = [c for c in frame.columns if c.startswith("param.") or c in ("trial_id", "trial_status")]
+        write_table(frame.drop(columns=extra), out,  # ordinary runs here, not a sweep's trials
                     name=f"{seed_dir.name}.parquet")
 
 
