@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from raymeta.checkpoint import load_checkpoint, save_checkpoint
-from raymeta.config import Config, load_config, method_name, method_overrides, save_config
+from raymeta.config import Config, load_config, method_overrides, save_config
 from raymeta.errors import CheckpointError, ConfigError, RaymetaError
 from raymeta.runtime import Progress, RunPaths
 

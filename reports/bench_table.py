@@ -15,7 +15,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from raymeta import health
