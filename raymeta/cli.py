@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from raymeta.checkpoint import load_checkpoint, save_checkpoint
-from raymeta.config import NEUMETA_SWITCHES, Config, load_config, method_name, save_config
+from raymeta.config import NEUMETA_SWITCHES, Config, load_config, save_config
 from raymeta.errors import CheckpointError, ConfigError, RaymetaError
 from raymeta.runtime import Progress, RunPaths
 
