@@ -12,6 +12,14 @@
 # --workers, --gpus-per-worker or group.key=value overrides are passed on to raymeta.
 # SUBMIT_ARGS adds flags of `ray job submit` itself (e.g. SUBMIT_ARGS=--no-wait); RUNTIME_ENV names another
 # runtime environment file (default jobs/runtime_env.yaml).
+#
+# Token authentication: `ray start --head` turns it on when the head has a token (~/.ray/auth_token, which
+# `ray get-auth-token --generate` or any local `ray.init()` writes); the cluster then refuses requests without
+# it, and Ray's job client sends one only under RAY_AUTH_MODE=token. So where a token is at hand — in Ray's own
+# order, RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH names, ~/.ray/auth_token — and RAY_AUTH_MODE is unset,
+# this script sets RAY_AUTH_MODE=token (a cluster without authentication ignores the token). For a remote
+# cluster, hand over the head's token (`ray get-auth-token` there prints it): RAY_AUTH_TOKEN=… or
+# RAY_AUTH_TOKEN_PATH=FILE. An explicit RAY_AUTH_MODE is left as it is.
 set -euo pipefail
 usage="usage: jobs/submit.sh [--sweep tune_spaces/SPACE.yaml] jobs/CONFIG.yaml [raymeta flags…]"
 command=(run)
@@ -28,6 +36,9 @@ if [[ $# -lt 1 || ! -f $1 ]]; then
     exit 2
 fi
 cd "$(dirname "$0")/.."
+if [[ -z ${RAY_AUTH_MODE:-} ]] && [[ -n ${RAY_AUTH_TOKEN:-} || -n ${RAY_AUTH_TOKEN_PATH:-} || -s ${HOME:-/nonexistent}/.ray/auth_token ]]; then
+    export RAY_AUTH_MODE=token
+fi
 config=$1
 shift
 # shellcheck disable=SC2086

@@ -59,6 +59,7 @@ def test_worker_plan_fits_the_cluster_and_refuses_what_cannot_work():
         _plan_workers(DistributedOptions(workers=2, cpus_per_worker=3), 2, {"CPU": 4.0})
 
 
+@pytest.mark.ray
 def test_two_workers_give_the_single_process_update(prepared_run, ray_cluster):
     # M = 4: each worker runs two configurations, each on its own micro-batch (half of the step's data)
     overrides = ("train.configs_per_step=4", "train.steps_per_epoch=3")
@@ -76,6 +77,7 @@ def test_two_workers_give_the_single_process_update(prepared_run, ray_cluster):
     assert_monitor_is_validation(distributed)  # the Ray driver monitors on the validation split too
 
 
+@pytest.mark.ray
 def test_more_workers_than_configurations_still_give_the_single_process_update(prepared_run, ray_cluster):
     # M = 1 (as in NeuMeta): the two workers each take half of every micro-batch
     overrides = ("train.configs_per_step=1", "train.steps_per_epoch=3")
@@ -85,6 +87,7 @@ def test_more_workers_than_configurations_still_give_the_single_process_update(p
     assert_same_parameters(one_state, two_state)
 
 
+@pytest.mark.ray
 def test_killed_worker_resumes_from_the_last_checkpoint(prepared_run, ray_cluster, monkeypatch, tmp_path):
     # 2 stages × 2 epochs × 3 steps = 12 steps; rank 1 dies right after step 7 (stage 2, epoch 1)
     overrides = ("train.epochs_per_stage=2", "train.steps_per_epoch=3")
@@ -100,6 +103,7 @@ def test_killed_worker_resumes_from_the_last_checkpoint(prepared_run, ray_cluste
     assert_same_parameters(clean_state, faulty_state)  # the resumed run continued exactly where it stopped
 
 
+@pytest.mark.ray
 def test_stopped_run_continues_from_its_storage_path(prepared_run, ray_cluster):
     config = prepared_run("train.epochs_per_stage=2", "train.steps_per_epoch=2")
     first, _ = states(train_distributed(config, OPTIONS, stop_after_epochs=3, progress=QUIET))

@@ -102,6 +102,7 @@ def browser(chromium, profile, *arguments):
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.browser
 def test_report_renders_in_headless_chromium(chromium, tmp_path):
     page = build_report(example_frame(with_trials=True), title="browser test")
     report = tmp_path / "report.html"

@@ -42,6 +42,7 @@ def ray_cluster():
     yield from embedded_ray()
 
 
+@pytest.mark.ray
 def test_tiny_sweep_end_to_end(prepared_run, ray_cluster, tmp_path):
     space_file = tmp_path / "tiny.yaml"
     space_file.write_text(SPACE)
@@ -108,6 +109,7 @@ def _stop_leftovers(marker: str) -> None:
     subprocess.run(["pkill", "-9", "-f", marker])
 
 
+@pytest.mark.ray
 def test_a_killed_sweep_continues_without_running_finished_trials_again(tmp_path):
     root = Path(__file__).resolve().parent.parent
     space_file = tmp_path / "two.yaml"
@@ -162,6 +164,7 @@ def test_a_sweep_over_another_space_in_the_same_folder_is_refused(prepared_run, 
         run_sweep(space, base, SweepOptions(sweep_dir=str(tmp_path / "none"), resume=True), QUIET)
 
 
+@pytest.mark.ray
 def test_optuna_search_runs_trials(prepared_run, ray_cluster, tmp_path):
     pytest.importorskip("optuna")  # a test extra: installed by .ci/run
     space_file = tmp_path / "optuna.yaml"
@@ -177,6 +180,7 @@ def test_optuna_search_runs_trials(prepared_run, ray_cluster, tmp_path):
     assert set(final["param.train.configs_per_step"]) <= {1, 2}
 
 
+@pytest.mark.ray
 def test_an_errored_trial_is_reported_and_the_others_still_count(prepared_run, ray_cluster, tmp_path):
     space_file = tmp_path / "errors.yaml"
     # M = 64 micro-batches of 32 need more than the 512 training images: that trial fails when it starts training

@@ -21,6 +21,7 @@ def test_gamma_sampling_is_a_pure_function_of_seed_and_step():
     assert len(set(single)) > 20, "with M = 1 the configuration is drawn from the pool, not forced to γ = 0"
 
 
+@pytest.mark.slow  # 300 training steps: ~9 s of CPU, a fifth of the fast tier's
 def test_reconstruction_alone_reproduces_the_smoothed_prior(prepared_run):
     config = prepared_run(
         "train.lambda_task=0", "train.lambda_reg=0", "train.lambda_rec=1", "train.gamma_pool=[0.0,0.0]",
