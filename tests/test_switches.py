@@ -63,11 +63,15 @@ def test_without_alpha_scaling_the_branch_is_added_at_scale_one():
 
 
 # ---- reconstruction ------------------------------------------------------------------------------------
-def test_reconstruction_is_the_mean_of_per_tensor_mses_and_only_at_the_prior_shape():
-    net = small_network()
+def reconstruction_only(mode: str):
+    """A small network, a config whose loss is the reconstruction term alone (``train.reconstruction=mode``), a batch."""
     config = load_config(None, ["inr.coordinate_noise=0", "train.lambda_task=0", "train.lambda_reg=0",
-                                "train.reconstruction=mse", "train.lambda_distill=0"])
-    images, labels = torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))
+                                f"train.reconstruction={mode}", "train.lambda_distill=0"])
+    return small_network(), config, torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))
+
+
+def test_reconstruction_is_the_mean_of_per_tensor_mses_and_only_at_the_prior_shape():
+    net, config, images, labels = reconstruction_only("mse")
     total, parts = configuration_loss(net, 0.0, images, labels, config, None)
     generated, targets = net.generate(0.0), net.prior_tensors()
     by_hand = sum(((generated[k] - t) ** 2).mean() for k, t in targets.items()) / len(targets)
@@ -80,10 +84,7 @@ def test_reconstruction_is_the_mean_of_per_tensor_mses_and_only_at_the_prior_sha
 
 
 def test_relative_reconstruction_divides_each_tensor_by_its_mean_square():
-    net = small_network()
-    config = load_config(None, ["inr.coordinate_noise=0", "train.lambda_task=0", "train.lambda_reg=0",
-                                "train.reconstruction=relative", "train.lambda_distill=0"])
-    images, labels = torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))
+    net, config, images, labels = reconstruction_only("relative")
     _, parts = configuration_loss(net, 0.0, images, labels, config, None)
     generated, targets = net.generate(0.0), net.prior_tensors()
     by_hand = sum(((generated[k] - t) ** 2).mean() / t.pow(2).mean() for k, t in targets.items()) / len(targets)
