@@ -59,7 +59,12 @@ def test_tiny_sweep_end_to_end(prepared_run, ray_cluster, tmp_path):
     assert all(t["status"] == FINISHED and t["epochs"] == 4 for t in trials), trials
     for trial in trials:
         reports = [json.loads(line) for line in (folder / "tune" / trial["trial_id"] / "result.json").open()]
-        assert [r["global_epoch"] for r in reports if not r.get("done")] == [1, 2, 3, 4]
+        # Ray Train forwards each epoch's report to Tune (TuneReportCallback); the last one can lose the race with
+        # the trial's own final report, which carries the last epoch's metrics too (seen in CI): every epoch
+        # reaches the scheduler, in order, through one or the other
+        epochs = [r["global_epoch"] for r in reports if not r.get("done")]
+        assert epochs == [1, 2, 3, 4][: len(epochs)] and len(epochs) >= 3
+        assert reports[-1]["done"] and reports[-1]["global_epoch"] == 4
         assert all("score" in r and "acc@0.25" in r for r in reports)
 
     # every trial's rows in the results schema, with its id, status and parameters
