@@ -112,8 +112,7 @@ def configuration_loss(net: MetamorphicNetwork, gamma: float, images: torch.Tens
     parts = {"task": task.item(), "reg": 0.0, "rec": 0.0, "distill": 0.0, "feature": 0.0,
              "correct": (logits.argmax(1) == labels).float().mean().item() * share}
     if features:
-        feature = torch.stack([F.mse_loss(branch, target) / target.pow(2).mean().clamp_min(1e-12)
-                               for branch, target in features]).mean() * share
+        feature = torch.stack([relative_mse(branch, target) for branch, target in features]).mean() * share
         total = total + train.lambda_feature * feature
         parts["feature"] = feature.item()
     if teacher_logits is not None and train.lambda_distill > 0:
@@ -140,12 +139,14 @@ def reconstruction_error(generated: dict[str, torch.Tensor], targets: dict[str, 
     as much as a kernel. (One MSE over all elements together would leave the biases, well under 1 % of the
     elements, all but unsupervised.) ``relative`` divides each tensor's MSE by its target's mean square: the
     squared relative RMS error, 1 for generating zeros whatever the tensor's scale."""
-    errors = []
-    for name, target in targets.items():
-        target = target.to(generated[name].device)
-        error = F.mse_loss(generated[name], target)
-        errors.append(error / target.pow(2).mean().clamp_min(1e-12) if relative else error)
+    measure = relative_mse if relative else F.mse_loss
+    errors = [measure(generated[name], target.to(generated[name].device)) for name, target in targets.items()]
     return torch.stack(errors).mean()
+
+
+def relative_mse(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE over the target's mean square: the squared relative RMS error (1 for zeros, whatever the scale)."""
+    return F.mse_loss(value, target) / target.pow(2).mean().clamp_min(1e-12)
 
 
 def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -301,9 +302,8 @@ def prefit_new_blocks(net: MetamorphicNetwork, first: int, last: int, config: Co
             loss.backward()
             optimizer.step()
             schedule.step()
-    with torch.no_grad():
-        weights = net.generate(0.0)
-        return {name: float((weights[name] - t).norm() / t.norm().clamp_min(1e-12)) for name, t in targets.items()}
+    errors = reconstruction_errors(net)
+    return {name: errors[name] for name in targets}
 
 
 def monitor_gammas(config: Config) -> list[float]:
