@@ -13,6 +13,7 @@ and the one Ray worker both use every core (``--threads``); two workers use one 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import statistics
@@ -22,13 +23,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raymeta.checkpoint import load_checkpoint  # noqa: E402
+from raymeta.io.artifacts import MetamorphicCheckpoint  # noqa: E402
 from raymeta.cli import smooth  # noqa: E402
 from raymeta.config import load_config  # noqa: E402
-from raymeta.distributed import DistributedOptions, train_distributed  # noqa: E402
-from raymeta.pretrain import pretrain  # noqa: E402
-from raymeta.runtime import Progress, RunPaths  # noqa: E402
-from raymeta.train import train  # noqa: E402
+from raymeta.config import RayConfig  # noqa: E402
+from raymeta.drivers.distributed import train_distributed  # noqa: E402
+from raymeta.stages.pretrain import pretrain  # noqa: E402
+from raymeta.io.progress import Progress
+from raymeta.stages.runtime import RunPaths  # noqa: E402
+from raymeta.stages.train import train  # noqa: E402
 
 
 def main() -> None:
@@ -68,10 +71,10 @@ def main() -> None:
         if workers == 0:
             checkpoint = train(config, progress=quiet)
         else:
-            options = DistributedOptions(workers=workers, cpus_per_worker=args.threads / workers)
-            checkpoint = train_distributed(config, options, progress=quiet)
+            options = RayConfig(workers=workers, cpus_per_worker=args.threads / workers)
+            checkpoint = train_distributed(dataclasses.replace(config, ray=options), progress=quiet)
         wall = time.time() - start
-        history = load_checkpoint(checkpoint, kind="metamorphic")["state"]["history"]
+        history = MetamorphicCheckpoint.load(checkpoint).state.history
         ends = [record["finished"] for record in history]
         periods = [later - earlier for earlier, later in zip(ends, ends[1:])]
         epoch = statistics.median(periods)

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from raymeta.config import load_config
-from raymeta.models import Architecture, ResNet
-from raymeta.train import (WorkUnit, accumulate_gradients, apply_update, build_network, build_optimizer,
-                           noise_generator, reference_width, sample_gammas)
+from raymeta.method.models import Architecture, ResNet
+from raymeta.stages.networks import build_network
+from raymeta.stages.train import WorkUnit, accumulate_gradients, apply_update, build_optimizer, noise_generator, reference_width, sample_gammas
 
 SETTINGS = {
     "paper": ["train.blocks=[stage3.block1-7]", "train.configs_per_step=4", "data.batch_size=128",

@@ -14,6 +14,7 @@ come from one run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -24,12 +25,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raymeta.checkpoint import load_checkpoint  # noqa: E402
+from raymeta.io.artifacts import MetamorphicCheckpoint  # noqa: E402
 from raymeta.config import load_config  # noqa: E402
-from raymeta.runtime import Progress, RunPaths  # noqa: E402
-from raymeta.space import load_space  # noqa: E402
-from raymeta.sweep import SweepOptions, ensure_prior, run_sweep  # noqa: E402
-from raymeta.train import train  # noqa: E402
+from raymeta.io.progress import Progress
+from raymeta.stages.runtime import RunPaths  # noqa: E402
+from raymeta.drivers.space import load_space  # noqa: E402
+from raymeta.config import SweepConfig  # noqa: E402
+from raymeta.drivers.sweep import ensure_prior, run_sweep  # noqa: E402
+from raymeta.stages.train import train  # noqa: E402
 
 
 def main() -> None:
@@ -57,15 +60,15 @@ def main() -> None:
     start = time.time()
     checkpoint = train(load_config(args.config, [*overrides, f"run_dir={direct}"]), progress=quiet)
     direct_wall = time.time() - start
-    direct_epochs = sum(r["seconds"] for r in load_checkpoint(checkpoint, kind="metamorphic")["state"]["history"])
+    direct_epochs = sum(r["seconds"] for r in MetamorphicCheckpoint.load(checkpoint).state.history)
 
     space_file = root / "space.yaml"
     space_file.write_text(f"search: random\nnum_samples: {args.trials}\nscheduler: fifo\n"
                           "params:\n  train.lambda_rec: {loguniform: [0.1, 10.0]}\n")
-    options = SweepOptions(workers=1, cpus_per_worker=args.threads - 0.5 if args.threads > 1 else 0.5,
+    options = SweepConfig(workers=1, cpus_per_worker=args.threads - 0.5 if args.threads > 1 else 0.5,
                            trial_cpus=0.5, max_concurrent_trials=1, verbose=0)
     start = time.time()
-    summary = run_sweep(load_space(space_file, base), base, options, quiet)
+    summary = run_sweep(load_space(space_file, base), dataclasses.replace(base, sweep=options), quiet)
     sweep_wall = time.time() - start
 
     print(f"config {args.config}  {args.epochs} epochs of stage3.block1, {args.threads} threads")
@@ -76,8 +79,7 @@ def main() -> None:
         folder = summary["sweep_dir"]
         reports = [json.loads(line) for line in (folder / "tune" / trial["trial_id"] / "result.json").open()]
         wall = reports[-1]["time_total_s"]
-        history = load_checkpoint(RunPaths(str(folder / "trials" / trial["trial_id"])).train_checkpoint,
-                                  kind="metamorphic")["state"]["history"]
+        history = MetamorphicCheckpoint.load(RunPaths(str(folder / "trials" / trial["trial_id"])).train_checkpoint).state.history
         epochs = sum(r["seconds"] for r in history)
         overheads.append(wall - epochs)
         print(f"{trial['trial_id']:<14} {wall:11.1f} {epochs:9.1f} {wall - epochs:10.1f} {epochs / direct_epochs:15.2f}×")

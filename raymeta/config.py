@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from raymeta.errors import ConfigError
+from raymeta.io.files import atomic_write_text
 
 
 def _require(condition: bool, key: str, value, allowed: str) -> None:
@@ -312,6 +313,122 @@ class EvalConfig:
         _require(self.samples >= 1, "eval.samples", self.samples, "a positive integer")
 
 
+# ---- how and where a run executes: outside the config hash, like run_dir ---------------------------------
+
+@dataclass
+class RayConfig:
+    """How ``raymeta train`` / ``run`` train on Ray Train (flags --workers, --gpus-per-worker, …)."""
+    workers: int | None = None
+    """Ray Train workers; null: as many as the cluster allows, at most M = train.configs_per_step (more cut each
+    micro-batch into slices); 0 trains in this process without Ray."""
+    gpus_per_worker: float = 0.0
+    """GPUs per worker (NCCL when > 0)."""
+    cpus_per_worker: float | None = None
+    """CPUs per worker; null: the cluster's CPUs shared evenly over the workers (at least 1)."""
+    address: str | None = None
+    """The Ray cluster to join (train and sweep); null: RAY_ADDRESS if set, else an embedded local Ray."""
+    storage_path: str | None = None
+    """Where Ray Train keeps the run's checkpoints; null: RUN_DIR/ray."""
+    max_failures: int = 3
+    """Worker-group failures to recover from, each from the last checkpoint (-1: forever)."""
+    timeout_s: int = 1800
+    """Seconds a collective may wait before the process group gives up."""
+    log_level: str = "WARNING"
+    """Ray Train's own log level (INFO shows every report of every worker)."""
+
+    def __post_init__(self) -> None:
+        _require(self.workers is None or self.workers >= 0, "ray.workers", self.workers,
+                 "null (as many as fit), 0 (no Ray) or a positive integer")
+        _require(self.gpus_per_worker >= 0, "ray.gpus_per_worker", self.gpus_per_worker, "0 or more")
+        _require(self.cpus_per_worker is None or self.cpus_per_worker > 0, "ray.cpus_per_worker",
+                 self.cpus_per_worker, "null or a positive number")
+        _require(self.max_failures >= -1, "ray.max_failures", self.max_failures, "-1 (forever) or more")
+        _require(self.timeout_s >= 1, "ray.timeout_s", self.timeout_s, "a positive integer")
+        _require(self.log_level in ("DEBUG", "INFO", "WARNING", "ERROR"), "ray.log_level", self.log_level,
+                 "DEBUG, INFO, WARNING or ERROR")
+
+
+@dataclass
+class SweepConfig:
+    """How ``raymeta sweep`` runs its Ray Tune trials (flags --space, --workers, --num-samples, …)."""
+    space: str | None = None
+    """Search-space YAML, e.g. tune_spaces/lambdas.yaml (required by raymeta sweep, here or as --space)."""
+    sweep_dir: str | None = None
+    """The sweep's folder; null: RUN_DIR/sweeps/<space name>."""
+    workers: int = 1
+    """Ray Train workers per trial (a sweep parallelises over trials first)."""
+    cpus_per_worker: float = 1.0
+    """CPUs per worker of a trial."""
+    gpus_per_worker: float = 0.0
+    """GPUs per worker of a trial."""
+    trial_cpus: float = 1.0
+    """CPUs of each trial's driver, which also evaluates the trained network."""
+    max_concurrent_trials: int | None = None
+    """At most this many trials at once; null: the space's limit, else as many as the cluster fits."""
+    num_samples: int | None = None
+    """Trials to sample; null: the space's num_samples."""
+    search: str | None = None
+    """random, grid or optuna; null: the space's."""
+    scheduler: str | None = None
+    """asha (early stopping on the monitored validation score) or fifo (none); null: the space's."""
+    score_gammas: list[float] | None = None
+    """γ monitored each epoch, on the validation split, for the score; null: the seen γ of eval.gammas."""
+    trial_retries: int = 1
+    """Retries of an errored trial (each continues from the trial's last checkpoint)."""
+    verbose: int = 1
+    """Tune's console output: 0 silent, 1 status tables, 2 every result."""
+
+    def __post_init__(self) -> None:
+        _require(self.workers >= 1, "sweep.workers", self.workers, "1 or more (each trial trains on Ray Train)")
+        _require(self.cpus_per_worker > 0, "sweep.cpus_per_worker", self.cpus_per_worker, "a positive number")
+        _require(self.gpus_per_worker >= 0, "sweep.gpus_per_worker", self.gpus_per_worker, "0 or more")
+        _require(self.trial_cpus > 0, "sweep.trial_cpus", self.trial_cpus, "a positive number")
+        _require(self.max_concurrent_trials is None or self.max_concurrent_trials >= 1, "sweep.max_concurrent_trials",
+                 self.max_concurrent_trials, "null or 1 or more")
+        _require(self.num_samples is None or self.num_samples >= 1, "sweep.num_samples", self.num_samples,
+                 "null or 1 or more")
+        _require(self.search in (None, "random", "grid", "optuna"), "sweep.search", self.search,
+                 "null, random, grid or optuna")
+        _require(self.scheduler in (None, "asha", "fifo"), "sweep.scheduler", self.scheduler, "null, asha or fifo")
+        _require(self.score_gammas is None or (len(self.score_gammas) >= 1 and all(-1 <= g < 1 for g in
+                 self.score_gammas)), "sweep.score_gammas", self.score_gammas, "null or a list of numbers in [-1, 1)")
+        _require(self.trial_retries >= 0, "sweep.trial_retries", self.trial_retries, "0 or more")
+        _require(self.verbose in (0, 1, 2), "sweep.verbose", self.verbose, "0, 1 or 2")
+
+
+@dataclass
+class BaselineConfig:
+    """Settings of ``raymeta baseline individual|prune|skip`` (flags --gammas, --epochs, …)."""
+    gammas: list[float] | None = None
+    """γ values of the baseline rows; null: eval.gammas (prune skips γ < 0)."""
+    epochs: int | None = None
+    """Training epochs: individual, per γ (null: pretrain.epochs); skip (null: the metamorphic run's, every
+    stage together)."""
+    lr: float | None = None
+    """Peak learning rate of an individual network; null: pretrain.lr."""
+    importance: list[str] = field(default_factory=lambda: ["all"])
+    """Pruning importance criteria: random, l1, l2, taylor, hessian, or all."""
+    finetune_epochs: int = 3
+    """Epochs of fine-tuning after pruning; rows prune-X+ft (0: pruned rows only)."""
+    finetune_lr: float = 0.01
+    """Peak learning rate of the pruning fine-tune."""
+    gradient_batches: int = 4
+    """Training batches for the Taylor and Hessian importance gradients."""
+
+    def __post_init__(self) -> None:
+        _require(self.gammas is None or (len(self.gammas) >= 1 and all(-1 <= g < 1 for g in self.gammas)),
+                 "baseline.gammas", self.gammas, "null or a non-empty list of numbers in [-1, 1)")
+        _require(self.epochs is None or self.epochs >= 0, "baseline.epochs", self.epochs, "null or 0 or more")
+        _require(self.lr is None or self.lr > 0, "baseline.lr", self.lr, "null or a positive number")
+        _require(self.finetune_epochs >= 0, "baseline.finetune_epochs", self.finetune_epochs, "0 or more")
+        _require(self.finetune_lr > 0, "baseline.finetune_lr", self.finetune_lr, "a positive number")
+        _require(self.gradient_batches >= 1, "baseline.gradient_batches", self.gradient_batches, "1 or more")
+
+
+EXECUTION_GROUPS = ("ray", "sweep", "baseline")
+"""Config groups that say how and where work runs, not what it computes: outside the config hash."""
+
+
 @dataclass
 class Config:
     run_dir: str = "runs/default"
@@ -329,6 +446,9 @@ class Config:
     inr: INRConfig = field(default_factory=INRConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
     def __post_init__(self) -> None:
         _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
@@ -341,7 +461,7 @@ class Config:
     def hash(self) -> str:
         """Short hash of everything that changes results (not where files go or which device runs them)."""
         content = self.to_dict()
-        for key in ("run_dir", "device", "threads"):
+        for key in ("run_dir", "device", "threads", *EXECUTION_GROUPS):
             content.pop(key)
         content["train"].pop("monitor_gammas")  # what is watched, not what is trained
         return _short_hash(content)
@@ -350,6 +470,23 @@ class Config:
         """Short hash of what the prior depends on: data, model, pretraining and seed."""
         return _short_hash({key: getattr(self, key) if key == "seed" else dataclasses.asdict(getattr(self, key))
                             for key in ("data", "model", "pretrain", "seed")})
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The docstring under each field of a config dataclass (whitespace collapsed): the one text that the YAML
+    reference, the command-line flags' ``--help`` and the error messages share."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:] + [None]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr) \
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
 
 
 def _short_hash(content) -> str:
@@ -491,4 +628,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

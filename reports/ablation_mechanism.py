@@ -17,13 +17,14 @@ from pathlib import Path
 
 import torch
 
-from raymeta import health
-from raymeta.data import make_loader
-from raymeta.evaluate import accuracy_and_loss, evaluate_gammas
-from raymeta.checkpoint import load_checkpoint
-from raymeta.results import read_tables
-from raymeta.runtime import RunPaths, load_data
-from raymeta.train import load_prior_network, load_trained
+from raymeta.method import health
+from raymeta.io.data import make_loader
+from raymeta.stages.evaluate import accuracy_and_loss, evaluate_gammas
+from raymeta.io.artifacts import SmoothedCheckpoint
+from raymeta.io.results import read_tables
+from raymeta.io.files import RunPaths
+from raymeta.stages.runtime import load_data
+from raymeta.stages.networks import prior_network, load_trained
 
 
 def main(sweep_dir: str) -> None:
@@ -51,8 +52,8 @@ def main(sweep_dir: str) -> None:
         without = evaluate_gammas(net, loader, "cpu", [0.0], samples=1, noise=0.0, seed=0,
                                   image_size=image_size)[0]["accuracy"]
         if prior_accuracy is None:
-            smoothed = load_checkpoint(RunPaths(str(sweep / "trials" / trial_id)).smoothed, kind="smoothed")
-            prior_accuracy = accuracy_and_loss(load_prior_network(smoothed), loader, "cpu")[0]
+            smoothed = SmoothedCheckpoint.load(RunPaths(str(sweep / "trials" / trial_id)).smoothed)
+            prior_accuracy = accuracy_and_loss(prior_network(smoothed), loader, "cpu")[0]
         alpha_text = " ".join(f"{a:.2f}" for a in alphas) + ("" if config.train.alpha_scaling else " (fixed)")
         print(f"| {variant} | {trial_id} | {alpha_text} | {100 * with_blocks:.2f} | {100 * without:.2f} | "
               f"{100 * prior_accuracy:.2f} | {kernels} | {biases} |", flush=True)

@@ -2,7 +2,7 @@
 
     python reports/ablation_table.py reports/fashion-ablation/seed0 reports/fashion-ablation/seed1
 
-Reads the sweeps' result tables (``raymeta.results.read_tables``): the final rows on the test split give the
+Reads the sweeps' result tables (``raymeta.io.results.read_tables``): the final rows on the test split give the
 accuracy columns (mean over the seen γ and over the unseen γ, K = eval.samples), the final rows on the
 validation split the column a sweep selects by; training seconds are each trial's own (prior not counted).
 Δ is the variant's mean minus the recipe's, per sweep, then averaged.
@@ -14,7 +14,7 @@ import sys
 
 import pandas as pd
 
-from raymeta.results import read_tables
+from raymeta.io.results import read_tables
 
 ORDER = ["neumeta", "recipe", "recipe without incremental", "recipe without alpha_scaling",
          "recipe without grad_accumulation", "recipe without inr_init", "recipe without separate_bias_inr"]

@@ -17,15 +17,16 @@ from pathlib import Path
 
 import torch
 
-from raymeta import health
-from raymeta.checkpoint import load_checkpoint
+from raymeta.method import health
+from raymeta.io.artifacts import SmoothedCheckpoint
 from raymeta.config import load_config
-from raymeta.data import make_loader
-from raymeta.evaluate import accuracy_and_loss, evaluate_gammas
-from raymeta.models import count_params_macs
-from raymeta.results import read_tables, result_frame, write_table
-from raymeta.runtime import RunPaths, load_data
-from raymeta.train import load_prior_network, load_trained
+from raymeta.io.data import make_loader
+from raymeta.stages.evaluate import accuracy_and_loss, evaluate_gammas
+from raymeta.method.models import count_params_macs
+from raymeta.io.results import read_tables, result_frame, write_table
+from raymeta.io.files import RunPaths
+from raymeta.stages.runtime import load_data
+from raymeta.stages.networks import prior_network, load_trained
 
 RUNS = Path("runs/fashion-bench")
 
@@ -38,7 +39,7 @@ def prior_rows(seed_dir: Path) -> None:
         return
     config = load_config(RunPaths(run).config)
     bundle = load_data(config, augment=False)
-    prior = load_prior_network(load_checkpoint(RunPaths(run).smoothed, kind="smoothed"))
+    prior = prior_network(SmoothedCheckpoint.load(RunPaths(run).smoothed))
     accuracy, loss = accuracy_and_loss(prior, make_loader(bundle.test, 500, shuffle=False), "cpu")
     params, macs = count_params_macs(prior.arch, {}, bundle.info.image_size)
     row = {"gamma": 0.0, "samples": 1, "accuracy": accuracy, "loss": loss, "params": params, "macs": macs,

@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from raymeta import health
-from raymeta.data import make_loader
-from raymeta.evaluate import evaluate_gammas
-from raymeta.runtime import RunPaths, load_data
-from raymeta.train import load_trained
+from raymeta.method import health
+from raymeta.io.data import make_loader
+from raymeta.stages.evaluate import evaluate_gammas
+from raymeta.io.files import RunPaths
+from raymeta.stages.runtime import load_data
+from raymeta.stages.networks import load_trained
 
 
 def main(run: Path) -> None:

@@ -5,10 +5,11 @@ import shutil
 import pytest
 import torch
 
-from raymeta.cli import smooth
+from raymeta.stages.smooth import smooth
 from raymeta.config import load_config
-from raymeta.pretrain import pretrain
-from raymeta.runtime import Progress, RunPaths
+from raymeta.stages.pretrain import pretrain
+from raymeta.io.files import RunPaths
+from raymeta.io.progress import Progress
 
 BASE = [
     "data.name=synthetic", "data.batch_size=32", "data.eval_batch_size=256",

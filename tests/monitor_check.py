@@ -2,11 +2,12 @@
 
 import pytest
 
-from raymeta.data import make_loader
-from raymeta.evaluate import evaluate_gammas
-from raymeta.results import read_tables
-from raymeta.runtime import RunPaths, load_data
-from raymeta.train import load_trained
+from raymeta.io.data import make_loader
+from raymeta.stages.evaluate import evaluate_gammas
+from raymeta.io.results import read_tables
+from raymeta.io.files import RunPaths
+from raymeta.stages.runtime import load_data
+from raymeta.stages.networks import load_trained
 
 
 def assert_monitor_is_validation(config) -> None:
@@ -15,7 +16,7 @@ def assert_monitor_is_validation(config) -> None:
     paths = RunPaths(config.run_dir)
     net, _, payload = load_trained(paths.train_checkpoint)
     bundle = load_data(config, augment=False)
-    last = payload["state"]["history"][-1]["monitor"]
+    last = payload.state.history[-1]["monitor"]
     gammas = [row["gamma"] for row in last]
 
     def evaluate(split: str) -> list[dict]:

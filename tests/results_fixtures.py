@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from raymeta.results import RESULT_COLUMNS, validate_frame
+from raymeta.io.results import RESULT_COLUMNS, validate_frame
 
 GAMMAS = [-0.25, 0.0, 0.25, 0.5, 0.75]
 

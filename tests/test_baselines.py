@@ -6,22 +6,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from raymeta.baselines import IMPORTANCES, check_importances, prune_to_gamma, target_widths
-from raymeta.checkpoint import load_checkpoint
+from raymeta.stages.baselines import IMPORTANCES, check_importances, prune_to_gamma, target_widths
+from raymeta.io.artifacts import PriorCheckpoint
 from raymeta.cli import main
 from raymeta.config import save_config
 from raymeta.errors import ConfigError
-from raymeta.models import count_params_macs, hidden_width, resolve_blocks
-from raymeta.results import RESULT_COLUMNS, read_tables
-from raymeta.runtime import RunPaths
-from raymeta.train import load_prior_network
+from raymeta.method.models import count_params_macs, hidden_width, resolve_blocks
+from raymeta.io.results import RESULT_COLUMNS, read_tables
+from raymeta.io.files import RunPaths
+from raymeta.stages.networks import prior_network
 
 
 @pytest.fixture(scope="module")
 def prior_and_blocks(prepared_run):
     config = prepared_run()
-    payload = load_checkpoint(RunPaths(config.run_dir).prior, kind="prior")
-    prior = load_prior_network({**payload, "batchnorm": True})
+    payload = PriorCheckpoint.load(RunPaths(config.run_dir).prior)
+    prior = prior_network(payload)
     return prior, resolve_blocks(config.train.blocks, prior.arch), config
 
 
@@ -78,7 +78,7 @@ def test_baseline_commands_write_rows_in_the_schema(prepared_run, tmp_path, caps
     frame = read_tables(RunPaths(run).results)
     assert list(frame.columns) == RESULT_COLUMNS and (frame["split"] == "test").all()
     assert sorted(frame["method"]) == ["prune-l1", "prune-l1+ft", "prune-taylor", "prune-taylor+ft"]
-    prior = load_prior_network({**load_checkpoint(RunPaths(run).prior, kind="prior"), "batchnorm": True})
+    prior = prior_network(PriorCheckpoint.load(RunPaths(run).prior))
     blocks = resolve_blocks(config.train.blocks, prior.arch)
     params, macs = count_params_macs(prior.arch, target_widths(prior.arch, blocks, 0.25), 8)
     assert (frame["params"] == params).all() and (frame["macs"] == macs).all() and (frame["gamma"] == 0.25).all()
@@ -109,8 +109,8 @@ def _base_overrides():
 @pytest.mark.parametrize("argv, message", [
     (["--importance", "l7"], "pruning importance 'l7' is unknown"),
     (["--gammas", "0.99"], "leaves no hidden channel"),
-    (["--gammas", "1.5"], "out of range"),
-    (["--gammas", "a,b"], "comma-separated list of numbers"),
+    (["--gammas", "1.5"], "baseline.gammas=[1.5] is not allowed: null or a non-empty list of numbers in [-1, 1)"),
+    (["--gammas", "a,b"], "baseline.gammas[0]='a' is not allowed: expected a number"),
 ])
 def test_bad_baseline_arguments_are_one_clear_error(prepared_run, capsys, argv, message):
     config = prepared_run()
@@ -129,15 +129,15 @@ def test_a_corrupt_prior_is_one_clear_error(tmp_path, capsys):
 # ---- skip: the metamorphic blocks removed -----------------------------------------------------------
 
 def smoothed_prior(config):
-    from raymeta.baselines import load_smoothed_prior
+    from raymeta.stages.baselines import load_smoothed_prior
 
     prior = load_smoothed_prior(config.run_dir)
     return prior, resolve_blocks(config.train.blocks, prior.arch)
 
 
 def test_skip_network_computes_what_the_metamorphic_network_with_every_alpha_zero_computes(prepared_run):
-    from raymeta.baselines import skip_network, skip_params_macs
-    from raymeta.train import build_network
+    from raymeta.stages.baselines import skip_network, skip_params_macs
+    from raymeta.stages.networks import build_network
 
     config = prepared_run()
     prior, blocks = smoothed_prior(config)
@@ -166,9 +166,9 @@ def test_skip_network_computes_what_the_metamorphic_network_with_every_alpha_zer
     (("train.finetune_head=false",), []),
 ])
 def test_skip_baseline_trains_only_what_the_metamorphic_run_fine_tunes(prepared_run, overrides, expected):
-    from raymeta.baselines import fine_tuned_names, fit_head, skip_network
-    from raymeta.runtime import load_data
-    from raymeta.train import build_network
+    from raymeta.stages.baselines import fine_tuned_names, fit_head, skip_network
+    from raymeta.stages.runtime import load_data
+    from raymeta.stages.networks import build_network
 
     config = prepared_run("train.head_lr=0.05", *overrides)
     prior, blocks = smoothed_prior(config)
@@ -188,7 +188,7 @@ def test_skip_baseline_trains_only_what_the_metamorphic_run_fine_tunes(prepared_
 
 
 def test_baseline_skip_command_writes_flat_rows_in_the_schema(prepared_run, tmp_path, capsys):
-    from raymeta.baselines import skip_params_macs
+    from raymeta.stages.baselines import skip_params_macs
 
     config = prepared_run()
     run = config.run_dir
@@ -219,8 +219,8 @@ def test_baseline_skip_command_writes_flat_rows_in_the_schema(prepared_run, tmp_
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--gammas", "1.5"], "out of range"),
-    (["--epochs", "-1"], "--epochs=-1 is not allowed"),
+    (["--gammas", "1.5"], "baseline.gammas=[1.5] is not allowed"),
+    (["--epochs", "-1"], "baseline.epochs=-1 is not allowed"),
     (["train.blocks=[stage2.block0]"], "projection shortcut"),
 ])
 def test_bad_skip_arguments_are_one_clear_error(prepared_run, capsys, argv, message):

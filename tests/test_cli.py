@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from raymeta.cli import main
-from raymeta.evaluate import RESULT_COLUMNS
+from raymeta.io.results import RESULT_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBUG = str(ROOT / "jobs" / "debug.yaml")

@@ -4,7 +4,7 @@ import pytest
 
 from raymeta.config import Config, load_config, method_name
 from raymeta.errors import ConfigError
-from raymeta.models import Architecture, resolve_blocks
+from raymeta.method.models import Architecture, resolve_blocks
 
 JOBS = sorted(path for path in (Path(__file__).resolve().parents[1] / "jobs").glob("*.yaml")
               if path.name != "runtime_env.yaml")  # Ray's runtime environment for job submission, not an experiment

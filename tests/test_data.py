@@ -1,4 +1,4 @@
-"""Tests for raymeta.data: every loader on small files written here, so no download and no installed data."""
+"""Tests for raymeta.io.data: every loader on small files written here, so no download and no installed data."""
 
 import gzip
 import pickle
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from raymeta.data import (
+from raymeta.io.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     DATASET_NAMES,
@@ -355,7 +355,7 @@ def test_bad_loader_arguments_are_config_errors(kwargs):
 
 
 def test_epoch_batches_are_addressable_and_independent_of_reading_order():
-    from raymeta.data import AugmentSpec, EpochBatches, TensorImageDataset
+    from raymeta.io.data import AugmentSpec, EpochBatches, TensorImageDataset
 
     images = torch.randn(40, 1, 6, 6)
     dataset = TensorImageDataset(images, torch.arange(40) % 3, AugmentSpec(crop_padding=1, horizontal_flip=True))
@@ -425,7 +425,7 @@ def test_fraction_zero_has_no_validation_split_and_leaves_the_split_as_it_was():
 
 
 def test_held_out_validation_of_a_file_dataset(tmp_path):
-    from raymeta.data import hold_out_validation
+    from raymeta.io.data import hold_out_validation
 
     arrays = write_fashion_mnist(tmp_path, num_train=40)
     bundle = load_dataset("fashion_mnist", str(tmp_path), augment=False, validation_fraction=0.25, seed=0)
@@ -457,7 +457,7 @@ def test_limits_apply_after_the_validation_split_is_held_out():
 
 
 def test_stratified_quotas_follow_the_class_sizes():
-    from raymeta.data import stratified_quotas
+    from raymeta.io.data import stratified_quotas
 
     assert stratified_quotas([128, 128, 128, 128], 51) == [13, 13, 13, 12]
     assert stratified_quotas([10, 30, 60], 10) == [1, 3, 6]

@@ -3,21 +3,28 @@
 One embedded Ray (4 logical CPUs, as Ray's own tests oversubscribe a small machine) serves the module.
 """
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 
-from raymeta.checkpoint import load_checkpoint
-from raymeta.distributed import DistributedOptions, _plan_workers, run_name, train_distributed
+from raymeta.io.artifacts import MetamorphicCheckpoint
+from raymeta.config import Config, RayConfig
+from raymeta.drivers.distributed import _plan_workers, run_name, train_distributed
 from raymeta.errors import ConfigError
-from raymeta.runtime import Progress
-from raymeta.train import WorkUnit, my_configurations, train
+from raymeta.io.progress import Progress
+from raymeta.stages.train import WorkUnit, my_configurations, train
+from faults import KillOnce
 from monitor_check import assert_monitor_is_validation
 from ray_fixtures import embedded_ray
 
 QUIET = Progress(stream=open("/dev/null", "w"))
-OPTIONS = DistributedOptions(workers=2, cpus_per_worker=1, timeout_s=60, max_failures=0)
+OPTIONS = RayConfig(workers=2, cpus_per_worker=1, timeout_s=60, max_failures=0)
+
+
+def on_ray(config: Config, options: RayConfig = OPTIONS) -> Config:
+    return dataclasses.replace(config, ray=options)
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +33,8 @@ def ray_cluster():
 
 
 def states(path):
-    payload = load_checkpoint(path, kind="metamorphic")
-    return payload, payload["net_state"]
+    payload = MetamorphicCheckpoint.load(path)
+    return payload, payload.net_state
 
 
 def assert_same_parameters(first: dict, second: dict):
@@ -49,14 +56,14 @@ def test_configurations_are_shared_out_round_robin():
 
 
 def test_worker_plan_fits_the_cluster_and_refuses_what_cannot_work():
-    assert _plan_workers(DistributedOptions(), 4, {"CPU": 2.0}) == (2, 1.0)
-    assert _plan_workers(DistributedOptions(), 4, {"CPU": 16.0}) == (4, 4.0)
-    assert _plan_workers(DistributedOptions(gpus_per_worker=1), 8, {"CPU": 16.0, "GPU": 2.0})[0] == 2
-    assert _plan_workers(DistributedOptions(workers=3), 2, {"CPU": 8.0}) == (3, 2.0)  # slices of micro-batches
+    assert _plan_workers(RayConfig(), 4, {"CPU": 2.0}) == (2, 1.0)
+    assert _plan_workers(RayConfig(), 4, {"CPU": 16.0}) == (4, 4.0)
+    assert _plan_workers(RayConfig(gpus_per_worker=1), 8, {"CPU": 16.0, "GPU": 2.0})[0] == 2
+    assert _plan_workers(RayConfig(workers=3), 2, {"CPU": 8.0}) == (3, 2.0)  # slices of micro-batches
     with pytest.raises(ConfigError, match="GPU"):
-        _plan_workers(DistributedOptions(gpus_per_worker=1), 2, {"CPU": 8.0})
+        _plan_workers(RayConfig(gpus_per_worker=1), 2, {"CPU": 8.0})
     with pytest.raises(ConfigError, match="CPUs"):
-        _plan_workers(DistributedOptions(workers=2, cpus_per_worker=3), 2, {"CPU": 4.0})
+        _plan_workers(RayConfig(workers=2, cpus_per_worker=3), 2, {"CPU": 4.0})
 
 
 @pytest.mark.ray
@@ -66,14 +73,14 @@ def test_two_workers_give_the_single_process_update(prepared_run, ray_cluster):
     single = prepared_run(*overrides)
     one, one_state = states(train(single, progress=QUIET))
     distributed = prepared_run(*overrides)
-    two, two_state = states(train_distributed(distributed, OPTIONS, progress=QUIET))
-    assert one["state"]["step"] == two["state"]["step"] == 6 and two["done"]
+    two, two_state = states(train_distributed(on_ray(distributed), progress=QUIET))
+    assert one.state.step == two.state.step == 6 and two.done
     assert_same_parameters(one_state, two_state)
     # the comparison is not vacuous: the INRs still move from step 3 to step 6
     _, halfway = states(train(prepared_run(*overrides), stop_after_epochs=1, progress=QUIET))
     assert any(not torch.allclose(one_state[name], halfway[name]) for name in one_state if name.startswith("hyper"))
-    losses = [record["loss"] for record in one["state"]["history"]]
-    assert losses == pytest.approx([record["loss"] for record in two["state"]["history"]], rel=1e-4)
+    losses = [record["loss"] for record in one.state.history]
+    assert losses == pytest.approx([record["loss"] for record in two.state.history], rel=1e-4)
     assert_monitor_is_validation(distributed)  # the Ray driver monitors on the validation split too
 
 
@@ -82,33 +89,32 @@ def test_more_workers_than_configurations_still_give_the_single_process_update(p
     # M = 1 (as in NeuMeta): the two workers each take half of every micro-batch
     overrides = ("train.configs_per_step=1", "train.steps_per_epoch=3")
     _, one_state = states(train(prepared_run(*overrides), progress=QUIET))
-    two, two_state = states(train_distributed(prepared_run(*overrides), OPTIONS, progress=QUIET))
-    assert two["done"] and two["state"]["step"] == 6
+    two, two_state = states(train_distributed(on_ray(prepared_run(*overrides)), progress=QUIET))
+    assert two.done and two.state.step == 6
     assert_same_parameters(one_state, two_state)
 
 
 @pytest.mark.ray
-def test_killed_worker_resumes_from_the_last_checkpoint(prepared_run, ray_cluster, monkeypatch, tmp_path):
+def test_killed_worker_resumes_from_the_last_checkpoint(prepared_run, ray_cluster, tmp_path):
     # 2 stages × 2 epochs × 3 steps = 12 steps; rank 1 dies right after step 7 (stage 2, epoch 1)
     overrides = ("train.epochs_per_stage=2", "train.steps_per_epoch=3")
     marker = tmp_path / "fault-injected"
-    monkeypatch.setenv("RAYMETA_TEST_FAULT", f"1:7:{marker}")
-    options = DistributedOptions(workers=2, cpus_per_worker=1, timeout_s=60, max_failures=2)
-    faulty, faulty_state = states(train_distributed(prepared_run(*overrides), options, progress=QUIET))
+    options = RayConfig(workers=2, cpus_per_worker=1, timeout_s=60, max_failures=2)
+    faulty, faulty_state = states(train_distributed(on_ray(prepared_run(*overrides), options), progress=QUIET,
+                                                    step_hook=KillOnce(rank=1, step=7, marker=marker)))
     assert marker.is_file(), "the fault was not injected"
-    monkeypatch.delenv("RAYMETA_TEST_FAULT")
     clean, clean_state = states(train(prepared_run(*overrides), progress=QUIET))
-    assert faulty["done"] and faulty["state"]["step"] == clean["state"]["step"] == 12
-    assert [(r["stage"], r["epoch"]) for r in faulty["state"]["history"]] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert faulty.done and faulty.state.step == clean.state.step == 12
+    assert [(r["stage"], r["epoch"]) for r in faulty.state.history] == [(0, 1), (0, 2), (1, 1), (1, 2)]
     assert_same_parameters(clean_state, faulty_state)  # the resumed run continued exactly where it stopped
 
 
 @pytest.mark.ray
 def test_stopped_run_continues_from_its_storage_path(prepared_run, ray_cluster):
     config = prepared_run("train.epochs_per_stage=2", "train.steps_per_epoch=2")
-    first, _ = states(train_distributed(config, OPTIONS, stop_after_epochs=3, progress=QUIET))
-    assert first["state"]["step"] == 6 and not first["done"] and first["state"]["stage"] == 1
+    first, _ = states(train_distributed(on_ray(config), stop_after_epochs=3, progress=QUIET))
+    assert first.state.step == 6 and not first.done and first.state.stage == 1
     assert (Path(config.run_dir) / "ray" / run_name(config)).is_dir()
-    final, _ = states(train_distributed(config, OPTIONS, progress=QUIET))
-    assert final["done"] and final["state"]["step"] == 8
-    assert [r["global_epoch"] for r in final["state"]["history"]] == [1, 2, 3, 4]  # no epoch lost or repeated
+    final, _ = states(train_distributed(on_ray(config), progress=QUIET))
+    assert final.done and final.state.step == 8
+    assert [r["global_epoch"] for r in final.state.history] == [1, 2, 3, 4]  # no epoch lost or repeated

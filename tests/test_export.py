@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from raymeta.cli import main
-from raymeta.export import export_network, load_exported
-from raymeta.train import load_trained, train
-from raymeta.runtime import Progress, RunPaths
+from raymeta.stages.export import export_network, load_exported
+from raymeta.stages.networks import load_trained
+from raymeta.stages.train import train
+from raymeta.io.files import RunPaths
+from raymeta.io.progress import Progress
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def load_script(path):
 @pytest.mark.parametrize("gamma", [0.0, 0.25, 0.75, -0.25])
 def test_exported_network_matches_the_generated_one(trained, tmp_path, gamma):
     net, config, payload = load_trained(RunPaths(trained.run_dir).train_checkpoint)
-    paths = export_network(net, config, payload["dataset"], gamma, tmp_path, samples=1)
+    paths = export_network(net, config, payload.dataset, gamma, tmp_path, samples=1)
     model, spec = load_exported(tmp_path)
     assert spec["gamma"] == gamma and spec["generation"]["samples"] == 1
     assert {tuple(map(int, k.split(","))): h for k, h in spec["hidden_widths"].items()} == net.hidden_widths(gamma)
@@ -40,7 +42,7 @@ def test_exported_network_matches_the_generated_one(trained, tmp_path, gamma):
 
 def test_export_with_k_samples_is_the_network_evaluation_scores(trained, tmp_path):
     net, config, payload = load_trained(RunPaths(trained.run_dir).train_checkpoint)
-    export_network(net, config, payload["dataset"], 0.5, tmp_path)  # default: the run's eval.samples = 3
+    export_network(net, config, payload.dataset, 0.5, tmp_path)  # default: the run's eval.samples = 3
     model, spec = load_exported(tmp_path)
     assert spec["generation"] == {"samples": 3, "noise": config.inr.coordinate_noise, "seed": config.seed}
     x = torch.randn(4, 3, 8, 8)
@@ -67,7 +69,7 @@ def test_export_command_and_its_errors(trained, tmp_path, capsys):
 
 
 def test_training_writes_validated_train_rows_per_epoch(trained):
-    from raymeta.results import read_tables
+    from raymeta.io.results import read_tables
 
     rows = read_tables(RunPaths(trained.run_dir).results / "train-monitor.parquet")
     assert (rows["phase"] == "train").all() and (rows["split"] == "validation").all()

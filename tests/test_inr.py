@@ -1,8 +1,8 @@
 import torch
 
-from raymeta.inr import NOISE_CLAMP, add_coordinate_noise, fourier_features
-from raymeta.models import Architecture, ResNet
-from raymeta.metamorphic import MetamorphicNetwork
+from raymeta.method.inr import NOISE_CLAMP, add_coordinate_noise, fourier_features
+from raymeta.method.models import Architecture, ResNet
+from raymeta.method.metamorphic import MetamorphicNetwork
 
 
 def small_network(**kwargs):

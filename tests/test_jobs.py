@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from raymeta.evaluate import RESULT_COLUMNS
+from raymeta.io.results import RESULT_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from raymeta.errors import ConfigError
-from raymeta.models import (Architecture, ResNet, compression_ratio, count_params_macs, fold_batchnorm,
+from raymeta.method.models import (Architecture, ResNet, compression_ratio, count_params_macs, fold_batchnorm,
                             hidden_width, resolve_blocks)
 
 

@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-from raymeta.checkpoint import load_checkpoint
-from raymeta.cli import smooth
+from raymeta.io.artifacts import PriorCheckpoint
+from raymeta.stages.smooth import smooth
 from raymeta.config import load_config
 from raymeta.errors import CheckpointError, ConfigError
-from raymeta.pretrain import pretrain
-from raymeta.runtime import Progress
+from raymeta.stages.pretrain import pretrain
+from raymeta.io.progress import Progress
 
 from conftest import BASE
 
@@ -18,17 +18,17 @@ def config_in(folder, *overrides):
 
 
 def test_interrupted_pretraining_resumes_and_matches_an_uninterrupted_one(tmp_path):
-    whole = load_checkpoint(pretrain(config_in(tmp_path / "whole"), QUIET), kind="prior")
+    whole = PriorCheckpoint.load(pretrain(config_in(tmp_path / "whole"), QUIET))
 
     split = config_in(tmp_path / "split")
-    partial = load_checkpoint(pretrain(split, QUIET, stop_after_epochs=2), kind="prior")
-    assert partial["state"]["epoch"] == 2 and not partial["done"]
+    partial = PriorCheckpoint.load(pretrain(split, QUIET, stop_after_epochs=2))
+    assert partial.state.epoch == 2 and not partial.done
     with pytest.raises(CheckpointError, match="unfinished"):
         smooth(split, QUIET)
-    resumed = load_checkpoint(pretrain(split, QUIET), kind="prior")
-    assert resumed["done"] and len(resumed["state"]["history"]) == 3
-    for name, value in whole["state_dict"].items():
-        torch.testing.assert_close(resumed["state_dict"][name], value, rtol=0, atol=1e-6, msg=name)
+    resumed = PriorCheckpoint.load(pretrain(split, QUIET))
+    assert resumed.done and len(resumed.state.history) == 3
+    for name, value in whole.state_dict.items():
+        torch.testing.assert_close(resumed.state_dict[name], value, rtol=0, atol=1e-6, msg=name)
 
 
 def test_finished_prior_is_reused_and_another_config_is_refused(tmp_path):
@@ -39,14 +39,14 @@ def test_finished_prior_is_reused_and_another_config_is_refused(tmp_path):
     assert path.stat().st_mtime_ns == stamp, "a finished prior of the same configuration is not trained again"
     pretrain(config_in(tmp_path, "train.lr=0.01"), QUIET)  # training settings do not concern the prior
     assert path.stat().st_mtime_ns == stamp
-    with pytest.raises(ConfigError, match="another data/model/pretrain"):
+    with pytest.raises(ConfigError, match="made by another configuration .*--restart"):
         pretrain(config_in(tmp_path, "pretrain.lr=0.01"), QUIET)
     pretrain(config_in(tmp_path, "pretrain.lr=0.01"), QUIET, resume=False)
     assert path.stat().st_mtime_ns != stamp
 
 
 def test_pretraining_reports_validation_accuracy_never_test(tmp_path):
-    payload = load_checkpoint(pretrain(config_in(tmp_path / "a", "pretrain.epochs=1"), QUIET), kind="prior")
-    assert set(payload["metrics"]) == {"train_loss", "validation_accuracy", "validation_loss"}
+    payload = PriorCheckpoint.load(pretrain(config_in(tmp_path / "a", "pretrain.epochs=1"), QUIET))
+    assert set(payload.metrics) == {"train_loss", "validation_accuracy", "validation_loss"}
     without = config_in(tmp_path / "b", "pretrain.epochs=1", "data.validation_fraction=0")
-    assert set(load_checkpoint(pretrain(without, QUIET), kind="prior")["metrics"]) == {"train_loss"}
+    assert set(PriorCheckpoint.load(pretrain(without, QUIET)).metrics) == {"train_loss"}

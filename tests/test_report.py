@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from raymeta.cli import main
-from raymeta.report import build_report
-from raymeta.results import write_table
+from raymeta.stages.report import build_report
+from raymeta.io.results import write_table
 from results_fixtures import example_frame, rows
 
 FIGURES = ["fig-accuracy", "fig-size", "fig-training", "fig-alpha", "fig-reconstruction", "fig-tune"]
@@ -204,7 +204,7 @@ def with_accuracy(frame: pd.DataFrame, accuracies: list[float]) -> pd.DataFrame:
 
 
 def test_a_result_not_clearly_above_skip_is_flagged_and_one_clearly_above_is_not():
-    from raymeta.report import image_count
+    from raymeta.stages.report import image_count
 
     gammas = [0.0, 0.25, 0.5]
     # one metamorphic run on 1000 test images: clearly above skip at γ = 0, within two binomial standard errors
@@ -238,7 +238,7 @@ def test_a_result_not_clearly_above_skip_is_flagged_and_one_clearly_above_is_not
 
 
 def test_test_images_is_a_lower_bound_recovered_from_the_accuracies():
-    from raymeta.report import image_count
+    from raymeta.stages.report import image_count
 
     assert image_count([331 / 1797, 1000 / 1797, 1.0]) == 1797
     assert image_count([0.5, 0.25]) == 4  # every count shares a factor with n: a smaller n, a wider noise

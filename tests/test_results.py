@@ -5,8 +5,8 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from raymeta.config import load_config
-from raymeta.evaluate import RESULT_COLUMNS as REEXPORTED
-from raymeta.results import RESULT_COLUMNS, SCHEMA, ResultsError, read_tables, result_frame, validate_frame, write_table
+from raymeta.io.results import RESULT_COLUMNS as REEXPORTED
+from raymeta.io.results import RESULT_COLUMNS, SCHEMA, ResultsError, read_tables, result_frame, validate_frame, write_table
 from results_fixtures import example_frame, rows
 
 

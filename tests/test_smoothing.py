@@ -1,7 +1,7 @@
 import torch
 
-from raymeta.models import Architecture, ResNet, fold_batchnorm
-from raymeta.smoothing import permutation_groups, smooth_network, total_variation
+from raymeta.method.models import Architecture, ResNet, fold_batchnorm
+from raymeta.method.smoothing import permutation_groups, smooth_network, total_variation
 
 
 def trained_like_network(arch):

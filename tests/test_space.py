@@ -7,8 +7,9 @@ from ray import tune
 
 from raymeta.config import Config, load_config
 from raymeta.errors import ConfigError
-from raymeta.space import SpaceError, load_space, max_total_epochs
-from raymeta.sweep import SweepOptions, _block_count, _plan_trials, effective_space, score_gammas, trial_config
+from raymeta.drivers.space import SpaceError, load_space, max_total_epochs
+from raymeta.config import SweepConfig
+from raymeta.drivers.sweep import _block_count, _plan_trials, effective_space, score_gammas, trial_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACES = sorted((ROOT / "tune_spaces").glob("*.yaml"))
@@ -141,30 +142,30 @@ def test_monitor_gammas_change_no_hash():
 
 
 def test_trials_fit_the_cluster():
-    options = SweepOptions(workers=2, cpus_per_worker=1, trial_cpus=1)
+    options = SweepConfig(workers=2, cpus_per_worker=1, trial_cpus=1)
     assert _plan_trials(options, {"CPU": 8}, None) == 2
     assert _plan_trials(options, {"CPU": 8}, 1) == 1
-    assert _plan_trials(SweepOptions(workers=1, cpus_per_worker=0.5, trial_cpus=0.5), {"CPU": 2}, None) == 2
-    assert _plan_trials(SweepOptions(gpus_per_worker=1), {"CPU": 16, "GPU": 3}, None) == 3
+    assert _plan_trials(SweepConfig(workers=1, cpus_per_worker=0.5, trial_cpus=0.5), {"CPU": 2}, None) == 2
+    assert _plan_trials(SweepConfig(gpus_per_worker=1), {"CPU": 16, "GPU": 3}, None) == 3
     with pytest.raises(ConfigError, match="one trial needs 3 CPUs .* the Ray cluster has 2 CPUs"):
         _plan_trials(options, {"CPU": 2}, None)
-    with pytest.raises(ConfigError, match="--workers=0"):
-        _plan_trials(SweepOptions(workers=0), {"CPU": 2}, None)
+    with pytest.raises(ConfigError, match="sweep.workers=0 is not allowed"):
+        SweepConfig(workers=0)
 
 
 def test_command_line_overrides_of_the_space_are_checked():
     space = load_space(ROOT / "tune_spaces/lambdas.yaml")
-    assert effective_space(space, SweepOptions(num_samples=2, scheduler="fifo")).trial_count() == 2
+    assert effective_space(space, SweepConfig(num_samples=2, scheduler="fifo")).trial_count() == 2
     with pytest.raises(SpaceError, match="--search=grid"):
-        effective_space(space, SweepOptions(search="grid"))
-    with pytest.raises(ConfigError, match="--num-samples=0"):
-        effective_space(space, SweepOptions(num_samples=0))
+        effective_space(space, SweepConfig(search="grid"))
+    with pytest.raises(ConfigError, match="sweep.num_samples=0 is not allowed"):
+        SweepConfig(num_samples=0)
     with pytest.raises(SpaceError, match="--search=optuna cannot"):
-        effective_space(load_space(ROOT / "tune_spaces/inr.yaml"), SweepOptions(search="optuna"))
+        effective_space(load_space(ROOT / "tune_spaces/inr.yaml"), SweepConfig(search="optuna"))
 
 
 def test_the_score_is_over_seen_gammas():
     config = load_config(ROOT / "jobs/quickstart.yaml")
-    assert score_gammas(config, SweepOptions()) == [0.0, 0.125, 0.25, 0.375, 0.5]
+    assert score_gammas(config, SweepConfig()) == [0.0, 0.125, 0.25, 0.375, 0.5]
     with pytest.raises(ConfigError, match="no γ inside the training pool"):
-        score_gammas(config, SweepOptions(score_gammas=[0.75, -0.5]))
+        score_gammas(config, SweepConfig(score_gammas=[0.75, -0.5]))

@@ -1,9 +1,11 @@
 """Sweeps on Ray Tune, end to end: trials train on Ray Train, land in the results schema, pick a best config
 that ``raymeta train`` accepts, and an interrupted sweep continues without running finished trials again."""
 
+import dataclasses
 import json
 import math
 import os
+import pickle
 import signal
 import shutil
 import subprocess
@@ -17,11 +19,13 @@ import pytest
 
 from raymeta.cli import main
 from raymeta.config import load_config
-from raymeta.results import read_tables
-from raymeta.runtime import Progress, RunPaths
-from raymeta.space import load_space
+from raymeta.io.results import read_tables
+from raymeta.io.files import RunPaths
+from raymeta.io.progress import Progress
+from raymeta.drivers.space import load_space
 from raymeta.errors import ConfigError
-from raymeta.sweep import FINISHED, STOPPED, SweepOptions, best_trial, final_score, rank_trials, run_sweep
+from raymeta.drivers.sweep import FINISHED, STOPPED, best_trial, final_score, rank_trials, run_sweep
+from test_safe_loading import Payload
 from ray_fixtures import RAY_TEST_ENV, embedded_ray
 from results_fixtures import rows
 
@@ -37,6 +41,11 @@ params:
 """
 
 
+def with_sweep(base, **settings):
+    """The job config with these sweep: settings."""
+    return dataclasses.replace(base, sweep=dataclasses.replace(base.sweep, **settings))
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     yield from embedded_ray()
@@ -48,8 +57,7 @@ def test_tiny_sweep_end_to_end(prepared_run, ray_cluster, tmp_path):
     space_file.write_text(SPACE)
     base = prepared_run("train.epochs_per_stage=2")
     space = load_space(space_file, base)
-    options = SweepOptions(workers=1, cpus_per_worker=1, trial_cpus=1, verbose=0)
-    summary = run_sweep(space, base, options, QUIET)
+    summary = run_sweep(space, with_sweep(base, workers=1, cpus_per_worker=1, trial_cpus=1, verbose=0), QUIET)
     folder = summary["sweep_dir"]
     assert folder == Path(base.run_dir).resolve() / "sweeps" / "tiny"
 
@@ -137,6 +145,10 @@ def test_a_killed_sweep_continues_without_running_finished_trials_again(tmp_path
         trial_id = done.name.removesuffix(".parquet")
         checkpoint = run_dir / "sweeps" / "two" / "trials" / trial_id / "train" / "checkpoint.pt"
         before = (done.read_bytes(), checkpoint.stat().st_mtime_ns)
+        # Tune's own state is pickled: a crafted file in the folder would run code if it were restored
+        marker = tmp_path / "ran"
+        with open(run_dir / "sweeps" / "two" / "tune" / "tuner.pkl", "wb") as handle:
+            pickle.dump(Payload(marker), handle)
 
         second = subprocess.run(_sweep_command(space_file, run_dir), cwd=root, env=env, capture_output=True,
                                 text=True, timeout=300)
@@ -149,6 +161,7 @@ def test_a_killed_sweep_continues_without_running_finished_trials_again(tmp_path
         final = frame[frame["phase"] == "final"]
         assert final["trial_id"].nunique() == 2 and set(final["trial_status"]) == {FINISHED}
         assert (run_dir / "sweeps" / "two" / "best.yaml").is_file()
+        assert not marker.exists(), "continuing the sweep unpickled Tune's state"
     finally:
         _stop_leftovers(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -164,9 +177,9 @@ def test_a_sweep_over_another_space_in_the_same_folder_is_refused(prepared_run, 
     space = load_space(first, base)
     (folder / "sweep.yaml").write_text(json.dumps({"space": space.fingerprint(), "config_hash": base.hash()}))
     with pytest.raises(Exception, match="holds a sweep started with another search space: use --restart"):
-        run_sweep(load_space(second, base), base, SweepOptions(sweep_dir=str(folder)), QUIET)
+        run_sweep(load_space(second, base), with_sweep(base, sweep_dir=str(folder)), QUIET)
     with pytest.raises(Exception, match="--resume: .* holds no sweep"):
-        run_sweep(space, base, SweepOptions(sweep_dir=str(tmp_path / "none"), resume=True), QUIET)
+        run_sweep(space, with_sweep(base, sweep_dir=str(tmp_path / "none")), QUIET, resume=True)
 
 
 @pytest.mark.ray
@@ -177,7 +190,7 @@ def test_optuna_search_runs_trials(prepared_run, ray_cluster, tmp_path):
                           "params:\n  train.lambda_reg: {loguniform: [1.0e-6, 1.0e-2]}\n"
                           "  train.configs_per_step: {choice: [1, 2]}\n")
     base = prepared_run("train.blocks=[last]")
-    summary = run_sweep(load_space(space_file, base), base, SweepOptions(verbose=0), QUIET)
+    summary = run_sweep(load_space(space_file, base), with_sweep(base, verbose=0), QUIET)
     trials = summary["trials"]
     assert len(trials) == 2 and all(t["status"] == FINISHED for t in trials)
     assert all(1e-6 <= t["params"]["train.lambda_reg"] <= 1e-2 for t in trials)
@@ -191,7 +204,7 @@ def test_an_errored_trial_is_reported_and_the_others_still_count(prepared_run, r
     # M = 64 micro-batches of 32 need more than the 512 training images: that trial fails when it starts training
     space_file.write_text("search: grid\nscheduler: fifo\nparams:\n  train.configs_per_step: {grid: [1, 64]}\n")
     base = prepared_run("train.blocks=[last]")
-    summary = run_sweep(load_space(space_file, base), base, SweepOptions(verbose=0, trial_retries=0), QUIET)
+    summary = run_sweep(load_space(space_file, base), with_sweep(base, verbose=0, trial_retries=0), QUIET)
     by_m = {t["params"]["train.configs_per_step"]: t for t in summary["trials"]}
     assert by_m[1]["status"] == FINISHED and by_m[64]["status"] == "errored"
     assert "lower either" in by_m[64]["error"] or "training examples" in by_m[64]["error"]
@@ -229,5 +242,5 @@ def test_a_sweep_without_a_validation_split_is_refused(prepared_run, tmp_path):
     space_file.write_text(SPACE)
     base = prepared_run("data.validation_fraction=0")
     with pytest.raises(ConfigError, match="data.validation_fraction=0 is not allowed for a sweep"):
-        run_sweep(load_space(space_file, base), base, SweepOptions(sweep_dir=str(tmp_path / "sweep")), QUIET)
+        run_sweep(load_space(space_file, base), with_sweep(base, sweep_dir=str(tmp_path / "sweep")), QUIET)
     assert not (tmp_path / "sweep").exists()  # refused before anything was written or started

@@ -3,15 +3,16 @@
 import pytest
 import torch
 
-from raymeta.checkpoint import load_checkpoint
+from raymeta.io.artifacts import MetamorphicCheckpoint
 from raymeta.config import load_config
-from raymeta.ema import ExponentialAverage, inr_parameters
-from raymeta.inr import INRBank
-from raymeta.metamorphic import MetamorphicNetwork
-from raymeta.models import Architecture, ResNet, resolve_blocks
-from raymeta.runtime import Progress, RunPaths
-from raymeta.train import (configuration_loss, initialise_new_blocks, load_trained, pool_widths, prefit_new_blocks,
-                           reconstruction_error, sample_gammas, set_warmup, train, warmup_position)
+from raymeta.method.ema import ExponentialAverage, inr_parameters
+from raymeta.method.inr import INRBank
+from raymeta.method.metamorphic import MetamorphicNetwork
+from raymeta.method.models import Architecture, ResNet, resolve_blocks
+from raymeta.io.files import RunPaths
+from raymeta.io.progress import Progress
+from raymeta.stages.networks import load_trained
+from raymeta.stages.train import configuration_loss, initialise_new_blocks, pool_widths, prefit_new_blocks, reconstruction_error, sample_gammas, set_warmup, train, warmup_position
 
 QUIET = Progress(stream=open("/dev/null", "w"))
 BLOCKS = [(1, 1), (2, 1)]
@@ -163,11 +164,11 @@ def test_non_incremental_runs_start_every_block_at_random_even_with_inr_init():
 
 
 def test_incremental_run_starts_stage_two_from_the_trained_first_block(prepared_run, monkeypatch):
-    import raymeta.train as training
+    import raymeta.stages.train as training
 
     config = prepared_run("train.epochs_per_stage=1", "inr.base=none")  # the papers' INR: no prior base
     path = train(config, stop_after_epochs=1, progress=QUIET)  # stage 1 done: block 0 trained
-    trained = load_checkpoint(path, kind="metamorphic")["net_state"]
+    trained = MetamorphicCheckpoint.load(path).net_state
     seen = {}
 
     class Captured(Exception):
@@ -219,7 +220,7 @@ def test_warmup_position_counts_from_the_run_or_from_the_stage():
 
 @pytest.mark.parametrize("mode", ["once", "per_stage"])
 def test_learning_rate_of_a_run_follows_the_warmup_mode(prepared_run, monkeypatch, mode):
-    import raymeta.train as training
+    import raymeta.stages.train as training
 
     # 2 stages × 2 epochs × 3 steps; warm-up over 1 epoch = 3 steps
     config = prepared_run("train.epochs_per_stage=2", "train.warmup_epochs=1", f"train.warmup={mode}")
@@ -276,25 +277,25 @@ def test_ema_follows_its_decay_and_restarts():
 
 def test_trained_network_is_evaluated_with_the_averaged_inr_weights(prepared_run):
     path = train(prepared_run(), progress=QUIET)
-    payload = load_checkpoint(path, kind="metamorphic")
+    payload = MetamorphicCheckpoint.load(path)
     net, _, _ = load_trained(path)
     averaged = inr_parameters(net)
-    assert payload["ema"]["updates"] == 3  # restarted at stage 2, 3 steps since
-    for name, shadow in payload["ema"]["shadow"].items():
+    assert payload.ema["updates"] == 3  # restarted at stage 2, 3 steps since
+    for name, shadow in payload.ema["shadow"].items():
         assert torch.equal(averaged[name].detach(), shadow)
-    assert any(not torch.equal(payload["net_state"][name], shadow) for name, shadow in payload["ema"]["shadow"].items()), \
+    assert any(not torch.equal(payload.net_state[name], shadow) for name, shadow in payload.ema["shadow"].items()), \
         "the average differs from the last training weights"
     off = prepared_run("train.ema_decay=0")
-    payload = load_checkpoint(train(off, progress=QUIET), kind="metamorphic")
-    assert payload["ema"] is None
+    payload = MetamorphicCheckpoint.load(train(off, progress=QUIET))
+    assert payload.ema is None
     net, _, _ = load_trained(RunPaths(off.run_dir).train_checkpoint)
     for name, parameter in inr_parameters(net).items():
-        assert torch.equal(parameter.detach(), payload["net_state"][name])
+        assert torch.equal(parameter.detach(), payload.net_state[name])
 
 
 # ---- incremental stages, fine-tuned head --------------------------------------------------------------------
 def test_incremental_adds_one_block_per_stage_and_non_incremental_trains_all_as_long():
-    from raymeta.train import plan_stages
+    from raymeta.stages.train import plan_stages
 
     on = plan_stages(load_config(None, ["train.epochs_per_stage=3"]), 4)
     assert [(s.active_blocks, s.epochs) for s in on] == [(1, 3), (2, 3), (3, 3), (4, 3)]
@@ -318,7 +319,7 @@ def test_finetune_head_trains_the_last_block_and_classifier_or_freezes_them(fine
 
 # ---- raymeta's departures: the prior base, α's start, the warm start, block-output distillation ------------
 def test_resample_matrix_is_the_identity_at_the_prior_width_and_averages_otherwise():
-    from raymeta.metamorphic import resample_matrix
+    from raymeta.method.metamorphic import resample_matrix
 
     torch.testing.assert_close(resample_matrix(8, 8), torch.eye(8))
     for width in (3, 4, 5, 16):

@@ -1,12 +1,15 @@
 import pytest
 import torch
 
-from raymeta.checkpoint import load_checkpoint
+from raymeta.io.artifacts import MetamorphicCheckpoint, SmoothedCheckpoint
 from raymeta.config import NEUMETA_SWITCHES
-from raymeta.data import make_loader
-from raymeta.evaluate import evaluate_gammas
-from raymeta.runtime import Progress, RunPaths, load_data
-from raymeta.train import load_trained, plan_stages, sample_gammas, train
+from raymeta.io.data import make_loader
+from raymeta.stages.evaluate import evaluate_gammas
+from raymeta.io.files import RunPaths
+from raymeta.io.progress import Progress
+from raymeta.stages.runtime import load_data
+from raymeta.stages.networks import load_trained
+from raymeta.stages.train import plan_stages, sample_gammas, train
 from monitor_check import assert_monitor_is_validation
 
 QUIET = Progress(stream=open("/dev/null", "w"))
@@ -42,13 +45,13 @@ def test_short_run_raises_accuracy_above_chance_at_seen_and_unseen_gammas(prepar
     config = prepared_run("train.epochs_per_stage=4", "train.steps_per_epoch=8", "train.lr=0.003",
                           "train.alpha_lr=0.05", "train.head_lr=0.01")
     paths = RunPaths(config.run_dir)
-    smoothed = load_checkpoint(paths.smoothed, kind="smoothed")
+    smoothed = SmoothedCheckpoint.load(paths.smoothed)
     # Scramble the fine-tuned head so that the starting network is at chance level.
     torch.manual_seed(0)
-    for name, value in smoothed["state_dict"].items():
+    for name, value in smoothed.state_dict.items():
         if name.startswith(("fc", "stages.2.1")):
             value.normal_(0, 0.01)
-    torch.save(smoothed, paths.smoothed)
+    smoothed.save(paths.smoothed)
     net, _, _ = load_trained(train(config, progress=QUIET))
     bundle = load_data(config, augment=False)
     loader = make_loader(bundle.test, 256, shuffle=False)
@@ -62,12 +65,12 @@ def test_short_run_raises_accuracy_above_chance_at_seen_and_unseen_gammas(prepar
 def test_neumeta_baseline_trains_every_block_in_one_stage(prepared_run):
     config = prepared_run(*[f"train.{k}={str(v).lower()}" for k, v in NEUMETA_SWITCHES.items()])
     path = train(config, progress=QUIET)
-    payload = load_checkpoint(path, kind="metamorphic")
-    assert payload["done"]
+    payload = MetamorphicCheckpoint.load(path)
+    assert payload.done
     stages = plan_stages(config, 2)
-    assert len(stages) == 1 and stages[0].epochs == 2 and len(payload["state"]["history"]) == 2
-    assert payload["state"]["step"] == 2 * 3  # M = 1: one configuration per step
-    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in payload["state"]["history"])
+    assert len(stages) == 1 and stages[0].epochs == 2 and len(payload.state.history) == 2
+    assert payload.state.step == 2 * 3  # M = 1: one configuration per step
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in payload.state.history)
     net, _, _ = load_trained(path)
     assert net.hyper.bias_bank.out_dim == 9 and net.alphas.tolist() == [1.0, 1.0]
     assert set(net.generate(0.3)) >= {"stages.1.1.conv1.weight", "stages.2.1.conv2.bias"}
@@ -76,18 +79,18 @@ def test_neumeta_baseline_trains_every_block_in_one_stage(prepared_run):
 def test_resumed_run_continues_from_its_checkpoint(prepared_run, tmp_path):
     overrides = ("train.epochs_per_stage=2",)
     whole = prepared_run(*overrides, run_dir=tmp_path / "whole")
-    reference = load_checkpoint(train(whole, progress=QUIET), kind="metamorphic")
+    reference = MetamorphicCheckpoint.load(train(whole, progress=QUIET))
 
     split = prepared_run(*overrides, run_dir=tmp_path / "split")
     path = train(split, stop_after_epochs=3, progress=QUIET)  # stops inside the second stage
-    middle = load_checkpoint(path, kind="metamorphic")
-    assert middle["state"]["stage"] == 1 and middle["state"]["epoch"] == 1 and not middle["done"]
-    resumed = load_checkpoint(train(split, resume=True, progress=QUIET), kind="metamorphic")
+    middle = MetamorphicCheckpoint.load(path)
+    assert middle.state.stage == 1 and middle.state.epoch == 1 and not middle.done
+    resumed = MetamorphicCheckpoint.load(train(split, resume=True, progress=QUIET))
 
-    assert resumed["state"]["step"] == reference["state"]["step"] == 4 * 3
-    assert [h["step"] for h in resumed["state"]["history"]] == [h["step"] for h in reference["state"]["history"]]
-    for name, value in reference["net_state"].items():
-        torch.testing.assert_close(resumed["net_state"][name], value, rtol=0, atol=1e-6, msg=name)
+    assert resumed.state.step == reference.state.step == 4 * 3
+    assert [h["step"] for h in resumed.state.history] == [h["step"] for h in reference.state.history]
+    for name, value in reference.net_state.items():
+        torch.testing.assert_close(resumed.net_state[name], value, rtol=0, atol=1e-6, msg=name)
 
 
 def test_checkpoint_of_another_configuration_is_not_resumed(prepared_run, tmp_path):
@@ -104,7 +107,7 @@ def test_checkpoint_of_another_configuration_is_not_resumed(prepared_run, tmp_pa
 def test_batch_slices_of_a_configuration_sum_to_its_whole_gradient(prepared_run, slices):
     # With more workers than configurations each micro-batch is cut into slices; the slices' gradients
     # (cross-entropy weighted by share, weight terms once) must add up to the whole configuration's.
-    from raymeta.train import WorkUnit, accumulate_gradients, trainable_parameters
+    from raymeta.stages.train import WorkUnit, accumulate_gradients, trainable_parameters
 
     config = prepared_run("train.gamma_pool=[0.0,0.0]", "train.configs_per_step=1")  # γ = 0: the MSE term too
     net, _, _ = load_trained(train(config, stop_after_epochs=1, progress=QUIET))
@@ -138,14 +141,14 @@ def test_without_a_validation_split_there_is_no_monitoring(prepared_run):
     import math
 
     from raymeta.errors import ConfigError
-    from raymeta.evaluate import evaluate_run
+    from raymeta.stages.evaluate import evaluate_run
 
     config = prepared_run("data.validation_fraction=0")
     stream = io.StringIO()
     path = train(config, progress=Progress(stream=stream))
     lines = [line for line in stream.getvalue().splitlines() if "no validation split" in line]
     assert len(lines) == 1 and "no per-epoch monitoring" in lines[0]
-    history = load_checkpoint(path, kind="metamorphic")["state"]["history"]
+    history = MetamorphicCheckpoint.load(path).state.history
     assert len(history) == 2 and all(record["monitor"] == [] and math.isnan(record["score"]) for record in history)
     assert not (RunPaths(config.run_dir).results / "train-monitor.parquet").exists()
     assert not any(key.startswith("acc@") for key in history[-1])
@@ -156,12 +159,12 @@ def test_without_a_validation_split_there_is_no_monitoring(prepared_run):
 
 def test_monitor_rows_carry_the_health_signals_of_the_evaluated_weights(prepared_run):
     # α and the relative reconstruction error at γ = 0 of every active block / generated tensor, per epoch: the
-    # last epoch's equal raymeta.health on the final checkpoint (its EMA weights, as the monitor evaluates).
+    # last epoch's equal raymeta.method.health on the final checkpoint (its EMA weights, as the monitor evaluates).
     import io
     import math
 
-    from raymeta.health import block_alphas, reconstruction_errors, worst_by_block
-    from raymeta.results import read_tables
+    from raymeta.method.health import block_alphas, reconstruction_errors, worst_by_block
+    from raymeta.io.results import read_tables
 
     config = prepared_run("train.alpha_lr=0.05")  # α must move off its initial 0 for the check to mean anything
     stream = io.StringIO()
@@ -169,7 +172,7 @@ def test_monitor_rows_carry_the_health_signals_of_the_evaluated_weights(prepared
     alphas, errors = block_alphas(net), reconstruction_errors(net)
     assert list(alphas) == ["stage2.block1", "stage3.block1"] and len(errors) == 8
     assert any(abs(a) > 1e-3 for a in alphas.values()) and all(0 < e < math.inf for e in errors.values())
-    last = payload["state"]["history"][-1]
+    last = payload.state.history[-1]
     assert last["alphas"] == pytest.approx(alphas, rel=1e-6) and last["rec_errors"] == pytest.approx(errors, rel=1e-5)
 
     table = read_tables(RunPaths(config.run_dir).results / "train-monitor.parquet")

@@ -1,4 +1,4 @@
-"""Tests for raymeta.tsp: exactness on small inputs, quality of the heuristic, float distances, validation."""
+"""Tests for raymeta.method.tsp: exactness on small inputs, quality of the heuristic, float distances, validation."""
 
 import functools
 import itertools
@@ -8,7 +8,7 @@ import pytest
 from scipy.spatial.distance import cdist
 
 from raymeta.errors import ConfigError
-from raymeta.tsp import l1_distance_matrix, path_length, shortest_hamiltonian_path
+from raymeta.method.tsp import l1_distance_matrix, path_length, shortest_hamiltonian_path
 
 
 def _random_symmetric(rng: np.random.Generator, n: int, scale: float = 1.0) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The distributed driver: the same training step as :func:`raymeta.train.train`, run by Ray Train workers.
+"""The distributed driver: the same training step as :func:`raymeta.stages.train.train`, run by Ray Train workers.
 
 Every worker builds the same network from the same checkpoint, draws the same M compression ratios per
 step (a pure function of seed and step), runs only its own configurations r, r+N, … on its own batches,
@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from raymeta.checkpoint import load_checkpoint
-from raymeta.config import Config, config_from_dict
+from raymeta.config import Config, RayConfig, config_from_dict
 from raymeta.errors import CheckpointError, ConfigError, RaymetaError
-from raymeta.runtime import Progress, RunPaths
-from raymeta.train import (Collective, FaultInjector, check_same_config, existing_checkpoint, run_training,
-                           save_epoch)
+from raymeta.io.artifacts import MetamorphicCheckpoint, SmoothedCheckpoint
+from raymeta.io.files import RunPaths, atomic_write
+from raymeta.io.progress import Progress
+from raymeta.stages.train import Collective, StepHook, existing_checkpoint, run_training, save_epoch
 
 CHECKPOINT_FILE = "checkpoint.pt"
 QUIET_RAY = {
@@ -97,51 +97,28 @@ def train_worker(loop_config: dict) -> None:
     progress = Progress() if rank == 0 else (lambda message: None)
     paths = RunPaths(config.run_dir)
 
-    payload, restored = None, ray.train.get_checkpoint()
+    checkpoint, restored = None, ray.train.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as folder:
-            source = Path(folder) / CHECKPOINT_FILE
-            payload = load_checkpoint(source, kind="metamorphic", required=("net_state", "state"))
-        check_same_config(payload, config, source)
+            checkpoint = MetamorphicCheckpoint.load(Path(folder) / CHECKPOINT_FILE, expect_hash=config.hash())
         progress(f"train: restored the latest Ray Train checkpoint ({restored.path})")
     elif loop_config["resume_path"]:
-        payload = load_checkpoint(loop_config["resume_path"], kind="metamorphic", required=("net_state", "state"))
+        checkpoint = MetamorphicCheckpoint.load(loop_config["resume_path"], expect_hash=config.hash())
         progress(f"train: resuming from {loop_config['resume_path']}")
 
-    def on_epoch_end(make_payload, record) -> None:
+    def on_epoch_end(make_checkpoint, record) -> None:
         metrics = _epoch_metrics(record)
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             return
-        save_epoch(config, make_payload())
+        save_epoch(config, make_checkpoint())
         with tempfile.TemporaryDirectory() as folder:
             shutil.copy(paths.train_checkpoint, Path(folder) / CHECKPOINT_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
-    run_training(config, payload=payload, on_epoch_end=on_epoch_end, progress=progress, collective=collective,
-                 stop_after_epochs=loop_config["stop_after_epochs"], fault=FaultInjector(loop_config["fault"]))
-
-
-@dataclasses.dataclass
-class DistributedOptions:
-    """How ``raymeta train`` runs on Ray (the command-line flags of the same names)."""
-
-    workers: int | None = None
-    """Ray Train workers; None: as many as the cluster allows, at most M (the configurations per step).
-    More than M cut each configuration's micro-batch into slices."""
-    gpus_per_worker: float = 0.0
-    cpus_per_worker: float | None = None
-    """None: the cluster's CPUs shared evenly over the workers (at least 1)."""
-    address: str | None = None
-    """An existing cluster to join; None: ``RAY_ADDRESS`` if set, else an embedded local Ray."""
-    storage_path: str | None = None
-    """Where Ray Train keeps the run's checkpoints; None: ``RUN_DIR/ray``."""
-    max_failures: int = 3
-    """Worker-group failures to recover from (each restarts from the latest checkpoint)."""
-    timeout_s: int = 1800
-    """Seconds a collective may wait before the process group gives up."""
-    log_level: str = "WARNING"
-    """Ray Train's own log level (INFO shows every report of every worker)."""
+    run_training(config, resume_from=checkpoint, on_epoch_end=on_epoch_end, progress=progress,
+                 collective=collective, stop_after_epochs=loop_config["stop_after_epochs"],
+                 step_hook=loop_config["step_hook"])
 
 
 @contextlib.contextmanager
@@ -173,7 +150,7 @@ def run_name(config: Config) -> str:
     return f"train-{config.hash()}"
 
 
-def _plan_workers(options: DistributedOptions, configs_per_step: int, resources: dict) -> tuple[int, float]:
+def _plan_workers(options: RayConfig, configs_per_step: int, resources: dict) -> tuple[int, float]:
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
     if options.gpus_per_worker < 0:
         raise ConfigError(f"--gpus-per-worker={options.gpus_per_worker} is not allowed: use 0 or more")
@@ -198,23 +175,24 @@ def _plan_workers(options: DistributedOptions, configs_per_step: int, resources:
     return workers, cpus_per_worker
 
 
-def train_distributed(config: Config, options: DistributedOptions | None = None, *, resume: bool | None = None,
-                      stop_after_epochs: int | None = None, progress: Progress | None = None,
-                      callbacks: list | None = None) -> Path:
-    """Train on Ray Train; returns the run's checkpoint path (``RUN_DIR/train/checkpoint.pt``).
+def train_distributed(config: Config, *, resume: bool | None = None, stop_after_epochs: int | None = None,
+                      progress: Progress | None = None, callbacks: list | None = None,
+                      step_hook: StepHook | None = None) -> Path:
+    """Train on Ray Train as ``config.ray`` says; returns the run's checkpoint path (``RUN_DIR/train/checkpoint.pt``).
 
     ``callbacks`` are Ray Train ``UserCallback``s of the controller (a Tune trial passes Tune's
-    ``TuneReportCallback``, which forwards every epoch's report to Tune).
+    ``TuneReportCallback``, which forwards every epoch's report to Tune). ``step_hook(rank, step)`` runs in every
+    worker after every step (tests inject failures with it; Ray pickles it to the workers).
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    options = options or DistributedOptions()
+    options = config.ray
     progress = progress or Progress()
     config = dataclasses.replace(config, run_dir=str(Path(config.run_dir).resolve()))
     paths = RunPaths(config.run_dir)
-    load_checkpoint(paths.smoothed, kind="smoothed", required=("arch", "state_dict"))  # fail here, not in workers
+    SmoothedCheckpoint.load(paths.smoothed)  # fail here, not in the workers
     # what can be refused without a cluster is refused before starting one
     _plan_workers(options, config.train.configs_per_step, {"CPU": 1e9, "GPU": 1e9})
     storage = Path(options.storage_path or paths.root / "ray").resolve()
@@ -222,9 +200,9 @@ def train_distributed(config: Config, options: DistributedOptions | None = None,
     if resume is False:
         shutil.rmtree(storage / name, ignore_errors=True)
     ray_run_exists = (storage / name).is_dir()
-    payload = None if (resume and ray_run_exists) else existing_checkpoint(config, resume)
-    if payload is not None and payload.get("done"):
-        progress(f"train: {paths.train_checkpoint} is finished ({payload['state']['step']} steps); nothing to do")
+    checkpoint = None if (resume and ray_run_exists) else existing_checkpoint(config, resume)
+    if checkpoint is not None and checkpoint.done:
+        progress(f"train: {paths.train_checkpoint} is finished ({checkpoint.state.step} steps); nothing to do")
         return paths.train_checkpoint
 
     with ray_session(options.address, progress, "train"):
@@ -235,9 +213,9 @@ def train_distributed(config: Config, options: DistributedOptions | None = None,
                  + (f" + {options.gpus_per_worker:g} GPU" if use_gpu else "") + f"; run {name} under {storage}")
         loop_config = {
             "config": config.to_dict(),
-            "resume_path": str(paths.train_checkpoint) if payload is not None else None,
+            "resume_path": str(paths.train_checkpoint) if checkpoint is not None else None,
             "stop_after_epochs": stop_after_epochs,
-            "fault": os.environ.get("RAYMETA_TEST_FAULT"),
+            "step_hook": step_hook,
             "threads": config.threads or max(1, int(cpus_per_worker)),
             "use_gpu": use_gpu,
             "log_level": options.log_level,
@@ -274,7 +252,4 @@ def _copy_final_checkpoint(checkpoint, target: Path) -> None:
     with checkpoint.as_directory() as folder:
         source = Path(folder) / CHECKPOINT_FILE
         if not target.is_file() or source.read_bytes() != target.read_bytes():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(".pt.tmp")
-            shutil.copy(source, tmp)
-            os.replace(tmp, target)
+            atomic_write(target, lambda temporary: shutil.copy(source, temporary))

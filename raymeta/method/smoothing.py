@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from raymeta.models import Architecture, ResNet, module_prefix
-from raymeta.tsp import l1_distance_matrix, shortest_hamiltonian_path
+from raymeta.method.models import Architecture, ResNet, module_prefix
+from raymeta.method.tsp import l1_distance_matrix, shortest_hamiltonian_path
 
 Member = tuple[str, int]  # (state-dict name, axis holding the group's channels)
 

@@ -12,9 +12,9 @@ import math
 
 import torch
 
-from raymeta.metamorphic import MetamorphicNetwork
-from raymeta.models import block_name
-from raymeta.results import ALPHA_PREFIX, REC_PREFIX
+from raymeta.method.metamorphic import MetamorphicNetwork
+from raymeta.method.models import block_name
+from raymeta.io.results import ALPHA_PREFIX, REC_PREFIX
 
 
 @torch.no_grad()

@@ -37,15 +37,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raymeta.checkpoint import load_checkpoint
-from raymeta.config import Config, _short_hash
-from raymeta.data import make_loader
+from raymeta.config import Config, _short_hash, save_config
 from raymeta.errors import CheckpointError, ConfigError
-from raymeta.evaluate import accuracy_and_loss
-from raymeta.models import Architecture, ResNet, block_name, count_params_macs, hidden_width, resolve_blocks
-from raymeta.pretrain import sgd_cosine, train_one_epoch
-from raymeta.results import ResultsError, read_tables, result_frame, write_table
-from raymeta.runtime import Progress, RunPaths, seed_everything, validation_loader
+from raymeta.io.artifacts import PriorCheckpoint, SmoothedCheckpoint
+from raymeta.io.data import make_loader
+from raymeta.io.files import RunPaths
+from raymeta.io.progress import Progress
+from raymeta.io.results import ResultsError, read_tables, result_frame, write_table
+from raymeta.method.models import Architecture, ResNet, block_name, count_params_macs, hidden_width, resolve_blocks
+from raymeta.stages.evaluate import accuracy_and_loss
+from raymeta.stages.networks import build_network, prior_network
+from raymeta.stages.pretrain import sgd_cosine, train_one_epoch
+from raymeta.stages.runtime import architecture, load_data, seed_everything, select_device, validation_loader
+from raymeta.stages.train import monitor_gammas, plan_stages, set_warmup
 
 IMPORTANCES = ("random", "l1", "l2", "taylor", "hessian")
 """Torch-Pruning importance criteria offered by ``raymeta baseline prune``."""
@@ -205,8 +209,6 @@ def run_individual(config: Config, bundle, gammas: list[float], out: Path, *, ru
     Each epoch is scored on the validation split (rows phase = train, split = validation; none without a
     validation split); the trained network once on the test split (phase = final, split = test).
     """
-    from raymeta.runtime import architecture
-
     arch = architecture(config, bundle.info)
     blocks = metamorphic_blocks(config, arch)
     for gamma in gammas:
@@ -299,14 +301,12 @@ def run_pruning(config: Config, prior: ResNet, bundle, gammas: list[float], impo
 
 def load_smoothed_prior(run_dir: str | Path) -> ResNet:
     """The run's smoothed, BatchNorm-folded prior: the network its metamorphic network is built from."""
-    from raymeta.train import load_prior_network
-
     path = RunPaths(str(run_dir)).smoothed
     if not path.is_file():
         raise CheckpointError(f"baseline skip needs the run's smoothed prior {path}, which does not exist: run "
                               f"`raymeta smooth --run-dir {run_dir}` first (after `raymeta pretrain`), or "
                               f"`raymeta run`")
-    return load_prior_network(load_checkpoint(path, kind="smoothed", required=("arch", "state_dict")))
+    return prior_network(SmoothedCheckpoint.load(path))
 
 
 def skip_network(prior: ResNet, blocks: list[tuple[int, int]]) -> ResNet:
@@ -335,8 +335,6 @@ def skip_params_macs(arch: Architecture, blocks: list[tuple[int, int]], image_si
 def fine_tuned_names(config: Config, prior: ResNet) -> list[str]:
     """Names (in ``prior``) of the parameters the metamorphic run fine-tunes, asked of the metamorphic network
     itself (``head_parameters``), so that the skip baseline trains exactly its part; empty when it trains none."""
-    from raymeta.train import build_network
-
     net = build_network(config, copy.deepcopy(prior))
     head = {id(p) for p in net.head_parameters()}
     return [name for name, p in net.prior.named_parameters() if id(p) in head]
@@ -344,8 +342,6 @@ def fine_tuned_names(config: Config, prior: ResNet) -> list[str]:
 
 def metamorphic_epochs(config: Config, block_count: int) -> int:
     """Epochs of the metamorphic run: every stage of its schedule together."""
-    from raymeta.train import plan_stages
-
     return sum(stage.epochs for stage in plan_stages(config, block_count))
 
 
@@ -359,8 +355,6 @@ def fit_head(model: ResNet, names: list[str], bundle, config: Config, *, epochs:
     batches as one of the metamorphic run: ``train.steps_per_epoch`` × M when that cap is set, else the whole
     training split.
     """
-    from raymeta.train import set_warmup
-
     train = config.train
     parameters = [p for name, p in model.named_parameters() if name in names]
     for name, parameter in model.named_parameters():
@@ -415,8 +409,6 @@ def run_skip(config: Config, prior: ResNet, bundle, gammas: list[float], out: Pa
     numbers at each γ); none without a validation split, or when nothing is trained. γ already written with
     the same settings are skipped.
     """
-    from raymeta.train import monitor_gammas
-
     if epochs < 0:
         raise ConfigError(f"--epochs={epochs} is not allowed: use 0 (no training) or more")
     if prior.arch.num_classes != bundle.info.num_classes or prior.arch.in_channels != bundle.info.in_channels:
@@ -465,3 +457,44 @@ def run_skip(config: Config, prior: ResNet, bundle, gammas: list[float], out: Pa
     progress(f"baseline skip: test accuracy {rows[0]['accuracy']:.4f} at every γ ({params} parameters, {macs} MACs) "
              f"after {seconds:.1f}s → {path}")
     return [path]
+
+
+# ---- the stage: `raymeta baseline individual|prune|skip` ------------------------------------------------------
+
+BASELINES = ("individual", "prune", "skip")
+
+
+def run_baseline(kind: str, config: Config, progress: Progress, *, out: str | Path | None = None) -> list[Path]:
+    """Baseline rows at the γ of ``baseline.gammas`` (default ``eval.gammas``), in the results schema, written to
+    ``out`` (default RUN_DIR/results), with the settings of ``config.baseline``."""
+    if kind not in BASELINES:
+        raise ConfigError(f"baseline {kind!r} is not allowed: use {', '.join(BASELINES)}")
+    settings = config.baseline
+    gammas = list(settings.gammas) if settings.gammas is not None else list(config.eval.gammas)
+    device = select_device(config)
+    paths = RunPaths(config.run_dir)
+    out = Path(out or paths.results)
+    name = paths.root.name
+    if kind == "individual":
+        paths.root.mkdir(parents=True, exist_ok=True)
+        save_config(config, paths.config)
+        bundle = load_data(config)
+        epochs = settings.epochs or config.pretrain.epochs
+        progress(f"baseline individual: {len(gammas)} γ values, {epochs} epochs each, on {bundle.info.name}")
+        return run_individual(config, bundle, gammas, out, run_name=name, epochs=epochs,
+                              lr=settings.lr or config.pretrain.lr, device=device, progress=progress)
+    if kind == "skip":
+        prior = load_smoothed_prior(config.run_dir)
+        bundle = load_data(config)
+        epochs = settings.epochs if settings.epochs is not None else metamorphic_epochs(
+            config, len(metamorphic_blocks(config, prior.arch)))
+        return run_skip(config, prior, bundle, gammas, out, run_name=name, epochs=epochs, device=device,
+                        progress=progress)
+    importances = check_importances(settings.importance)
+    prior = prior_network(PriorCheckpoint.load(paths.prior).require_done(paths.prior))
+    bundle = load_data(config)
+    progress(f"baseline prune: {', '.join(importances)} importance; γ {', '.join(f'{g:g}' for g in gammas)}; "
+             f"fine-tune {settings.finetune_epochs} epoch(s)")
+    return run_pruning(config, prior, bundle, gammas, importances, out, run_name=name,
+                       finetune_epochs=settings.finetune_epochs, finetune_lr=settings.finetune_lr,
+                       gradient_batches=settings.gradient_batches, device=device, progress=progress)

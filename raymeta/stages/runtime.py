@@ -1,16 +1,18 @@
-"""Process-level settings shared by every command: device, threads, seeding, progress lines."""
+"""What every stage sets up the same way: the device and threads, the seeds, the dataset and its validation
+loader, the ResNet shape of a configuration."""
 
 from __future__ import annotations
 
 import random
-import sys
-import time
 
 import numpy as np
 import torch
 
 from raymeta.config import Config
 from raymeta.errors import ConfigError
+from raymeta.io.data import load_dataset, make_loader
+from raymeta.io.progress import Progress
+from raymeta.method.models import Architecture
 
 
 def select_device(config: Config) -> torch.device:
@@ -29,38 +31,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class Progress:
-    """Prints one line per event with the elapsed time; flushes so that logs of long runs stream."""
-
-    def __init__(self, stream=None):
-        self.start = time.perf_counter()
-        self.stream = stream  # None: whatever sys.stdout is at print time
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-    def __call__(self, message: str) -> None:
-        print(f"[{self.elapsed():7.1f}s] {message}", file=self.stream or sys.stdout, flush=True)
-
-
-class RunPaths:
-    """Where a run keeps its files, all under ``config.run_dir``."""
-
-    def __init__(self, run_dir: str):
-        from pathlib import Path
-
-        self.root = Path(run_dir)
-        self.prior = self.root / "prior.pt"
-        self.smoothed = self.root / "smoothed.pt"
-        self.train_checkpoint = self.root / "train" / "checkpoint.pt"
-        self.results = self.root / "results"
-        self.config = self.root / "config.yaml"
-
-
 def load_data(config: Config, *, augment: bool | None = None):
-    """The dataset named by ``config.data`` (see :func:`raymeta.data.load_dataset`)."""
-    from raymeta.data import load_dataset
-
+    """The dataset named by ``config.data`` (see :func:`raymeta.io.data.load_dataset`)."""
     data = config.data
     return load_dataset(data.name, data.data_dir, download=data.download,
                         augment=data.augment if augment is None else augment,
@@ -72,8 +44,6 @@ def validation_loader(bundle, config: Config, progress: Progress | None = None, 
     """A loader over the validation split, what monitoring and every choice look at; None when there is none
     (data.validation_fraction = 0), said once by ``progress`` for ``what`` (e.g. "train: no per-epoch
     monitoring"). Never a fallback to the test split, which is kept for final evaluation."""
-    from raymeta.data import make_loader
-
     if bundle.validation is not None:
         return make_loader(bundle.validation, config.data.eval_batch_size, shuffle=False)
     if progress is not None and what:
@@ -84,6 +54,4 @@ def validation_loader(bundle, config: Config, progress: Progress | None = None, 
 
 def architecture(config: Config, info):
     """The ResNet shape of ``config.model`` for a dataset's channels and classes."""
-    from raymeta.models import Architecture
-
     return Architecture(config.model.depth, tuple(config.model.widths), info.in_channels, info.num_classes)

@@ -2,7 +2,7 @@
 
 The driver trains (or reuses) the job config's prior once, then runs a Tune experiment whose function
 trainable, :func:`run_trial`, builds the trial's configuration (job config + variant + sampled
-parameters), trains it with :func:`raymeta.distributed.train_distributed` (a ``TorchTrainer`` whose
+parameters), trains it with :func:`raymeta.drivers.distributed.train_distributed` (a ``TorchTrainer`` whose
 ``TuneReportCallback`` forwards every epoch's report, so the scheduler sees ``score``, the mean validation
 accuracy over the seen γ, after each epoch), evaluates the finished network on the job's γ grid on the
 validation and the test split and writes the rows, with ``trial_id`` and ``param.*`` columns, to
@@ -25,6 +25,8 @@ Layout of a sweep folder (default ``RUN_DIR/sweeps/<space name>``)::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import os
 import shutil
@@ -35,13 +37,19 @@ import pandas as pd
 import yaml
 from ray import tune
 
-from raymeta.checkpoint import load_checkpoint
-from raymeta.config import Config, config_from_dict, method_name, save_config
+from raymeta.config import Config, RayConfig, SweepConfig, config_from_dict, method_name, save_config
+from raymeta.drivers.distributed import ray_session, train_distributed
+from raymeta.drivers.space import VARIANT_PARAM, SearchSpace, apply_overrides, check_search, max_total_epochs
 from raymeta.errors import CheckpointError, ConfigError, RaymetaError
-from raymeta.results import PARAM_PREFIX, is_seen, read_table, read_tables, write_table
-from raymeta.runtime import Progress, RunPaths
-from raymeta.space import VARIANT_PARAM, SearchSpace, apply_overrides, check_search, max_total_epochs
-from raymeta.train import load_trained
+from raymeta.io.artifacts import MetamorphicCheckpoint, SmoothedCheckpoint
+from raymeta.io.files import RunPaths, atomic_write, atomic_write_text
+from raymeta.io.progress import Progress
+from raymeta.io.results import PARAM_PREFIX, is_seen, read_table, read_tables, write_table
+from raymeta.stages.evaluate import evaluate_trained
+from raymeta.stages.networks import load_trained
+from raymeta.stages.pretrain import pretrain
+from raymeta.stages.report import write_report
+from raymeta.stages.smooth import smooth
 
 METRIC, MODE = "score", "max"
 """What the scheduler and the search rank trials by: mean monitored validation accuracy over the seen γ, per
@@ -52,43 +60,11 @@ TIME_ATTR = "global_epoch"
 FINISHED, STOPPED, ERRORED = "finished", "stopped early", "errored"
 
 
-@dataclasses.dataclass
-class SweepOptions:
-    """How ``raymeta sweep`` runs (the command-line flags of the same names)."""
-
-    sweep_dir: str | None = None
-    """The sweep's folder; None: ``RUN_DIR/sweeps/<space name>``."""
-    workers: int = 1
-    """Ray Train workers per trial (a sweep parallelises over trials first)."""
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    trial_cpus: float = 1.0
-    """CPUs of each trial's driver (it also evaluates the trained network at the end)."""
-    max_concurrent_trials: int | None = None
-    """None: the space's value, else as many trials as the cluster fits."""
-    num_samples: int | None = None
-    """None: the space's ``num_samples``."""
-    search: str | None = None
-    """random, grid or optuna; None: the space's."""
-    scheduler: str | None = None
-    """asha or fifo; None: the space's."""
-    score_gammas: list[float] | None = None
-    """γ values monitored after every epoch for the score; None: the seen γ of ``eval.gammas``."""
-    address: str | None = None
-    """An existing Ray cluster to join; None: ``RAY_ADDRESS`` if set, else an embedded local Ray."""
-    trial_retries: int = 1
-    """Times Tune retries an errored trial (each retry continues from the trial's last checkpoint)."""
-    resume: bool | None = None
-    """None: continue the sweep in ``sweep_dir`` if there is one; True: require one; False: start over."""
-    verbose: int = 1
-    """Tune's console output: 0 silent, 1 status tables, 2 every result."""
-
-
-def sweep_dir(config: Config, space: SearchSpace, options: SweepOptions) -> Path:
+def sweep_dir(config: Config, space: SearchSpace, options: SweepConfig) -> Path:
     return Path(options.sweep_dir or Path(config.run_dir) / "sweeps" / space.name).resolve()
 
 
-def effective_space(space: SearchSpace, options: SweepOptions) -> SearchSpace:
+def effective_space(space: SearchSpace, options: SweepConfig) -> SearchSpace:
     """The space with the command line's overrides (search, scheduler, samples, concurrency) applied."""
     changes = {key: getattr(options, key) for key in ("num_samples", "search", "scheduler", "max_concurrent_trials")
                if getattr(options, key) is not None}
@@ -103,7 +79,7 @@ def effective_space(space: SearchSpace, options: SweepOptions) -> SearchSpace:
     return updated
 
 
-def score_gammas(config: Config, options: SweepOptions) -> list[float]:
+def score_gammas(config: Config, options: SweepConfig) -> list[float]:
     gammas = options.score_gammas
     if gammas is None:
         gammas = [g for g in config.eval.gammas if is_seen(g, config.train.gamma_pool)] or list(config.train.gamma_pool)
@@ -180,13 +156,26 @@ def link_prior(source_dir: Path, target_dir: Path) -> None:
             continue
         if target.is_file() and os.path.samefile(source, target):
             continue
-        temporary = target.with_name(f".{name}.tmp")
-        temporary.unlink(missing_ok=True)
-        try:
-            os.link(source, temporary)
-        except OSError:  # another file system
-            shutil.copy(source, temporary)
-        os.replace(temporary, target)
+        atomic_write(target, lambda temporary, source=source: _link_or_copy(source, temporary))
+
+
+class TrialNames:
+    """Tune's trial name and folder creator: a trial is named by a hash of its parameters (and, for a repeat of
+    the same parameters, its count), and the name is its ``trial_id`` in every raymeta record. The search is
+    seeded, so running the sweep again meets the same trials under the same names and each finds its files."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, trial) -> str:
+        if trial.trial_id not in self.names:
+            params = json.dumps(trial.config, sort_keys=True, default=repr)
+            digest = hashlib.sha256(params.encode()).hexdigest()[:8]
+            self.counts[digest] = self.counts.get(digest, 0) + 1
+            count = self.counts[digest]
+            self.names[trial.trial_id] = f"trial-{digest}" + (f"-{count}" if count > 1 else "")
+        return self.names[trial.trial_id]
 
 
 def _trial_results(sweep: Path, trial_id: str) -> tuple[Path, Path]:
@@ -200,46 +189,49 @@ def _last_report(frame: pd.DataFrame, history: list[dict]) -> dict:
     return {**metrics, "final_score": final_score(frame), "done": True}
 
 
+def _link_or_copy(source: Path, temporary: Path) -> None:
+    temporary.unlink()
+    try:
+        os.link(source, temporary)  # the prior is shared, not copied, by every trial
+    except OSError:  # another file system
+        shutil.copy(source, temporary)
+
+
 def run_trial(params: dict, setup: dict) -> None:
     """Tune's function trainable: train one configuration on Ray Train, evaluate it, write its rows."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from raymeta.distributed import DistributedOptions, train_distributed
-
     space: SearchSpace = setup["space"]
     sweep = Path(setup["sweep_dir"])
-    trial_id = tune.get_context().get_trial_id()
+    trial_id = tune.get_context().get_trial_name()  # TrialNames: the same trial in every run of the sweep
     progress = Progress()
     run_dir = sweep / "trials" / trial_id
     config = trial_config(config_from_dict(setup["base"]), space, params, run_dir, setup["score_gammas"])
     finished, partial = _trial_results(sweep, trial_id)
     if finished.is_file():  # finished before the sweep was interrupted: report again, do not train again
-        payload = load_checkpoint(RunPaths(run_dir).train_checkpoint, kind="metamorphic", required=("state",))
+        checkpoint = MetamorphicCheckpoint.load(RunPaths(run_dir).train_checkpoint)
         progress(f"sweep: trial {trial_id} finished earlier; reporting its results again")
-        tune.report(_last_report(read_table(finished), payload["state"]["history"]))
+        tune.report(_last_report(read_table(finished), checkpoint.state.history))
         return
     partial.unlink(missing_ok=True)
     link_prior(Path(setup["prior_dir"]), run_dir)
     save_config(config, RunPaths(run_dir).config)
     overrides = ", ".join(f"{k}={v}" for k, v in space.overrides(params).items())
     progress(f"sweep: trial {trial_id}: {overrides}")
-    options = DistributedOptions(**setup["train_options"])
-    checkpoint = train_distributed(config, options, progress=progress, callbacks=[TuneReportCallback()])
+    config = dataclasses.replace(config, ray=RayConfig(**setup["train_options"]))
+    checkpoint = train_distributed(config, progress=progress, callbacks=[TuneReportCallback()])
     trained = load_trained(checkpoint)
     frame = _evaluated_rows(config, trained, space, params, trial_id, FINISHED, progress)
     write_table(frame, finished.parent, name=finished.name)
-    payload = trained[2]
     progress(f"sweep: trial {trial_id} finished: mean accuracy over seen γ, validation {final_score(frame):.4f} "
              f"(test {final_score(frame, 'test'):.4f}) → {finished}")
-    tune.report(_last_report(frame, payload["state"]["history"]))
+    tune.report(_last_report(frame, trained.checkpoint.state.history))
 
 
 def _evaluated_rows(config: Config, trained, space: SearchSpace, params: dict, trial_id: str, status: str,
                     progress: Progress) -> pd.DataFrame:
     """A trial's final evaluation rows (of ``trained``, a loaded checkpoint) on the validation split (which
     ranks it) and the test split (reported only), plus its training-monitor rows, with the trial's columns."""
-    from raymeta.evaluate import evaluate_trained
-
     columns = param_columns(space, params)
     method = trial_method(space, params, config)
     frames = [evaluate_trained(config, trained, progress, split=(SELECTION_SPLIT, "test"))]
@@ -251,21 +243,18 @@ def _evaluated_rows(config: Config, trained, space: SearchSpace, params: dict, t
 
 def ensure_prior(config: Config, progress: Progress) -> Path:
     """Train (or reuse) the job config's prior and smooth it; the folder every trial links its prior from."""
-    from raymeta.cli import smooth
-    from raymeta.pretrain import pretrain
-
     paths = RunPaths(config.run_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
     pretrain(config, progress)
     smoothed = None
     if paths.smoothed.is_file():
         try:
-            smoothed = load_checkpoint(paths.smoothed, kind="smoothed", required=("config",))
+            smoothed = SmoothedCheckpoint.load(paths.smoothed)
         except CheckpointError:
             smoothed = None
     same = smoothed is not None and (
-        config_from_dict(smoothed["config"]).prior_hash() == config.prior_hash()
-        and smoothed["config"]["smooth"] == config.to_dict()["smooth"]
+        config_from_dict(smoothed.config).prior_hash() == config.prior_hash()
+        and smoothed.config["smooth"] == config.to_dict()["smooth"]
         and paths.smoothed.stat().st_mtime >= paths.prior.stat().st_mtime)
     if same:
         progress(f"sweep: reusing the smoothed prior {paths.smoothed}")
@@ -293,7 +282,7 @@ def _check_same_sweep(folder: Path, space: SearchSpace, base: Config, resume: bo
     return True
 
 
-def _plan_trials(options: SweepOptions, resources: dict, wanted: int | None) -> int:
+def _plan_trials(options: SweepConfig, resources: dict, wanted: int | None) -> int:
     """How many trials run at once: each needs its driver's CPUs plus its workers'."""
     if options.workers < 1:
         raise ConfigError(f"--workers={options.workers} is not allowed for a sweep: each trial needs 1 or more")
@@ -317,7 +306,7 @@ def _plan_trials(options: SweepOptions, resources: dict, wanted: int | None) -> 
 
 
 def _block_count(config: Config) -> int:
-    from raymeta.models import Architecture, resolve_blocks
+    from raymeta.method.models import Architecture, resolve_blocks
 
     arch = Architecture(config.model.depth, tuple(config.model.widths), 3, 10)
     return len(resolve_blocks(config.train.blocks, arch))
@@ -363,7 +352,7 @@ class SweepProgress(tune.Callback):
         score = (trial.last_result or {}).get(METRIC)
         epoch = (trial.last_result or {}).get(TIME_ATTR)
         detail = f" at epoch {epoch}, score {score:.4f}" if isinstance(score, float) and epoch else ""
-        _DRIVER["progress"](f"sweep: trial {trial.trial_id} {what}{detail} "
+        _DRIVER["progress"](f"sweep: trial {trial.custom_trial_name or trial.trial_id} {what}{detail} "
                             f"({_DRIVER['ended']} of {_DRIVER['total']} ended in this session)")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -373,14 +362,14 @@ class SweepProgress(tune.Callback):
         self._line(trial, "errored")
 
 
-def run_sweep(space: SearchSpace, base: Config, options: SweepOptions | None = None,
-              progress: Progress | None = None) -> dict:
-    """Run (or continue) a sweep; returns a summary with the sweep folder, trial table and best config."""
+def run_sweep(space: SearchSpace, base: Config, progress: Progress | None = None, *,
+              resume: bool | None = None) -> dict:
+    """Run (or continue) a sweep as ``base.sweep`` says; returns a summary with the sweep folder, trial table
+    and best config. ``resume``: None continues the sweep in the folder if there is one; True requires one;
+    False starts over."""
     import ray
 
-    from raymeta.distributed import ray_session
-
-    options = options or SweepOptions()
+    options = base.sweep
     progress = progress or Progress()
     space = effective_space(space, options)
     check_validation_split(base)
@@ -388,14 +377,14 @@ def run_sweep(space: SearchSpace, base: Config, options: SweepOptions | None = N
     gammas = score_gammas(base, options)
     folder = sweep_dir(base, space, options)
     _plan_trials(options, {"CPU": 1e9, "GPU": 1e9}, None)  # refuse bad flags before any work
-    resuming = _check_same_sweep(folder, space, base, options.resume)
+    resuming = _check_same_sweep(folder, space, base, resume)
     prior_dir = ensure_prior(base, progress)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "sweep.yaml").write_text(yaml.safe_dump(
+    atomic_write_text(folder / "sweep.yaml", yaml.safe_dump(
         {"space_file": str(space.path), "space": space.fingerprint(), "config_hash": base.hash(),
          "config": base.to_dict()}, sort_keys=False))
 
-    with ray_session(options.address, progress, "sweep"):
+    with ray_session(base.ray.address, progress, "sweep"):
         concurrent = _plan_trials(options, ray.cluster_resources(), space.max_concurrent_trials)
         # ASHA stops a trial whose time reaches max_t: one past the longest trial lets it evaluate itself
         max_t = space.max_t or max_total_epochs(space, base, _block_count) + 1
@@ -413,23 +402,28 @@ def run_sweep(space: SearchSpace, base: Config, options: SweepOptions | None = N
                  "score_gammas": gammas, "train_options": train_options}
         trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"CPU": options.trial_cpus})
         experiment = folder / "tune"
-        if resuming and tune.Tuner.can_restore(str(experiment)):
+        # Continuing a sweep never restores Tune's own state (Tuner.restore unpickles it, and a crafted file in
+        # the sweep folder could run code): the same seeded search runs again from the start, and each trial,
+        # named by its place in the search and its parameters, picks up its own plain files (results table,
+        # YAML config, weights-only checkpoint): a finished trial reports its result again, a stopped one
+        # continues from its last checkpoint.
+        if resuming and experiment.is_dir():
             progress(f"sweep: continuing the sweep in {folder} (finished trials are not run again)")
-            tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                param_space=space.param_space(),
-                tune_config=tune.TuneConfig(
-                    metric=METRIC, mode=MODE, search_alg=_searcher(space, concurrent),
-                    scheduler=_scheduler(space, max_t), num_samples=space.num_samples,
-                    trial_name_creator=lambda trial: trial.trial_id,
-                    trial_dirname_creator=lambda trial: trial.trial_id),
-                run_config=tune.RunConfig(
-                    name="tune", storage_path=str(folder), verbose=options.verbose,
-                    failure_config=tune.FailureConfig(max_failures=options.trial_retries),
-                    callbacks=[SweepProgress()]),
-            )
+        if experiment.is_dir():
+            shutil.rmtree(experiment)
+        names = TrialNames()
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space.param_space(),
+            tune_config=tune.TuneConfig(
+                metric=METRIC, mode=MODE, search_alg=_searcher(space, concurrent),
+                scheduler=_scheduler(space, max_t), num_samples=space.num_samples,
+                trial_name_creator=names, trial_dirname_creator=names),
+            run_config=tune.RunConfig(
+                name="tune", storage_path=str(folder), verbose=options.verbose,
+                failure_config=tune.FailureConfig(max_failures=options.trial_retries),
+                callbacks=[SweepProgress()]),
+        )
         grid = tuner.fit()
         unfinished = max(total, len(grid)) - grid.num_terminated - grid.num_errors
         if unfinished:  # Ctrl-C: Tune saved the experiment and returned early
@@ -451,7 +445,7 @@ def collect(grid, space: SearchSpace, base: Config, folder: Path, gammas: list[f
         if status != FINISHED and checkpoint.is_file() and not partial.is_file():
             config = trial_config(base, space, params, run_dir, gammas)
             trained = load_trained(checkpoint)
-            if trained[2].get("done"):  # trained to the end; stopped before its own evaluation (e.g. at max_t)
+            if trained.checkpoint.done:  # trained to the end; stopped before its own evaluation (e.g. at max_t)
                 status = FINISHED
             progress(f"sweep: evaluating trial {trial_id} ({status}) at its last checkpoint")
             frame = _evaluated_rows(config, trained, space, params, trial_id, status, Progress(stream=_devnull()))
@@ -478,7 +472,6 @@ def collect(grid, space: SearchSpace, base: Config, folder: Path, gammas: list[f
     report = None
     results = folder / "results"
     if results.is_dir() and any(results.glob("*.parquet")):
-        from raymeta.report import write_report
 
         report = write_report(read_tables(results), folder / "report.html", title=f"raymeta sweep {space.name}")
         progress(f"sweep: report {report}")
@@ -534,8 +527,5 @@ def write_best(base: Config, space: SearchSpace, best: dict, folder: Path, gamma
               f"# Chosen: {chosen}\n"
               f"# {run_dir} holds the sweep's prior, so training starts at once:\n"
               f"#   raymeta run --config {folder / 'best.yaml'}\n")
-    path = folder / "best.yaml"
-    temporary = path.with_name(".best.yaml.tmp")
-    temporary.write_text(header + yaml.safe_dump(config.to_dict(), sort_keys=False))
-    os.replace(temporary, path)
+    path = atomic_write_text(folder / "best.yaml", header + yaml.safe_dump(config.to_dict(), sort_keys=False))
     return path

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,16 +20,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from raymeta.checkpoint import load_checkpoint, save_checkpoint
-from raymeta.config import Config, method_name, stored_config
-from raymeta.data import EpochBatches
-from raymeta.ema import ExponentialAverage, apply_average, inr_parameters
+from raymeta.config import Config, method_name
 from raymeta.errors import CheckpointError, ConfigError
-from raymeta.evaluate import evaluate_gammas
-from raymeta.health import block_alphas, health_columns, reconstruction_errors, worst_by_block
-from raymeta.metamorphic import MetamorphicNetwork
-from raymeta.models import Architecture, ResNet, block_name, hidden_width, resolve_blocks
-from raymeta.runtime import Progress, RunPaths, load_data, seed_everything, select_device, validation_loader
+from raymeta.io.artifacts import MetamorphicCheckpoint, SmoothedCheckpoint, TrainingState
+from raymeta.io.data import EpochBatches
+from raymeta.io.files import RunPaths
+from raymeta.io.progress import Progress
+from raymeta.io.results import result_frame, write_table
+from raymeta.method.ema import ExponentialAverage, inr_parameters
+from raymeta.method.health import block_alphas, health_columns, reconstruction_errors, worst_by_block
+from raymeta.method.metamorphic import MetamorphicNetwork
+from raymeta.method.models import block_name, hidden_width
+from raymeta.stages.evaluate import evaluate_gammas
+from raymeta.stages.networks import build_network, prior_network
+from raymeta.stages.runtime import load_data, seed_everything, select_device, validation_loader
+
+StepHook = Callable[[int, int], None]
+"""Called by every rank after every optimiser step with (rank, global step): how tests inject a failure."""
 
 
 PROGRESS_SECONDS = 30.0
@@ -233,24 +240,6 @@ def set_warmup(optimizer: torch.optim.Optimizer, position: int, warmup_steps: fl
     return factor
 
 
-def build_network(config: Config, prior: ResNet) -> MetamorphicNetwork:
-    blocks = resolve_blocks(config.train.blocks, prior.arch)
-    return MetamorphicNetwork(prior, blocks, inr_hidden=config.inr.hidden_width, inr_depth=config.inr.depth,
-                              frequencies=config.inr.fourier_frequencies,
-                              separate_bias=config.train.separate_bias_inr,
-                              alpha_scaling=config.train.alpha_scaling, finetune_head=config.train.finetune_head,
-                              input_activation=config.inr.input_activation, base=config.inr.base,
-                              residual_scale_init=config.inr.residual_scale_init)
-
-
-def load_prior_network(payload: dict) -> ResNet:
-    """Rebuild the (BN-free) network stored in a smoothed-prior or metamorphic checkpoint."""
-    arch = Architecture(**{**payload["arch"], "widths": tuple(payload["arch"]["widths"])})
-    model = ResNet(arch, batchnorm=payload.get("batchnorm", False))
-    model.load_state_dict(payload["state_dict"])
-    return model.eval()
-
-
 @torch.no_grad()
 def initialise_new_blocks(net: MetamorphicNetwork, first: int, last: int, config: Config, stage: int) -> None:
     """INRs of the new blocks first..last-1 (blocks 0..first-1 were trained in earlier stages).
@@ -320,21 +309,10 @@ def monitor_score(rows: list[dict], config: Config) -> float:
     return sum(seen) / len(seen) if seen else float("nan")
 
 
-def load_trained(path: str | Path) -> tuple[MetamorphicNetwork, Config, dict]:
-    """A trained metamorphic network, its configuration and the raw checkpoint payload."""
-    payload = load_checkpoint(path, kind="metamorphic", required=("config", "arch", "state_dict", "net_state"))
-    config = stored_config(payload["config"])
-    net = build_network(config, load_prior_network(payload))
-    net.set_active_blocks(payload["active_blocks"])
-    net.load_state_dict(payload["net_state"])
-    apply_average(net, payload.get("ema"))  # evaluate and export the averaged INR weights
-    return net, config, payload
-
-
 class Collective:
     """How the ranks of a run combine their work. The single process is rank 0 of 1: nothing to combine.
 
-    The distributed driver substitutes :class:`raymeta.distributed.TorchCollective`; everything else in
+    The distributed driver substitutes :class:`raymeta.drivers.distributed.TorchCollective`; everything else in
     a training step is the same code for both drivers.
     """
 
@@ -392,32 +370,17 @@ def synchronise_parameters(net: MetamorphicNetwork, collective: Collective) -> N
             tensor.copy_(collective.broadcast(tensor.detach().clone()))
 
 
-class FaultInjector:
-    """Test-only switch: ``RAYMETA_TEST_FAULT=rank:step:marker`` kills that rank's process (``os._exit``) once,
-    right after global step ``step``, and leaves ``marker`` so that the restarted run goes on."""
-
-    def __init__(self, spec: str | None):
-        self.rank = self.step = None
-        if spec:
-            rank, step, self.marker = spec.split(":", 2)
-            self.rank, self.step = int(rank), int(step)
-
-    def check(self, rank: int, step: int) -> None:
-        if self.rank == rank and self.step == step and not os.path.exists(self.marker):
-            Path(self.marker).write_text(f"rank {rank} killed after step {step}\n")
-            os._exit(17)
-
-
-def train_epoch(net: MetamorphicNetwork, optimizer: torch.optim.Optimizer, batches, state: dict, steps: int,
-                warmup_steps: float, config: Config, device: torch.device, report,
-                collective: Collective | None = None, fault: FaultInjector | None = None,
+def train_epoch(net: MetamorphicNetwork, optimizer: torch.optim.Optimizer, batches, state: TrainingState,
+                steps: int, warmup_steps: float, config: Config, device: torch.device, report,
+                collective: Collective | None = None, step_hook: StepHook | None = None,
                 ema: ExponentialAverage | None = None, teacher: torch.nn.Module | None = None) -> dict[str, float]:
     """``steps`` optimiser steps, each over M configurations on M micro-batches; mean loss parts per step.
 
-    ``batches`` is the epoch's :class:`~raymeta.data.EpochBatches`: configuration k of step s uses batch
+    ``batches`` is the epoch's :class:`~raymeta.io.data.EpochBatches`: configuration k of step s uses batch
     s·M + k. Each rank reads and runs only its own configurations; the gradients are summed over ranks
-    before the (identical) update on every rank. ``state["step"]`` (the global step) advances;
-    ``state["epoch"]`` places the epoch in its stage (for a per-stage warm-up). ``ema`` is updated after every step.
+    before the (identical) update on every rank. ``state.step`` (the global step) advances; ``state.epoch``
+    places the epoch in its stage (for a per-stage warm-up). ``ema`` is updated after every step, then
+    ``step_hook(rank, step)`` is called.
     """
     collective = collective or Collective()
     M = config.train.configs_per_step
@@ -428,20 +391,20 @@ def train_epoch(net: MetamorphicNetwork, optimizer: torch.optim.Optimizer, batch
     last_report = time.perf_counter()
     width = reference_width(net)
     for step_in_epoch in range(steps):
-        position = warmup_position(config.train.warmup, state["step"], state["epoch"], step_in_epoch, steps)
+        position = warmup_position(config.train.warmup, state.step, state.epoch, step_in_epoch, steps)
         set_warmup(optimizer, position, warmup_steps)
-        gammas = sample_gammas(config.seed, state["step"], M, config.train.gamma_pool, width)
+        gammas = sample_gammas(config.seed, state.step, M, config.train.gamma_pool, width)
         mine = my_configurations(gammas, collective.rank, collective.world_size)
         micro_batches = [batches[step_in_epoch * M + unit.index] for unit in mine]
-        parts = accumulate_gradients(net, state["step"], mine, micro_batches, M, config, device, teacher)
+        parts = accumulate_gradients(net, state.step, mine, micro_batches, M, config, device, teacher)
         synchronise_gradients(parameters, collective)
         apply_update(net, optimizer, config.train.clip_value)
         if ema is not None:
             ema.update()
         sums += torch.tensor([parts.get(key, 0.0) for key in keys], dtype=torch.float64) / M
-        state["step"] += 1
-        if fault is not None:
-            fault.check(collective.rank, state["step"])
+        state.step += 1
+        if step_hook is not None:
+            step_hook(collective.rank, state.step)
         if time.perf_counter() - last_report > PROGRESS_SECONDS and step_in_epoch + 1 < steps:
             last_report = time.perf_counter()
             report(f"step {step_in_epoch + 1}/{steps}  loss (rank {collective.rank}) "
@@ -464,7 +427,7 @@ def evaluate_monitor(net: MetamorphicNetwork, loader, device, config: Config, im
     return sorted(gathered, key=lambda row: row["gamma"])
 
 
-def existing_checkpoint(config: Config, resume: bool | None) -> dict | None:
+def existing_checkpoint(config: Config, resume: bool | None) -> MetamorphicCheckpoint | None:
     """The run's training checkpoint to continue from, per ``resume`` (None: if there is one; True: required;
     False: never). A checkpoint of another configuration is an error."""
     path = RunPaths(config.run_dir).train_checkpoint
@@ -472,30 +435,18 @@ def existing_checkpoint(config: Config, resume: bool | None) -> dict | None:
         raise CheckpointError(f"--resume: no training checkpoint at {path}")
     if resume is False or not path.is_file():
         return None
-    payload = load_checkpoint(path, kind="metamorphic", required=("net_state", "state"))
-    check_same_config(payload, config, path)
-    return payload
+    return MetamorphicCheckpoint.load(path, expect_hash=config.hash())
 
 
-def check_same_config(payload: dict, config: Config, source) -> None:
-    if payload["config_hash"] != config.hash():
-        raise ConfigError(
-            f"the checkpoint {source} was made by another configuration (hash {payload['config_hash']}, "
-            f"now {config.hash()}): pass --restart to overwrite it or use another run_dir"
-        )
-
-
-def write_monitor_table(config: Config, state: dict, dataset: str) -> Path | None:
+def write_monitor_table(config: Config, state: TrainingState, dataset: str) -> Path | None:
     """The per-epoch monitor rows of the whole run so far, rewritten atomically as one Parquet file.
 
     Each row carries its epoch's health signals as ``alpha.<block>`` and ``rec.<tensor>`` columns (the same on
     every γ row of the epoch; NaN for a block not yet active, or for a record from before the signals)."""
     import pandas as pd
 
-    from raymeta.evaluate import result_frame, write_table
-
     rows, placement, health, elapsed = [], [], [], 0.0
-    for record in state["history"]:
+    for record in state.history:
         elapsed += record["seconds"]
         for row in record.get("monitor", []):
             rows.append(row)
@@ -512,45 +463,45 @@ def write_monitor_table(config: Config, state: dict, dataset: str) -> Path | Non
     return write_table(frame, RunPaths(config.run_dir).results, name="train-monitor.parquet")
 
 
-def save_epoch(config: Config, checkpoint: dict) -> None:
+def save_epoch(config: Config, checkpoint: MetamorphicCheckpoint) -> None:
     """What a run writes at the end of every epoch (by its only writer): the checkpoint and the monitor table."""
-    save_checkpoint(checkpoint, RunPaths(config.run_dir).train_checkpoint)
-    write_monitor_table(config, checkpoint["state"], checkpoint["dataset"]["name"])
+    checkpoint.save(RunPaths(config.run_dir).train_checkpoint)
+    write_monitor_table(config, checkpoint.state, checkpoint.dataset["name"])
 
 
-def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress: Progress,
+def run_training(config: Config, *, resume_from: MetamorphicCheckpoint | None, on_epoch_end, progress: Progress,
                  collective: Collective | None = None, stop_after_epochs: int | None = None,
-                 fault: FaultInjector | None = None) -> dict:
+                 step_hook: StepHook | None = None) -> TrainingState:
     """The stage schedule of one run, shared by both drivers; returns the final training state.
 
-    ``payload`` is a checkpoint to continue from (or None). After every epoch, every rank calls
-    ``on_epoch_end(make_payload, record)``, where ``make_payload()`` builds the checkpoint dictionary: the
+    ``resume_from`` is a checkpoint to continue from (or None). After every epoch, every rank calls
+    ``on_epoch_end(make_checkpoint, record)``, where ``make_checkpoint()`` builds the checkpoint: the
     driver decides who writes it (the single process always; rank 0 in a distributed run).
     """
     collective = collective or Collective()
     seed_everything(config.seed)
     device = select_device(config)
-    smoothed = load_checkpoint(RunPaths(config.run_dir).smoothed, kind="smoothed", required=("arch", "state_dict"))
+    smoothed = SmoothedCheckpoint.load(RunPaths(config.run_dir).smoothed)
     bundle = load_data(config)
-    net = build_network(config, load_prior_network(smoothed)).to(device)
+    net = build_network(config, prior_network(smoothed)).to(device)
     # The distillation teacher: the prior as smoothed, frozen (the network's own head is fine-tuned).
-    teacher = load_prior_network(smoothed).to(device) if config.train.lambda_distill > 0 else None
+    teacher = prior_network(smoothed).to(device) if config.train.lambda_distill > 0 else None
     stages = plan_stages(config, len(net.blocks))
-    state = {"stage": 0, "epoch": 0, "step": 0, "history": []}
+    state = TrainingState()
     optimizer_state = None
     ema = ExponentialAverage(inr_parameters(net), config.train.ema_decay) if config.train.ema_decay > 0 else None
-    if payload is not None:
-        net.set_active_blocks(payload["active_blocks"])
-        net.load_state_dict(payload["net_state"])
+    if resume_from is not None:
+        net.set_active_blocks(resume_from.active_blocks)
+        net.load_state_dict(resume_from.net_state)
         if ema is not None:
-            ema.load_state_dict(payload["ema"])
-        state = payload["state"]
-        optimizer_state = payload["optimizer"]
-        torch.set_rng_state(payload["rng"])
-        if state["stage"] >= len(stages):
-            progress(f"train: already finished ({state['step']} steps)")
+            ema.load_state_dict(resume_from.ema)
+        state = resume_from.state
+        optimizer_state = resume_from.optimizer
+        torch.set_rng_state(resume_from.rng)
+        if state.stage >= len(stages):
+            progress(f"train: already finished ({state.step} steps)")
         else:
-            progress(f"train: resuming at stage {state['stage'] + 1}, epoch {state['epoch']}, step {state['step']}")
+            progress(f"train: resuming at stage {state.stage + 1}, epoch {state.epoch}, step {state.step}")
 
     M = config.train.configs_per_step
     slices = -(-collective.world_size // M)
@@ -575,20 +526,20 @@ def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress
     progress(f"train: {len(stages)} stage(s) over blocks {', '.join(names)}; M={M}{workers}, "
              f"{steps_per_epoch} steps/epoch, switches {config.train.switches}")
 
-    def make_payload() -> dict:
-        return {"kind": "metamorphic", "config": config.to_dict(), "config_hash": config.hash(),
-                "arch": dataclasses.asdict(net.arch), "dataset": dataclasses.asdict(bundle.info),
-                "state_dict": net.prior.state_dict(), "net_state": net.state_dict(),
-                "active_blocks": net.active_blocks, "optimizer": optimizer.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "state": state, "rng": torch.get_rng_state(), "done": state["stage"] >= len(stages)}
+    def make_checkpoint() -> MetamorphicCheckpoint:
+        return MetamorphicCheckpoint(
+            config=config.to_dict(), config_hash=config.hash(), arch=dataclasses.asdict(net.arch),
+            dataset=dataclasses.asdict(bundle.info), state_dict=net.prior.state_dict(), net_state=net.state_dict(),
+            active_blocks=net.active_blocks, state=state, optimizer=optimizer.state_dict(),
+            ema=ema.state_dict() if ema is not None else None, rng=torch.get_rng_state(),
+            done=state.stage >= len(stages))
 
     epochs_run = 0
     optimizer = None
-    while state["stage"] < len(stages):
-        stage = stages[state["stage"]]
+    while state.stage < len(stages):
+        stage = stages[state.stage]
         net.set_active_blocks(stage.active_blocks)
-        if state["epoch"] == 0:
+        if state.epoch == 0:
             previous = stages[stage.index - 1].active_blocks if stage.index > 0 else 0
             initialise_new_blocks(net, previous, stage.active_blocks, config, stage.index)
             fitted = prefit_new_blocks(net, previous, stage.active_blocks, config, stage.index)
@@ -597,43 +548,43 @@ def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress
                          f"relative error of the new tensors at γ=0 "
                          f"{' '.join(f'{e:.3f}' for e in fitted.values())}")
         synchronise_parameters(net, collective)
-        if ema is not None and state["epoch"] == 0:
+        if ema is not None and state.epoch == 0:
             ema.restart()  # new INRs joined: average from here
         if optimizer is None or config.train.warmup == "per_stage":
             # per_stage: a fresh optimiser, moments and warm-up every stage. once: one optimiser for the whole
             # run, so the blocks already trained go on at the rate they had (a fresh Adam at full rate throws
             # them off: measured, the quickstart's loss jumped from 0.1 to 2.0 at each new stage).
             optimizer = build_optimizer(net, config)
-            if optimizer_state is not None and (config.train.warmup == "once" or state["epoch"] > 0):
+            if optimizer_state is not None and (config.train.warmup == "once" or state.epoch > 0):
                 optimizer.load_state_dict(optimizer_state)
             optimizer_state = None
         warmup_steps = config.train.warmup_epochs * steps_per_epoch
-        while state["epoch"] < stage.epochs:
+        while state.epoch < stage.epochs:
             if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
                 progress(f"train: stopping after {epochs_run} epoch(s) as asked; resume to continue")
                 return state
             start = time.perf_counter()
             batches = EpochBatches(bundle.train, config.data.batch_size, seed=config.seed,
-                                   epoch=state["stage"] * 100_003 + state["epoch"])
-            label = f"stage {stage.index + 1}/{len(stages)} epoch {state['epoch'] + 1}/{stage.epochs}"
+                                   epoch=state.stage * 100_003 + state.epoch)
+            label = f"stage {stage.index + 1}/{len(stages)} epoch {state.epoch + 1}/{stage.epochs}"
             means = train_epoch(net, optimizer, batches, state, steps_per_epoch, warmup_steps, config, device,
-                                lambda text: progress(f"train: {label} {text}"), collective, fault, ema, teacher)
+                                lambda text: progress(f"train: {label} {text}"), collective, step_hook, ema, teacher)
             with ema.applied() if ema is not None else nullcontext():  # the signals describe the evaluated weights
                 rows = evaluate_monitor(net, monitor_loader, device, config, bundle.info.image_size, collective)
                 alphas, rec_errors = block_alphas(net), reconstruction_errors(net)
-            state["epoch"] += 1
+            state.epoch += 1
             epochs_run += 1
-            record = {"stage": stage.index, "epoch": state["epoch"], "global_epoch": len(state["history"]) + 1,
+            record = {"stage": stage.index, "epoch": state.epoch, "global_epoch": len(state.history) + 1,
                       "finished": time.time(),
-                      "step": state["step"], "seconds": time.perf_counter() - start, **means,
+                      "step": state.step, "seconds": time.perf_counter() - start, **means,
                       **{f"acc@{r['gamma']:g}": r["accuracy"] for r in rows}, "score": monitor_score(rows, config),
                       "alpha": net.alphas[: net.active_blocks].tolist(), "alphas": alphas, "rec_errors": rec_errors,
                       "monitor": rows}
-            state["history"].append(record)
-            if state["epoch"] >= stage.epochs:
-                state["stage"] += 1
-                state["epoch"] = 0
-            on_epoch_end(make_payload, record)
+            state.history.append(record)
+            if state.epoch >= stage.epochs:
+                state.stage += 1
+                state.epoch = 0
+            on_epoch_end(make_checkpoint, record)
             accuracies = "  ".join(f"acc γ={r['gamma']:g} {r['accuracy']:.4f}" for r in rows)
             alpha_text = " ".join(f"{a:.2f}" for a in net.alphas[: net.active_blocks].tolist())
             worst = " ".join(f"{e:.2f}" for e in worst_by_block(rec_errors).values())  # per block, at γ = 0
@@ -642,14 +593,14 @@ def run_training(config: Config, *, payload: dict | None, on_epoch_end, progress
                      f"distill {means['distill']:.4f} feature {means['feature']:.4f} "
                      f"rec {means['rec']:.5f} reg {means['reg']:.2f})  {accuracies}  α [{alpha_text}]  "
                      f"rec [{worst}]  [{record['seconds']:.1f}s]")
-            if state["epoch"] == 0:
+            if state.epoch == 0:
                 break
-    progress(f"train: done, {state['step']} steps")
+    progress(f"train: done, {state.step} steps")
     return state
 
 
 def train(config: Config, *, resume: bool | None = None, stop_after_epochs: int | None = None,
-          progress: Progress | None = None) -> Path:
+          progress: Progress | None = None, step_hook: StepHook | None = None) -> Path:
     """The single-process driver: train stage by stage, checkpoint every epoch. Returns the checkpoint path.
 
     ``resume``: None continues an existing checkpoint of the same configuration, True requires one,
@@ -657,14 +608,14 @@ def train(config: Config, *, resume: bool | None = None, stop_after_epochs: int 
     """
     progress = progress or Progress()
     paths = RunPaths(config.run_dir)
-    payload = existing_checkpoint(config, resume)
-    if payload is not None:
+    checkpoint = existing_checkpoint(config, resume)
+    if checkpoint is not None:
         progress(f"train: resuming from {paths.train_checkpoint}")
 
-    def on_epoch_end(make_payload, record) -> None:
-        save_epoch(config, make_payload())
+    def on_epoch_end(make_checkpoint, record) -> None:
+        save_epoch(config, make_checkpoint())
 
-    run_training(config, payload=payload, on_epoch_end=on_epoch_end, progress=progress,
-                 stop_after_epochs=stop_after_epochs, fault=FaultInjector(os.environ.get("RAYMETA_TEST_FAULT")))
+    run_training(config, resume_from=checkpoint, on_epoch_end=on_epoch_end, progress=progress,
+                 stop_after_epochs=stop_after_epochs, step_hook=step_hook)
     progress(f"train: checkpoint {paths.train_checkpoint}")
     return paths.train_checkpoint

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import html
 import math
-import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
 import pandas as pd
 
-from raymeta.results import ALPHA_PREFIX, PARAM_PREFIX, REC_PREFIX, ResultsError, validate_frame
+from raymeta.config import Config
+from raymeta.io.files import RunPaths, atomic_write_text
+from raymeta.io.progress import Progress
+from raymeta.io.results import (ALPHA_PREFIX, PARAM_PREFIX, REC_PREFIX, ResultsError, read_tables, table_paths,
+                                validate_frame)
 
 METHOD_ORDER = ("metamorphic", "recipe", "neumeta", "individual", "skip")
 """Methods listed first, in this order; the rest (pruning variants, …) follow alphabetically."""
@@ -553,14 +555,23 @@ def write_report(frame: pd.DataFrame, output: str | Path, *, title: str = "rayme
     if output.suffix.lower() not in (".html", ".htm"):
         raise ResultsError(f"report output {output} must end in .html")
     page = build_report(frame, title=title)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(handle)
-    try:
-        Path(temporary).write_text(page, encoding="utf-8")
-        os.chmod(temporary, 0o644)  # a page to share: mkstemp's private 0600 would surprise a web server
-        os.replace(temporary, output)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write_text(output, page)
+    return output
+
+
+def run_report(config: Config, progress: Progress) -> Path:
+    """The last stage of ``raymeta run``: RUN_DIR/report.html from the run's own result tables."""
+    paths = RunPaths(config.run_dir)
+    output = write_report(read_tables(paths.results), paths.report, title=f"raymeta run {paths.root.name}")
+    progress(f"report: {output} (open it in a browser; `raymeta report` combines runs and baselines)")
+    return output
+
+
+def report_tables(tables: list[str], output: str | Path, progress: Progress, *, title: str = "raymeta report") -> Path:
+    """``raymeta report``: a self-contained HTML page from result tables (nothing else is read)."""
+    paths = table_paths(tables)
+    frame = read_tables(paths)
+    output = write_report(frame, output, title=title)
+    progress(f"report: {len(frame)} rows from {len(paths)} table(s) → {output} "
+             f"({output.stat().st_size / 1e6:.1f} MB)")
     return output

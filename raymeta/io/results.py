@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import functools
 import glob
-import os
 import subprocess
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +20,7 @@ from pandas.api import types as ptypes
 
 from raymeta.config import Config
 from raymeta.errors import RaymetaError
+from raymeta.io.files import atomic_write
 
 SCHEMA: dict[str, str] = {
     "run_id": "string", "method": "string", "config_hash": "string", "git_commit": "string",
@@ -43,7 +42,7 @@ Beyond these, a table may carry the :data:`OPTIONAL_COLUMNS` and prefixed column
 ``param.<name>`` (a Tune trial's parameters), and on training-monitor rows the method's health signals of
 the epoch, repeated on every γ row of it: ``alpha.<block>`` (α of each active block, e.g.
 ``alpha.stage3.block1``) and ``rec.<tensor>`` (the relative RMS reconstruction error of each active generated
-tensor at γ = 0, e.g. ``rec.stages.2.1.conv1.weight``; see :mod:`raymeta.health`). A block not yet active
+tensor at γ = 0, e.g. ``rec.stages.2.1.conv1.weight``; see :mod:`raymeta.method.health`). A block not yet active
 in an epoch (incremental training), or a table written before the signals existed, has NaN there."""
 
 RESULT_COLUMNS = list(SCHEMA)
@@ -193,15 +192,7 @@ def write_table(frame: pd.DataFrame, folder: str | Path, name: str | None = None
     folder = Path(folder)
     path = folder / (name or f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.parquet")
     frame = validate_frame(frame, path)
-    folder.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(handle)
-    try:
-        frame.to_parquet(temporary, index=False)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda temporary: frame.to_parquet(temporary, index=False))
     return path
 
 

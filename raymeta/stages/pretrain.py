@@ -13,14 +13,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from raymeta.checkpoint import load_checkpoint, save_checkpoint
 from raymeta.config import Config
-from raymeta.data import make_loader
 from raymeta.errors import ConfigError
-from raymeta.evaluate import accuracy_and_loss
-from raymeta.models import ResNet
-from raymeta.runtime import (Progress, RunPaths, architecture, load_data, seed_everything, select_device,
-                             validation_loader)
+from raymeta.io.artifacts import PretrainState, PriorCheckpoint
+from raymeta.io.data import make_loader
+from raymeta.io.files import RunPaths
+from raymeta.io.progress import Progress
+from raymeta.method.models import ResNet
+from raymeta.stages.evaluate import accuracy_and_loss
+from raymeta.stages.runtime import architecture, load_data, seed_everything, select_device, validation_loader
 
 
 def sgd_cosine(model: torch.nn.Module, config: Config, *, lr: float, epochs: int, train_size: int):
@@ -75,31 +76,28 @@ def pretrain(config: Config, progress: Progress | None = None, *, resume: bool |
     model = ResNet(arch).to(device)
     epochs = config.pretrain.epochs
     optimizer, scheduler = sgd_cosine(model, config, lr=config.pretrain.lr, epochs=epochs, train_size=len(bundle.train))
-    state = {"epoch": 0, "history": []}
+    state = PretrainState()
 
     if resume and not path.is_file():
         raise ConfigError(f"--resume: no prior checkpoint at {path}")
     if path.is_file() and resume is not False:
-        payload = load_checkpoint(path, kind="prior", required=("state_dict", "state", "prior_hash"))
-        if payload["prior_hash"] != config.prior_hash():
-            raise ConfigError(f"the prior {path} was made by another data/model/pretrain configuration: pass "
-                              f"--restart to train a new one or use another run_dir")
-        model.load_state_dict(payload["state_dict"])
-        state = payload["state"]
-        if state["epoch"] >= epochs:
-            progress(f"pretrain: reusing the finished prior {path}{_accuracy_note(payload['metrics'])}")
+        saved = PriorCheckpoint.load(path, expect_hash=config.prior_hash())
+        model.load_state_dict(saved.state_dict)
+        state = saved.state
+        if state.epoch >= epochs:
+            progress(f"pretrain: reusing the finished prior {path}{_accuracy_note(saved.metrics)}")
             return path
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        torch.set_rng_state(payload["rng"])
-        progress(f"pretrain: resuming {path} after epoch {state['epoch']}")
+        optimizer.load_state_dict(saved.optimizer)
+        scheduler.load_state_dict(saved.scheduler)
+        torch.set_rng_state(saved.rng)
+        progress(f"pretrain: resuming {path} after epoch {state.epoch}")
 
     held_out = f" / {len(bundle.validation)} validation" if bundle.validation is not None else ""
     progress(f"pretrain: ResNet-{arch.depth} {list(arch.widths)} on {bundle.info.name} "
              f"({len(bundle.train)} train{held_out} images), {epochs} epochs")
     # Per-epoch accuracy on the validation split (none without one): the test split is for final evaluation.
     monitor_loader = validation_loader(bundle, config)
-    for run_epochs, epoch in enumerate(range(state["epoch"], epochs)):
+    for run_epochs, epoch in enumerate(range(state.epoch, epochs)):
         if stop_after_epochs is not None and run_epochs >= stop_after_epochs:
             progress(f"pretrain: stopping after {run_epochs} epoch(s) as asked; run again to resume")
             return path
@@ -108,12 +106,11 @@ def pretrain(config: Config, progress: Progress | None = None, *, resume: bool |
         if monitor_loader is not None:
             accuracy, validation_loss = accuracy_and_loss(model, monitor_loader, device)
             metrics.update(validation_accuracy=accuracy, validation_loss=validation_loss)
-        state = {"epoch": epoch + 1, "history": [*state["history"], metrics]}
-        save_checkpoint({"kind": "prior", "config": config.to_dict(), "prior_hash": config.prior_hash(),
-                         "arch": dataclasses.asdict(arch), "dataset": dataclasses.asdict(bundle.info),
-                         "state_dict": model.state_dict(), "metrics": metrics, "state": state,
-                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "rng": torch.get_rng_state(), "done": epoch + 1 >= epochs}, path)
+        state = PretrainState(epoch + 1, [*state.history, metrics])
+        PriorCheckpoint(config=config.to_dict(), prior_hash=config.prior_hash(), arch=dataclasses.asdict(arch),
+                        dataset=dataclasses.asdict(bundle.info), state_dict=model.state_dict(), state=state,
+                        metrics=metrics, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                        rng=torch.get_rng_state(), done=epoch + 1 >= epochs).save(path)
         progress(f"pretrain epoch {epoch + 1}/{epochs}  train loss {metrics['train_loss']:.4f}"
                  + (f"  validation acc {metrics['validation_accuracy']:.4f}  validation loss "
                     f"{metrics['validation_loss']:.4f}" if monitor_loader is not None else ""))

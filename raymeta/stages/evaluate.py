@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from raymeta.config import Config, method_name
 from raymeta.errors import ConfigError
-
-# The schema and table I/O live in raymeta.results; re-exported here for existing callers.
-from raymeta.results import RESULT_COLUMNS, SPLITS, git_commit, is_seen, result_frame, write_table  # noqa: F401
+from raymeta.io.data import make_loader
+from raymeta.io.files import RunPaths
+from raymeta.io.progress import Progress
+from raymeta.io.results import SPLITS, result_frame, write_table
+from raymeta.stages.networks import TrainedNetwork, load_trained
+from raymeta.stages.runtime import load_data, select_device
 
 
 @torch.no_grad()
@@ -55,8 +60,6 @@ def evaluate_run(config, checkpoint, progress, split: str = "test") -> pd.DataFr
     ``config`` supplies the evaluation settings and the run's identity; the network and what it was
     trained with (its data settings, so its validation split too) come from the checkpoint.
     """
-    from raymeta.train import load_trained
-
     return evaluate_trained(config, load_trained(checkpoint), progress, split)
 
 
@@ -67,23 +70,18 @@ def check_split(split: str) -> str:
     return split
 
 
-def evaluate_trained(config, trained, progress, split: str | tuple[str, ...] = "test") -> pd.DataFrame:
+def evaluate_trained(config: Config, trained: TrainedNetwork, progress: Progress,
+                     split: str | tuple[str, ...] = "test") -> pd.DataFrame:
     """:func:`evaluate_run` for a checkpoint already loaded: ``trained`` is what ``load_trained`` returns.
 
     ``split`` may also be several splits (a sweep's trial: validation and test), evaluated in that order
     from one load of the data; the rows of each carry its name.
     """
-    from pathlib import Path
-
-    from raymeta.config import method_name
-    from raymeta.data import make_loader
-    from raymeta.runtime import load_data, select_device
-
     splits = (split,) if isinstance(split, str) else tuple(split)
     for name in splits:
         check_split(name)
-    net, trained_config, payload = trained
-    if not payload.get("done"):
+    net, trained_config, checkpoint = trained
+    if not checkpoint.done:
         progress("evaluate: note — the checkpoint is from an unfinished run")
     device = select_device(config)
     net.to(device)
@@ -93,7 +91,7 @@ def evaluate_trained(config, trained, progress, split: str | tuple[str, ...] = "
                           f"data.validation_fraction={trained_config.data.validation_fraction:g}, so it has none; "
                           f"use --split test")
     samples = config.eval.samples
-    state = payload["state"]
+    state = checkpoint.state
     frames = []
     for name in splits:
         dataset = bundle.test if name == "test" else bundle.validation
@@ -104,8 +102,8 @@ def evaluate_trained(config, trained, progress, split: str | tuple[str, ...] = "
                                image_size=bundle.info.image_size)
         frames.append(result_frame(rows, trained_config, method=method_name(trained_config),
                                    run_id=Path(config.run_dir).name, dataset=bundle.info.name, split=name,
-                                   stage=state["stage"], epoch=len(state["history"]),
-                                   train_time_s=sum(record["seconds"] for record in state["history"])))
+                                   stage=state.stage, epoch=len(state.history),
+                                   train_time_s=checkpoint.train_time_s))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -116,3 +114,16 @@ def format_rows(frame: pd.DataFrame) -> str:
         lines.append(f"{row.gamma:7.3f} {('seen' if row.seen else 'unseen'):>6} {row.accuracy:9.4f} "
                      f"{row.loss:8.4f} {row.params:9d} {row.macs:12d}  {row.split}")
     return "\n".join(lines)
+
+
+def run_evaluate(config: Config, progress: Progress, checkpoint: str | Path | None = None,
+                 split: str = "test") -> Path:
+    """The evaluate stage: the trained network of ``config.run_dir`` (or ``checkpoint``) at every γ of
+    ``eval.gammas`` on ``split``; prints the rows and writes them to RUN_DIR/results as Parquet."""
+    check_split(split)
+    paths = RunPaths(config.run_dir)
+    frame = evaluate_run(config, checkpoint or paths.train_checkpoint, progress, split)
+    path = write_table(frame, paths.results)
+    print(format_rows(frame), flush=True)
+    progress(f"evaluate: wrote {path}")
+    return path

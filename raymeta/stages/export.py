@@ -1,7 +1,7 @@
 """Export a metamorphic network at one γ as a standalone ResNet: state dict + JSON spec, and TorchScript.
 
 The exported network is :meth:`MetamorphicNetwork.materialize` (α folded into conv2, BatchNorm already
-folded in the prior), so it is an ordinary :class:`raymeta.models.ResNet` without BatchNorm: the state
+folded in the prior), so it is an ordinary :class:`raymeta.method.models.ResNet` without BatchNorm: the state
 dict needs only ``models.py`` to load, and the TorchScript file needs only torch. With K > 1 samples the
 weights are the average of K noisy generations, drawn exactly as ``raymeta evaluate`` draws them, so the
 exported network is the one whose accuracy the results table reports.
@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
 from raymeta.errors import ConfigError
-from raymeta.models import Architecture, ResNet, hidden_width
+from raymeta.io.files import RunPaths, atomic_write
+from raymeta.io.progress import Progress
+from raymeta.method.models import Architecture, ResNet, hidden_width
+from raymeta.stages.networks import load_trained
 
 SPEC_NAME = "network.json"
 STATE_NAME = "network.pt"
@@ -40,18 +41,6 @@ def materialize_like_evaluation(net, gamma: float, *, samples: int, noise: float
     return net.materialize(gamma, samples=samples, noise=noise, generator=generator)
 
 
-def _atomic(path: Path, write) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(temporary)
-        os.chmod(temporary, 0o644)  # files meant to be shipped: not mkstemp's private 0600
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def export_network(net, config, dataset: dict, gamma: float, out: str | Path, *, samples: int | None = None,
                    source: str = "") -> dict[str, Path]:
     """Write ``network.pt`` (state dict), ``network.json`` (what rebuilds it) and ``network.torchscript.pt``."""
@@ -66,12 +55,31 @@ def export_network(net, config, dataset: dict, gamma: float, out: str | Path, *,
             "batchnorm": False, "hidden_widths": hidden, "gamma": float(gamma), "dataset": dataset,
             "generation": settings, "config_hash": config.hash(), "source": source}
     paths = {"spec": out / SPEC_NAME, "state_dict": out / STATE_NAME, "torchscript": out / SCRIPT_NAME}
-    _atomic(paths["state_dict"], lambda p: torch.save(model.state_dict(), p))
+    atomic_write(paths["state_dict"], lambda p: torch.save(model.state_dict(), p))
     with warnings.catch_warnings():  # torch 2.14 marks TorchScript deprecated; it is still the portable format asked for
         warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.script(model)
-        _atomic(paths["torchscript"], lambda p: torch.jit.save(scripted, p))
-    _atomic(paths["spec"], lambda p: Path(p).write_text(json.dumps(spec, indent=2) + "\n"))
+        atomic_write(paths["torchscript"], lambda p: torch.jit.save(scripted, p))
+    atomic_write(paths["spec"], lambda p: Path(p).write_text(json.dumps(spec, indent=2) + "\n"))
+    return paths
+
+
+def run_export(gamma: float, progress: Progress, *, run_dir: str | Path | None = None,
+               checkpoint: str | Path | None = None, output: str | Path | None = None,
+               samples: int | None = None) -> dict[str, Path]:
+    """The export stage: the trained network of ``run_dir`` (or ``checkpoint``) generated at ``gamma``, written
+    to ``output`` (default RUN_DIR/export/gamma=G)."""
+    if not run_dir and not checkpoint:
+        raise ConfigError("raymeta export needs --run-dir (or --checkpoint) naming a trained run")
+    checkpoint = Path(checkpoint) if checkpoint else RunPaths(run_dir).train_checkpoint
+    net, trained_config, saved = load_trained(checkpoint)
+    if not saved.done:
+        progress("export: note — the checkpoint is from an unfinished run")
+    out = Path(output or (checkpoint.parent.parent / "export" / f"gamma={gamma:g}"))
+    paths = export_network(net, trained_config, saved.dataset, gamma, out, samples=samples, source=str(checkpoint))
+    widths = ", ".join(f"{h}" for h in net.hidden_widths(gamma).values())
+    progress(f"export: γ={gamma:g} (hidden widths {widths}) → {paths['state_dict']}, {paths['spec']}, "
+             f"{paths['torchscript']}")
     return paths
 
 

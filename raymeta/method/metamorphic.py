@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raymeta.inr import BaseLayer, Hypernetwork
-from raymeta.models import ResNet, count_params_macs, hidden_width, module_prefix
+from raymeta.method.inr import BaseLayer, Hypernetwork
+from raymeta.method.models import ResNet, count_params_macs, hidden_width, module_prefix
 
 
 class MetamorphicNetwork(nn.Module):
