@@ -3,13 +3,16 @@
 #
 #   RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh jobs/fashion_mnist_resnet20.yaml --run-dir /shared/runs/fmnist [raymeta run flags…]
 #   RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh --sweep tune_spaces/lambdas.yaml jobs/quickstart.yaml --run-dir /shared/runs/qs [raymeta sweep flags…]
+#   RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh --sweep jobs/debug_sweep.yaml      # the space and settings in the config
 #
 # The job runs `raymeta run` (pretrain → smooth → train on Ray Train across the cluster → evaluate), or with
-# --sweep SPACE `raymeta sweep --space SPACE` (Ray Tune trials, each a Ray Train run), in the runtime
+# --sweep `raymeta sweep` (Ray Tune trials, each a Ray Train run; the space given here or the config's
+# sweep.space), in the runtime
 # environment of jobs/runtime_env.yaml, which ships this checkout and pip-installs the package.
 # On a multi-node cluster, --run-dir must be storage every node sees (NFS or similar).
 # RAY_ADDRESS is the cluster's dashboard address (default http://127.0.0.1:8265); extra flags such as
-# --workers, --gpus-per-worker or group.key=value overrides are passed on to raymeta.
+# --workers, --gpus-per-worker or group.key=value overrides are passed on to raymeta (the same settings can
+# live in the config's ray: and sweep: groups, so that the YAML records everything the job used).
 # SUBMIT_ARGS adds flags of `ray job submit` itself (e.g. SUBMIT_ARGS=--no-wait); RUNTIME_ENV names another
 # runtime environment file (default jobs/runtime_env.yaml).
 #
@@ -21,15 +24,16 @@
 # cluster, hand over the head's token (`ray get-auth-token` there prints it): RAY_AUTH_TOKEN=… or
 # RAY_AUTH_TOKEN_PATH=FILE. An explicit RAY_AUTH_MODE is left as it is.
 set -euo pipefail
-usage="usage: jobs/submit.sh [--sweep tune_spaces/SPACE.yaml] jobs/CONFIG.yaml [raymeta flags…]"
+usage="usage: jobs/submit.sh [--sweep [tune_spaces/SPACE.yaml]] jobs/CONFIG.yaml [raymeta flags…]"
 command=(run)
 if [[ ${1:-} == --sweep ]]; then
-    if [[ $# -lt 2 || ! -f $2 ]]; then
-        echo "$usage  (search space not found: ${2:-nothing})" >&2
-        exit 2
+    shift
+    command=(sweep)
+    # --sweep SPACE CONFIG: the search space named here; --sweep CONFIG: the config's sweep.space (or --space)
+    if [[ $# -ge 2 && -f $1 && -f $2 && $2 == *.y*ml ]]; then
+        command=(sweep --space "$1")
+        shift
     fi
-    command=(sweep --space "$2")
-    shift 2
 fi
 if [[ $# -lt 1 || ! -f $1 ]]; then
     echo "$usage  (config not found: ${1:-nothing})" >&2

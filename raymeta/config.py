@@ -603,19 +603,41 @@ def parse_override(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
+def _merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """A config file's values, with the file it ``extends:`` (a path relative to it) underneath, recursively."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist" + (f" (extended by {chain[-1]})" if chain else ""))
+    if path.resolve() in chain:
+        raise ConfigError(f"config file {path} extends itself through {' → '.join(map(str, chain))}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of groups, got {type(values).__name__}")
+    parent = values.pop("extends", None)
+    if parent is None:
+        return values
+    if not isinstance(parent, str):
+        raise ConfigError(f"extends={parent!r} in {path} is not allowed: the path of another config file")
+    return _merge(_read_yaml(path.parent / parent, (*chain, path.resolve())), values)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML config (or the defaults), apply ``group.key=value`` overrides, validate."""
+    """Read a YAML config (or the defaults), apply ``group.key=value`` overrides, validate. A file may start
+    from another with ``extends: OTHER.yaml`` (relative to it) and change only what differs."""
     values: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of groups, got {type(values).__name__}")
+        values = _read_yaml(path)
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(values, key, value)

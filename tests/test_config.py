@@ -6,6 +6,8 @@ from raymeta.config import Config, load_config, method_name
 from raymeta.errors import ConfigError
 from raymeta.method.models import Architecture, resolve_blocks
 
+ROOT = Path(__file__).resolve().parent.parent
+
 JOBS = sorted(path for path in (Path(__file__).resolve().parents[1] / "jobs").glob("*.yaml")
               if path.name != "runtime_env.yaml")  # Ray's runtime environment for job submission, not an experiment
 
@@ -105,3 +107,73 @@ def test_method_flags_reach_the_papers_method_whatever_the_defaults():
     assert method_name(load_config(None, method_overrides("raymeta"))) == "metamorphic"
     with pytest.raises(ConfigError, match="raymeta, recipe or neumeta"):
         method_overrides("paper")
+
+
+# ---- the ray:, sweep: and baseline: groups, and the flags made from them -----------------------------------------
+
+def test_how_and_where_work_runs_is_outside_the_config_hash():
+    base = load_config()
+    changed = load_config(None, ["ray.workers=4", "sweep.num_samples=9", "baseline.epochs=2", "ray.address=x"])
+    assert changed.hash() == base.hash() and changed.prior_hash() == base.prior_hash()
+    assert changed.ray.workers == 4 and changed.sweep.num_samples == 9 and changed.baseline.epochs == 2
+
+
+@pytest.mark.parametrize("command, group, cls, names", [
+    (["train"], "ray", "RayConfig", None),
+    (["run"], "ray", "RayConfig", None),
+    (["sweep"], "sweep", "SweepConfig", None),
+    (["baseline", "prune"], "baseline", "BaselineConfig",
+     ["gammas", "importance", "finetune_epochs", "finetune_lr", "gradient_batches"]),
+    (["baseline", "individual"], "baseline", "BaselineConfig", ["gammas", "epochs", "lr"]),
+])
+def test_every_setting_of_a_group_is_a_flag_whose_help_is_its_docstring(command, group, cls, names):
+    import dataclasses
+
+    import raymeta.config as config_module
+    from raymeta.cli import build_parser
+
+    cls = getattr(config_module, cls)
+    docs = config_module.field_docs(cls)
+    assert set(docs) == {f.name for f in dataclasses.fields(cls)}, "a field without a docstring"
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices[command[0]]
+    if len(command) > 1:
+        sub = sub._subparsers._group_actions[0].choices[command[1]]
+    flags = {action.dest: action for action in sub._actions}
+    for name in names or docs:
+        action = flags[f"flag:{group}.{name}"] if f"flag:{group}.{name}" in flags else flags[f"flag-text:{group}.{name}"]
+        assert action.option_strings == [f"--{name.replace('_', '-')}"]
+        assert action.help.startswith(docs[name].replace("%", "%%")), name
+
+
+def test_a_flag_sets_its_config_key_over_the_yaml(tmp_path):
+    from raymeta.cli import _config, build_parser
+
+    job = tmp_path / "job.yaml"
+    job.write_text("ray:\n  workers: 3\n  address: auto\nsweep:\n  space: a.yaml\n  num_samples: 5\n")
+    args = build_parser().parse_args(["train", "--config", str(job), "--workers", "1", "--storage-path", "/x: y"])
+    config = _config(args)
+    assert config.ray.workers == 1 and config.ray.address == "auto" and config.ray.storage_path == "/x: y"
+    args = build_parser().parse_args(["sweep", "--config", str(job), "--score-gammas", "0,0.25", "--search", "grid"])
+    config = _config(args)
+    assert config.sweep.space == "a.yaml" and config.sweep.num_samples == 5 and config.sweep.search == "grid"
+    assert config.sweep.score_gammas == [0.0, 0.25]
+    with pytest.raises(ConfigError, match="ray.workers=-2 is not allowed"):
+        _config(build_parser().parse_args(["train", "--workers", "-2"]))
+
+
+def test_a_job_file_extends_another_and_changes_only_what_differs(tmp_path):
+    job = load_config(ROOT / "jobs" / "debug_distributed.yaml")
+    debug = load_config(ROOT / "jobs" / "debug.yaml")
+    assert job.ray.workers == 2 and job.run_dir == "runs/debug-distributed"
+    assert job.hash() == debug.hash()  # the same experiment, run on two Ray Train workers
+    sweep = load_config(ROOT / "jobs" / "debug_sweep.yaml")
+    assert sweep.sweep.space == "tune_spaces/lambdas.yaml" and sweep.data.limit_train == 256
+    assert sweep.model == debug.model
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(ConfigError, match="missing.yaml does not exist .extended by"):
+        load_config(tmp_path / "c.yaml")

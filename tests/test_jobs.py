@@ -141,8 +141,9 @@ def test_debug_job_submitted_to_a_local_cluster_writes_its_results(ray_head, tmp
     run_dir = tmp_path / "run"
     runtime_env = tmp_path / "runtime_env.yaml"
     runtime_env.write_text("working_dir: .\n")
-    # README: `RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh jobs/CONFIG.yaml --run-dir …`, on the head node
-    job = subprocess.run([str(ROOT / "jobs" / "submit.sh"), "jobs/debug.yaml", "--run-dir", str(run_dir)],
+    # README: `RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh jobs/CONFIG.yaml --run-dir …`, on the head node; the
+    # job's YAML alone (its ray: group) asks for the two Ray Train workers
+    job = subprocess.run([str(ROOT / "jobs" / "submit.sh"), "jobs/debug_distributed.yaml", "--run-dir", str(run_dir)],
                          env={**ray_head["env"], "RUNTIME_ENV": str(runtime_env)}, capture_output=True, text=True,
                          timeout=600, cwd=ROOT)
     log = job.stdout + job.stderr

@@ -106,10 +106,9 @@ def test_tiny_sweep_end_to_end(prepared_run, ray_cluster, tmp_path):
     assert "Tune trials" in page and all(t["trial_id"] in page for t in trials)
 
 
-def _sweep_command(space_file: Path, run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "raymeta", "sweep", "--space", str(space_file), "--config", "jobs/debug.yaml",
-            "--run-dir", str(run_dir), "--scheduler", "fifo", "--max-concurrent-trials", "1", "--verbose", "0",
-            "train.epochs_per_stage=2", "data.limit_train=256"]
+def _sweep_command(run_dir: Path) -> list[str]:
+    # the job YAML alone holds the search space and every sweep setting (its sweep: group)
+    return [sys.executable, "-m", "raymeta", "sweep", "--config", "jobs/debug_sweep.yaml", "--run-dir", str(run_dir)]
 
 
 def _stop_leftovers(marker: str) -> None:
@@ -125,14 +124,12 @@ def _stop_leftovers(marker: str) -> None:
 @pytest.mark.ray
 def test_a_killed_sweep_continues_without_running_finished_trials_again(tmp_path):
     root = Path(__file__).resolve().parent.parent
-    space_file = tmp_path / "two.yaml"
-    space_file.write_text(SPACE.replace("num_samples: 3", "num_samples: 2"))
     run_dir = tmp_path / "run"
     temp_dir = tempfile.mkdtemp(prefix="rm-sweep-")  # short: Ray's socket paths live under it
     env = {**os.environ, **RAY_TEST_ENV, "RAY_TMPDIR": temp_dir}
-    results = run_dir / "sweeps" / "two" / "results"
+    results = run_dir / "sweeps" / "lambdas" / "results"
     try:
-        first = subprocess.Popen(_sweep_command(space_file, run_dir), cwd=root, env=env, start_new_session=True,
+        first = subprocess.Popen(_sweep_command(run_dir), cwd=root, env=env, start_new_session=True,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 240
         while not list(results.glob("*.parquet")) and first.poll() is None and time.monotonic() < deadline:
@@ -143,14 +140,14 @@ def test_a_killed_sweep_continues_without_running_finished_trials_again(tmp_path
         first.wait()
         _stop_leftovers(temp_dir)
         trial_id = done.name.removesuffix(".parquet")
-        checkpoint = run_dir / "sweeps" / "two" / "trials" / trial_id / "train" / "checkpoint.pt"
+        checkpoint = run_dir / "sweeps" / "lambdas" / "trials" / trial_id / "train" / "checkpoint.pt"
         before = (done.read_bytes(), checkpoint.stat().st_mtime_ns)
         # Tune's own state is pickled: a crafted file in the folder would run code if it were restored
         marker = tmp_path / "ran"
-        with open(run_dir / "sweeps" / "two" / "tune" / "tuner.pkl", "wb") as handle:
+        with open(run_dir / "sweeps" / "lambdas" / "tune" / "tuner.pkl", "wb") as handle:
             pickle.dump(Payload(marker), handle)
 
-        second = subprocess.run(_sweep_command(space_file, run_dir), cwd=root, env=env, capture_output=True,
+        second = subprocess.run(_sweep_command(run_dir), cwd=root, env=env, capture_output=True,
                                 text=True, timeout=300)
         assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
         assert "continuing the sweep" in second.stdout
@@ -160,7 +157,7 @@ def test_a_killed_sweep_continues_without_running_finished_trials_again(tmp_path
         frame = read_tables(results)
         final = frame[frame["phase"] == "final"]
         assert final["trial_id"].nunique() == 2 and set(final["trial_status"]) == {FINISHED}
-        assert (run_dir / "sweeps" / "two" / "best.yaml").is_file()
+        assert (run_dir / "sweeps" / "lambdas" / "best.yaml").is_file()
         assert not marker.exists(), "continuing the sweep unpickled Tune's state"
     finally:
         _stop_leftovers(temp_dir)
