@@ -155,7 +155,7 @@ def _plan_workers(options: RayConfig, configs_per_step: int, resources: dict) ->
     if options.gpus_per_worker < 0:
         raise ConfigError(f"--gpus-per-worker={options.gpus_per_worker} is not allowed: use 0 or more")
     if options.gpus_per_worker > 0 and gpus < options.gpus_per_worker:
-        raise ConfigError(f"--gpus-per-worker={options.gpus_per_worker}, but the Ray cluster has {gpus:g} GPU(s)")
+        raise ConfigError(f"ray.gpus_per_worker={options.gpus_per_worker:g} (--gpus-per-worker), but the Ray cluster has {gpus:g} GPU(s): use a cluster with GPUs or --gpus-per-worker 0")
     workers = options.workers
     if workers is None:
         if options.gpus_per_worker > 0:
@@ -164,12 +164,12 @@ def _plan_workers(options: RayConfig, configs_per_step: int, resources: dict) ->
             fit = int(cpus // (options.cpus_per_worker or 1))
         workers = max(1, min(configs_per_step, fit))
     if workers < 1:
-        raise ConfigError(f"--workers={workers} is not allowed for Ray Train: use 1 or more (0 trains in this process)")
+        raise ConfigError(f"ray.workers={workers} (--workers) is not allowed for Ray Train: use 1 or more (0 trains in this process)")
     cpus_per_worker = options.cpus_per_worker
     if cpus_per_worker is None:
         cpus_per_worker = max(1.0, math.floor(cpus / workers)) if cpus >= workers else cpus / workers
     if cpus_per_worker <= 0:
-        raise ConfigError(f"--cpus-per-worker={cpus_per_worker} is not allowed: use a positive number")
+        raise ConfigError(f"ray.cpus_per_worker={cpus_per_worker} (--cpus-per-worker) is not allowed: use a positive number")
     if options.gpus_per_worker == 0 and workers * cpus_per_worker > cpus + 1e-9:
         raise ConfigError(f"{workers} workers × {cpus_per_worker:g} CPUs need more than the cluster's {cpus:g} CPUs")
     return workers, cpus_per_worker
