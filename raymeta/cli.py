@@ -9,7 +9,7 @@
     raymeta baseline individual --config jobs/quickstart.yaml  ResNets trained from scratch at each γ
     raymeta baseline prune --run-dir runs/quickstart           the prior pruned to each γ (Torch-Pruning)
     raymeta baseline skip --run-dir runs/quickstart            the prior without its metamorphic blocks
-    raymeta export --run-dir runs/quickstart --gamma 0.25      a standalone network at one γ
+    raymeta export --run-dir runs/quickstart --gamma 0.25      a standalone network at one γ (or 0.25,0.5: per block)
     raymeta report runs/*/results -o reports/NAME.html         self-contained HTML report of result tables
     raymeta sweep --space tune_spaces/lambdas.yaml --config jobs/quickstart.yaml
                                                                Ray Tune trials over a search space
@@ -146,6 +146,7 @@ def export(args: argparse.Namespace, progress: Progress) -> dict[str, Path]:
     """``raymeta export``: the network generated at one γ as a state dict + spec and TorchScript."""
     from raymeta.export import export_network
     from raymeta.train import load_trained
+    from raymeta.widths import format_gamma, parse_gamma
 
     run_dir = args.run_dir or (_config(args).run_dir if args.config else None)
     if not run_dir and not args.checkpoint:
@@ -154,12 +155,14 @@ def export(args: argparse.Namespace, progress: Progress) -> dict[str, Path]:
     net, trained_config, payload = load_trained(checkpoint)
     if not payload.get("done"):
         progress("export: note — the checkpoint is from an unfinished run")
-    out = Path(args.output or (checkpoint.parent.parent / "export" / f"gamma={args.gamma:g}"))
-    paths = export_network(net, trained_config, payload.get("dataset", {}), args.gamma, out, samples=args.samples,
-                           source=str(checkpoint))
-    widths = ", ".join(f"{h}" for h in net.hidden_widths(args.gamma).values())
-    progress(f"export: γ={args.gamma:g} (hidden widths {widths}) → {paths['state_dict']}, {paths['spec']}, "
-             f"{paths['torchscript']}")
+    gamma = parse_gamma(args.gamma)
+    widths = ", ".join(f"{h}" for h in net.hidden_widths(gamma).values())
+    out = Path(args.output or (checkpoint.parent.parent / "export" / f"gamma={format_gamma(gamma)}"))
+    paths = export_network(net, trained_config, payload.get("dataset", {}), gamma, out, samples=args.samples,
+                           source=str(checkpoint), onnx=False if args.no_onnx else None)
+    if "onnx" not in paths and not args.no_onnx:
+        progress("export: note — no ONNX file: it needs the onnx and onnxscript packages (pip install 'raymeta[export]')")
+    progress(f"export: γ={format_gamma(gamma)} (hidden widths {widths}) → {', '.join(str(p) for p in paths.values())}")
     return paths
 
 
@@ -323,11 +326,14 @@ def _add_extra_commands(sub) -> None:
     k.add_argument("--gammas", help="comma-separated γ values of its rows, e.g. --gammas=0,0.5 (default: eval.gammas)")
     k.add_argument("--epochs", type=int, help="training epochs (default: the metamorphic run's, every stage together)")
     k.add_argument("--out", help="results folder (default: RUN_DIR/results)")
-    p = sub.add_parser("export", help="a standalone network at one γ: state dict + spec, and TorchScript")
+    p = sub.add_parser("export", help="a standalone network at one γ: state dict + spec, torch.export and ONNX")
     _add_common(p)
-    p.add_argument("--gamma", type=float, required=True, help="compression ratio γ of the exported network")
+    p.add_argument("--gamma", required=True,
+                   help="compression ratio γ of the exported network, or one γ per metamorphic block in "
+                        "train.blocks order, comma-separated (e.g. 0.25,0.5)")
     p.add_argument("--samples", type=int, help="K noisy weight samples averaged (default: eval.samples of the run)")
     p.add_argument("--checkpoint", help="metamorphic checkpoint (default: RUN_DIR/train/checkpoint.pt)")
+    p.add_argument("--no-onnx", action="store_true", help="do not write network.onnx (the slowest format to export)")
     p.add_argument("-o", "--output", help="output folder (default: RUN_DIR/export/gamma=G)")
     p = sub.add_parser("report", help="self-contained HTML report of result tables")
     p.add_argument("tables", nargs="+", help="Parquet files, folders (searched recursively) or glob patterns")

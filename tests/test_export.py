@@ -1,12 +1,10 @@
-"""Export: the standalone network (state dict + spec, and TorchScript) computes what the INR generates."""
-
-import warnings
+"""Export: the standalone network (state dict + spec, torch.export program, ONNX) computes what the INR generates."""
 
 import pytest
 import torch
 
 from raymeta.cli import main
-from raymeta.export import export_network, load_exported
+from raymeta.export import export_network, load_exported, load_program
 from raymeta.train import load_trained, train
 from raymeta.runtime import Progress, RunPaths
 
@@ -18,16 +16,10 @@ def trained(prepared_run):
     return config
 
 
-def load_script(path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return torch.jit.load(str(path))
-
-
 @pytest.mark.parametrize("gamma", [0.0, 0.25, 0.75, -0.25])
 def test_exported_network_matches_the_generated_one(trained, tmp_path, gamma):
     net, config, payload = load_trained(RunPaths(trained.run_dir).train_checkpoint)
-    paths = export_network(net, config, payload["dataset"], gamma, tmp_path, samples=1)
+    export_network(net, config, payload["dataset"], gamma, tmp_path, samples=1, onnx=False)
     model, spec = load_exported(tmp_path)
     assert spec["gamma"] == gamma and spec["generation"]["samples"] == 1
     assert {tuple(map(int, k.split(","))): h for k, h in spec["hidden_widths"].items()} == net.hidden_widths(gamma)
@@ -35,12 +27,12 @@ def test_exported_network_matches_the_generated_one(trained, tmp_path, gamma):
     with torch.no_grad():
         expected = net(x, net.generate(gamma))
         assert torch.allclose(model(x), expected, atol=1e-5)
-        assert torch.allclose(load_script(paths["torchscript"])(x), expected, atol=1e-5)
+        assert torch.allclose(load_program(tmp_path).module()(x), expected, atol=1e-5)
 
 
 def test_export_with_k_samples_is_the_network_evaluation_scores(trained, tmp_path):
     net, config, payload = load_trained(RunPaths(trained.run_dir).train_checkpoint)
-    export_network(net, config, payload["dataset"], 0.5, tmp_path)  # default: the run's eval.samples = 3
+    export_network(net, config, payload["dataset"], 0.5, tmp_path, onnx=False)  # default: the run's eval.samples = 3
     model, spec = load_exported(tmp_path)
     assert spec["generation"] == {"samples": 3, "noise": config.inr.coordinate_noise, "seed": config.seed}
     x = torch.randn(4, 3, 8, 8)
@@ -55,9 +47,11 @@ def test_export_with_k_samples_is_the_network_evaluation_scores(trained, tmp_pat
 
 def test_export_command_and_its_errors(trained, tmp_path, capsys):
     out = tmp_path / "g25"
-    assert main(["export", "--run-dir", trained.run_dir, "--gamma", "0.25", "-o", str(out)]) == 0
-    assert {p.name for p in out.iterdir()} == {"network.json", "network.pt", "network.torchscript.pt"}
-    for gamma, message in [("1.5", "out of range"), ("0.99", "leaves no hidden channel"), ("nan", "finite")]:
+    assert main(["export", "--run-dir", trained.run_dir, "--gamma", "0.25,0.5", "-o", str(out), "--no-onnx"]) == 0
+    assert {p.name for p in out.iterdir()} == {"network.json", "network.pt", "network.pt2"}
+    assert load_exported(out)[1]["hidden_widths"] == {"1,1": 6, "2,1": 4}
+    for gamma, message in [("1.5", "out of range"), ("0.99", "leaves no hidden channel"), ("nan", "finite"),
+                           ("0.25,0.5,0", "has 3 value(s) but the network has 2"), ("0.2x", "a number")]:
         assert main(["export", "--run-dir", trained.run_dir, "--gamma", gamma, "-o", str(tmp_path / "x")]) == 2
         assert message in capsys.readouterr().err
     bad = tmp_path / "bad.pt"
@@ -74,3 +68,38 @@ def test_training_writes_validated_train_rows_per_epoch(trained):
     assert rows["stage"].tolist() == [0, 0, 1, 1] and rows["epoch"].tolist() == [1, 1, 2, 2]
     assert rows["gamma"].tolist() == [0.0, 0.5, 0.0, 0.5] and rows["train_time_s"].is_monotonic_increasing
     assert rows["loss"].notna().all()
+
+
+def test_per_block_export_matches_the_generated_network(trained, tmp_path):
+    """A per-block configuration exported as state dict and torch.export program: each computes what the INR
+    generates at that configuration, at another batch size than the one exported with."""
+    net, config, payload = load_trained(RunPaths(trained.run_dir).train_checkpoint)
+    gamma = (0.5, 0.0)
+    export_network(net, config, payload["dataset"], gamma, tmp_path, samples=1, onnx=False)
+    model, spec = load_exported(tmp_path)
+    assert spec["gamma"] == [0.5, 0.0] and spec["block_gammas"] == {"stage2.block1": 0.5, "stage3.block1": 0.0}
+    assert spec["hidden_widths"] == {"1,1": 4, "2,1": 8}
+    x = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = net(x, net.generate(gamma))
+        assert torch.allclose(model(x), expected, atol=1e-5)
+        assert torch.allclose(load_program(tmp_path).module()(x), expected, atol=1e-5)
+
+
+@pytest.mark.slow  # torch's dynamo ONNX exporter takes a few seconds even for the tiny network
+def test_onnx_export_computes_the_generated_network(trained, tmp_path):
+    """ONNX run with onnxruntime where it is installed (CI installs it: the export extra), else the ONNX checker."""
+    net, config, payload = load_trained(RunPaths(trained.run_dir).train_checkpoint)
+    gamma = (0.25, 0.75)
+    paths = export_network(net, config, payload["dataset"], gamma, tmp_path, samples=1, onnx=None)
+    x = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = net(x, net.generate(gamma))
+    if "onnx" not in paths:
+        pytest.skip("onnx/onnxscript not installed: ONNX export not checked (pip install 'raymeta[export]')")
+    onnx = pytest.importorskip("onnx")
+    onnx.checker.check_model(onnx.load(str(paths["onnx"])))
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed: the ONNX file passed the checker only")
+    session = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"x": x.numpy()})
+    assert torch.allclose(torch.from_numpy(logits), expected, atol=1e-4)
