@@ -3,6 +3,7 @@ table cached; budgets parsed; the report's deployment section."""
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -164,3 +165,20 @@ def test_a_latency_budget_is_checked_on_the_measured_network(run, tmp_path, monk
     assert summary["measured_latency_ms"] == 0.5 and chosen["latency_ms"] <= 1.4
     assert chosen["accuracy"] <= within["accuracy"].max()
 
+
+def test_report_has_a_deployment_section_and_keeps_it_out_of_the_gamma_comparison(run, tmp_path):
+    from raymeta.report import build_report
+    from raymeta.results import read_tables
+
+    _, sizes = costs(run)
+    deploy(run.run_dir, Budget("macs", sizes[0.25][1]), options(output=str(tmp_path / "d"), report_test=True), QUIET)
+    rows = read_tables([RunPaths(run.run_dir).results, tmp_path / "d"])
+    individual = rows[(rows["phase"] == "final")].head(0)
+    assert individual.empty
+    page = build_report(rows, title="t")
+    assert "Deployment search (raymeta deploy)" in page and "fig-deploy-0" in page and "fig-deploy-test-0" in page
+    assert page == build_report(rows.sample(frac=1, random_state=1), title="t")  # a pure function of the rows
+    alone = build_report(read_tables(tmp_path / "d"), title="t")
+    assert "fig-deploy-0" in alone and "Accuracy against γ" not in alone
+    test_rows = pd.read_parquet(tmp_path / "d" / "pareto.parquet").query("split == 'test'")
+    assert set(test_rows["search_kind"]) == {"uniform", "per_block"} or len(test_rows) >= 4
