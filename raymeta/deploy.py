@@ -486,12 +486,12 @@ def deploy(run_dir: str | Path, budget: Budget, options: DeployOptions, progress
 
 
 def _measure(model, image_size: int, device: torch.device, options: DeployOptions) -> float:
-    from raymeta.latency import measure_network
+    from raymeta import latency
 
     previous = torch.get_num_threads()
     torch.set_num_threads(options.threads)
     try:
-        return measure_network(model, image_size, device, options.batch_size)
+        return latency.measure_network(model, image_size, device, options.batch_size, latency.FINAL_SECONDS)
     finally:
         torch.set_num_threads(previous)
         model.cpu()

@@ -26,6 +26,7 @@ def _quick_timing(monkeypatch):
     monkeypatch.setattr(latency, "WARMUP_RUNS", 1)
     monkeypatch.setattr(latency, "REPEATS", 3)
     monkeypatch.setattr(latency, "MIN_SECONDS", 0.0)
+    monkeypatch.setattr(latency, "FINAL_SECONDS", 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +183,26 @@ def test_report_has_a_deployment_section_and_keeps_it_out_of_the_gamma_compariso
     assert "fig-deploy-0" in alone and "Accuracy against γ" not in alone
     test_rows = pd.read_parquet(tmp_path / "d" / "pareto.parquet").query("split == 'test'")
     assert set(test_rows["search_kind"]) == {"uniform", "per_block"} or len(test_rows) >= 4
+
+
+@pytest.mark.ray
+def test_candidates_run_as_ray_tasks_when_a_cluster_is_connected(run, tmp_path):
+    """Connected to Ray, the candidates are Ray tasks; they score exactly what the in-process search scores."""
+    from ray_fixtures import embedded_ray
+
+    _, sizes = costs(run)
+    budget = Budget("macs", sizes[0.25][1])
+    local = deploy(run.run_dir, budget, options(output=str(tmp_path / "local")), QUIET)
+    ray_up = embedded_ray()
+    next(ray_up)
+    try:
+        remote = deploy(run.run_dir, budget, options(output=str(tmp_path / "ray")), QUIET)
+    finally:
+        next(ray_up, None)
+    assert local["evaluated"] == "in this process" and remote["evaluated"].startswith("as Ray tasks")
+    tables = [read_table(tmp_path / name / "pareto.parquet") for name in ("local", "ray")]
+    key = [c for c in tables[0].columns if c.startswith("gamma.")] + ["split"]
+    merged = tables[0].merge(tables[1], on=key, suffixes=("_local", "_ray"))
+    assert len(merged) == len(tables[0]) == len(tables[1])
+    assert (merged["accuracy_local"] == merged["accuracy_ray"]).all()
+    assert remote["block_gammas"] == local["block_gammas"]
