@@ -117,7 +117,7 @@ def deploy_section(search: pd.DataFrame, others: pd.DataFrame, figure_html) -> l
         if budget:
             kind, limit = budget
             column = {"macs": 1, "latency_ms": 2}.get(kind)
-            if column:
+            if column and limit <= 1.25 * validation[kind].max():  # a budget far beyond every candidate: no line
                 figure.add_vline(x=limit, line_dash="dot", line_color="#555", row=1, col=column,
                                  annotation_text="budget")
         figure.update_yaxes(title_text="validation accuracy (%)", row=1, col=1)
