@@ -51,14 +51,16 @@ def analyse(name: str, table: pd.DataFrame, test_images: int, lines: list[str]) 
     validation = table[table["split"] == "validation"].drop_duplicates(key)
     test = table[table["split"] == "test"].drop_duplicates(key).set_index(key)["accuracy"]
     line = front(validation)
-    lines += [f"\n### {name}: validation front by MACs ({len(validation)} candidates; blocks {', '.join(blocks)})\n",
+    lines += [f"\n### {name}: validation front by MACs ({len(validation)} candidates; γ per block in the order "
+              f"{', '.join(blocks)})\n",
               "| kind | γ per block | MACs | latency est. (ms) | validation acc | test acc |", "|---|---|---:|---:|---:|---:|"]
     for _, row in line.iterrows():
         t = test.get(tuple(row[key]), float("nan"))
         lines.append(f"| {row['search_kind']} | {label(row, blocks)} | {row['macs'] / 1e6:.3f}M | "
                      f"{row['latency_ms']:.3f} | {100 * row['accuracy']:.2f} | {100 * t:.2f} |")
     uniform = validation[validation["search_kind"] == "uniform"].sort_values("macs")
-    lines += [f"\n### {name}: per-block against uniform γ at equal MACs (test: reported, never used to choose)\n",
+    lines += [f"\n### {name}: per-block against uniform γ at equal MACs (test: reported, never used to choose; noise: "
+              f"2 SE of two independent binomial accuracies, conservative: see the paired table)\n",
               "| uniform γ | MACs | uniform val | best per-block ≤ MACs (by val) | its MACs | its val | uniform test | "
               "per-block test | test Δ | noise (2 SE) |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     deltas = []
@@ -162,6 +164,7 @@ def budget_levels(runs: dict, budgets: list[str], candidates: int, lines: list[s
               "| run | budget | candidates | search s | chosen γ (train.blocks order) | its MACs | val | test | best uniform "
               "γ ≤ budget | its MACs | val | test | test Δ | paired noise (2 SE) |",
               "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    notes = []
     for name, run_dir in runs.items():
         net, config, _ = load_trained(RunPaths(run_dir).train_checkpoint)
         net.eval()
@@ -192,7 +195,8 @@ def budget_levels(runs: dict, budgets: list[str], candidates: int, lines: list[s
                          f"{100 * float(b.float().mean()):.2f} | {best_u['gamma']:g} | {best_u['macs'] / 1e6:.2f}M | "
                          f"{100 * best_u['accuracy']:.2f} | {100 * float(a.float().mean()):.2f} | {100 * delta:+.2f} | "
                          f"±{100 * band:.2f} |")
-        lines.append(f"\n({name}: blocks {', '.join(names)}.)")
+        notes.append(f"{name}: blocks {', '.join(names)}")
+    lines.append(f"\n(γ vectors in train.blocks order: {'; '.join(notes)}.)")
 
 
 def main() -> None:

@@ -6,7 +6,8 @@ A pure function of the rows, like the rest of the report. Splits are never mixed
 the uniform γ curve, the per-block front, the chosen network and the budget) is drawn on the validation split
 it chose on; the test-split figure, drawn where the search was also evaluated on test (``--report-test``), puts
 the uniform curve, the per-block front and the baselines' test rows on the same axes. A baseline network has
-exactly the shape of the uniform-γ network of the same MACs, so its latency is that row's (matched by MACs).
+exactly the shape of a uniform-γ network of the search (the same MACs and parameters, less the α scalars), so its
+latency is that row's; a baseline of no searched shape (a run with other metamorphic blocks) is not drawn.
 """
 
 from __future__ import annotations
@@ -148,13 +149,25 @@ def _test_figure(test: pd.DataFrame, others: pd.DataFrame, validation: pd.DataFr
     _add(figure, test[test["search_kind"] == "per_block"], "per-block (validation front)", COLOURS["front"], blocks,
          size=9, symbol="diamond")
     _add(figure, test[test["search_status"] == "chosen"], "chosen", COLOURS["chosen"], blocks, size=16, symbol="star")
-    latency = dict(zip(validation.loc[validation["search_kind"] == "uniform", "macs"],
-                       validation.loc[validation["search_kind"] == "uniform", "latency_ms"], strict=True))
+    uniform = validation[validation["search_kind"] == "uniform"]
+    shapes = {(macs, params): latency for macs, params, latency in
+              zip(uniform["macs"], uniform["params"], uniform["latency_ms"], strict=True)}
     baselines = others[(others["phase"] == "final") & (others["split"] == "test")
                        & others["method"].str.startswith(BASELINES)]
+
+    def same_shape(row) -> float | None:
+        """The latency of this search's uniform network of the baseline's shape: the same MACs and the same
+        parameters but for the metamorphic network's α scalars (one per block); None when there is none (a
+        baseline of a run with other metamorphic blocks, left off these axes)."""
+        for extra in range(len(blocks) + 1):
+            if (row["macs"], row["params"] + extra) in shapes:
+                return shapes[(row["macs"], row["params"] + extra)]
+        return None
+
+    matched = baselines.apply(same_shape, axis=1) if len(baselines) else pd.Series(dtype=float)
+    baselines = baselines.assign(latency_ms=matched)[matched.notna()] if len(baselines) else baselines
     for colour, (method, rows) in zip(BASELINE_COLOURS * 4, baselines.groupby("method", sort=True)):
         rows = rows.drop_duplicates(["run_id", "gamma", "samples"], keep="last").sort_values("macs")
-        rows = rows.assign(latency_ms=rows["macs"].map(latency))
         _add(figure, rows, str(method), colour, [], mode="lines+markers", symbol="square", dash="dash")
     figure.update_yaxes(title_text="test accuracy (%)", row=1, col=1)
     return figure
