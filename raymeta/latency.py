@@ -42,6 +42,12 @@ def device_key(device: torch.device) -> str:
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    try:  # Linux: the CPU's model name (platform.processor() is empty there)
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({platform.machine()}, {os.cpu_count()} cores)"
+    except OSError:
+        pass
     return f"{platform.machine()} {platform.processor() or 'cpu'}".strip()
 
 
