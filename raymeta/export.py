@@ -4,7 +4,8 @@ standalone ResNet: state dict + JSON spec, a ``torch.export`` program, and ONNX.
 The exported network is :meth:`MetamorphicNetwork.materialize` (α folded into conv2, BatchNorm already
 folded in the prior), so it is an ordinary :class:`raymeta.models.ResNet` without BatchNorm: the state
 dict needs only ``models.py`` to load (with ``weights_only=True``), the ``ExportedProgram`` file
-(``network.pt2``, :func:`torch.export.save`) needs only torch, and ``network.onnx`` (``torch.onnx.export``,
+(``network.pt2``, :func:`torch.export.save`) needs only torch (:func:`load_program` checks an archive needs no
+pickle before ``torch.export.load``, which would unpickle what an archive asks it to), and ``network.onnx`` (``torch.onnx.export``,
 dynamo path) any ONNX runtime. All three take a batch of any size. With K > 1 samples the weights are the
 average of K noisy generations, drawn exactly as ``raymeta evaluate`` draws them, so the exported network is
 the one whose accuracy the results table reports.
@@ -13,6 +14,7 @@ the one whose accuracy the results table reports.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import tempfile
@@ -49,8 +51,7 @@ def materialize_like_evaluation(net, gamma: Gamma, *, samples: int, noise: float
 
 
 def _atomic(path: Path, write) -> None:
-    # the temporary name keeps the suffix: torch.export.save warns about a file not ending in .pt2
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
         write(temporary)
@@ -123,7 +124,9 @@ def export_network(net, config, dataset: dict, gamma: Gamma, out: str | Path, *,
     paths = {"spec": out / SPEC_NAME, "state_dict": out / STATE_NAME, "program": out / PROGRAM_NAME}
     _atomic(paths["state_dict"], lambda p: torch.save(model.state_dict(), p))
     program = export_program(model, image_size)
-    _atomic(paths["program"], lambda p: torch.export.save(program, p))
+    buffer = io.BytesIO()  # from a buffer, the archive's inner folder is "archive", not the temporary file's name
+    torch.export.save(program, buffer)
+    _atomic(paths["program"], lambda p: Path(p).write_bytes(buffer.getvalue()))
     if onnx:
         paths["onnx"] = out / ONNX_NAME
         spec["formats"]["onnx"] = ONNX_NAME
@@ -142,11 +145,36 @@ def config_image_size(config) -> int:
 
 
 def load_program(folder: str | Path) -> torch.export.ExportedProgram:
-    """The exported network's ``torch.export`` program (``program.module()(x)`` runs it); no pickle involved."""
+    """The exported network's ``torch.export`` program (``program.module()(x)`` runs it).
+
+    ``torch.export.load`` unpickles whatever an archive marks as pickled (weights, constants, custom objects) and
+    falls back to an unrestricted ``torch.load`` for sample inputs it cannot read safely, so an archive is checked
+    first (:func:`check_program_archive`): one that needs any pickle is refused."""
     path = Path(folder) / PROGRAM_NAME
     if not path.is_file():
         raise ConfigError(f"exported program {path} does not exist (made by raymeta export or raymeta deploy?)")
+    check_program_archive(path)
     return torch.export.load(path)
+
+
+def check_program_archive(path: str | Path) -> None:
+    """Refuse a ``.pt2`` archive unless every weight and constant is a raw tensor payload (no pickle, no custom or
+    opaque object) and its sample inputs load with ``weights_only=True``: what raymeta writes."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                if name.endswith(("_weights_config.json", "_constants_config.json")):
+                    entries = json.loads(archive.read(name)).get("config", {})
+                    for key, meta in entries.items():
+                        if meta.get("use_pickle") or not str(meta.get("path_name", "")).startswith(("weight_", "tensor_")):
+                            raise ConfigError(f"{path}: {key} is stored as a pickled or custom object; raymeta loads "
+                                              f"only programs whose weights and constants are plain tensors")
+                elif "/data/sample_inputs/" in name:
+                    torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, KeyError) as error:
+        raise ConfigError(f"{path} is not a readable torch.export archive, or needs unsafe loading ({error})") from None
 
 
 def load_exported(folder: str | Path) -> tuple[ResNet, dict]:

@@ -103,3 +103,31 @@ def test_onnx_export_computes_the_generated_network(trained, tmp_path):
     session = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {"x": x.numpy()})
     assert torch.allclose(torch.from_numpy(logits), expected, atol=1e-4)
+
+
+def test_a_program_archive_that_asks_for_pickle_is_refused(trained, tmp_path):
+    """torch.export.load would unpickle a weight the archive marks use_pickle; load_program refuses the archive."""
+    import json
+    import zipfile
+
+    from raymeta.errors import ConfigError
+
+    net, config, payload = load_trained(RunPaths(trained.run_dir).train_checkpoint)
+    export_network(net, config, payload["dataset"], 0.25, tmp_path / "good", samples=1, onnx=False)
+    load_program(tmp_path / "good")  # raymeta's own archive passes the check
+    (tmp_path / "bad").mkdir()
+    with zipfile.ZipFile(tmp_path / "good" / "network.pt2") as source, \
+            zipfile.ZipFile(tmp_path / "bad" / "network.pt2", "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename.endswith("_weights_config.json"):
+                content = json.loads(data)
+                next(iter(content["config"].values()))["use_pickle"] = True
+                data = json.dumps(content).encode()
+            target.writestr(item, data)
+    with pytest.raises(ConfigError, match="pickled or custom object"):
+        load_program(tmp_path / "bad")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "network.pt2").write_bytes(b"not a zip")
+    with pytest.raises(ConfigError, match="not a readable torch.export archive"):
+        load_program(tmp_path / "junk")
