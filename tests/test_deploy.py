@@ -206,3 +206,38 @@ def test_candidates_run_as_ray_tasks_when_a_cluster_is_connected(run, tmp_path):
     assert len(merged) == len(tables[0]) == len(tables[1])
     assert (merged["accuracy_local"] == merged["accuracy_ray"]).all()
     assert remote["block_gammas"] == local["block_gammas"]
+
+
+def test_deploy_command_writes_the_network_and_the_tables(run, tmp_path, capsys):
+    _, sizes = costs(run)
+    args = ["deploy", "--run-dir", run.run_dir, "--max-macs", str(sizes[0.25][1]), "--gammas", "0,0.5", "--no-onnx",
+            "-o", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    import re
+
+    assert re.search(r"deploy: searched [34] candidates in [0-9.]+s", out) and "deploy: chose γ=" in out
+    assert {"network.pt", "network.json", "network.pt2", "pareto.parquet", "deploy.json"} <= {
+        p.name for p in tmp_path.iterdir()}
+
+
+def test_baselines_are_drawn_only_beside_a_search_of_their_shape(run, tmp_path):
+    """Individual and pruning rows go on a search's axes where they have the shape of one of its uniform networks
+    (the same MACs, parameters less the α scalars), with that network's latency; others are left off."""
+    from raymeta.deploy_report import _test_figure
+    from raymeta.results import read_table
+
+    net, sizes = costs(run)
+    deploy(run.run_dir, Budget("macs", sizes[0.0][1]), options(output=str(tmp_path), report_test=True), QUIET)
+    table = read_table(tmp_path / "pareto.parquet")
+    validation, test = table[table["split"] == "validation"], table[table["split"] == "test"]
+    uniform = validation[validation["search_kind"] == "uniform"].set_index("gamma")
+    baseline = test[test["search_kind"] == "uniform"].drop(columns=[c for c in test.columns if "." in c])
+    baseline = baseline.assign(method="individual", params=baseline["params"] - len(net.blocks))
+    stranger = baseline.assign(method="prune-l1", params=baseline["params"] - 1000)  # another network's shape
+    others = pd.concat([baseline, stranger], ignore_index=True)
+    figure = _test_figure(test, others, validation, net.block_names())
+    traces = {(trace.name, trace.xaxis): trace for trace in figure.data}
+    assert not any(name == "prune-l1" for name, _ in traces)
+    drawn = traces[("individual", "x2")]  # the latency panel
+    assert sorted(drawn.x) == sorted(uniform.loc[list(baseline["gamma"]), "latency_ms"])
