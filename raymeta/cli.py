@@ -9,7 +9,8 @@
     raymeta baseline individual --config jobs/quickstart.yaml  ResNets trained from scratch at each γ
     raymeta baseline prune --run-dir runs/quickstart           the prior pruned to each γ (Torch-Pruning)
     raymeta baseline skip --run-dir runs/quickstart            the prior without its metamorphic blocks
-    raymeta export --run-dir runs/quickstart --gamma 0.25      a standalone network at one γ
+    raymeta export --run-dir runs/quickstart --gamma 0.25      a standalone network at one γ (or one γ per block)
+    raymeta deploy --run-dir runs/quickstart --max-macs 20M    the best network within a budget (MACs, params, latency)
     raymeta report runs/*/results -o reports/NAME.html         self-contained HTML report of result tables
     raymeta sweep --space tune_spaces/lambdas.yaml --config jobs/quickstart.yaml
                                                                Ray Tune trials over a search space
@@ -149,7 +150,25 @@ def _export(args: argparse.Namespace, progress: Progress) -> None:
 
     run_dir = args.run_dir or (_config(args).run_dir if args.config else None)
     run_export(args.gamma, progress, run_dir=run_dir, checkpoint=args.checkpoint, output=args.output,
-               samples=args.samples)
+               samples=args.samples, onnx=False if args.no_onnx else None)
+
+
+def _deploy(args: argparse.Namespace, progress: Progress) -> None:
+    from raymeta.stages.deploy import DeployOptions, deploy, parse_budget, parse_grid
+
+    budgets = [(kind, text) for kind, text in (("macs", args.max_macs), ("params", args.max_params),
+                                               ("latency_ms", args.max_latency_ms)) if text is not None]
+    if len(budgets) != 1:
+        raise ConfigError("raymeta deploy needs exactly one budget: --max-macs (e.g. 20M), --max-params (e.g. 200k) "
+                          "or --max-latency-ms (e.g. 1.5)")
+    run_dir = args.run_dir or (_config(args).run_dir if args.config else None)
+    if not run_dir:
+        raise ConfigError("raymeta deploy needs --run-dir naming a trained run")
+    options = DeployOptions(device=args.device, batch_size=args.batch_size, threads=args.threads,
+                            grid=parse_grid(args.gammas), max_candidates=args.candidates, samples=args.samples,
+                            address=args.address, report_test=args.report_test, output=args.output,
+                            onnx=False if args.no_onnx else None)
+    deploy(run_dir, parse_budget(*budgets[0]), options, progress)
 
 
 def _report(args: argparse.Namespace, progress: Progress) -> None:
@@ -170,7 +189,8 @@ def _sweep(args: argparse.Namespace, progress: Progress) -> None:
 
 
 COMMANDS = {"validate": _pipeline, "pretrain": _pipeline, "smooth": _pipeline, "train": _pipeline,
-            "evaluate": _pipeline, "run": _pipeline, "baseline": _baseline, "export": _export, "report": _report,
+            "evaluate": _pipeline, "run": _pipeline, "baseline": _baseline, "export": _export, "deploy": _deploy,
+            "report": _report,
             "sweep": _sweep}
 
 
@@ -259,12 +279,38 @@ def _add_baseline(sub) -> None:
 
 
 def _add_export_report(sub) -> None:
-    p = sub.add_parser("export", help="a standalone network at one γ: state dict + spec, and TorchScript")
+    p = sub.add_parser("export", help="a standalone network at one γ: state dict + spec, torch.export and ONNX")
     _add_common(p)
-    p.add_argument("--gamma", type=float, required=True, help="compression ratio γ of the exported network")
+    p.add_argument("--gamma", required=True,
+                   help="compression ratio γ of the exported network, or one γ per metamorphic block in "
+                        "train.blocks order, comma-separated (e.g. 0.25,0.5)")
     p.add_argument("--samples", type=int, help="K noisy weight samples averaged (default: eval.samples of the run)")
     p.add_argument("--checkpoint", help="metamorphic checkpoint (default: RUN_DIR/train/checkpoint.pt)")
+    p.add_argument("--no-onnx", action="store_true", help="do not write network.onnx (the slowest format to export)")
     p.add_argument("-o", "--output", help="output folder (default: RUN_DIR/export/gamma=G)")
+    p = sub.add_parser("deploy", help="the best network within a MAC, parameter or latency budget, exported",
+                       description="Search the run's configurations (uniform γ, then one γ per metamorphic block) "
+                                   "for the best validation accuracy within the budget, and export it. Writes "
+                                   "RUN_DIR/deploy/<budget>/: the network (state dict + spec, torch.export, ONNX), "
+                                   "pareto.parquet (every candidate) and deploy.json.")
+    _add_common(p)
+    p.add_argument("--max-macs", help="budget of multiply-accumulates per image, e.g. 20M")
+    p.add_argument("--max-params", help="budget of parameters, e.g. 200k")
+    p.add_argument("--max-latency-ms", help="budget of measured latency in milliseconds per batch, e.g. 1.5")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where latency is measured (default cpu)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size latency is measured at (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads latency is measured with (default 1)")
+    p.add_argument("--gammas", help="the γ grid every block takes values from, comma-separated "
+                                    "(default -0.25,-0.125,…,0.75)")
+    p.add_argument("--candidates", type=int, default=60, help="most configurations to evaluate (default 60)")
+    p.add_argument("--samples", type=int, help="K noisy weight samples averaged (default: eval.samples of the run)")
+    p.add_argument("--address", help="evaluate candidates as tasks on this Ray cluster (default: Ray tasks when "
+                                     "already connected, else in this process)")
+    p.add_argument("--report-test", action="store_true",
+                   help="also evaluate the uniform γ and the validation fronts on the test split, for the report "
+                        "(never used to choose)")
+    p.add_argument("--no-onnx", action="store_true", help="do not write network.onnx (the slowest format to export)")
+    p.add_argument("-o", "--output", help="output folder (default: RUN_DIR/deploy/<budget>)")
     p = sub.add_parser("report", help="self-contained HTML report of result tables")
     p.add_argument("tables", nargs="+", help="Parquet files, folders (searched recursively) or glob patterns")
     p.add_argument("-o", "--output", required=True, help="HTML file to write, e.g. reports/NAME.html")

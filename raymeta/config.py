@@ -138,6 +138,10 @@ class INRConfig:
                  "none, relu or elu")
 
 
+GAMMA_SAMPLING = ("uniform", "per_block")
+"""Values of ``train.gamma_sampling``."""
+
+
 @dataclass
 class TrainConfig:
     blocks: list[str] = field(default_factory=lambda: ["stage3"])
@@ -169,6 +173,11 @@ class TrainConfig:
     """Training pool [low, high] of compression ratios. Each configuration's hidden width is a uniform integer
     over the widths the pool allows for the widest metamorphic block (as NeuMeta's code draws it), so γ = 0,
     the only configuration the reconstruction term supervises, comes up even with M = 1."""
+    gamma_sampling: str = "uniform"
+    """How a configuration's γ is drawn: uniform (one γ for every metamorphic block, the papers) or per_block
+    (each block's γ drawn independently from the same pool, "mix and match", so that the network is trained
+    for the per-block configurations ``raymeta deploy`` searches). γ = 0 stays the first configuration of a
+    step either way (every block at the prior's width, where the reconstruction term applies)."""
     lambda_task: float = 1.0
     """Weight of the cross-entropy of the generated network."""
     lambda_rec: float = 1.0
@@ -239,6 +248,8 @@ class TrainConfig:
         for key in ("distill_temperature", "prefit_lr"):
             _require(getattr(self, key) > 0, f"train.{key}", getattr(self, key), "a positive number")
         _require(self.warmup in ("once", "per_stage"), "train.warmup", self.warmup, "once or per_stage")
+        _require(self.gamma_sampling in GAMMA_SAMPLING, "train.gamma_sampling", self.gamma_sampling,
+                 " or ".join(GAMMA_SAMPLING))
         _require(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay,
                  "a number in [0, 1) (0 disables the EMA)")
         _require(self.configs_per_step >= 1, "train.configs_per_step", self.configs_per_step, "a positive integer")
@@ -464,6 +475,8 @@ class Config:
         for key in ("run_dir", "device", "threads", *EXECUTION_GROUPS):
             content.pop(key)
         content["train"].pop("monitor_gammas")  # what is watched, not what is trained
+        if content["train"]["gamma_sampling"] == "uniform":  # the default: runs from before the key keep their hash
+            content["train"].pop("gamma_sampling")
         return _short_hash(content)
 
     def prior_hash(self) -> str:

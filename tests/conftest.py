@@ -51,3 +51,13 @@ def prepared_run(tmp_path_factory):
         return load_config(None, BASE + [f"run_dir={target}", *overrides])
 
     return make
+
+
+@pytest.fixture(scope="session")
+def per_block_run(prepared_run):
+    """A tiny run trained with per-block γ sampling (blocks stage2.block1, stage3.block1; eval.samples = 2)."""
+    from raymeta.stages.train import train
+
+    config = prepared_run("train.gamma_sampling=per_block", "eval.samples=2")
+    train(config, progress=Progress(stream=open("/dev/null", "w")))
+    return config

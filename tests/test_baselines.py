@@ -66,6 +66,7 @@ def test_pruning_rejects_widening_and_unknown_importances(prior_and_blocks):
         target_widths(prior.arch, blocks, 0.99)
 
 
+@pytest.mark.slow
 def test_baseline_commands_write_rows_in_the_schema(prepared_run, tmp_path, capsys):
     config = prepared_run()
     run = config.run_dir

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEBUG = str(ROOT / "jobs" / "debug.yaml")
 
 
+@pytest.mark.slow
 def test_debug_job_runs_end_to_end(tmp_path, capsys):
     assert main(["run", "--config", DEBUG, "--run-dir", str(tmp_path), "--workers", "0"]) == 0
     out = capsys.readouterr().out

@@ -18,6 +18,7 @@ from results_fixtures import example_frame, rows
 FIGURES = ["fig-accuracy", "fig-size", "fig-training", "fig-alpha", "fig-reconstruction", "fig-tune"]
 
 
+@pytest.mark.slow
 def test_same_tables_give_a_byte_identical_page(tmp_path):
     write_table(example_frame(with_trials=True), tmp_path / "t")
     first, second = tmp_path / "a.html", tmp_path / "b.html"
@@ -40,6 +41,7 @@ def test_page_is_self_contained_with_plotly_inlined_once():
         assert f'id="{figure}"' in page
 
 
+@pytest.mark.slow
 def test_paper_table_and_tune_view():
     page = build_report(example_frame(with_trials=True))
     table = page[page.index('<table class="paper">'): page.index("</table>")]

@@ -72,7 +72,7 @@ def test_a_wrong_type_names_file_column_found_and_expected(tmp_path, column, val
 
 
 def test_unknown_columns_bad_phase_and_unreadable_files_are_errors(tmp_path):
-    with pytest.raises(ResultsError, match="unknown column.*acuracy.*trial_id, trial_status and param"):
+    with pytest.raises(ResultsError, match="unknown column.*acuracy.*trial_id, trial_status, latency_ms.* and param"):
         validate_frame(rows("m", "a").assign(acuracy=1.0))
     with pytest.raises(ResultsError, match="phase 'eval' is not allowed"):
         validate_frame(rows("m", "a").assign(phase="eval"))

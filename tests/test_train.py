@@ -40,6 +40,7 @@ def test_reconstruction_alone_reproduces_the_smoothed_prior(prepared_run):
         assert error < 0.05, f"{name}: relative squared error {error:.3f}"
 
 
+@pytest.mark.slow
 def test_short_run_raises_accuracy_above_chance_at_seen_and_unseen_gammas(prepared_run):
     # A barely trained prior (near chance), so that the accuracy must come from training the INRs.
     config = prepared_run("train.epochs_per_stage=4", "train.steps_per_epoch=8", "train.lr=0.003",

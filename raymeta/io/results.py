@@ -48,10 +48,16 @@ in an epoch (incremental training), or a table written before the signals existe
 RESULT_COLUMNS = list(SCHEMA)
 """The required columns, in the order every table is written."""
 
-OPTIONAL_COLUMNS: dict[str, str] = {"trial_id": "string", "trial_status": "string"}
+OPTIONAL_COLUMNS: dict[str, str] = {"trial_id": "string", "trial_status": "string", "latency_ms": "float",
+                                    "measured_latency_ms": "float", "search_kind": "string",
+                                    "search_status": "string", "budget": "string"}
 """Columns a table may carry beyond the required ones (Ray Tune trials: the trial's id, and whether it
 finished, was stopped early by the scheduler or errored; an unfinished trial is evaluated at its last
-checkpoint)."""
+checkpoint). A deployment search (``raymeta deploy``, its ``pareto.parquet``) adds: ``latency_ms`` (the
+latency table's estimate for the candidate, ms), ``measured_latency_ms`` (the exported network, measured;
+the chosen row only), ``search_kind`` (uniform or per_block), ``search_status`` (chosen, within budget, over
+budget) and ``budget`` (e.g. ``macs<=2e+07``); its rows also carry ``gamma.<block>`` and ``width.<block>``, and
+``gamma`` is NaN on a per-block row (no single γ)."""
 
 PARAM_PREFIX = "param."
 """Tune writes one column per tuned parameter, ``param.<name>``, of any scalar type."""
@@ -63,7 +69,15 @@ REC_PREFIX = "rec."
 """Training-monitor rows: relative reconstruction error at γ = 0 of each active generated tensor,
 ``rec.<tensor module path>``, float."""
 
-PREFIXES: dict[str, str | None] = {PARAM_PREFIX: None, ALPHA_PREFIX: "float", REC_PREFIX: "float"}
+GAMMA_PREFIX = "gamma."
+"""Deployment-search rows: the γ of each metamorphic block, ``gamma.<block name>``, float."""
+
+WIDTH_PREFIX = "width."
+"""Deployment-search rows: the hidden width of each metamorphic block, ``width.<block name>`` (a whole number,
+stored as float so that tables without the column concatenate with NaN)."""
+
+PREFIXES: dict[str, str | None] = {PARAM_PREFIX: None, ALPHA_PREFIX: "float", REC_PREFIX: "float",
+                                   GAMMA_PREFIX: "float", WIDTH_PREFIX: "float"}
 """Column-name prefix → kind of every column carrying it (None: any scalar type, kept as it is)."""
 
 PHASES = ("final", "train")

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from raymeta.method.inr import BaseLayer, Hypernetwork
-from raymeta.method.models import ResNet, count_params_macs, hidden_width, module_prefix
+from raymeta.method.models import ResNet, block_name, count_params_macs, hidden_width, module_prefix
+from raymeta.method.widths import Gamma, block_gammas
 
 
 class MetamorphicNetwork(nn.Module):
@@ -77,11 +78,17 @@ class MetamorphicNetwork(nn.Module):
         return groups
 
     # ---- generation --------------------------------------------------------------------------
-    def hidden_widths(self, gamma: float) -> dict[tuple[int, int], int]:
-        """Hidden width of every active metamorphic block at compression ratio γ."""
-        return {(s, b): hidden_width(self.arch.widths[s], gamma) for s, b in self.active()}
+    def block_names(self) -> list[str]:
+        """The metamorphic blocks' names, in ``train.blocks`` order: the order of a per-block γ vector."""
+        return [block_name(s, b) for s, b in self.blocks]
 
-    def generate(self, gamma: float, *, noise: float = 0.0, samples: int = 1,
+    def hidden_widths(self, gamma: Gamma) -> dict[tuple[int, int], int]:
+        """Hidden width of every active metamorphic block at γ: one number for every block, or one γ per
+        metamorphic block in ``train.blocks`` order (:mod:`raymeta.method.widths`; inactive blocks' entries unused)."""
+        gammas = dict(zip(self.blocks, block_gammas(gamma, self.block_names()), strict=True))
+        return {(s, b): hidden_width(self.arch.widths[s], gammas[(s, b)]) for s, b in self.active()}
+
+    def generate(self, gamma: Gamma, *, noise: float = 0.0, samples: int = 1,
                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         hidden = self.hidden_widths(gamma)
         weights = self.hyper.generate(hidden, noise=noise, samples=samples, generator=generator)
@@ -113,7 +120,7 @@ class MetamorphicNetwork(nn.Module):
             base[f"{prefix}.conv2.bias"] = b2.clone()
         return base
 
-    def is_full_width(self, gamma: float) -> bool:
+    def is_full_width(self, gamma: Gamma) -> bool:
         """True when γ rounds to the prior's own shape: the configuration the reconstruction term supervises."""
         return all(h == self.arch.widths[s] for (s, _), h in self.hidden_widths(gamma).items())
 
@@ -125,7 +132,7 @@ class MetamorphicNetwork(nn.Module):
             names += [f"{layer.module}.weight", f"{layer.module}.bias"]
         return {name: state[name] for name in names}
 
-    def params_macs(self, gamma: float, image_size: int) -> tuple[int, int]:
+    def params_macs(self, gamma: Gamma, image_size: int) -> tuple[int, int]:
         """Parameters and MACs of the network generated at γ (α scalars included in parameters)."""
         params, macs = count_params_macs(self.arch, self.hidden_widths(gamma), image_size)
         return params + self.active_blocks, macs
@@ -164,7 +171,7 @@ class MetamorphicNetwork(nn.Module):
         prior = self.prior.block(stage, block)
         return prior.conv2(F.relu(prior.conv1(x.detach())))
 
-    def materialize(self, gamma: float, *, samples: int = 1, noise: float = 0.0,
+    def materialize(self, gamma: Gamma, *, samples: int = 1, noise: float = 0.0,
                     generator: torch.Generator | None = None) -> ResNet:
         """An ordinary (BN-free) ResNet with the weights generated at γ; α folded into conv2."""
         hidden = self.hidden_widths(gamma)

@@ -1,15 +1,20 @@
-"""Export a metamorphic network at one γ as a standalone ResNet: state dict + JSON spec, and TorchScript.
+"""Export a metamorphic network at one configuration (a uniform γ, or one γ per metamorphic block) as a
+standalone ResNet: state dict + JSON spec, a ``torch.export`` program, and ONNX.
 
 The exported network is :meth:`MetamorphicNetwork.materialize` (α folded into conv2, BatchNorm already
 folded in the prior), so it is an ordinary :class:`raymeta.method.models.ResNet` without BatchNorm: the state
-dict needs only ``models.py`` to load, and the TorchScript file needs only torch. With K > 1 samples the
-weights are the average of K noisy generations, drawn exactly as ``raymeta evaluate`` draws them, so the
-exported network is the one whose accuracy the results table reports.
+dict needs only ``raymeta/method/models.py`` to load (with ``weights_only=True``), the ``ExportedProgram`` file
+(``network.pt2``, :func:`torch.export.save`) needs only torch (:func:`load_program` checks an archive needs no
+pickle before ``torch.export.load``, which would unpickle what an archive asks it to), and ``network.onnx`` (``torch.onnx.export``,
+dynamo path) any ONNX runtime. All three take a batch of any size. With K > 1 samples the weights are the
+average of K noisy generations, drawn exactly as ``raymeta evaluate`` draws them, so the exported network is
+the one whose accuracy the results table reports.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import warnings
 from pathlib import Path
@@ -19,13 +24,18 @@ import torch
 from raymeta.errors import ConfigError
 from raymeta.io.files import RunPaths, atomic_write
 from raymeta.io.progress import Progress
-from raymeta.method.models import Architecture, ResNet, hidden_width
+from raymeta.method.models import Architecture, ResNet
+from raymeta.method.widths import Gamma, block_gammas, canonical, format_gamma, parse_gamma
 from raymeta.stages.networks import load_trained
 
 SPEC_NAME = "network.json"
 STATE_NAME = "network.pt"
-SCRIPT_NAME = "network.torchscript.pt"
-SPEC_VERSION = 1
+PROGRAM_NAME = "network.pt2"
+ONNX_NAME = "network.onnx"
+SPEC_VERSION = 2
+FORMATS = ("state_dict", "program", "onnx")
+"""What ``export_network`` writes besides the spec: the state dict, the torch.export program, ONNX (the last
+only where the ``onnx`` and ``onnxscript`` packages are installed: ``pip install raymeta[export]``)."""
 
 
 def generation_settings(config, samples: int | None) -> dict:
@@ -36,51 +46,147 @@ def generation_settings(config, samples: int | None) -> dict:
     return {"samples": samples, "noise": config.inr.coordinate_noise if samples > 1 else 0.0, "seed": config.seed}
 
 
-def materialize_like_evaluation(net, gamma: float, *, samples: int, noise: float, seed: int) -> ResNet:
+def materialize_like_evaluation(net, gamma: Gamma, *, samples: int, noise: float, seed: int) -> ResNet:
     generator = torch.Generator().manual_seed(seed)
     return net.materialize(gamma, samples=samples, noise=noise, generator=generator)
 
 
-def export_network(net, config, dataset: dict, gamma: float, out: str | Path, *, samples: int | None = None,
-                   source: str = "") -> dict[str, Path]:
-    """Write ``network.pt`` (state dict), ``network.json`` (what rebuilds it) and ``network.torchscript.pt``."""
-    for s, _ in net.active():
-        hidden_width(net.arch.widths[s], gamma)  # γ out of range or rounding to no channel: a clear error
+def onnx_available() -> bool:
+    """Whether ONNX export can run here (torch's dynamo exporter needs the onnx and onnxscript packages)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxscript"))
+
+
+def example_input(arch: Architecture, image_size: int, batch: int = 2) -> torch.Tensor:
+    return torch.zeros(batch, arch.in_channels, image_size, image_size)
+
+
+def _batch_dimension(model: ResNet):
+    return {"x": {0: torch.export.Dim("batch", min=1, max=1 << 16)}}
+
+
+def export_program(model: ResNet, image_size: int) -> torch.export.ExportedProgram:
+    """The network as a ``torch.export`` program with a dynamic batch dimension."""
+    return torch.export.export(model, (example_input(model.arch, image_size),), dynamic_shapes=_batch_dimension(model))
+
+
+def write_onnx(model: ResNet, image_size: int, path: str | Path) -> None:
+    """ONNX through torch's dynamo exporter (``torch.onnx.export(..., dynamo=True)``), batch dimension dynamic."""
+    import logging
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        level = logging.getLogger("torch.onnx").level
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # its progress lines are not ours to print
+        try:
+            program = torch.onnx.export(model, (example_input(model.arch, image_size),), dynamo=True,
+                                        dynamic_shapes=_batch_dimension(model), input_names=["x"],
+                                        output_names=["logits"], verbose=False)
+        finally:
+            logging.getLogger("torch.onnx").setLevel(level)
+    program.save(str(path))
+
+
+def export_network(net, config, dataset: dict, gamma: Gamma, out: str | Path, *, samples: int | None = None,
+                   source: str = "", onnx: bool | None = None) -> dict[str, Path]:
+    """Write ``network.json`` (what rebuilds it), ``network.pt`` (state dict), ``network.pt2`` (torch.export)
+    and ``network.onnx`` (``onnx``: True requires it, False skips it, None writes it where it can).
+
+    ``gamma`` is a uniform γ or one γ per metamorphic block (``train.blocks`` order)."""
+    hidden_by_position = net.hidden_widths(gamma)  # γ out of range, rounding to no channel, wrong length: an error
+    gamma = canonical(gamma)
     settings = generation_settings(config, samples)
+    if onnx and not onnx_available():
+        raise ConfigError("ONNX export needs the onnx and onnxscript packages: pip install 'raymeta[export]'")
+    onnx = onnx_available() if onnx is None else onnx
     model = materialize_like_evaluation(net, gamma, **settings).cpu().eval()
+    image_size = int(dataset.get("image_size") or config_image_size(config))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    hidden = {f"{s},{b}": h for (s, b), h in net.hidden_widths(gamma).items()}
+    hidden = {f"{s},{b}": h for (s, b), h in hidden_by_position.items()}
     spec = {"format": "raymeta-export", "version": SPEC_VERSION, "architecture": dataclasses.asdict(net.arch),
-            "batchnorm": False, "hidden_widths": hidden, "gamma": float(gamma), "dataset": dataset,
-            "generation": settings, "config_hash": config.hash(), "source": source}
-    paths = {"spec": out / SPEC_NAME, "state_dict": out / STATE_NAME, "torchscript": out / SCRIPT_NAME}
+            "batchnorm": False, "hidden_widths": hidden, "gamma": gamma if isinstance(gamma, float) else list(gamma),
+            "block_gammas": dict(zip(net.block_names(), block_gammas(gamma, net.block_names()), strict=True)),
+            "image_size": image_size, "dataset": dataset, "generation": settings, "config_hash": config.hash(),
+            "source": source, "formats": {"state_dict": STATE_NAME, "program": PROGRAM_NAME}}
+    paths = {"spec": out / SPEC_NAME, "state_dict": out / STATE_NAME, "program": out / PROGRAM_NAME}
     atomic_write(paths["state_dict"], lambda p: torch.save(model.state_dict(), p))
-    with warnings.catch_warnings():  # torch 2.14 marks TorchScript deprecated; it is still the portable format asked for
-        warnings.simplefilter("ignore", FutureWarning)
-        scripted = torch.jit.script(model)
-        atomic_write(paths["torchscript"], lambda p: torch.jit.save(scripted, p))
+    program = export_program(model, image_size)
+    buffer = io.BytesIO()  # from a buffer, the archive's inner folder is "archive", not the temporary file's name
+    torch.export.save(program, buffer)
+    atomic_write(paths["program"], lambda p: Path(p).write_bytes(buffer.getvalue()))
+    if onnx:
+        paths["onnx"] = out / ONNX_NAME
+        spec["formats"]["onnx"] = ONNX_NAME
+        atomic_write(paths["onnx"], lambda p: write_onnx(model, image_size, p))
+    else:
+        (out / ONNX_NAME).unlink(missing_ok=True)  # never leave an ONNX file of an earlier export beside this one
     atomic_write(paths["spec"], lambda p: Path(p).write_text(json.dumps(spec, indent=2) + "\n"))
     return paths
 
 
-def run_export(gamma: float, progress: Progress, *, run_dir: str | Path | None = None,
+def run_export(gamma: str | Gamma, progress: Progress, *, run_dir: str | Path | None = None,
                checkpoint: str | Path | None = None, output: str | Path | None = None,
-               samples: int | None = None) -> dict[str, Path]:
-    """The export stage: the trained network of ``run_dir`` (or ``checkpoint``) generated at ``gamma``, written
-    to ``output`` (default RUN_DIR/export/gamma=G)."""
+               samples: int | None = None, onnx: bool | None = None) -> dict[str, Path]:
+    """The export stage: the trained network of ``run_dir`` (or ``checkpoint``) generated at ``gamma`` (a γ, or
+    one γ per metamorphic block; text as on the command line is parsed), written to ``output`` (default
+    RUN_DIR/export/gamma=G)."""
     if not run_dir and not checkpoint:
         raise ConfigError("raymeta export needs --run-dir (or --checkpoint) naming a trained run")
     checkpoint = Path(checkpoint) if checkpoint else RunPaths(run_dir).train_checkpoint
     net, trained_config, saved = load_trained(checkpoint)
     if not saved.done:
         progress("export: note — the checkpoint is from an unfinished run")
-    out = Path(output or (checkpoint.parent.parent / "export" / f"gamma={gamma:g}"))
-    paths = export_network(net, trained_config, saved.dataset, gamma, out, samples=samples, source=str(checkpoint))
+    gamma = parse_gamma(gamma) if isinstance(gamma, str) else gamma
     widths = ", ".join(f"{h}" for h in net.hidden_widths(gamma).values())
-    progress(f"export: γ={gamma:g} (hidden widths {widths}) → {paths['state_dict']}, {paths['spec']}, "
-             f"{paths['torchscript']}")
+    out = Path(output or (checkpoint.parent.parent / "export" / f"gamma={format_gamma(gamma)}"))
+    paths = export_network(net, trained_config, saved.dataset, gamma, out, samples=samples, source=str(checkpoint),
+                           onnx=onnx)
+    if "onnx" not in paths and onnx is not False:
+        progress("export: note — no ONNX file: it needs the onnx and onnxscript packages (pip install 'raymeta[export]')")
+    progress(f"export: γ={format_gamma(gamma)} (hidden widths {widths}) → {', '.join(str(p) for p in paths.values())}")
     return paths
+
+
+def config_image_size(config) -> int:
+    """The image size of the run's dataset (for exports whose stored dataset record lacks it)."""
+    from raymeta.runtime import load_data
+
+    return load_data(config, augment=False).info.image_size
+
+
+def load_program(folder: str | Path) -> torch.export.ExportedProgram:
+    """The exported network's ``torch.export`` program (``program.module()(x)`` runs it).
+
+    ``torch.export.load`` unpickles whatever an archive marks as pickled (weights, constants, custom objects) and
+    falls back to an unrestricted ``torch.load`` for sample inputs it cannot read safely, so an archive is checked
+    first (:func:`check_program_archive`): one that needs any pickle is refused."""
+    path = Path(folder) / PROGRAM_NAME
+    if not path.is_file():
+        raise ConfigError(f"exported program {path} does not exist (made by raymeta export or raymeta deploy?)")
+    check_program_archive(path)
+    return torch.export.load(path)
+
+
+def check_program_archive(path: str | Path) -> None:
+    """Refuse a ``.pt2`` archive unless every weight and constant is a raw tensor payload (no pickle, no custom or
+    opaque object) and its sample inputs load with ``weights_only=True``: what raymeta writes."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                if name.endswith(("_weights_config.json", "_constants_config.json")):
+                    entries = json.loads(archive.read(name)).get("config", {})
+                    for key, meta in entries.items():
+                        if meta.get("use_pickle") or not str(meta.get("path_name", "")).startswith(("weight_", "tensor_")):
+                            raise ConfigError(f"{path}: {key} is stored as a pickled or custom object; raymeta loads "
+                                              f"only programs whose weights and constants are plain tensors")
+                elif "/data/sample_inputs/" in name:
+                    torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, KeyError) as error:
+        raise ConfigError(f"{path} is not a readable torch.export archive, or needs unsafe loading ({error})") from None
 
 
 def load_exported(folder: str | Path) -> tuple[ResNet, dict]:

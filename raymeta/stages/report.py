@@ -491,14 +491,18 @@ def _overview(frame: pd.DataFrame) -> str:
 
 def build_report(frame: pd.DataFrame, *, title: str = "raymeta report") -> str:
     """The report page as one HTML string (a pure function of the rows and the title)."""
-    import plotly
-    import plotly.offline
-
     frame = validate_frame(frame, "report input")
     if frame.empty:
         raise ResultsError("the results tables hold no rows: nothing to report")
     sort_keys = ["method", "run_id", "phase", "split", "stage", "epoch", "gamma", "samples"]
     frame = frame.sort_values(sort_keys, kind="stable").reset_index(drop=True)
+    from raymeta.stages.deploy_report import deploy_section, search_rows
+
+    searched = search_rows(frame)  # raymeta deploy's candidates: their own section, never in the γ comparison
+    if searched.all():
+        body = [f"<h1>{html.escape(title)}</h1>", _overview(frame)]
+        return _page(title, body + deploy_section(frame, frame.iloc[0:0], _figure_html))
+    deployments, frame = frame[searched], frame[~searched].reset_index(drop=True)
     trials = frame["trial_id"].notna() if "trial_id" in frame.columns else pd.Series(False, index=frame.index)
     # Tune trials get their own view; the method comparison uses the other runs (or the trials, if alone).
     compared = frame[~trials] if (~trials).any() else frame
@@ -542,6 +546,15 @@ def build_report(frame: pd.DataFrame, *, title: str = "raymeta report") -> str:
         body += ["<h2>Tune trials</h2>", table]
         if figure is not None:
             body.append(_figure_html(figure, "fig-tune"))
+    if not deployments.empty:
+        body += deploy_section(deployments, compared, _figure_html)
+    return _page(title, body)
+
+
+def _page(title: str, body: list[str]) -> str:
+    import plotly
+    import plotly.offline
+
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<meta name=\"generator\" content=\"raymeta report (plotly {plotly.__version__})\">\n"
             f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n"

@@ -31,6 +31,7 @@ from raymeta.method.ema import ExponentialAverage, inr_parameters
 from raymeta.method.health import block_alphas, health_columns, reconstruction_errors, worst_by_block
 from raymeta.method.metamorphic import MetamorphicNetwork
 from raymeta.method.models import block_name, hidden_width
+from raymeta.method.widths import Gamma
 from raymeta.stages.evaluate import evaluate_gammas
 from raymeta.stages.networks import build_network, prior_network
 from raymeta.stages.runtime import load_data, seed_everything, select_device, validation_loader
@@ -88,6 +89,24 @@ def sample_gammas(seed: int, step: int, count: int, pool: list[float], reference
     return gammas
 
 
+def sample_configurations(seed: int, step: int, count: int, pool: list[float], reference_width: int,
+                          sampling: str = "uniform", blocks: int = 1) -> list[Gamma]:
+    """The M configurations of optimiser step ``step``: :func:`sample_gammas` (uniform γ) or, with ``sampling`` =
+    per_block, one γ per metamorphic block (``blocks`` of them), each drawn independently on the same grid of
+    widths, with every block at γ = 0 first (when M ≥ 2). A pure function of (seed, step) either way."""
+    if sampling == "uniform":
+        return sample_gammas(seed, step, count, pool, reference_width)
+    if sampling != "per_block":
+        raise ConfigError(f"train.gamma_sampling={sampling!r} is not allowed: uniform or per_block")
+    rng = np.random.default_rng([seed, step, blocks])
+    widths = pool_widths(pool, reference_width)
+    draws = rng.integers(0, len(widths), size=(count, blocks))
+    configurations: list[Gamma] = [tuple(1.0 - widths[int(i)] / reference_width for i in row) for row in draws]
+    if count >= 2:
+        configurations[0] = (0.0,) * blocks
+    return configurations
+
+
 def reference_width(net: MetamorphicNetwork) -> int:
     """The width of the widest metamorphic block: its hidden widths are the grid γ is drawn on."""
     return max(net.arch.widths[s] for s, _ in net.blocks)
@@ -98,7 +117,7 @@ def noise_generator(seed: int, step: int, config_index: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 97 + config_index)
 
 
-def configuration_loss(net: MetamorphicNetwork, gamma: float, images: torch.Tensor, labels: torch.Tensor,
+def configuration_loss(net: MetamorphicNetwork, gamma: Gamma, images: torch.Tensor, labels: torch.Tensor,
                        config: Config, generator: torch.Generator | None, *, share: float = 1.0,
                        weight_terms: bool = True, teacher_logits: torch.Tensor | None = None,
                        ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -168,7 +187,7 @@ class WorkUnit:
     """One configuration of a step (index, γ), or one of ``slices`` equal parts of its micro-batch."""
 
     index: int
-    gamma: float
+    gamma: Gamma
     slice: int = 0
     slices: int = 1
 
@@ -393,7 +412,8 @@ def train_epoch(net: MetamorphicNetwork, optimizer: torch.optim.Optimizer, batch
     for step_in_epoch in range(steps):
         position = warmup_position(config.train.warmup, state.step, state.epoch, step_in_epoch, steps)
         set_warmup(optimizer, position, warmup_steps)
-        gammas = sample_gammas(config.seed, state.step, M, config.train.gamma_pool, width)
+        gammas = sample_configurations(config.seed, state.step, M, config.train.gamma_pool, width,
+                                       config.train.gamma_sampling, len(net.blocks))
         mine = my_configurations(gammas, collective.rank, collective.world_size)
         micro_batches = [batches[step_in_epoch * M + unit.index] for unit in mine]
         parts = accumulate_gradients(net, state.step, mine, micro_batches, M, config, device, teacher)
