@@ -152,8 +152,6 @@ def run_name(config: Config) -> str:
 
 def _plan_workers(options: RayConfig, configs_per_step: int, resources: dict) -> tuple[int, float]:
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
-    if options.gpus_per_worker < 0:
-        raise ConfigError(f"--gpus-per-worker={options.gpus_per_worker} is not allowed: use 0 or more")
     if options.gpus_per_worker > 0 and gpus < options.gpus_per_worker:
         raise ConfigError(f"ray.gpus_per_worker={options.gpus_per_worker:g} (--gpus-per-worker), but the Ray cluster has {gpus:g} GPU(s): use a cluster with GPUs or --gpus-per-worker 0")
     workers = options.workers

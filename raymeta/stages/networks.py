@@ -33,13 +33,6 @@ def prior_network(checkpoint: PriorCheckpoint | SmoothedCheckpoint | Metamorphic
     return model.eval()
 
 
-def load_smoothed_prior(run_dir: str | Path) -> ResNet:
-    """The smoothed prior of a run folder (what ``raymeta smooth`` wrote)."""
-    from raymeta.io.files import RunPaths
-
-    return prior_network(SmoothedCheckpoint.load(RunPaths(run_dir).smoothed))
-
-
 class TrainedNetwork(NamedTuple):
     """A trained metamorphic network (INRs at their averaged weights), its configuration and its checkpoint."""
     net: MetamorphicNetwork
