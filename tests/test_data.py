@@ -376,6 +376,35 @@ def test_epoch_batches_are_addressable_and_independent_of_reading_order():
         forward[5]
 
 
+def reference_augment_batch(images: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> torch.Tensor:
+    """The batch augmentation as first written: the same draws, then one slice per image (a loop)."""
+    count, _, height, width = images.shape
+    pad = spec.crop_padding
+    if pad > 0:
+        padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+        offsets = torch.randint(0, 2 * pad + 1, (count, 2), generator=generator).tolist()
+        images = torch.stack([padded[i, :, top : top + height, left : left + width]
+                              for i, (top, left) in enumerate(offsets)])
+    if spec.horizontal_flip:
+        mirror = torch.rand(count, generator=generator) < 0.5
+        images = torch.where(mirror.view(-1, 1, 1, 1), images.flip(-1), images)
+    return images
+
+
+@pytest.mark.parametrize("padding", [0, 1, 2, 4])
+@pytest.mark.parametrize("flip", [False, True])
+def test_batch_augmentation_is_bit_identical_to_one_slice_per_image(padding, flip):
+    from raymeta.io.data import _augment_batch
+
+    spec = AugmentSpec(crop_padding=padding, horizontal_flip=flip)
+    for batch, shape in enumerate([(16, 3, 8, 8), (7, 1, 6, 9), (128, 3, 32, 32)]):
+        images = torch.randn(*shape, generator=torch.Generator().manual_seed(batch))
+        seed = 1000 * padding + 10 * flip + batch
+        vectorised = _augment_batch(images, spec, torch.Generator().manual_seed(seed))
+        expected = reference_augment_batch(images, spec, torch.Generator().manual_seed(seed))
+        assert vectorised.shape == images.shape and torch.equal(vectorised, expected)
+
+
 # --- the validation split -----------------------------------------------------------------------------
 
 

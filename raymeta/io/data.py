@@ -701,18 +701,36 @@ class EpochBatches:
 
 
 def _augment_batch(images: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> torch.Tensor:
-    """:func:`_augment` for a batch [B, C, H, W], drawing from ``generator``."""
+    """:func:`_augment` for a batch [B, C, H, W], drawing from ``generator``.
+
+    The offsets and mirrors are drawn on the CPU ``generator`` (the same calls in the same order whatever the
+    images' device, so a batch is the same numbers on every device); the crops and mirrors are then one
+    gather on the images' own device, not one slice per image (a kernel launch each on a GPU).
+    """
     count, _, height, width = images.shape
     pad = spec.crop_padding
+    offsets = torch.zeros(count, 2, dtype=torch.int64)
     if pad > 0:
-        padded = F.pad(images, (pad, pad, pad, pad))
-        offsets = torch.randint(0, 2 * pad + 1, (count, 2), generator=generator).tolist()
-        images = torch.stack([padded[i, :, top : top + height, left : left + width]
-                              for i, (top, left) in enumerate(offsets)])
+        images = F.pad(images, (pad, pad, pad, pad))
+        offsets = torch.randint(0, 2 * pad + 1, (count, 2), generator=generator)
+    mirror = torch.zeros(count, dtype=torch.bool)
     if spec.horizontal_flip:
         mirror = torch.rand(count, generator=generator) < 0.5
-        images = torch.where(mirror.view(-1, 1, 1, 1), images.flip(-1), images)
-    return images
+    return _crop_windows(images, offsets.to(images.device), mirror.to(images.device), height, width)
+
+
+def _crop_windows(padded: torch.Tensor, offsets: torch.Tensor, mirror: torch.Tensor, height: int,
+                  width: int) -> torch.Tensor:
+    """Window ``[top : top + height, left : left + width]`` of every image of ``padded`` [B, C, H', W'], with
+    (top, left) = ``offsets[b]``, mirrored left to right where ``mirror[b]``: one gather over the flattened
+    pixels (a pure copy, so bit-identical to slicing and flipping each image)."""
+    count, channels, _, padded_width = padded.shape
+    device = padded.device
+    rows = offsets[:, :1] + torch.arange(height, device=device)  # [B, H]
+    columns = torch.arange(width, device=device).expand(count, width)
+    columns = torch.where(mirror[:, None], columns.flip(-1), columns) + offsets[:, 1:]  # [B, W]
+    pixels = (rows[:, :, None] * padded_width + columns[:, None, :]).view(count, 1, height * width)
+    return padded.flatten(2).gather(2, pixels.expand(count, channels, -1)).view(count, channels, height, width)
 
 
 def _mix_seed(seed: int, epoch: int, *more: int) -> int:
