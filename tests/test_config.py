@@ -118,6 +118,20 @@ def test_how_and_where_work_runs_is_outside_the_config_hash():
     assert changed.ray.workers == 4 and changed.sweep.num_samples == 9 and changed.baseline.epochs == 2
 
 
+def test_keeping_the_data_on_the_device_is_outside_the_config_hash():
+    base = load_config()
+    assert base.data.resident is True  # on by default: on the CPU it changes nothing
+    on_host = load_config(None, ["data.resident=false"])
+    assert on_host.data.resident is False
+    assert on_host.hash() == base.hash() and on_host.prior_hash() == base.prior_hash()
+
+
+@pytest.mark.parametrize("value", ["auto", "1", "[true]"])
+def test_a_bad_residency_is_one_clear_error(value):
+    with pytest.raises(ConfigError, match=r"data\.resident=.* is not allowed: expected true or false"):
+        load_config(None, [f"data.resident={value}"])
+
+
 @pytest.mark.parametrize("command, group, cls, names", [
     (["train"], "ray", "RayConfig", None),
     (["run"], "ray", "RayConfig", None),

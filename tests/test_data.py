@@ -376,6 +376,65 @@ def test_epoch_batches_are_addressable_and_independent_of_reading_order():
         forward[5]
 
 
+def reference_augment_batch(images: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> torch.Tensor:
+    """The batch augmentation as first written: the same draws, then one slice per image (a loop)."""
+    count, _, height, width = images.shape
+    pad = spec.crop_padding
+    if pad > 0:
+        padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+        offsets = torch.randint(0, 2 * pad + 1, (count, 2), generator=generator).tolist()
+        images = torch.stack([padded[i, :, top : top + height, left : left + width]
+                              for i, (top, left) in enumerate(offsets)])
+    if spec.horizontal_flip:
+        mirror = torch.rand(count, generator=generator) < 0.5
+        images = torch.where(mirror.view(-1, 1, 1, 1), images.flip(-1), images)
+    return images
+
+
+@pytest.mark.parametrize("padding", [0, 1, 2, 4])
+@pytest.mark.parametrize("flip", [False, True])
+def test_batch_augmentation_is_bit_identical_to_one_slice_per_image(padding, flip):
+    from raymeta.io.data import _augment_batch
+
+    spec = AugmentSpec(crop_padding=padding, horizontal_flip=flip)
+    for batch, shape in enumerate([(16, 3, 8, 8), (7, 1, 6, 9), (128, 3, 32, 32)]):
+        images = torch.randn(*shape, generator=torch.Generator().manual_seed(batch))
+        seed = 1000 * padding + 10 * flip + batch
+        vectorised = _augment_batch(images, spec, torch.Generator().manual_seed(seed))
+        expected = reference_augment_batch(images, spec, torch.Generator().manual_seed(seed))
+        assert vectorised.shape == images.shape and torch.equal(vectorised, expected)
+
+
+def test_a_dataset_moved_to_a_device_gives_the_same_batches_there():
+    from raymeta.io.data import EpochBatches
+
+    images, labels = torch.randn(40, 3, 6, 6), torch.arange(40) % 3
+    dataset = TensorImageDataset(images, labels, AugmentSpec(crop_padding=2, horizontal_flip=True))
+    moved = TensorImageDataset(images.clone(), labels.clone(), dataset.augment).to("cpu")
+    assert moved.augment == dataset.augment and moved.device == torch.device("cpu")
+    here, there = EpochBatches(dataset, 8, seed=1, epoch=4), EpochBatches(moved, 8, seed=1, epoch=4)
+    for b in range(len(here)):
+        assert torch.equal(here[b][0], there[b][0]) and torch.equal(here[b][1], there[b][1])
+    # On another device (meta: shapes only), the batch is indexed and augmented there, drawn on the CPU.
+    on_meta = EpochBatches(dataset.to("meta"), 8, seed=1, epoch=4)
+    meta_images, meta_labels = on_meta[2]
+    assert meta_images.device.type == "meta" and meta_images.shape == (8, 3, 6, 6)
+    assert meta_labels.device.type == "meta" and meta_labels.dtype == torch.int64
+
+
+def test_ordered_batches_slice_a_dataset_in_order_where_it_is_held():
+    from raymeta.io.data import ordered_batches
+
+    dataset = TensorImageDataset(torch.randn(10, 1, 2, 2), torch.arange(10), AugmentSpec(1, True))
+    batches = list(ordered_batches(dataset, 4))
+    assert [len(labels) for _, labels in batches] == [4, 4, 2]
+    assert torch.equal(torch.cat([images for images, _ in batches]), dataset.images)  # never augmented
+    assert torch.cat([labels for _, labels in batches]).tolist() == list(range(10))
+    assert all(images.device.type == "meta" for images, _ in ordered_batches(dataset.to("meta"), 4))
+    with pytest.raises(ConfigError):
+        list(ordered_batches(dataset, 0))
+
+
 # --- the validation split -----------------------------------------------------------------------------
 
 

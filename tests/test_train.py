@@ -2,12 +2,12 @@ import pytest
 import torch
 
 from raymeta.io.artifacts import MetamorphicCheckpoint, SmoothedCheckpoint
-from raymeta.config import NEUMETA_SWITCHES
+from raymeta.config import NEUMETA_SWITCHES, load_config
 from raymeta.io.data import make_loader
 from raymeta.stages.evaluate import evaluate_gammas
 from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress
-from raymeta.stages.runtime import load_data
+from raymeta.stages.runtime import load_data, place_training_split
 from raymeta.stages.networks import load_trained
 from raymeta.stages.train import plan_stages, sample_gammas, train
 from monitor_check import assert_monitor_is_validation
@@ -22,6 +22,16 @@ def test_gamma_sampling_is_a_pure_function_of_seed_and_step():
     assert first != sample_gammas(0, 6, 4, [0.0, 0.5], 64)
     single = [sample_gammas(0, s, 1, [0.0, 0.5], 64)[0] for s in range(100)]
     assert len(set(single)) > 20, "with M = 1 the configuration is drawn from the pool, not forced to γ = 0"
+
+
+@pytest.mark.parametrize("resident", [True, False])
+def test_the_training_split_alone_is_moved_to_the_device_when_resident(resident):
+    config = load_config(None, ["data.name=digits", f"data.resident={str(resident).lower()}"])
+    bundle = load_data(config)
+    placed = place_training_split(bundle, config, torch.device("meta"))  # meta: any device but the CPU
+    assert placed.train.device.type == ("meta" if resident else "cpu") and placed.train.augment == bundle.train.augment
+    assert placed.validation is bundle.validation and placed.test is bundle.test  # evaluation reads them as before
+    assert place_training_split(bundle, config, torch.device("cpu")).train.images is bundle.train.images  # no copy
 
 
 @pytest.mark.slow  # 300 training steps: ~9 s of CPU, a fifth of the fast tier's

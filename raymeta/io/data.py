@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import math
 import pickle
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,6 +152,16 @@ class TensorImageDataset(Dataset):
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        """Where the images and labels are held."""
+        return self.images.device
+
+    def to(self, device: torch.device | str) -> TensorImageDataset:
+        """This dataset, its augmentation included, with images and labels on ``device``: moved once, so that
+        batches are indexed, augmented and used there with no copy from the host per step."""
+        return TensorImageDataset(self.images.to(device), self.labels.to(device), self.augment)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = self.images[index]
@@ -670,6 +681,10 @@ class EpochBatches:
     permutation and each batch augments with its own generator. So a worker of a distributed run that
     reads only the batches of its own configurations gets exactly what one process reading all of them
     gets, and never decodes or augments the others. Partial last batches are dropped.
+
+    Batches come out on the dataset's device (see :meth:`TensorImageDataset.to`): the permutation and the
+    augmentation's draws are made on the CPU and only the indexing runs there, so a batch holds the same
+    numbers on every device.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, *, seed: int, epoch: int):
@@ -683,7 +698,7 @@ class EpochBatches:
         self.seed = seed
         self.epoch = epoch
         generator = torch.Generator().manual_seed(_mix_seed(seed, epoch))
-        self.order = torch.randperm(len(dataset), generator=generator)
+        self.order = torch.randperm(len(dataset), generator=generator).to(dataset.device)
 
     def __len__(self) -> int:
         return len(self.dataset) // self.batch_size
@@ -701,18 +716,45 @@ class EpochBatches:
 
 
 def _augment_batch(images: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> torch.Tensor:
-    """:func:`_augment` for a batch [B, C, H, W], drawing from ``generator``."""
+    """:func:`_augment` for a batch [B, C, H, W], drawing from ``generator``.
+
+    The offsets and mirrors are drawn on the CPU ``generator`` (the same calls in the same order whatever the
+    images' device, so a batch is the same numbers on every device); the crops and mirrors are then one
+    gather on the images' own device, not one slice per image (a kernel launch each on a GPU).
+    """
     count, _, height, width = images.shape
     pad = spec.crop_padding
+    offsets = torch.zeros(count, 2, dtype=torch.int64)
     if pad > 0:
-        padded = F.pad(images, (pad, pad, pad, pad))
-        offsets = torch.randint(0, 2 * pad + 1, (count, 2), generator=generator).tolist()
-        images = torch.stack([padded[i, :, top : top + height, left : left + width]
-                              for i, (top, left) in enumerate(offsets)])
+        images = F.pad(images, (pad, pad, pad, pad))
+        offsets = torch.randint(0, 2 * pad + 1, (count, 2), generator=generator)
+    mirror = torch.zeros(count, dtype=torch.bool)
     if spec.horizontal_flip:
         mirror = torch.rand(count, generator=generator) < 0.5
-        images = torch.where(mirror.view(-1, 1, 1, 1), images.flip(-1), images)
-    return images
+    return _crop_windows(images, offsets.to(images.device), mirror.to(images.device), height, width)
+
+
+def _crop_windows(padded: torch.Tensor, offsets: torch.Tensor, mirror: torch.Tensor, height: int,
+                  width: int) -> torch.Tensor:
+    """Window ``[top : top + height, left : left + width]`` of every image of ``padded`` [B, C, H', W'], with
+    (top, left) = ``offsets[b]``, mirrored left to right where ``mirror[b]``: one gather over the flattened
+    pixels (a pure copy, so bit-identical to slicing and flipping each image)."""
+    count, channels, _, padded_width = padded.shape
+    device = padded.device
+    rows = offsets[:, :1] + torch.arange(height, device=device)  # [B, H]
+    columns = torch.arange(width, device=device).expand(count, width)
+    columns = torch.where(mirror[:, None], columns.flip(-1), columns) + offsets[:, 1:]  # [B, W]
+    pixels = (rows[:, :, None] * padded_width + columns[:, None, :]).view(count, 1, height * width)
+    return padded.flatten(2).gather(2, pixels.expand(count, channels, -1)).view(count, channels, height, width)
+
+
+def ordered_batches(dataset: TensorImageDataset, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(images, labels)`` of ``dataset`` in order, ``batch_size`` at a time (the last batch may be smaller),
+    never augmented: slices of the tensors where they are held, so evaluating a resident dataset needs no
+    DataLoader and no copy."""
+    _check_positive_int("batch_size", batch_size)
+    for start in range(0, len(dataset), batch_size):
+        yield dataset.images[start : start + batch_size], dataset.labels[start : start + batch_size]
 
 
 def _mix_seed(seed: int, epoch: int, *more: int) -> int:

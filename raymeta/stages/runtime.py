@@ -1,8 +1,9 @@
-"""What every stage sets up the same way: the device and threads, the seeds, the dataset and its validation
-loader, the ResNet shape of a configuration."""
+"""What every stage sets up the same way: the device and threads, the seeds, the dataset (its training split
+on the device when asked) and its validation loader, the ResNet shape of a configuration."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 from raymeta.config import Config
 from raymeta.errors import ConfigError
-from raymeta.io.data import load_dataset, make_loader
+from raymeta.io.data import DatasetBundle, load_dataset, make_loader
 from raymeta.io.progress import Progress
 from raymeta.method.models import Architecture
 
@@ -38,6 +39,14 @@ def load_data(config: Config, *, augment: bool | None = None):
                         augment=data.augment if augment is None else augment,
                         validation_fraction=data.validation_fraction, limit_train=data.limit_train,
                         limit_validation=data.limit_validation, limit_test=data.limit_test, seed=config.seed)
+
+
+def place_training_split(bundle: DatasetBundle, config: Config, device: torch.device) -> DatasetBundle:
+    """``bundle`` with its training split moved to ``device`` once when ``data.resident`` is on, so a training step
+    copies nothing from the host (on the CPU nothing moves); otherwise ``bundle`` as it is."""
+    if not config.data.resident:
+        return bundle
+    return dataclasses.replace(bundle, train=bundle.train.to(device))
 
 
 def validation_loader(bundle, config: Config, progress: Progress | None = None, what: str = ""):

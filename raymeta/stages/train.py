@@ -34,7 +34,7 @@ from raymeta.method.models import block_name, hidden_width
 from raymeta.method.widths import Gamma
 from raymeta.stages.evaluate import evaluate_gammas
 from raymeta.stages.networks import build_network, prior_network
-from raymeta.stages.runtime import load_data, seed_everything, select_device, validation_loader
+from raymeta.stages.runtime import load_data, place_training_split, seed_everything, select_device, validation_loader
 
 StepHook = Callable[[int, int], None]
 """Called by every rank after every optimiser step with (rank, global step): how tests inject a failure."""
@@ -502,7 +502,7 @@ def run_training(config: Config, *, resume_from: MetamorphicCheckpoint | None, o
     seed_everything(config.seed)
     device = select_device(config)
     smoothed = SmoothedCheckpoint.load(RunPaths(config.run_dir).smoothed)
-    bundle = load_data(config)
+    bundle = place_training_split(load_data(config), config, device)
     net = build_network(config, prior_network(smoothed)).to(device)
     # The distillation teacher: the prior as smoothed, frozen (the network's own head is fine-tuned).
     teacher = prior_network(smoothed).to(device) if config.train.lambda_distill > 0 else None
