@@ -1,15 +1,25 @@
-"""Milliseconds per training step, with the split between weight generation, the target network and the optimiser.
+"""Training step time against the floor: per phase, time, FLOPs and the fraction of this machine's matmul peak.
 
-Two settings (random weights and data: timing does not depend on their values):
-  paper    ResNet-56 16/32/64 on 32×32×3, blocks 1–7 of stage 3 metamorphic (all seven active: the last,
-           most expensive stage), M = 4 configurations per step, batch 128, INR H = 256, D = 8, F = 16.
-  neumeta  the original NeuMeta setting: the last block only, one configuration per step, batch 64,
-           H = 256, D = 8, F = 16 (the float32-safe cap; raymeta computes features in float64).
+Measured in one run:
+  * the matmul peak, GFLOP/s of [8192, H] @ [H, H] at the INRs' widths, in fp32 and bf16;
+  * per setting and precision, the library's own step (``accumulate_gradients`` + ``apply_update``), then the
+    same work phase by phase: generation (INR forward), target forward, target backward (down to the generated
+    weights), INR backward, optimiser. FLOPs are counted by torch's FlopCounterMode on the same work (matrix
+    products and convolutions; elementwise work is not counted), so "% of peak" is the achieved fraction of the
+    matmul peak and the "floor" is the step's FLOPs at that peak.
 
-    python benchmarks/step_time.py [--steps 3] [--threads 2] [--device cpu] [--settings paper neumeta]
+Settings (random weights and data: time does not depend on their values):
+  neumeta   NeuMeta's: ResNet-56, the last block only, M = 1, batch 64, INR 256×8, F = 16, --method neumeta
+  paper256  the paper's: jobs/cifar100_resnet56.yaml (stage-3 blocks 1–7, M = 4, batch 128, F = 32) with INR 256×8
+  paper512  the same with the job's INR 512×8
+  full      the full network (every block but the first of each stage and the last), INR 256×8, else paper256
 
-Each step runs the library's own ``accumulate_gradients`` + ``apply_update``; the split comes from the
-same work timed phase by phase (generation forward, target forward, backward through both, optimiser).
+    python benchmarks/step_time.py [--steps 3] [--threads 2] [--device cpu] [--settings neumeta paper256 ...]
+                                   [--precision fp32 bf16] [--compile]
+
+It also prints the projected time of jobs/cifar100_resnet56.yaml at the paper256/paper512 step time: its
+steps (7 stages × 50 epochs × steps per epoch) × the step with all seven blocks active, an upper bound (earlier
+stages generate fewer blocks), against the paper's 16.2 GPU-hours.
 """
 
 from __future__ import annotations
@@ -17,23 +27,33 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
-from raymeta.config import load_config
+from raymeta.config import load_config, method_overrides
 from raymeta.method.models import Architecture, ResNet
 from raymeta.stages.networks import build_network
-from raymeta.stages.train import WorkUnit, accumulate_gradients, apply_update, build_optimizer, noise_generator, reference_width, sample_gammas
+from raymeta.stages.train import (WorkUnit, accumulate_gradients, apply_update, autocast, build_optimizer,
+                                  noise_generator, reference_width, sample_gammas)
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPER_JOB = ROOT / "jobs" / "cifar100_resnet56.yaml"
+PAPER_GPU_HOURS = 16.2  # HTTY: the recipe on ResNet-56 / CIFAR-100
+CIFAR_TRAIN = 50_000
+CLASSES = 100  # every setting is CIFAR-100's
 
 SETTINGS = {
-    "paper": ["train.blocks=[stage3.block1-7]", "train.configs_per_step=4", "data.batch_size=128",
-              "inr.hidden_width=256", "inr.depth=8", "inr.fourier_frequencies=16"],
-    "neumeta": ["train.blocks=[last]", "train.configs_per_step=1", "data.batch_size=64", "inr.hidden_width=256",
-                "inr.depth=8", "inr.fourier_frequencies=16", "train.incremental=false",
-                "train.alpha_scaling=false", "train.inr_init=false", "train.separate_bias_inr=false",
-                "train.finetune_head=false"],
+    "neumeta": (None, ["model.depth=56", "model.widths=[16,32,64]", "data.name=cifar100",
+                       *method_overrides("neumeta"), "train.blocks=[last]", "train.configs_per_step=1",
+                       "data.batch_size=64", "inr.hidden_width=256", "inr.depth=8", "inr.fourier_frequencies=16"]),
+    "paper256": (PAPER_JOB, ["inr.hidden_width=256"]),
+    "paper512": (PAPER_JOB, []),
+    "full": (PAPER_JOB, ["inr.hidden_width=256", "train.blocks=[full]"]),
 }
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def synchronize(device: torch.device) -> None:
@@ -41,73 +61,145 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(setting: str, steps: int, device: torch.device) -> dict[str, float]:
-    config = load_config(None, ["model.depth=56", "model.widths=[16,32,64]", *SETTINGS[setting]])
+def timed(function, device: torch.device, seconds: float = 1.0, least: int = 3) -> float:
+    """Median seconds of ``function()``: at least ``least`` calls after a warm-up, until ``seconds`` have passed."""
+    function()
+    synchronize(device)
+    times = []
+    started = time.perf_counter()
+    while len(times) < least or time.perf_counter() - started < seconds:
+        t0 = time.perf_counter()
+        function()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 50:
+            break
+    return statistics.median(times)
+
+
+def matmul_peak(hidden: int, dtype: torch.dtype, device: torch.device, rows: int = 8192) -> float:
+    """GFLOP/s of [rows, H] @ [H, H], the shape of every hidden layer of an INR."""
+    a = torch.randn(rows, hidden, device=device).to(dtype)
+    b = torch.randn(hidden, hidden, device=device).to(dtype)
+    return 2 * rows * hidden * hidden / timed(lambda: a @ b, device) / 1e9
+
+
+def setting_config(name: str, precision: str, device: torch.device, compiled: bool):
+    path, overrides = SETTINGS[name]
+    return load_config(str(path) if path else None, [*overrides, f"train.precision={precision}",
+                                                     f"device={device.type}", f"train.compile={str(compiled).lower()}"])
+
+
+def make_network(config, device: torch.device):
     torch.manual_seed(0)
-    prior = ResNet(Architecture(56, (16, 32, 64), 3, 100), batchnorm=False).eval()
+    model = config.model
+    prior = ResNet(Architecture(model.depth, tuple(model.widths), 3, CLASSES), batchnorm=False).eval()
     net = build_network(config, prior).to(device)
+    net.train()
     if config.train.alpha_scaling:
         with torch.no_grad():
             net.alphas.fill_(0.5)  # a live residual branch, as after the first steps
+    teacher = prior if config.train.lambda_distill > 0 else None  # the distillation teacher runs in every step
+    return net, teacher
+
+
+def measure(name: str, precision: str, steps: int, device: torch.device, compiled: bool) -> dict:
+    config = setting_config(name, precision, device, compiled)
+    net, teacher = make_network(config, device)
     optimizer = build_optimizer(net, config)
     M, batch = config.train.configs_per_step, config.data.batch_size
     images = torch.randn(M, batch, 3, 32, 32, device=device)
-    labels = torch.randint(0, 100, (M, batch), device=device)
+    labels = torch.randint(0, CLASSES, (M, batch), device=device)
     batches = [(images[m], labels[m]) for m in range(M)]
+    width = reference_width(net)
+
+    def gammas(step: int) -> list[float]:
+        return sample_gammas(0, step, M, config.train.gamma_pool, width)
 
     def whole_step(step: int) -> None:
-        gammas = sample_gammas(0, step, M, config.train.gamma_pool, reference_width(net))
-        accumulate_gradients(net, step, [WorkUnit(k, g) for k, g in enumerate(gammas)], batches, M, config, device)
+        units = [WorkUnit(k, g) for k, g in enumerate(gammas(step))]
+        accumulate_gradients(net, step, units, batches, M, config, device, teacher)
         apply_update(net, optimizer, config.train.clip_value)
 
-    whole_step(0)  # warm-up: coordinate caches, allocator
+    started = time.perf_counter()
+    whole_step(0)  # warm-up: coordinate caches, allocator (and the compile, with --compile)
+    synchronize(device)
+    first_step = time.perf_counter() - started
     totals = []
     for step in range(1, steps + 1):
         synchronize(device)
-        start = time.perf_counter()
+        t0 = time.perf_counter()
         whole_step(step)
         synchronize(device)
-        totals.append(time.perf_counter() - start)
+        totals.append(time.perf_counter() - t0)
 
-    phases = {"generate": [], "target_forward": [], "backward": [], "optimizer": []}
-    for step in range(1, steps + 1):
-        gammas = sample_gammas(0, step, M, config.train.gamma_pool, reference_width(net))
-        spent = dict.fromkeys(phases, 0.0)
-        for index, gamma in enumerate(gammas):
+    head = [p for group in ("head", "alpha") for p in net.parameter_groups()[group]]
+
+    def phases(step: int, clock) -> None:
+        """One step split in phases, each ended by ``clock(phase)``; the same work as ``whole_step``."""
+        for index, gamma in enumerate(gammas(step)):
             generator = noise_generator(0, step, index)
-            synchronize(device); t0 = time.perf_counter()
-            weights = net.generate(gamma, noise=config.inr.coordinate_noise, generator=generator)
-            synchronize(device); t1 = time.perf_counter()
-            logits = net(batches[index][0], weights)
-            loss = F.cross_entropy(logits, batches[index][1]) + 1e-4 * sum(w.norm() for w in weights.values())
-            synchronize(device); t2 = time.perf_counter()
-            (loss / M).backward()
-            synchronize(device); t3 = time.perf_counter()
-            spent["generate"] += t1 - t0
-            spent["target_forward"] += t2 - t1
-            spent["backward"] += t3 - t2
-        synchronize(device); t4 = time.perf_counter()
+            with autocast(config, device):
+                weights = net.generate(gamma, noise=config.inr.coordinate_noise, generator=generator)
+            clock("generate")
+            with autocast(config, device):
+                logits = net(batches[index][0], weights).float()
+                if teacher is not None:
+                    with torch.no_grad():
+                        teacher(batches[index][0])
+            loss = F.cross_entropy(logits, batches[index][1]) + 1e-4 * sum(w.float().norm() for w in weights.values())
+            clock("target_forward")
+            tensors = list(weights.values())
+            grads = torch.autograd.grad(loss / M, tensors + head)
+            for parameter, grad in zip(head, grads[len(tensors):], strict=True):
+                parameter.grad = grad if parameter.grad is None else parameter.grad + grad
+            clock("target_backward")
+            torch.autograd.backward(tensors, grads[: len(tensors)])
+            clock("inr_backward")
         apply_update(net, optimizer, config.train.clip_value)
-        synchronize(device)
-        spent["optimizer"] = time.perf_counter() - t4
-        for key, value in spent.items():
-            phases[key].append(value)
+        clock("optimizer")
 
-    # backward through the generation alone, once per configuration: the INR's share of "backward"
-    inr_backward = []
-    for step in range(steps):
-        weights = net.generate(0.25, noise=config.inr.coordinate_noise, generator=noise_generator(0, step, 0))
-        surrogate = sum((w * torch.randn_like(w)).sum() for w in weights.values())
-        synchronize(device); t0 = time.perf_counter()
-        surrogate.backward()
+    spent = {key: [] for key in ("generate", "target_forward", "target_backward", "inr_backward", "optimizer")}
+    for step in range(1, steps + 1):
+        this = dict.fromkeys(spent, 0.0)
         synchronize(device)
-        inr_backward.append((time.perf_counter() - t0) * M)
+        last = [time.perf_counter()]
+
+        def clock(phase: str) -> None:
+            synchronize(device)
+            now = time.perf_counter()
+            this[phase] += now - last[0]
+            last[0] = now
+
+        phases(step, clock)
+        for key, value in this.items():
+            spent[key].append(value)
+
+    # FLOPs of the same phases (one step: the γ of step 1), counted phase by phase.
+    flops = dict.fromkeys(spent, 0)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        before = [0]
+
+        def count(phase: str) -> None:
+            total = counter.get_total_flops()
+            flops[phase] += total - before[0]
+            before[0] = total
+
+        phases(1, count)
     optimizer.zero_grad(set_to_none=True)
-    result = {"step_ms": 1000 * statistics.median(totals)}
-    result.update({f"{k}_ms": 1000 * statistics.median(v) for k, v in phases.items()})
-    result["inr_backward_est_ms"] = 1000 * statistics.median(inr_backward)
-    result["generated_elements"] = sum(w.numel() for w in net.generate(0.0).values())
-    return result
+    return {"config": config, "step_s": statistics.median(totals), "first_step_s": first_step,
+            "phase_s": {k: statistics.median(v) for k, v in spent.items()}, "flops": flops,
+            "generated": sum(w.numel() for w in net.generate(0.0).values())}
+
+
+def projected_hours(config, step_s: float) -> tuple[int, float]:
+    """Steps of ``config``'s run on CIFAR-100 and their hours at ``step_s`` each."""
+    train_images = CIFAR_TRAIN - round(config.data.validation_fraction * CIFAR_TRAIN)
+    steps_per_epoch = train_images // config.data.batch_size // config.train.configs_per_step
+    stages = len(config.train.blocks) if not config.train.incremental else 7  # stage3.block1-7: seven stages
+    steps = stages * config.train.epochs_per_stage * steps_per_epoch
+    return steps, steps * step_s / 3600
 
 
 def main() -> None:
@@ -116,16 +208,37 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=list(DTYPES))
+    parser.add_argument("--compile", action="store_true", help="train.compile=true (the INR banks compiled)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
-          f"median of {args.steps} steps")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {name}, median of {args.steps} steps, compile {args.compile}")
+    hiddens = sorted({setting_config(s, "fp32", device, False).inr.hidden_width for s in args.settings})
+    peaks = {(h, p): matmul_peak(h, DTYPES[p], device) for h in hiddens for p in args.precision}
+    for (hidden, precision), value in peaks.items():
+        print(f"matmul peak [8192, {hidden}] @ [{hidden}, {hidden}] {precision}: {value:.1f} GFLOP/s")
     for setting in args.settings:
-        result = measure(setting, args.steps, device)
-        split = "  ".join(f"{k} {v:.0f}" for k, v in result.items() if k.endswith("ms") and k != "step_ms")
-        print(f"{setting:8s} step {result['step_ms']:.0f} ms  ({split})  "
-              f"generated elements at γ=0: {result['generated_elements']}", flush=True)
+        for precision in args.precision:
+            result = measure(setting, precision, args.steps, device, args.compile)
+            config = result["config"]
+            peak = peaks[(config.inr.hidden_width, precision)]
+            total_flops = sum(result["flops"].values())
+            floor_s = total_flops / peak / 1e9
+            print(f"\n{setting} {precision}: step {1000 * result['step_s']:.0f} ms (first step "
+                  f"{result['first_step_s']:.1f} s), {total_flops / 1e9:.1f} GFLOP, floor at the matmul peak "
+                  f"{1000 * floor_s:.0f} ms (step / floor {result['step_s'] / floor_s:.2f}); "
+                  f"{result['generated']} generated elements at γ=0")
+            print(f"  {'phase':16s} {'ms':>8s} {'GFLOP':>8s} {'GFLOP/s':>8s} {'% peak':>7s}")
+            for phase, seconds in result["phase_s"].items():
+                gflop = result["flops"][phase] / 1e9
+                rate = gflop / seconds if seconds > 0 else 0.0
+                print(f"  {phase:16s} {1000 * seconds:8.1f} {gflop:8.2f} {rate:8.1f} {100 * rate / peak:6.0f}%")
+            if setting in ("paper256", "paper512"):
+                steps, hours = projected_hours(config, result["step_s"])
+                print(f"  projected jobs/cifar100_resnet56.yaml (INR {config.inr.hidden_width}): {steps} steps × "
+                      f"{result['step_s']:.2f} s = {hours:.1f} h (paper: {PAPER_GPU_HOURS} GPU-hours), an upper bound")
 
 
 if __name__ == "__main__":

@@ -146,6 +146,9 @@ class INRConfig:
 GAMMA_SAMPLING = ("uniform", "per_block")
 """Values of ``train.gamma_sampling``."""
 
+PRECISIONS = ("fp32", "bf16")
+"""Values of ``train.precision``."""
+
 
 @dataclass
 class TrainConfig:
@@ -232,6 +235,15 @@ class TrainConfig:
     stage began, so short runs are not dominated by the initial weights. 0 disables it."""
     finetune_head: bool = True
     """Fine-tune the last block and classifier across configurations (False: frozen)."""
+    precision: str = "fp32"
+    """Arithmetic of the training step: fp32, or bf16 (autocast of the INRs and the generated network to
+    bfloat16; master weights, optimiser state, losses and evaluation stay in fp32). bf16 pays only where the
+    hardware has bf16 matrix units (recent GPUs, CPUs with AVX512-BF16 or AMX): elsewhere it is emulated and
+    slower (benchmarks/RESULTS.md). It changes the numbers trained, so it is part of the config hash."""
+    compile: bool = False
+    """torch.compile the INR banks (their elementwise work fused into few kernels): a one-off compile of tens of
+    seconds, then faster steps where it pays (benchmarks/RESULTS.md). Needs a C++ compiler on a CPU. The same
+    function, so outside the config hash."""
     monitor_gammas: list[float] | None = None
     """γ values evaluated on the validation split after every epoch (K = 1); null: the ends of gamma_pool.
     The epoch's ``score`` (what a sweep's early stopping ranks trials by) is their mean accuracy over
@@ -253,6 +265,7 @@ class TrainConfig:
         for key in ("distill_temperature", "prefit_lr"):
             _require(getattr(self, key) > 0, f"train.{key}", getattr(self, key), "a positive number")
         _require(self.warmup in ("once", "per_stage"), "train.warmup", self.warmup, "once or per_stage")
+        _require(self.precision in PRECISIONS, "train.precision", self.precision, " or ".join(PRECISIONS))
         _require(self.gamma_sampling in GAMMA_SAMPLING, "train.gamma_sampling", self.gamma_sampling,
                  " or ".join(GAMMA_SAMPLING))
         _require(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay,
@@ -481,6 +494,9 @@ class Config:
             content.pop(key)
         content["data"].pop("resident")  # where the data is held, not what is trained
         content["train"].pop("monitor_gammas")  # what is watched, not what is trained
+        content["train"].pop("compile")  # how the same function is run, not what is trained
+        if content["train"]["precision"] == "fp32":  # the default: runs from before the key keep their hash
+            content["train"].pop("precision")
         if content["train"]["gamma_sampling"] == "uniform":  # the default: runs from before the key keep their hash
             content["train"].pop("gamma_sampling")
         return _short_hash(content)

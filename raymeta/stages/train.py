@@ -130,9 +130,14 @@ def configuration_loss(net: MetamorphicNetwork, gamma: Gamma, images: torch.Tens
     terms (exactly one slice of each configuration does), so the slices sum to the whole-batch loss.
     """
     train = config.train
-    weights = net.generate(gamma, noise=config.inr.coordinate_noise, generator=generator)
     features = [] if train.lambda_feature > 0 else None
-    logits = net(images, weights, features)
+    with autocast(config, images.device):
+        weights = net.generate(gamma, noise=config.inr.coordinate_noise, generator=generator)
+        logits = net(images, weights, features)
+    # The loss terms in fp32 whatever the step's precision (a no-op in fp32).
+    logits = logits.float()
+    weights = {name: value.float() for name, value in weights.items()}
+    features = [(branch.float(), target.float()) for branch, target in features] if features else features
     task = F.cross_entropy(logits, labels) * share
     total = train.lambda_task * task
     parts = {"task": task.item(), "reg": 0.0, "rec": 0.0, "distill": 0.0, "feature": 0.0,
@@ -157,6 +162,12 @@ def configuration_loss(net: MetamorphicNetwork, gamma: Gamma, images: torch.Tens
         parts["rec"] = reconstruction.item()
     parts["loss"] = total.item()
     return total, parts
+
+
+def autocast(config: Config, device: torch.device) -> torch.autocast:
+    """The step's arithmetic (``train.precision``): bf16 autocast of weight generation and the generated network
+    (matrix products and convolutions in bfloat16, parameters and their gradients in fp32), or nothing for fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.train.precision == "bf16")
 
 
 def reconstruction_error(generated: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], *,
@@ -213,8 +224,8 @@ def accumulate_gradients(net: MetamorphicNetwork, step: int, units: list[WorkUni
         images, labels = images.to(device), labels.to(device)
         teacher_logits = None
         if teacher is not None:
-            with torch.no_grad():
-                teacher_logits = teacher(images)
+            with torch.no_grad(), autocast(config, device):
+                teacher_logits = teacher(images).float()
         loss, parts = configuration_loss(net, unit.gamma, images, labels, config, generator,
                                          share=share, weight_terms=unit.slice == 0, teacher_logits=teacher_logits)
         (loss / total_configs).backward()
