@@ -97,3 +97,33 @@ def test_materialized_network_matches_the_generated_one():
     for gamma in (0.0, 0.3, -0.25, 0.75):
         plain = net.materialize(gamma)
         torch.testing.assert_close(plain(x), net(x, net.generate(gamma)), rtol=1e-4, atol=1e-5)
+
+
+def test_generate_many_equals_one_configuration_at_a_time_and_draws_the_same_noise():
+    gammas = [0.25, -0.25, (0.5, 0.0), 0.75]  # uniform γ, a wider network and per-block γ
+    for options, active, noise, samples in [({}, 2, 0.4, 5), ({"separate_bias": False, "base": "prior"}, 1, 0.4, 3),
+                                            ({}, 2, 0.0, 4)]:
+        net = small_network(**options)
+        net.set_active_blocks(active)
+        singles, next_draws = [], []
+        for gamma in gammas:
+            generator = torch.Generator().manual_seed(7)
+            singles.append(net.generate(gamma, noise=noise, samples=samples, generator=generator))
+            next_draws.append(torch.rand(3, generator=generator))  # what follows the draws in the generator
+        for pass_rows in (1 << 15, 1000, 200):  # one pass; passes that split configurations; a sample a pass
+            net.hyper.cpu_pass_rows = pass_rows
+            generators = [torch.Generator().manual_seed(7) for _ in gammas]
+            many = net.generate_many(gammas, noise=noise, samples=samples, generators=generators)
+            for single, batched, generator, next_draw in zip(singles, many, generators, next_draws):
+                assert single.keys() == batched.keys()
+                for name in single:
+                    torch.testing.assert_close(batched[name], single[name], rtol=1e-5, atol=1e-7)
+                assert torch.equal(torch.rand(3, generator=generator), next_draw)
+
+
+def test_a_subset_of_a_bank_computes_what_those_mlps_compute_in_the_whole_bank():
+    bank = small_network().hyper.weight_bank
+    x = torch.randn(bank.count, 7, bank.in_dim)
+    whole = bank(x)
+    for indices in ([2, 0], [1], [0, 1, 2]):
+        torch.testing.assert_close(bank.forward_subset(x[indices], indices), whole[indices])

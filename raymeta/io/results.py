@@ -35,8 +35,9 @@ monitor rows written during training (samples = 1, stage = stage index, epoch = 
 rows, and the rows a sweep chooses its best trial by) or "test" (final evaluation only);
 ``seen`` says whether γ lies in the metamorphic training pool; ``samples`` is K, the number of noisy
 weight samples averaged; ``params``/``macs`` are those of the inference network (BatchNorm folded);
-``wall_time_s`` is the time of that evaluation and ``train_time_s`` the training time spent to reach the
-evaluated model (its training cost, not counting the prior's pretraining).
+``wall_time_s`` is the time of that evaluation (an evaluation of several γ at once shares its time evenly
+among their rows) and ``train_time_s`` the training time spent to reach the evaluated model (its training cost,
+not counting the prior's pretraining).
 
 Beyond these, a table may carry the :data:`OPTIONAL_COLUMNS` and prefixed columns (:data:`PREFIXES`):
 ``param.<name>`` (a Tune trial's parameters), and on training-monitor rows the method's health signals of

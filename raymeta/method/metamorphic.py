@@ -91,7 +91,18 @@ class MetamorphicNetwork(nn.Module):
     def generate(self, gamma: Gamma, *, noise: float = 0.0, samples: int = 1,
                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         hidden = self.hidden_widths(gamma)
-        weights = self.hyper.generate(hidden, noise=noise, samples=samples, generator=generator)
+        return self._with_base(self.hyper.generate(hidden, noise=noise, samples=samples, generator=generator), hidden)
+
+    def generate_many(self, gammas: list[Gamma], *, noise: float = 0.0, samples: int = 1,
+                      generators: list[torch.Generator | None] | None = None) -> list[dict[str, torch.Tensor]]:
+        """:meth:`generate` at several γ in shared INR passes (:meth:`Hypernetwork.generate_many`): entry j equals
+        ``generate(gammas[j], noise=noise, samples=samples, generator=generators[j])`` up to float rounding."""
+        hidden = [self.hidden_widths(gamma) for gamma in gammas]
+        generated = self.hyper.generate_many(hidden, noise=noise, samples=samples, generators=generators)
+        return [self._with_base(weights, widths) for weights, widths in zip(generated, hidden)]
+
+    def _with_base(self, weights: dict[str, torch.Tensor], hidden: dict[tuple[int, int], int]) -> dict[str, torch.Tensor]:
+        """The INR's output ``weights`` plus the prior resampled to ``hidden`` when ``inr.base = prior`` (in place)."""
         if self.base == "prior":
             for name, value in self.prior_base(hidden).items():
                 weights[name] = weights[name] + value.to(weights[name].device)
@@ -143,14 +154,22 @@ class MetamorphicNetwork(nn.Module):
         """Logits of the network with the generated ``weights``. With a ``features`` list, every active block
         appends (its scaled residual branch α·branch(x), the prior block's branch on the same x, without
         gradient): the pairs that block-output distillation compares."""
+        return self.forward_after_prefix(self.frozen_prefix(x), weights, features)
+
+    @torch.no_grad()  # no activation or weight gradients at all
+    def frozen_prefix(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem and the blocks before the first active metamorphic block: the part that is the same at every γ,
+        so an evaluation of many γ runs it once per batch."""
+        x = F.relu(self.prior.stem(x))
+        for s, b in self.arch.block_positions()[: self._first_active()]:
+            x = self.prior.block(s, b)(x)
+        return x
+
+    def forward_after_prefix(self, x: torch.Tensor, weights: dict[str, torch.Tensor],
+                             features: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+        """:meth:`forward` from the output ``x`` of :meth:`frozen_prefix` on."""
         active = {position: index for index, position in enumerate(self.active())}
-        order = self.arch.block_positions()
-        first = min(order.index(p) for p in active)
-        with torch.no_grad():  # the frozen prefix: no activation or weight gradients at all
-            x = F.relu(self.prior.stem(x))
-            for s, b in order[:first]:
-                x = self.prior.block(s, b)(x)
-        for s, b in order[first:]:
+        for s, b in self.arch.block_positions()[self._first_active():]:
             if (s, b) in active:
                 prefix = module_prefix(s, b)
                 inner = F.relu(F.conv2d(x, weights[f"{prefix}.conv1.weight"], weights[f"{prefix}.conv1.bias"],
@@ -164,6 +183,11 @@ class MetamorphicNetwork(nn.Module):
             else:
                 x = self.prior.block(s, b)(x)
         return self.prior.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    def _first_active(self) -> int:
+        """Index, in block order, of the first active metamorphic block."""
+        order = self.arch.block_positions()
+        return min(order.index(position) for position in self.active())
 
     @torch.no_grad()
     def _prior_branch(self, x: torch.Tensor, stage: int, block: int) -> torch.Tensor:

@@ -23,14 +23,24 @@ from raymeta.stages.runtime import load_data, select_device
 @torch.no_grad()
 def accuracy_and_loss(model: Callable[[torch.Tensor], torch.Tensor], loader, device) -> tuple[float, float]:
     """Top-1 accuracy and mean cross-entropy of ``model`` over a loader."""
-    correct, total, loss = 0, 0, 0.0
+    return accuracies_and_losses([model], loader, device)[0]
+
+
+@torch.no_grad()
+def accuracies_and_losses(models: list[Callable[[torch.Tensor], torch.Tensor]], loader, device,
+                          prepare: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[tuple[float, float]]:
+    """:func:`accuracy_and_loss` of several models in one pass over the loader; ``prepare`` (e.g. a frozen prefix
+    they share) runs once per batch and every model gets its output."""
+    correct, loss, total = [0] * len(models), [0.0] * len(models), 0
     for images, labels in loader:
         images, labels = images.to(device), labels.to(device)
-        logits = model(images)
-        loss += F.cross_entropy(logits, labels, reduction="sum").item()
-        correct += (logits.argmax(dim=1) == labels).sum().item()
+        inputs = images if prepare is None else prepare(images)
+        for index, model in enumerate(models):
+            logits = model(inputs)
+            loss[index] += F.cross_entropy(logits, labels, reduction="sum").item()
+            correct[index] += (logits.argmax(dim=1) == labels).sum().item()
         total += len(labels)
-    return correct / total, loss / total
+    return [(right / total, summed / total) for right, summed in zip(correct, loss)]
 
 
 @torch.no_grad()
@@ -38,18 +48,30 @@ def evaluate_gammas(net, loader, device, gammas: list[float], *, samples: int, n
                     image_size: int) -> list[dict]:
     """One row per γ: accuracy, loss, parameters and MACs of the network generated at that γ.
 
-    With K = ``samples`` > 1 the K noisy weight sets are generated in one batched pass and averaged.
+    With K = ``samples`` > 1 the K noisy weight sets are generated and averaged; each γ's noise comes from its own
+    generator seeded with ``seed``, so a row does not depend on which other γ are evaluated with it.
+
+    All γ are evaluated together: their weights come from shared INR passes (:meth:`generate_many`) and each batch
+    of images goes through the frozen prefix once for every γ (:meth:`frozen_prefix`). The rows equal a γ-by-γ
+    evaluation (``generate`` then :func:`accuracy_and_loss`) up to float rounding, in a fifth of the time for the
+    quickstart network on two CPU cores (``benchmarks/eval_time.py``). Their common time is shared evenly:
+    ``wall_time_s`` of a row is the evaluation's total over the number of γ.
     """
+    if not gammas:
+        return []
     net.eval()
+    start = time.perf_counter()
+    generators = [torch.Generator().manual_seed(seed) for _ in gammas]
+    weight_sets = net.generate_many(gammas, samples=samples, noise=noise if samples > 1 else 0.0,
+                                    generators=generators)
+    models = [lambda x, weights=weights: net.forward_after_prefix(x, weights) for weights in weight_sets]
+    scores = accuracies_and_losses(models, loader, device, prepare=net.frozen_prefix)
+    seconds = (time.perf_counter() - start) / len(gammas)
     rows = []
-    for gamma in gammas:
-        start = time.perf_counter()
-        generator = torch.Generator().manual_seed(seed)
-        weights = net.generate(gamma, samples=samples, noise=noise if samples > 1 else 0.0, generator=generator)
-        accuracy, loss = accuracy_and_loss(lambda x: net(x, weights), loader, device)
+    for gamma, (accuracy, loss) in zip(gammas, scores):
         params, macs = net.params_macs(gamma, image_size)
         rows.append({"gamma": float(gamma), "samples": samples, "accuracy": accuracy, "loss": loss,
-                     "params": params, "macs": macs, "wall_time_s": time.perf_counter() - start})
+                     "params": params, "macs": macs, "wall_time_s": seconds})
     return rows
 
 
