@@ -149,6 +149,24 @@ class INRBank(nn.Module):
     work fused. A plain attribute (not a compiled module), so state dicts, copies and pickles are unchanged."""
 
 
+    def forward_subset(self, x: torch.Tensor, indices: list[int]) -> torch.Tensor:
+        """x: [len(indices), P, in] for the MLPs ``indices`` (any of the bank's, in any order) → [len(indices), P, out].
+
+        :meth:`forward` runs the first n MLPs; given the chosen MLPs' parameters in their place (``functional_call``),
+        the same forward runs any subset, so passes over a few MLPs share its code whatever its internals.
+        """
+        if indices == list(range(len(indices))):
+            return self(x)
+        if x.device.type == "cpu":  # MLP by MLP there anyway (bank_forward): views of each MLP, nothing copied
+            run = compiled_bank_forward() if self.compiled else bank_forward
+            parameters = (self.w_in, self.b_in, self.w_res, self.b_res, self.s_res, self.w_out, self.b_out)
+            return torch.cat([run(x[row: row + 1], *(p[k: k + 1] for p in parameters),
+                                  input_activation=self.input_activation) for row, k in enumerate(indices)])
+        index = torch.tensor(indices, device=x.device)
+        chosen = {name: parameter.index_select(0, index) for name, parameter in self.named_parameters()}
+        return functional_call(self, chosen, (x,))
+
+
 def bank_forward(x: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor, w_res: torch.Tensor, b_res: torch.Tensor,
                  s_res: torch.Tensor, w_out: torch.Tensor, b_out: torch.Tensor, *,
                  input_activation: str, batched: bool | None = None) -> torch.Tensor:
@@ -195,19 +213,6 @@ def compiled_bank_forward():
     if not _COMPILED:
         _COMPILED.append(torch.compile(bank_forward, dynamic=True))
     return _COMPILED[0]
-
-    def forward_subset(self, x: torch.Tensor, indices: list[int]) -> torch.Tensor:
-        """x: [len(indices), P, in] for the MLPs ``indices`` (any of the bank's, in any order) → [len(indices), P, out].
-
-        :meth:`forward` runs the first n MLPs; given the chosen MLPs' parameters in their place (``functional_call``),
-        the same forward runs any subset, so passes over a few MLPs share its code whatever its internals.
-        """
-        if indices == list(range(len(indices))):
-            return self(x)
-        index = torch.tensor(indices, device=x.device)
-        chosen = {name: parameter.index_select(0, index) for name, parameter in self.named_parameters()}
-        return functional_call(self, chosen, (x,))
-
 
 @dataclass
 class _Layout:
@@ -300,31 +305,11 @@ class Hypernetwork(nn.Module):
                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Weights and biases of every active base layer, keyed ``{module}.weight`` / ``{module}.bias``.
 
-        With ``samples`` = K > 1 the K noisy coordinate sets run in one batched pass and are averaged.
-        Conv weights are scaled by 1/C_in, as the reference implementations do.
+        With ``samples`` = K > 1 the K noisy coordinate sets are generated (in few passes) and averaged.
+        Conv weights are scaled by 1/C_in, as the reference implementations do. One configuration of
+        :meth:`generate_many`: what training, evaluation and export all run.
         """
-        if noise <= 0:
-            samples = 1  # noise-free samples are all identical
-        device = self.weight_bank.w_in.device
-        layouts = self._layouts(hidden_widths, device)
-        references = self.reference_shapes().to(device)
-        draws = self._draw_noise(layouts, samples, noise, generator)
-        generated: dict[str, torch.Tensor] = {}
-        for bank, layout, bank_draws in zip(self.banks(), layouts, draws):
-            raw = layout.raw
-            n, width = raw.shape[0], raw.shape[1]
-            # Many samples per pass, but a bounded number of rows: K = 100 over a wide network would
-            # otherwise hold tens of GB of MLP activations at once.
-            chunk = max(1, self.max_rows // (n * width))
-            total = None
-            for first in range(0, samples, chunk):
-                count = min(chunk, samples - first)
-                perturbation = None if bank_draws is None else bank_draws[first: first + count]
-                out = bank(self._features(raw, references, perturbation, count))  # [n, count*P, out]
-                out = out.reshape(n, count, width, bank.out_dim).sum(dim=1)
-                total = out if total is None else total + out
-            self._name_outputs(layout, total / samples, generated)
-        return generated
+        return self.generate_many([hidden_widths], noise=noise, samples=samples, generators=[generator])[0]
 
     def generate_many(self, hidden_widths: list[dict[tuple[int, int], int]], *, noise: float = 0.0,
                       samples: int = 1, generators: list[torch.Generator | None] | None = None,
