@@ -6,8 +6,8 @@ The INR weights are random (untrained): timing does not depend on their values.
 
     python benchmarks/eval_time.py [--repeats 3] [--threads 2]
 
-"γ by γ" is the evaluation as it was before ``evaluate_gammas`` batched it: per γ, ``generate`` (every layer's
-coordinates padded to the largest layer's, K samples in one pass) and then the whole loader through the network.
+"γ by γ" is the evaluation as it was before this issue (kept here as ``old_generate``): per γ, the INRs on every
+layer's coordinates padded to the largest layer's, K samples in one pass, then the whole loader through the network.
 "batched" is ``evaluate_gammas``: unpadded, cache-sized INR passes shared by all γ, and the frozen prefix run once
 per batch of images for every γ. Each is the median of ``--repeats`` interleaved runs after one warm-up run each;
 the script also checks that both give the same rows.
@@ -20,6 +20,7 @@ import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 
 from raymeta.config import load_config
 from raymeta.io.data import make_loader
@@ -30,14 +31,51 @@ from raymeta.stages.networks import build_network
 from raymeta.stages.runtime import load_data
 
 
+def old_bank_forward(bank, x: torch.Tensor) -> torch.Tensor:
+    """``INRBank.forward`` as it was: batched products over the stacked MLPs, the residual update in two passes."""
+    n = x.shape[0]
+    h = torch.baddbmm(bank.b_in[:n], x, bank.w_in[:n])
+    for j in range(bank.depth - 1):
+        h = h + bank.s_res[:n, j, None, None] * F.elu(torch.baddbmm(bank.b_res[:n, j], h, bank.w_res[:n, j]))
+    return torch.baddbmm(bank.b_out[:n], h, bank.w_out[:n])
+
+
+def old_generate(net: MetamorphicNetwork, gamma: float, samples: int, noise: float,
+                 generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """``MetamorphicNetwork.generate`` as it was: every layer's coordinates padded to the largest layer's, the K
+    samples of each bank in one pass (of at most ``max_rows`` rows), then the prior base added."""
+    hyper = net.hyper
+    hidden = net.hidden_widths(gamma)
+    samples = samples if noise > 0 else 1
+    layouts = hyper._layouts(hidden, torch.device("cpu"))
+    references = hyper.reference_shapes()
+    draws = hyper._draw_noise(layouts, samples, noise, generator)
+    generated: dict[str, torch.Tensor] = {}
+    for bank, layout, bank_draws in zip(hyper.banks(), layouts, draws):
+        n, width = layout.raw.shape[:2]
+        chunk, total = max(1, hyper.max_rows // (n * width)), None
+        for first in range(0, samples, chunk):
+            count = min(chunk, samples - first)
+            perturbation = None if bank_draws is None else bank_draws[first: first + count]
+            out = old_bank_forward(bank, hyper._features(layout.raw, references, perturbation, count))
+            out = out.reshape(n, count, width, bank.out_dim).sum(dim=1)
+            total = out if total is None else total + out
+        hyper._name_outputs(layout, total / samples, generated)
+    if net.base == "prior":
+        for name, value in net.prior_base(hidden).items():
+            generated[name] = generated[name] + value
+    return generated
+
+
 def evaluate_gamma_by_gamma(net: MetamorphicNetwork, loader, gammas: list[float], samples: int, noise: float,
                             seed: int) -> list[tuple[float, float]]:
-    """(accuracy, loss) per γ the way evaluation ran before it was batched: one γ at a time."""
+    """(accuracy, loss) per γ the way evaluation ran before this issue: one γ at a time, padded generation, the
+    whole network per batch."""
     scores = []
     with torch.no_grad():
         for gamma in gammas:
             generator = torch.Generator().manual_seed(seed)
-            weights = net.generate(gamma, samples=samples, noise=noise if samples > 1 else 0.0, generator=generator)
+            weights = old_generate(net, gamma, samples, noise if samples > 1 else 0.0, generator)
             scores.append(accuracy_and_loss(lambda x: net(x, weights), loader, "cpu"))
     return scores
 

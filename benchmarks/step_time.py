@@ -15,7 +15,7 @@ Settings (random weights and data: time does not depend on their values):
   full      the full network (every block but the first of each stage and the last), INR 256×8, else paper256
 
     python benchmarks/step_time.py [--steps 3] [--threads 2] [--device cpu] [--settings neumeta paper256 ...]
-                                   [--precision fp32 bf16] [--compile]
+                                   [--precision fp32 bf16] [--compile off on]
 
 It also prints the projected time of jobs/cifar100_resnet56.yaml at the paper256/paper512 step time: its
 steps (7 stages × 50 epochs × steps per epoch) × the step with all seven blocks active, an upper bound (earlier
@@ -209,24 +209,25 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=list(DTYPES))
-    parser.add_argument("--compile", action="store_true", help="train.compile=true (the INR banks compiled)")
+    parser.add_argument("--compile", nargs="+", default=["off"], choices=["off", "on"],
+                        help="train.compile: off, on, or both (the INR banks compiled; the first step pays the compile)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__}, {name}, median of {args.steps} steps, compile {args.compile}")
+    print(f"torch {torch.__version__}, {name}, median of {args.steps} steps")
     hiddens = sorted({setting_config(s, "fp32", device, False).inr.hidden_width for s in args.settings})
     peaks = {(h, p): matmul_peak(h, DTYPES[p], device) for h in hiddens for p in args.precision}
     for (hidden, precision), value in peaks.items():
         print(f"matmul peak [8192, {hidden}] @ [{hidden}, {hidden}] {precision}: {value:.1f} GFLOP/s")
     for setting in args.settings:
-        for precision in args.precision:
-            result = measure(setting, precision, args.steps, device, args.compile)
+        for precision, compiled in [(p, c == "on") for p in args.precision for c in args.compile]:
+            result = measure(setting, precision, args.steps, device, compiled)
             config = result["config"]
             peak = peaks[(config.inr.hidden_width, precision)]
             total_flops = sum(result["flops"].values())
             floor_s = total_flops / peak / 1e9
-            print(f"\n{setting} {precision}: step {1000 * result['step_s']:.0f} ms (first step "
+            print(f"\n{setting} {precision}{' compiled' if compiled else ''}: step {1000 * result['step_s']:.0f} ms (first step "
                   f"{result['first_step_s']:.1f} s), {total_flops / 1e9:.1f} GFLOP, floor at the matmul peak "
                   f"{1000 * floor_s:.0f} ms (step / floor {result['step_s'] / floor_s:.2f}); "
                   f"{result['generated']} generated elements at γ=0")

@@ -151,7 +151,7 @@ def test_skip_network_computes_what_the_metamorphic_network_with_every_alpha_zer
             assert not torch.allclose(net(x, net.generate(gamma)), skip(x))  # with the blocks on, it differs
         net.alphas.zero_()
         for gamma in (0.0, 0.5, -0.25):
-            assert torch.equal(net(x, net.generate(gamma)), skip(x))
+            assert torch.allclose(net(x, net.generate(gamma)), skip(x), atol=1e-6)  # channels-last prefix: rounding
         assert not torch.allclose(prior(x), skip(x))  # and the prior itself is not the skip network
     params, macs = skip_params_macs(prior.arch, blocks, 8)
     assert params == sum(p.numel() for p in skip.parameters())

@@ -556,6 +556,9 @@ def run_training(config: Config, *, resume_from: MetamorphicCheckpoint | None, o
     workers = f", {collective.world_size} workers" if collective.world_size > 1 else ""
     progress(f"train: {len(stages)} stage(s) over blocks {', '.join(names)}; M={M}{workers}, "
              f"{steps_per_epoch} steps/epoch, switches {config.train.switches}")
+    if config.train.precision == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        progress("train: warning: train.precision=bf16 on a CPU without bf16 matrix units (AVX512-BF16 or AMX): "
+                 "emulated, several times slower than fp32 here (benchmarks/RESULTS.md)")
 
     def make_checkpoint() -> MetamorphicCheckpoint:
         return MetamorphicCheckpoint(
