@@ -174,11 +174,14 @@ def bank_forward(x: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor, w_res:
 
     Each layer is one matrix product with the bias added in the same call, and each residual update
     ``h + s·ELU(W h + b)`` one fused multiply-add (one pass over h, not two). On a GPU the n MLPs run as
-    batched products; on a CPU one after the other, since a CPU batched product gives each matrix a single
-    thread (n = 1 or 2 MLPs ran at half the machine's rate) while a plain one uses them all. ``batched``
-    chooses the way regardless of the device.
+    batched products. A CPU's batched product gives each matrix a single thread (n = 1 or 2 MLPs ran at half
+    the machine's rate), so there a few MLPs (n < 2 × threads) run one after the other with plain products that
+    use every thread, and many (the full network's 16 small MLPs of a stage) batched. ``batched`` chooses the
+    way regardless of device and count.
     """
-    if not (x.device.type != "cpu" if batched is None else batched):
+    if batched is None:  # a CPU's batched product runs its matrices side by side, one thread each
+        batched = x.device.type != "cpu" or x.shape[0] >= 2 * torch.get_num_threads()
+    if not batched:
         return torch.stack([_mlp_forward(x[k], w_in[k], b_in[k], w_res[k], b_res[k], s_res[k], w_out[k], b_out[k],
                                          input_activation) for k in range(x.shape[0])])
     h = _activate(torch.baddbmm(b_in, x, w_in), input_activation)
