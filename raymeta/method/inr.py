@@ -78,6 +78,9 @@ def feature_dim(frequencies: int) -> int:
     return 6 * (1 + 2 * frequencies)
 
 
+CPU_LOOP_ROWS = 2048
+"""On a CPU, MLPs with at least this many rows run one by one (:func:`bank_forward`)."""
+
 INPUT_ACTIVATIONS = ("none", "relu", "elu")
 """What may follow an INR's input layer: nothing (the paper is silent), or ReLU (the NeuMeta code) or ELU."""
 
@@ -175,12 +178,13 @@ def bank_forward(x: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor, w_res:
     Each layer is one matrix product with the bias added in the same call, and each residual update
     ``h + s·ELU(W h + b)`` one fused multiply-add (one pass over h, not two). On a GPU the n MLPs run as
     batched products. A CPU's batched product gives each matrix a single thread (n = 1 or 2 MLPs ran at half
-    the machine's rate), so there a few MLPs (n < 2 × threads) run one after the other with plain products that
-    use every thread, and many (the full network's 16 small MLPs of a stage) batched. ``batched`` chooses the
-    way regardless of device and count.
+    the machine's rate), so there fewer MLPs than threads, or MLPs of many rows (≥ ``CPU_LOOP_ROWS``), run one
+    after the other with plain products that use every thread, and many small ones batched (measured on two
+    cores: 16 MLPs of 192 rows 1.4× faster batched, 14 of 3072 rows 1.14× faster one by one). ``batched``
+    chooses the way regardless of device and shape.
     """
     if batched is None:  # a CPU's batched product runs its matrices side by side, one thread each
-        batched = x.device.type != "cpu" or x.shape[0] >= 2 * torch.get_num_threads()
+        batched = x.device.type != "cpu" or (x.shape[0] >= torch.get_num_threads() and x.shape[1] < CPU_LOOP_ROWS)
     if not batched:
         return torch.stack([_mlp_forward(x[k], w_in[k], b_in[k], w_res[k], b_res[k], s_res[k], w_out[k], b_out[k],
                                          input_activation) for k in range(x.shape[0])])
