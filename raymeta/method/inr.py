@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 NOISE_CLAMP = 0.49
 KERNEL_ELEMENTS = 9  # 3×3 kernels: one coordinate predicts a whole kernel
@@ -141,33 +140,28 @@ class INRBank(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [n, P, in] for the first n MLPs (n ≤ count) → [n, P, out]."""
-        n = x.shape[0]
-        parameters = (self.w_in[:n], self.b_in[:n], self.w_res[:n], self.b_res[:n], self.s_res[:n],
-                      self.w_out[:n], self.b_out[:n])
-        run = compiled_bank_forward() if self.compiled else bank_forward
-        return run(x, *parameters, input_activation=self.input_activation)
+        return self.forward_subset(x, list(range(x.shape[0])))
 
     compiled = False
     """Run :func:`bank_forward` through torch.compile (``train.compile``): the same function, its elementwise
     work fused. A plain attribute (not a compiled module), so state dicts, copies and pickles are unchanged."""
 
-
     def forward_subset(self, x: torch.Tensor, indices: list[int]) -> torch.Tensor:
         """x: [len(indices), P, in] for the MLPs ``indices`` (any of the bank's, in any order) → [len(indices), P, out].
 
-        :meth:`forward` runs the first n MLPs; given the chosen MLPs' parameters in their place (``functional_call``),
-        the same forward runs any subset, so passes over a few MLPs share its code whatever its internals.
+        Consecutive indices (every pass at one γ for all blocks, and each stage's blocks of the full network) take
+        one view of the parameters, so the backward writes each parameter's gradient once per pass; others
+        gather the chosen MLPs' parameters first.
         """
-        if indices == list(range(len(indices))):
-            return self(x)
-        if x.device.type == "cpu":  # MLP by MLP there anyway (bank_forward): views of each MLP, nothing copied
-            run = compiled_bank_forward() if self.compiled else bank_forward
-            parameters = (self.w_in, self.b_in, self.w_res, self.b_res, self.s_res, self.w_out, self.b_out)
-            return torch.cat([run(x[row: row + 1], *(p[k: k + 1] for p in parameters),
-                                  input_activation=self.input_activation) for row, k in enumerate(indices)])
-        index = torch.tensor(indices, device=x.device)
-        chosen = {name: parameter.index_select(0, index) for name, parameter in self.named_parameters()}
-        return functional_call(self, chosen, (x,))
+        parameters = (self.w_in, self.b_in, self.w_res, self.b_res, self.s_res, self.w_out, self.b_out)
+        first = indices[0]
+        if indices == list(range(first, first + len(indices))):
+            chosen = tuple(p[first: first + len(indices)] for p in parameters)
+        else:
+            index = torch.tensor(indices, device=x.device)
+            chosen = tuple(p.index_select(0, index) for p in parameters)
+        run = compiled_bank_forward() if self.compiled else bank_forward
+        return run(x, *chosen, input_activation=self.input_activation)
 
 
 def bank_forward(x: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor, w_res: torch.Tensor, b_res: torch.Tensor,
@@ -186,8 +180,10 @@ def bank_forward(x: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor, w_res:
     if batched is None:  # a CPU's batched product runs its matrices side by side, one thread each
         batched = x.device.type != "cpu" or (x.shape[0] >= torch.get_num_threads() and x.shape[1] < CPU_LOOP_ROWS)
     if not batched:
-        return torch.stack([_mlp_forward(x[k], w_in[k], b_in[k], w_res[k], b_res[k], s_res[k], w_out[k], b_out[k],
-                                         input_activation) for k in range(x.shape[0])])
+        # unbind: one view per MLP whose backward stacks the MLPs' gradients once (indexing each would write
+        # a zero-filled gradient of the whole tensor per MLP)
+        mlps = zip(*(t.unbind(0) for t in (x, w_in, b_in, w_res, b_res, s_res, w_out, b_out)), strict=True)
+        return torch.stack([_mlp_forward(*tensors, input_activation) for tensors in mlps])
     h = _activate(torch.baddbmm(b_in, x, w_in), input_activation)
     for j in range(w_res.shape[1]):
         h = torch.addcmul(h, s_res[:, j, None, None], F.elu(torch.baddbmm(b_res[:, j], h, w_res[:, j])))
