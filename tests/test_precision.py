@@ -103,3 +103,22 @@ def test_compiled_banks_compute_the_same_outputs_and_gradients_at_every_width():
         for a, b in zip(net.hyper.parameters(), eager.hyper.parameters(), strict=True):
             assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-7)
     assert compiled_bank_forward() is compiled_bank_forward() and compiled_bank_forward() is not bank_forward
+
+
+@pytest.mark.parametrize("rows", [8, 2100])  # CPU: batched below 2048 rows, one by one at or above
+def test_a_banks_subsets_get_the_gradients_of_their_own_mlps(rows):
+    # Consecutive MLPs share one view of the parameters and the one-by-one path unbinds it; either way each
+    # parameter's gradient must be what the MLPs it belongs to contributed, and zero for the others.
+    torch.set_num_threads(2)  # so that 2 MLPs may take either CPU path
+    bank = INRBank(5, 6, 8, 3, 2, residual_scale_init=0.5)
+    x = torch.randn(5, rows, 6)
+    for indices in ([1, 2, 3], [4, 0], [3]):
+        bank.zero_grad(set_to_none=True)
+        bank.forward_subset(x[indices], indices).pow(2).sum().backward()
+        got = [p.grad.clone() for p in bank.parameters()]
+        bank.zero_grad(set_to_none=True)
+        sum(bank.forward_subset(x[[k]], [k]).pow(2).sum() for k in indices).backward()  # one MLP at a time
+        for a, b in zip(got, (p.grad for p in bank.parameters()), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        untouched = [k for k in range(5) if k not in indices]
+        assert all(g[untouched].abs().max() == 0 for g in got) and all(g[indices].abs().max() > 0 for g in got)
