@@ -14,6 +14,7 @@ any noise is added, and noise is clamped to ±0.49 so it never changes the eleme
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -207,15 +208,11 @@ def _activate(h: torch.Tensor, activation: str) -> torch.Tensor:
     return h
 
 
-_COMPILED: list = []
-
-
+@functools.cache
 def compiled_bank_forward():
     """:func:`bank_forward` compiled once per process, with dynamic shapes: the rows P change with every γ and
     the MLP count n with every incremental stage, and neither should trigger a recompile."""
-    if not _COMPILED:
-        _COMPILED.append(torch.compile(bank_forward, dynamic=True))
-    return _COMPILED[0]
+    return torch.compile(bank_forward, dynamic=True)
 
 @dataclass
 class _Layout:

@@ -93,8 +93,7 @@ class MetamorphicNetwork(nn.Module):
 
     def generate(self, gamma: Gamma, *, noise: float = 0.0, samples: int = 1,
                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        hidden = self.hidden_widths(gamma)
-        return self._with_base(self.hyper.generate(hidden, noise=noise, samples=samples, generator=generator), hidden)
+        return self.generate_many([gamma], noise=noise, samples=samples, generators=[generator])[0]
 
     def generate_many(self, gammas: list[Gamma], *, noise: float = 0.0, samples: int = 1,
                       generators: list[torch.Generator | None] | None = None) -> list[dict[str, torch.Tensor]]:
