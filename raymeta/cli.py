@@ -35,8 +35,10 @@ from pathlib import Path
 
 import yaml
 
-from raymeta.config import (BaselineConfig, Config, RayConfig, SweepConfig, field_docs, load_config, method_overrides,
-                            save_config)
+from raymeta.config.docs import field_docs
+from raymeta.config.loading import load_config, method_overrides
+from raymeta.config.schema import BaselineConfig, Config, RayConfig, SweepConfig
+from raymeta.io.files import save_config
 from raymeta.errors import ConfigError, RaymetaError
 from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress

@@ -9,7 +9,7 @@ import torch
 from raymeta.stages.baselines import IMPORTANCES, check_importances, prune_to_gamma, target_widths
 from raymeta.io.artifacts import PriorCheckpoint
 from raymeta.cli import main
-from raymeta.config import save_config
+from raymeta.io.files import save_config
 from raymeta.errors import ConfigError
 from raymeta.method.models import count_params_macs, hidden_width, resolve_blocks
 from raymeta.io.results import RESULT_COLUMNS, read_tables

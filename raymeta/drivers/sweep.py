@@ -37,7 +37,9 @@ import pandas as pd
 import yaml
 from ray import tune
 
-from raymeta.config import Config, RayConfig, SweepConfig, config_from_dict, method_name, save_config
+from raymeta.config.loading import config_from_dict
+from raymeta.config.schema import Config, RayConfig, SweepConfig, method_name
+from raymeta.io.files import save_config
 from raymeta.drivers.distributed import ray_session, train_distributed
 from raymeta.drivers.space import VARIANT_PARAM, SearchSpace, apply_overrides, check_search, max_total_epochs
 from raymeta.errors import CheckpointError, ConfigError, RaymetaError

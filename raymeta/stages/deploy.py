@@ -380,7 +380,7 @@ class DeployOptions:
 def deploy(run_dir: str | Path, budget: Budget, options: DeployOptions, progress=print) -> dict:
     """Search the run's configurations for the best validation accuracy within ``budget``, export it, and write
     the Pareto table and ``deploy.json``; returns what ``deploy.json`` holds."""
-    from raymeta.config import method_name
+    from raymeta.config.schema import method_name
     from raymeta.stages.export import export_network, generation_settings, load_exported, materialize_like_evaluation
     from raymeta.stages.latency import latency_table
     from raymeta.method.models import block_name
