@@ -499,9 +499,10 @@ class ExportConfig:
     """Output folder; null: RUN_DIR/export/gamma=G."""
 
     def __post_init__(self) -> None:
-        gammas = [self.gamma] if isinstance(self.gamma, (int, float)) else self.gamma
-        _require(gammas is None or (len(gammas) >= 1 and all(-1 <= g < 1 for g in gammas)), "export.gamma",
-                 self.gamma, "null, a number in [-1, 1) or one such number per metamorphic block")
+        # γ's range and its number of values are the network's to check (hidden_width), where the message can
+        # name the blocks
+        _require(self.gamma is None or isinstance(self.gamma, (int, float)) or len(self.gamma) >= 1, "export.gamma",
+                 self.gamma, "null, a number, or one number per metamorphic block")
         _require(self.samples is None or self.samples >= 1, "export.samples", self.samples,
                  "null or a positive integer (1 = noise-free weights)")
 
