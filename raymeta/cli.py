@@ -40,10 +40,10 @@ import yaml
 from raymeta.config.docs import field_docs
 from raymeta.config.loading import load_config, method_overrides
 from raymeta.config.schema import BaselineConfig, Config, DeployConfig, ExportConfig, RayConfig, SweepConfig
-from raymeta.io.files import save_config
 from raymeta.errors import ConfigError, RaymetaError
-from raymeta.io.files import RunPaths
+from raymeta.io.files import RunPaths, save_config
 from raymeta.io.progress import Progress
+from raymeta.method.presets import METHODS
 
 FLAG_PREFIX = "flag:"
 """Namespace attributes of generated flags are ``flag:group.key``; what a user gave becomes an override."""
@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         _add_common(p)
         if name != "pretrain":
-            p.add_argument("--method", choices=["raymeta", "recipe", "neumeta"], default="raymeta",
+            p.add_argument("--method", choices=METHODS, default="raymeta",
                            help="raymeta: the config as written (raymeta's method by default); recipe: the papers' "
                                 "method (HTTY's full recipe, none of raymeta's departures); neumeta: the papers' "
                                 "method with every component of the recipe switched off (the original baseline)")

@@ -38,11 +38,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from raymeta.config.schema import Config, short_hash
-from raymeta.io.files import save_config
 from raymeta.errors import CheckpointError, ConfigError
 from raymeta.io.artifacts import PriorCheckpoint, SmoothedCheckpoint
 from raymeta.io.data import make_loader
-from raymeta.io.files import RunPaths
+from raymeta.io.files import RunPaths, save_config
 from raymeta.io.progress import Progress
 from raymeta.io.results import ResultsError, read_tables, result_frame, write_table
 from raymeta.method.models import Architecture, ResNet, block_name, count_params_macs, hidden_width, resolve_blocks
