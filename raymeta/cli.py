@@ -50,7 +50,7 @@ FLAG_PREFIX = "flag:"
 TEXT_FLAG = "flag-text:"
 """The prefix of a text field's flag: its value is taken as written (a path or address is not read as YAML)."""
 TRAILING = "overrides-after-a-list"
-"""The namespace attribute of the ``group.key=value`` arguments that followed a list flag's values."""
+"""The namespace attribute of the ``group.key=value`` arguments that followed a list flag's values or a switch flag."""
 
 
 # ---- a parser that takes what users type ----------------------------------------------------------------------
