@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from raymeta.stages.deploy import DeployOptions, deploy, parse_budget
+from raymeta.config.schema import DeployConfig
+from raymeta.stages.deploy import deploy, parse_budget
 from raymeta.io.results import read_table
 from raymeta.io.progress import Progress
 
@@ -180,8 +181,8 @@ def budget_levels(runs: dict, budgets: list[str], candidates: int, lines: list[s
             if (out / "deploy.json").is_file():
                 summary = json.loads((out / "deploy.json").read_text())
             else:
-                summary = deploy(run_dir, budget, DeployOptions(max_candidates=candidates, output=str(out), onnx=False),
-                                 progress)
+                summary = deploy(run_dir, DeployConfig(**{f"max_{budget.kind}": budget.limit}, candidates=candidates,
+                                                      output=str(out), onnx=False), progress)
             table = read_table(out / "pareto.parquet")
             validation = table[table["split"] == "validation"]
             chosen = validation[validation["search_status"] == "chosen"].iloc[0]
@@ -232,8 +233,8 @@ def main() -> None:
         if args.reuse and (out / "deploy.json").is_file():
             summary, wall = json.loads((out / "deploy.json").read_text()), float("nan")
         else:
-            summary = deploy(run_dir, budget, DeployOptions(max_candidates=args.candidates, report_test=True,
-                                                            output=str(out), onnx=False), progress)
+            summary = deploy(run_dir, DeployConfig(**{f"max_{budget.kind}": budget.limit}, candidates=args.candidates,
+                                                  report_test=True, output=str(out), onnx=False), progress)
             wall = time.perf_counter() - start
             (out / "wall_s.txt").write_text(f"{wall:.1f}\n")
         if (out / "wall_s.txt").is_file():
@@ -255,8 +256,7 @@ def main() -> None:
         name, limit = item.split("=", 1)
         run_dir = runs.get(name, name)
         start = time.perf_counter()
-        summary = deploy(run_dir, parse_budget("latency_ms", limit),
-                         DeployOptions(max_candidates=args.latency_candidates), progress)
+        summary = deploy(run_dir, DeployConfig(max_latency_ms=limit, candidates=args.latency_candidates), progress)
         wall = time.perf_counter() - start
         lines += [f"\n## Latency budget {limit} ms on {run_dir}\n",
                   f"- {summary['candidates']} candidates searched in {summary['search_seconds']:.1f} s "

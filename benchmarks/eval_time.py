@@ -22,7 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from raymeta.config import load_config
+from raymeta.config.loading import load_config
 from raymeta.io.data import make_loader
 from raymeta.method.metamorphic import MetamorphicNetwork
 from raymeta.method.models import Architecture, ResNet

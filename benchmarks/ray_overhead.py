@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raymeta.io.artifacts import MetamorphicCheckpoint  # noqa: E402
 from raymeta.cli import smooth  # noqa: E402
-from raymeta.config import load_config  # noqa: E402
-from raymeta.config import RayConfig  # noqa: E402
+from raymeta.config.loading import load_config  # noqa: E402
+from raymeta.config.schema import RayConfig  # noqa: E402
 from raymeta.drivers.distributed import train_distributed  # noqa: E402
 from raymeta.stages.pretrain import pretrain  # noqa: E402
 from raymeta.io.progress import Progress

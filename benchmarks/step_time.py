@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from raymeta.config import load_config, method_overrides
+from raymeta.config.loading import load_config, method_overrides
 from raymeta.method.models import Architecture, ResNet
 from raymeta.stages.networks import build_network
 from raymeta.stages.train import (WorkUnit, accumulate_gradients, apply_update, autocast, build_optimizer,

@@ -16,8 +16,10 @@
                                                                Ray Tune trials over a search space
 
 Any ``group.key=value`` argument overrides the YAML, e.g. ``train.epochs_per_stage=2 data.name=synthetic``.
-The flags of the ``ray:``, ``sweep:`` and ``baseline:`` groups (--workers, --num-samples, --epochs, …) are the
-same settings, generated from the config's field docstrings: a job YAML can hold every one of them.
+Overrides may stand anywhere among the flags, also after a list flag's values (``--gammas 0 0.5 train.lr=1e-3``).
+The flags of the ``ray:``, ``sweep:``, ``baseline:``, ``deploy:`` and ``export:`` groups (--workers,
+--num-samples, --epochs, --max-macs, --gamma, …) are the same settings, generated from the config's field
+docstrings: a job YAML can hold every one of them.
 pretrain, train and run continue (or reuse) checkpoints of the same configuration; ``--restart`` starts over.
 
 The CLI only parses and dispatches: every command is a function of a Config in raymeta.stages or
@@ -35,24 +37,102 @@ from pathlib import Path
 
 import yaml
 
-from raymeta.config import (BaselineConfig, Config, RayConfig, SweepConfig, field_docs, load_config, method_overrides,
-                            save_config)
+from raymeta.config.docs import field_docs
+from raymeta.config.loading import load_config, method_overrides
+from raymeta.config.schema import BaselineConfig, Config, DeployConfig, ExportConfig, RayConfig, SweepConfig
 from raymeta.errors import ConfigError, RaymetaError
-from raymeta.io.files import RunPaths
+from raymeta.io.files import RunPaths, save_config
 from raymeta.io.progress import Progress
+from raymeta.method.presets import METHODS
 
 FLAG_PREFIX = "flag:"
 """Namespace attributes of generated flags are ``flag:group.key``; what a user gave becomes an override."""
 TEXT_FLAG = "flag-text:"
 """The prefix of a text field's flag: its value is taken as written (a path or address is not read as YAML)."""
+TRAILING = "overrides-after-a-list"
+"""The namespace attribute of the ``group.key=value`` arguments that followed a list flag's values or a switch flag."""
+
+
+# ---- a parser that takes what users type ----------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose subcommands take their positional arguments (the ``group.key=value`` overrides)
+    before, between or after their flags: ``raymeta run --config X a=1 --workers 0 b=2``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _IntermixedSubcommands)
+
+
+class _IntermixedSubcommands(argparse._SubParsersAction):
+    """Subcommands parsed with ``parse_known_intermixed_args`` (which argparse offers for a parser, but does not
+    apply to subcommands); a subcommand with subcommands of its own (baseline) hands on to them as usual.
+
+    The overrides are kept in the order they were typed, so that the last of a key given twice wins wherever it
+    stands (after a list flag's values too)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        chosen = self._name_parser_map.get(values[0])
+        if chosen is None or chosen._subparsers is not None:
+            return super().__call__(parser, namespace, values, option_string)
+        setattr(namespace, self.dest, values[0])
+        subnamespace, extras = chosen.parse_known_intermixed_args(values[1:], None)
+        given = [*getattr(subnamespace, "overrides", []), *getattr(subnamespace, TRAILING, [])]
+        if given:
+            subnamespace.overrides = _in_typed_order(given, values[1:])
+        if hasattr(subnamespace, TRAILING):
+            delattr(subnamespace, TRAILING)
+        for key, value in vars(subnamespace).items():
+            setattr(namespace, key, value)
+        if extras:
+            vars(namespace).setdefault(argparse._UNRECOGNIZED_ARGS_ATTR, []).extend(extras)
+
+
+def _in_typed_order(arguments: list[str], typed: list[str]) -> list[str]:
+    """``arguments`` (each one of ``typed``) in the order they stand in ``typed``."""
+    left = list(arguments)
+    ordered = []
+    for text in typed:
+        if text in left:
+            left.remove(text)
+            ordered.append(text)
+    return ordered + left
+
+
+class _ListFlag(argparse.Action):
+    """A list-valued flag (``--gammas 0 0.5``, or ``--gammas 0,0.5``): its values are the arguments up to the next
+    flag or the first ``group.key=value``, which, like every argument after it, is an override and no value of the
+    list (``--gammas 0 0.5 train.lr=1e-3``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        first = next((i for i, text in enumerate(values) if "=" in text), len(values))
+        if first == 0:
+            parser.error(f"argument {option_string}: expected at least one value before {values[0]}")
+        setattr(namespace, self.dest, values[:first])
+        if values[first:]:
+            setattr(namespace, TRAILING, [*getattr(namespace, TRAILING, []), *values[first:]])
+
+
+class _SwitchFlag(argparse.Action):
+    """A true/false flag: alone it means true (``--report-test``), or it takes true or false; a ``group.key=value``
+    after it is an override, not its value (``--report-test train.lr=1e-3``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values is not None and "=" in values:
+            setattr(namespace, TRAILING, [*getattr(namespace, TRAILING, []), values])
+            values = None
+        setattr(namespace, self.dest, "true" if values is None else values)
 
 
 # ---- flags generated from the config's field docstrings ------------------------------------------------------
 
 def add_config_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls, group: str,
-                     names: typing.Iterable[str] | None = None) -> None:
+                     names: typing.Iterable[str] | None = None, aliases: dict[str, list[str]] | None = None) -> None:
     """One ``--kebab-name`` flag per field of the config dataclass ``cls`` (or of ``names``), its help the field's
-    docstring; a flag given sets ``group.field`` after the YAML, as a ``group.field=value`` override would."""
+    docstring; a flag given sets ``group.field`` after the YAML, as a ``group.field=value`` override would.
+
+    A list field's flag takes values space- or comma-separated; a true/false field's flag alone means true
+    (``--report-test``), or takes true or false. ``aliases`` adds option strings (e.g. ``-o`` for output)."""
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
     fields = {item.name: item for item in dataclasses.fields(cls)}
@@ -60,13 +140,15 @@ def add_config_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, 
         default = fields[name].default if fields[name].default is not dataclasses.MISSING else \
             fields[name].default_factory()
         shown = "null" if default is None else (",".join(map(str, default)) if isinstance(default, list) else default)
-        is_list = typing.get_origin(hints[name]) is list or list in typing.get_args(hints[name]) or any(
-            typing.get_origin(option) is list for option in typing.get_args(hints[name]))
-        text = str in (hints[name], *typing.get_args(hints[name]))
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=f"{TEXT_FLAG if text else FLAG_PREFIX}{group}.{name}",
-                            default=argparse.SUPPRESS, nargs="+" if is_list else None,
-                            metavar="A,B" if is_list else name.upper(),
-                            help=f"{docs[name]} [{group}.{name}; default {shown}]".replace("%", "%%"))
+        shown = str(shown).lower() if isinstance(shown, bool) else shown
+        options = (hints[name], *typing.get_args(hints[name]))
+        is_list = any(option is list or typing.get_origin(option) is list for option in options)
+        text = str in options
+        kind = {"nargs": "+", "action": _ListFlag, "metavar": "A,B"} if is_list else \
+            {"nargs": "?", "action": _SwitchFlag, "metavar": "true|false"} if bool in options else {"metavar": name.upper()}
+        parser.add_argument(*(aliases or {}).get(name, []), f"--{name.replace('_', '-')}",
+                            dest=f"{TEXT_FLAG if text else FLAG_PREFIX}{group}.{name}", default=argparse.SUPPRESS,
+                            help=f"{docs[name]} [{group}.{name}; default {shown}]".replace("%", "%%"), **kind)
 
 
 def flag_overrides(args: argparse.Namespace) -> list[str]:
@@ -148,27 +230,20 @@ def _baseline(args: argparse.Namespace, progress: Progress) -> None:
 def _export(args: argparse.Namespace, progress: Progress) -> None:
     from raymeta.stages.export import run_export
 
-    run_dir = args.run_dir or (_config(args).run_dir if args.config else None)
-    run_export(args.gamma, progress, run_dir=run_dir, checkpoint=args.checkpoint, output=args.output,
-               samples=args.samples, onnx=False if args.no_onnx else None)
+    config = _config(args)
+    run_dir = args.run_dir or (config.run_dir if args.config else None)
+    run_export(config.export, progress, run_dir=run_dir)
 
 
 def _deploy(args: argparse.Namespace, progress: Progress) -> None:
-    from raymeta.stages.deploy import DeployOptions, deploy, parse_budget, parse_grid
+    from raymeta.stages.deploy import deploy
 
-    budgets = [(kind, text) for kind, text in (("macs", args.max_macs), ("params", args.max_params),
-                                               ("latency_ms", args.max_latency_ms)) if text is not None]
-    if len(budgets) != 1:
-        raise ConfigError("raymeta deploy needs exactly one budget: --max-macs (e.g. 20M), --max-params (e.g. 200k) "
-                          "or --max-latency-ms (e.g. 1.5)")
-    run_dir = args.run_dir or (_config(args).run_dir if args.config else None)
+    config = _config(args)
+    config.deploy.budget()  # exactly one budget, before anything is loaded
+    run_dir = args.run_dir or (config.run_dir if args.config else None)
     if not run_dir:
         raise ConfigError("raymeta deploy needs --run-dir naming a trained run")
-    options = DeployOptions(device=args.device, batch_size=args.batch_size, threads=args.threads,
-                            grid=parse_grid(args.gammas), max_candidates=args.candidates, samples=args.samples,
-                            address=args.address, report_test=args.report_test, output=args.output,
-                            onnx=False if args.no_onnx else None)
-    deploy(run_dir, parse_budget(*budgets[0]), options, progress)
+    deploy(run_dir, config.deploy, progress)
 
 
 def _report(args: argparse.Namespace, progress: Progress) -> None:
@@ -226,7 +301,7 @@ def _add_resume(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="raymeta", description=__doc__,
+    parser = _Parser(prog="raymeta", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in [("smooth", "fold BatchNorm and permute channels"),
@@ -237,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         _add_common(p)
         if name != "pretrain":
-            p.add_argument("--method", choices=["raymeta", "recipe", "neumeta"], default="raymeta",
+            p.add_argument("--method", choices=METHODS, default="raymeta",
                            help="raymeta: the config as written (raymeta's method by default); recipe: the papers' "
                                 "method (HTTY's full recipe, none of raymeta's departures); neumeta: the papers' "
                                 "method with every component of the recipe switched off (the original baseline)")
@@ -281,36 +356,21 @@ def _add_baseline(sub) -> None:
 def _add_export_report(sub) -> None:
     p = sub.add_parser("export", help="a standalone network at one γ: state dict + spec, torch.export and ONNX")
     _add_common(p)
-    p.add_argument("--gamma", required=True,
-                   help="compression ratio γ of the exported network, or one γ per metamorphic block in "
-                        "train.blocks order, comma-separated (e.g. 0.25,0.5)")
-    p.add_argument("--samples", type=int, help="K noisy weight samples averaged (default: eval.samples of the run)")
-    p.add_argument("--checkpoint", help="metamorphic checkpoint (default: RUN_DIR/train/checkpoint.pt)")
-    p.add_argument("--no-onnx", action="store_true", help="do not write network.onnx (the slowest format to export)")
-    p.add_argument("-o", "--output", help="output folder (default: RUN_DIR/export/gamma=G)")
+    settings = p.add_argument_group("export settings (the config's export: group)")
+    add_config_flags(settings, ExportConfig, "export", aliases={"output": ["-o"]})
+    settings.add_argument("--no-onnx", dest=f"{FLAG_PREFIX}export.onnx", action="store_const", const="false",
+                          default=argparse.SUPPRESS, help="do not write network.onnx (the same as --onnx false)")
     p = sub.add_parser("deploy", help="the best network within a MAC, parameter or latency budget, exported",
                        description="Search the run's configurations (uniform γ, then one γ per metamorphic block) "
                                    "for the best validation accuracy within the budget, and export it. Writes "
                                    "RUN_DIR/deploy/<budget>/: the network (state dict + spec, torch.export, ONNX), "
-                                   "pareto.parquet (every candidate) and deploy.json.")
+                                   "pareto.parquet (every candidate), deploy.json and config.yaml (the settings it "
+                                   "ran with: `raymeta deploy --config` on it deploys again).")
     _add_common(p)
-    p.add_argument("--max-macs", help="budget of multiply-accumulates per image, e.g. 20M")
-    p.add_argument("--max-params", help="budget of parameters, e.g. 200k")
-    p.add_argument("--max-latency-ms", help="budget of measured latency in milliseconds per batch, e.g. 1.5")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where latency is measured (default cpu)")
-    p.add_argument("--batch-size", type=int, default=1, help="batch size latency is measured at (default 1)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads latency is measured with (default 1)")
-    p.add_argument("--gammas", help="the γ grid every block takes values from, comma-separated "
-                                    "(default -0.25,-0.125,…,0.75)")
-    p.add_argument("--candidates", type=int, default=60, help="most configurations to evaluate (default 60)")
-    p.add_argument("--samples", type=int, help="K noisy weight samples averaged (default: eval.samples of the run)")
-    p.add_argument("--address", help="evaluate candidates as tasks on this Ray cluster (default: Ray tasks when "
-                                     "already connected, else in this process)")
-    p.add_argument("--report-test", action="store_true",
-                   help="also evaluate the uniform γ and the validation fronts on the test split, for the report "
-                        "(never used to choose)")
-    p.add_argument("--no-onnx", action="store_true", help="do not write network.onnx (the slowest format to export)")
-    p.add_argument("-o", "--output", help="output folder (default: RUN_DIR/deploy/<budget>)")
+    settings = p.add_argument_group("deploy settings (the config's deploy: group; exactly one budget)")
+    add_config_flags(settings, DeployConfig, "deploy", aliases={"output": ["-o"]})
+    settings.add_argument("--no-onnx", dest=f"{FLAG_PREFIX}deploy.onnx", action="store_const", const="false",
+                          default=argparse.SUPPRESS, help="do not write network.onnx (the same as --onnx false)")
     p = sub.add_parser("report", help="self-contained HTML report of result tables")
     p.add_argument("tables", nargs="+", help="Parquet files, folders (searched recursively) or glob patterns")
     p.add_argument("-o", "--output", required=True, help="HTML file to write, e.g. reports/NAME.html")

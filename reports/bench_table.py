@@ -19,7 +19,7 @@ import torch
 
 from raymeta.method import health
 from raymeta.io.artifacts import SmoothedCheckpoint
-from raymeta.config import load_config
+from raymeta.config.loading import load_config
 from raymeta.io.data import make_loader
 from raymeta.stages.evaluate import accuracy_and_loss, evaluate_gammas
 from raymeta.method.models import count_params_macs

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from raymeta.stages.smooth import smooth
-from raymeta.config import load_config
+from raymeta.config.loading import load_config
 from raymeta.stages.pretrain import pretrain
 from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress

@@ -9,11 +9,10 @@ import torch
 from raymeta.stages.baselines import IMPORTANCES, check_importances, prune_to_gamma, target_widths
 from raymeta.io.artifacts import PriorCheckpoint
 from raymeta.cli import main
-from raymeta.config import save_config
 from raymeta.errors import ConfigError
 from raymeta.method.models import count_params_macs, hidden_width, resolve_blocks
 from raymeta.io.results import RESULT_COLUMNS, read_tables
-from raymeta.io.files import RunPaths
+from raymeta.io.files import RunPaths, save_config
 from raymeta.stages.networks import prior_network
 
 

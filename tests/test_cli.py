@@ -7,7 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import raymeta.stages.latency as latency
 from raymeta.cli import main
+from raymeta.config.loading import load_config
 from raymeta.io.results import RESULT_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,9 +69,11 @@ def test_debug_job_runs_end_to_end(tmp_path, capsys):
 
 
 def test_console_script_is_installed():
-    result = subprocess.run([sys.executable, "-m", "raymeta.cli", "validate", "--config", DEBUG],
-                            capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 0 and "config hash" in result.stdout
+    # the `raymeta` script that installing the package puts beside this interpreter, not `python -m raymeta.cli`
+    script = Path(sys.executable).parent / "raymeta"
+    assert script.is_file(), f"no console script {script}: install the package (pip install -e .)"
+    result = subprocess.run([str(script), "validate", "--config", DEBUG], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0 and "# config hash d1944785f645" in result.stdout, result.stderr
 
 
 def error_of(capsys, argv):
@@ -101,3 +105,116 @@ def test_bad_values_are_reported_without_a_traceback(tmp_path, capsys, argument,
     argv = ["run", "--config", DEBUG, "--run-dir", str(tmp_path), "--workers", "0", argument]
     err = error_of(capsys, argv)
     assert message in err and "Traceback" not in err
+
+
+# ---- what users type: overrides anywhere, list and switch flags before an override ------------------------------
+
+@pytest.fixture
+def captured(monkeypatch):
+    """The stage functions the commands dispatch to, replaced by ones that record what they were given."""
+    import raymeta.drivers.pipeline
+    import raymeta.stages.baselines
+    import raymeta.stages.deploy
+
+    calls = {}
+    monkeypatch.setattr(raymeta.drivers.pipeline, "run_pipeline",
+                        lambda config, progress, resume=None: calls.__setitem__("run", config))
+    monkeypatch.setattr(raymeta.stages.baselines, "run_baseline",
+                        lambda kind, config, progress, out=None: calls.__setitem__("baseline", config))
+    monkeypatch.setattr(raymeta.stages.deploy, "deploy",
+                        lambda run_dir, options, progress: calls.__setitem__("deploy", (run_dir, options)))
+    return calls
+
+
+def test_overrides_stand_anywhere_among_the_flags(tmp_path, captured):
+    argv = ["run", "--config", DEBUG, "train.lr=1e-3", "--workers", "0", "eval.samples=2", "--run-dir", str(tmp_path),
+            "train.lr=2e-3"]
+    assert main(argv) == 0
+    config = captured["run"]
+    assert config.eval.samples == 2 and config.ray.workers == 0 and config.run_dir == str(tmp_path)
+    assert config.train.lr == 2e-3  # the last of a key given twice, as typed
+    assert load_config(tmp_path / "config.yaml") == config  # what the run folder records
+
+
+def test_an_argument_that_is_no_override_is_refused_wherever_it_stands(tmp_path, capsys):
+    assert main(["validate", "--config", DEBUG, "train.lr=1e-3", "--run-dir", str(tmp_path), "lr"]) == 2
+    assert "argument 'lr' is not allowed: overrides are group.key=value" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("gammas", [["0", "0.5"], ["0,0.5"], ["0,", "0.5"]])
+def test_a_list_flag_followed_by_an_override_reads_both(tmp_path, captured, gammas):
+    argv = ["baseline", "individual", "--run-dir", str(tmp_path), "--gammas", *gammas, "train.lr=1e-3", "--epochs", "2",
+            "eval.samples=2"]
+    assert main(argv) == 0
+    config = captured["baseline"]
+    assert config.baseline.gammas == [0.0, 0.5] and config.baseline.epochs == 2
+    assert config.train.lr == 1e-3 and config.eval.samples == 2
+
+
+def test_overrides_after_a_list_flag_keep_their_place_among_the_others(tmp_path, captured):
+    argv = ["baseline", "individual", "--run-dir", str(tmp_path), "train.lr=1e-3", "--gammas", "0", "train.lr=2e-3"]
+    assert main(argv) == 0 and captured["baseline"].train.lr == 2e-3
+    argv = ["baseline", "individual", "--run-dir", str(tmp_path), "--gammas", "0", "train.lr=2e-3", "--epochs", "1",
+            "train.lr=3e-3"]
+    assert main(argv) == 0 and captured["baseline"].train.lr == 3e-3
+
+
+def test_a_switch_flag_alone_means_true_and_an_override_after_it_is_no_value_of_it(tmp_path, captured):
+    assert main(["deploy", "--run-dir", str(tmp_path), "--max-macs", "20M", "--report-test", "deploy.candidates=7"]) == 0
+    run_dir, options = captured["deploy"]
+    assert options.report_test is True and options.candidates == 7 and options.max_macs == "20M"
+    assert main(["deploy", "--run-dir", str(tmp_path), "--max-macs", "20M", "--report-test", "false", "--no-onnx"]) == 0
+    assert captured["deploy"][1].report_test is False and captured["deploy"][1].onnx is False
+
+
+def test_a_deployment_is_a_config_group(tmp_path, captured):
+    job = tmp_path / "job.yaml"
+    job.write_text(f"run_dir: {tmp_path}\ndeploy:\n  max_params: 200k\n  gammas: [0, 0.5]\n  candidates: 9\n")
+    assert main(["deploy", "--config", str(job), "--candidates", "5"]) == 0
+    run_dir, options = captured["deploy"]
+    assert run_dir == str(tmp_path) and options.budget() == ("params", "200k")
+    assert options.gammas == [0.0, 0.5] and options.candidates == 5  # the flag over the YAML
+
+
+@pytest.mark.parametrize("argv, budget", [([], "none"), (["--max-macs", "1M", "--max-params", "1k"],
+                                                          "max_macs=1M, max_params=1k")])
+def test_a_deployment_needs_exactly_one_budget(tmp_path, capsys, argv, budget):
+    assert main(["deploy", "--run-dir", str(tmp_path), *argv]) == 2
+    assert f"raymeta deploy needs exactly one budget, got {budget}: --max-macs" in capsys.readouterr().err
+
+
+def test_an_export_needs_a_gamma(tmp_path, capsys):
+    assert main(["export", "--run-dir", str(tmp_path)]) == 2
+    assert "raymeta export needs a γ: --gamma 0.25" in capsys.readouterr().err
+
+
+@pytest.fixture
+def no_onnx_here(monkeypatch):
+    """ONNX cannot be written here (as without the onnx and onnxscript packages); latency timed in a few passes."""
+    import raymeta.stages.export
+
+    monkeypatch.setattr(raymeta.stages.export, "onnx_available", lambda: False)
+    for name, value in [("WARMUP_RUNS", 1), ("REPEATS", 3), ("MIN_SECONDS", 0.0), ("FINAL_SECONDS", 0.0)]:
+        monkeypatch.setattr(latency, name, value)
+
+
+def test_a_skipped_onnx_export_is_said_in_the_log(per_block_run, tmp_path, capsys, no_onnx_here):
+    out = tmp_path / "export"
+    assert main(["export", "--run-dir", per_block_run.run_dir, "--gamma", "0.25", "-o", str(out)]) == 0
+    assert "export: note — no ONNX file: it needs the onnx and onnxscript packages" in capsys.readouterr().out
+    assert not (out / "network.onnx").exists()
+    assert main(["export", "--run-dir", per_block_run.run_dir, "--gamma", "0.25", "-o", str(out), "--no-onnx"]) == 0
+    assert "no ONNX file" not in capsys.readouterr().out  # turned off, not skipped
+
+
+def test_a_deployment_records_the_config_it_ran_with_and_says_what_it_skipped(per_block_run, tmp_path, capsys,
+                                                                             no_onnx_here):
+    out = tmp_path / "deploy"
+    argv = ["deploy", "--run-dir", per_block_run.run_dir, "--max-params", "1G", "--gammas", "0", "0.5",
+            "--candidates", "4", "-o", str(out)]
+    assert main(argv) == 0
+    assert "deploy: note — no ONNX file: it needs the onnx and onnxscript packages" in capsys.readouterr().out
+    recorded = load_config(out / "config.yaml")
+    assert recorded.run_dir == per_block_run.run_dir and recorded.hash() == per_block_run.hash()
+    assert (recorded.deploy.max_params, recorded.deploy.gammas, recorded.deploy.candidates) == ("1G", [0.0, 0.5], 4)
+    assert recorded.deploy.output == str(out)

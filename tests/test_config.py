@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from raymeta.config import Config, load_config, method_name
+from raymeta.config.loading import load_config
+from raymeta.config.schema import Config, method_name
 from raymeta.errors import ConfigError
 from raymeta.method.models import Architecture, resolve_blocks
 
@@ -85,7 +86,8 @@ def test_unparsable_yaml_names_the_file(tmp_path):
 
 
 def test_a_checkpoint_config_from_before_the_departures_loads_as_the_papers_method():
-    from raymeta.config import PAPER_METHOD, stored_config
+    from raymeta.config.migration import stored_config
+    from raymeta.method.presets import PAPER_METHOD
 
     old = Config().to_dict()
     for key in PAPER_METHOD:  # what a checkpoint written before these keys existed holds
@@ -99,7 +101,7 @@ def test_a_checkpoint_config_from_before_the_departures_loads_as_the_papers_meth
 
 
 def test_method_flags_reach_the_papers_method_whatever_the_defaults():
-    from raymeta.config import method_overrides
+    from raymeta.config.loading import method_overrides
 
     assert method_name(load_config(None, method_overrides("recipe"))) == "recipe"
     neumeta = load_config(None, method_overrides("neumeta"))
@@ -139,24 +141,29 @@ def test_a_bad_residency_is_one_clear_error(value):
     (["baseline", "prune"], "baseline", "BaselineConfig",
      ["gammas", "importance", "finetune_epochs", "finetune_lr", "gradient_batches"]),
     (["baseline", "individual"], "baseline", "BaselineConfig", ["gammas", "epochs", "lr"]),
+    (["deploy"], "deploy", "DeployConfig", None),
+    (["export"], "export", "ExportConfig", None),
 ])
 def test_every_setting_of_a_group_is_a_flag_whose_help_is_its_docstring(command, group, cls, names):
     import dataclasses
 
-    import raymeta.config as config_module
+    import raymeta.config.schema as schema
     from raymeta.cli import build_parser
+    from raymeta.config.docs import field_docs
 
-    cls = getattr(config_module, cls)
-    docs = config_module.field_docs(cls)
+    cls = getattr(schema, cls)
+    docs = field_docs(cls)
     assert set(docs) == {f.name for f in dataclasses.fields(cls)}, "a field without a docstring"
     parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices[command[0]]
     if len(command) > 1:
         sub = sub._subparsers._group_actions[0].choices[command[1]]
-    flags = {action.dest: action for action in sub._actions}
+    flags = {}
+    for action in sub._actions:
+        flags.setdefault(action.dest, action)  # the generated flag, not a shorthand sharing its key (--no-onnx)
     for name in names or docs:
         action = flags[f"flag:{group}.{name}"] if f"flag:{group}.{name}" in flags else flags[f"flag-text:{group}.{name}"]
-        assert action.option_strings == [f"--{name.replace('_', '-')}"]
+        assert action.option_strings[-1] == f"--{name.replace('_', '-')}"
         assert action.help.startswith(docs[name].replace("%", "%%")), name
 
 
@@ -191,3 +198,55 @@ def test_a_job_file_extends_another_and_changes_only_what_differs(tmp_path):
     (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
     with pytest.raises(ConfigError, match="missing.yaml does not exist .extended by"):
         load_config(tmp_path / "c.yaml")
+
+
+# ---- the config hash: what it holds is marked on the fields ------------------------------------------------------
+
+JOB_HASHES = {"cifar100_resnet56": "baa21a32926c", "cifar100_resnet56_neumeta": "dd7d5f578431",
+              "cifar100_resnet56_wide": "238b25b8d73e", "debug": "d1944785f645", "debug_distributed": "d1944785f645",
+              "debug_sweep": "374f5d26df06", "fashion_mnist_bench": "7f8000c00b77",
+              "fashion_mnist_resnet20": "99d33e9cb9d0", "quickstart": "2ad6a5b455ea"}
+"""The hash of every job config: runs made with them are found by it (checkpoints resume, tables join), so a change
+of the schema or of the hash must leave them as they are, or migrate them."""
+
+
+def test_every_job_config_keeps_its_hash():
+    jobs = {path.stem: load_config(path).hash() for path in sorted((ROOT / "jobs").glob("*.yaml"))
+            if path.name != "runtime_env.yaml"}
+    assert jobs == JOB_HASHES
+
+
+def test_the_defaults_keep_their_hash_and_prior_hash():
+    assert (Config().hash(), Config().prior_hash()) == ("1a0e6da0b975", "76bcd6f99ba8")
+
+
+@pytest.mark.parametrize("override", ["run_dir=elsewhere", "device=cuda", "threads=2", "data.resident=false",
+                                      "train.compile=true", "train.monitor_gammas=[0.1]", "ray.workers=3",
+                                      "sweep.num_samples=2", "baseline.epochs=1", "deploy.max_macs=20M",
+                                      "deploy.candidates=5", "export.gamma=0.25", "export.onnx=false"])
+def test_a_field_marked_outside_the_hash_does_not_change_it(override):
+    config = load_config(None, [override])
+    assert config != Config()  # the override took
+    assert config.hash() == Config().hash() and config.prior_hash() == Config().prior_hash()
+
+
+@pytest.mark.parametrize("override", ["train.lr=1e-3", "inr.depth=4", "eval.samples=3", "smooth.restarts=2",
+                                      "train.precision=bf16", "train.gamma_sampling=per_block"])
+def test_a_field_inside_the_hash_changes_it(override):
+    assert load_config(None, [override]).hash() != Config().hash()
+
+
+def test_a_field_left_out_at_its_default_is_hashed_at_any_other_value():
+    from raymeta.config.schema import hashed_content
+
+    assert "precision" not in hashed_content(Config())["train"]
+    assert hashed_content(load_config(None, ["train.precision=bf16"]))["train"]["precision"] == "bf16"
+    assert load_config(None, ["train.precision=fp32"]).hash() == Config().hash()
+
+
+@pytest.mark.parametrize("override, changes_prior", [("seed=1", True), ("data.batch_size=7", True),
+                                                     ("model.depth=14", True), ("pretrain.epochs=3", True),
+                                                     ("train.lr=1e-3", False), ("inr.depth=4", False),
+                                                     ("data.resident=false", False)])
+def test_the_prior_hash_holds_the_data_model_pretraining_and_seed(override, changes_prior):
+    assert (load_config(None, [override]).prior_hash() != Config().prior_hash()) == changes_prior

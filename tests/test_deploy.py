@@ -9,7 +9,8 @@ import torch
 
 import raymeta.stages.latency as latency
 from raymeta.cli import main
-from raymeta.stages.deploy import Budget, DeployOptions, deploy, evaluation_data, parse_budget
+from raymeta.config.schema import DeployConfig
+from raymeta.stages.deploy import Budget, deploy, evaluation_data, parse_budget
 from raymeta.errors import ConfigError
 from raymeta.stages.evaluate import accuracy_and_loss
 from raymeta.stages.export import generation_settings, load_exported, materialize_like_evaluation
@@ -36,9 +37,9 @@ def run(per_block_run):
     return per_block_run
 
 
-def options(**overrides) -> DeployOptions:
-    values = {"onnx": False, "max_candidates": 60, "grid": (0.0, 0.25, 0.5, 0.75)}
-    return DeployOptions(**{**values, **overrides})
+def options(budget: Budget, **overrides) -> DeployConfig:
+    values = {f"max_{budget.kind}": budget.limit, "onnx": False, "candidates": 60, "gammas": [0.0, 0.25, 0.5, 0.75]}
+    return DeployConfig(**{**values, **overrides})
 
 
 def costs(run):
@@ -49,7 +50,7 @@ def costs(run):
 def test_deploy_respects_the_budget_and_picks_the_best_validation_candidate(run, tmp_path):
     net, sizes = costs(run)
     limit = (sizes[0.0][1] + sizes[0.75][1]) // 2  # about half the per-block space fits
-    summary = deploy(run.run_dir, Budget("macs", limit), options(output=str(tmp_path)), QUIET)
+    summary = deploy(run.run_dir, options(Budget("macs", limit), output=str(tmp_path)), QUIET)
     table = read_table(tmp_path / "pareto.parquet")
     validation = table[table["split"] == "validation"]
     assert len(validation) == summary["candidates"] == 4 + len([1 for a in (0, .25, .5, .75) for b in (0, .25, .5, .75)
@@ -93,8 +94,8 @@ def test_the_search_scores_exactly_what_export_writes(run):
 
 def test_evolutionary_search_stops_at_the_candidate_budget(run, tmp_path):
     _, sizes = costs(run)
-    summary = deploy(run.run_dir, Budget("macs", sizes[0.0][1]), options(
-        output=str(tmp_path), max_candidates=9, grid=(0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75)), QUIET)
+    summary = deploy(run.run_dir, options(Budget("macs", sizes[0.0][1]), output=str(tmp_path), candidates=9,
+                                          gammas=[0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75]), QUIET)
     assert summary["candidates"] <= 9 and summary["search"].startswith("evolutionary")
     table = read_table(tmp_path / "pareto.parquet")
     assert (table.loc[table["split"] == "validation", "search_kind"] == "per_block").sum() >= 1
@@ -104,7 +105,7 @@ def test_an_impossible_budget_names_the_smallest_cost_reachable(run, capsys):
     _, sizes = costs(run)
     smallest = sizes[0.75][1]
     with pytest.raises(ConfigError) as error:
-        deploy(run.run_dir, Budget("macs", smallest - 1), options(), QUIET)
+        deploy(run.run_dir, options(Budget("macs", smallest - 1)), QUIET)
     assert f"is {smallest / 1e3:g}k MACs (γ=0.75 on every metamorphic block)" in str(error.value)
     assert main(["deploy", "--run-dir", run.run_dir, "--max-params", "10", "--no-onnx"]) == 2
     err = capsys.readouterr().err
@@ -160,7 +161,7 @@ def test_a_latency_budget_is_checked_on_the_measured_network(run, tmp_path, monk
     measured = iter([5.0, 0.5, 0.5])  # the best candidate measures over the budget; the next fits
     monkeypatch.setattr("raymeta.stages.deploy._measure", lambda *args: next(measured))
     monkeypatch.setattr(latency.LatencyTable, "estimate", lambda self, hidden: 0.1 * sum(hidden.values()))
-    summary = deploy(run.run_dir, Budget("latency_ms", 1.4), options(output=str(tmp_path)), QUIET)
+    summary = deploy(run.run_dir, options(Budget("latency_ms", 1.4), output=str(tmp_path)), QUIET)
     table = read_table(tmp_path / "pareto.parquet")
     validation = table[table["split"] == "validation"].sort_values("accuracy", ascending=False, kind="stable")
     within = validation[validation["latency_ms"] <= 1.4]
@@ -174,7 +175,7 @@ def test_report_has_a_deployment_section_and_keeps_it_out_of_the_gamma_compariso
     from raymeta.io.results import read_tables
 
     _, sizes = costs(run)
-    deploy(run.run_dir, Budget("macs", sizes[0.25][1]), options(output=str(tmp_path / "d"), report_test=True), QUIET)
+    deploy(run.run_dir, options(Budget("macs", sizes[0.25][1]), output=str(tmp_path / "d"), report_test=True), QUIET)
     rows = read_tables([RunPaths(run.run_dir).results, tmp_path / "d"])
     individual = rows[(rows["phase"] == "final")].head(0)
     assert individual.empty
@@ -194,11 +195,11 @@ def test_candidates_run_as_ray_tasks_when_a_cluster_is_connected(run, tmp_path):
 
     _, sizes = costs(run)
     budget = Budget("macs", sizes[0.25][1])
-    local = deploy(run.run_dir, budget, options(output=str(tmp_path / "local")), QUIET)
+    local = deploy(run.run_dir, options(budget, output=str(tmp_path / "local")), QUIET)
     ray_up = embedded_ray()
     next(ray_up)
     try:
-        remote = deploy(run.run_dir, budget, options(output=str(tmp_path / "ray")), QUIET)
+        remote = deploy(run.run_dir, options(budget, output=str(tmp_path / "ray")), QUIET)
     finally:
         next(ray_up, None)
     assert local["evaluated"] == "in this process" and remote["evaluated"].startswith("as Ray tasks")
@@ -230,7 +231,7 @@ def test_baselines_are_drawn_only_beside_a_search_of_their_shape(run, tmp_path):
     from raymeta.io.results import read_table
 
     net, sizes = costs(run)
-    deploy(run.run_dir, Budget("macs", sizes[0.0][1]), options(output=str(tmp_path), report_test=True), QUIET)
+    deploy(run.run_dir, options(Budget("macs", sizes[0.0][1]), output=str(tmp_path), report_test=True), QUIET)
     table = read_table(tmp_path / "pareto.parquet")
     validation, test = table[table["split"] == "validation"], table[table["split"] == "test"]
     uniform = validation[validation["search_kind"] == "uniform"].set_index("gamma")

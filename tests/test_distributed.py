@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from raymeta.io.artifacts import MetamorphicCheckpoint
-from raymeta.config import Config, RayConfig
+from raymeta.config.schema import Config, RayConfig
 from raymeta.drivers.distributed import _plan_workers, run_name, train_distributed
 from raymeta.errors import ConfigError
 from raymeta.io.progress import Progress

@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from raymeta.config import load_config
+from raymeta.config.loading import load_config
 from raymeta.errors import ConfigError
 from raymeta.method.inr import INRBank, bank_forward, compiled_bank_forward
 from raymeta.method.models import Architecture, ResNet

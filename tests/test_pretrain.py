@@ -3,7 +3,7 @@ import torch
 
 from raymeta.io.artifacts import PriorCheckpoint
 from raymeta.stages.smooth import smooth
-from raymeta.config import load_config
+from raymeta.config.loading import load_config
 from raymeta.errors import CheckpointError, ConfigError
 from raymeta.stages.pretrain import pretrain
 from raymeta.io.progress import Progress

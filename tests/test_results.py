@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from raymeta.config import load_config
+from raymeta.config.loading import load_config
 from raymeta.io.results import RESULT_COLUMNS as REEXPORTED
 from raymeta.io.results import RESULT_COLUMNS, SCHEMA, ResultsError, read_tables, result_frame, validate_frame, write_table
 from results_fixtures import example_frame, rows

@@ -5,10 +5,11 @@ from pathlib import Path
 import pytest
 from ray import tune
 
-from raymeta.config import Config, load_config
+from raymeta.config.loading import load_config
+from raymeta.config.schema import Config
 from raymeta.errors import ConfigError
 from raymeta.drivers.space import SpaceError, load_space, max_total_epochs
-from raymeta.config import SweepConfig
+from raymeta.config.schema import SweepConfig
 from raymeta.drivers.sweep import _block_count, _plan_trials, effective_space, score_gammas, trial_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from raymeta.cli import main
-from raymeta.config import load_config
+from raymeta.config.loading import load_config
 from raymeta.io.results import read_tables
 from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from raymeta.io.artifacts import MetamorphicCheckpoint
-from raymeta.config import load_config
+from raymeta.config.loading import load_config
 from raymeta.method.ema import ExponentialAverage, inr_parameters
 from raymeta.method.inr import INRBank
 from raymeta.method.metamorphic import MetamorphicNetwork

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from raymeta.io.artifacts import MetamorphicCheckpoint, SmoothedCheckpoint
-from raymeta.config import NEUMETA_SWITCHES, load_config
+from raymeta.config.loading import load_config
+from raymeta.method.presets import NEUMETA_SWITCHES
 from raymeta.io.data import make_loader
 from raymeta.stages.evaluate import evaluate_gammas
 from raymeta.io.files import RunPaths

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from raymeta.config import load_config, stored_config
+from raymeta.config.loading import load_config
+from raymeta.config.migration import stored_config
 from raymeta.errors import ConfigError
 from raymeta.method.models import count_params_macs
 from raymeta.io.files import RunPaths

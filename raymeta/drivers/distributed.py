@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from raymeta.config import Config, RayConfig, config_from_dict
+from raymeta.config.loading import config_from_dict
+from raymeta.config.schema import Config, RayConfig
 from raymeta.errors import CheckpointError, ConfigError, RaymetaError
 from raymeta.io.artifacts import MetamorphicCheckpoint, SmoothedCheckpoint
 from raymeta.io.files import RunPaths, atomic_write

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from raymeta.config import Config
+from raymeta.config.schema import Config
 from raymeta.drivers.distributed import train_distributed
 from raymeta.io.progress import Progress
 from raymeta.stages.evaluate import run_evaluate

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from raymeta.config import Config, INRConfig, TrainConfig, config_from_dict
+from raymeta.config.loading import config_from_dict
+from raymeta.config.schema import Config, INRConfig, TrainConfig
 from raymeta.errors import ConfigError
 
 TUNABLE_GROUPS = {"train": TrainConfig, "inr": INRConfig}

@@ -37,12 +37,13 @@ import pandas as pd
 import yaml
 from ray import tune
 
-from raymeta.config import Config, RayConfig, SweepConfig, config_from_dict, method_name, save_config
+from raymeta.config.loading import config_from_dict
+from raymeta.config.schema import Config, RayConfig, SweepConfig, method_name
 from raymeta.drivers.distributed import ray_session, train_distributed
 from raymeta.drivers.space import VARIANT_PARAM, SearchSpace, apply_overrides, check_search, max_total_epochs
 from raymeta.errors import CheckpointError, ConfigError, RaymetaError
 from raymeta.io.artifacts import MetamorphicCheckpoint, SmoothedCheckpoint
-from raymeta.io.files import RunPaths, atomic_write, atomic_write_text
+from raymeta.io.files import RunPaths, atomic_write, atomic_write_text, save_config
 from raymeta.io.progress import Progress
 from raymeta.io.results import PARAM_PREFIX, is_seen, read_table, read_tables, write_table
 from raymeta.stages.evaluate import evaluate_trained

@@ -8,6 +8,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
+from raymeta.config.schema import Config
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(temporary)`` to fill a temporary file beside ``path``, then rename it to ``path``."""
@@ -27,6 +31,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+def save_config(config: Config, path: str | Path) -> Path:
+    """Write ``config`` as YAML (every key, in schema order): what ``load_config`` reads back to the same config."""
+    return atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 class RunPaths:

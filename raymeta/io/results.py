@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 from pandas.api import types as ptypes
 
-from raymeta.config import Config
+from raymeta.config.schema import Config
 from raymeta.errors import RaymetaError
 from raymeta.io.files import atomic_write
 

@@ -37,11 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raymeta.config import Config, _short_hash, save_config
+from raymeta.config.schema import Config, short_hash
 from raymeta.errors import CheckpointError, ConfigError
 from raymeta.io.artifacts import PriorCheckpoint, SmoothedCheckpoint
 from raymeta.io.data import make_loader
-from raymeta.io.files import RunPaths
+from raymeta.io.files import RunPaths, save_config
 from raymeta.io.progress import Progress
 from raymeta.io.results import ResultsError, read_tables, result_frame, write_table
 from raymeta.method.models import Architecture, ResNet, block_name, count_params_macs, hidden_width, resolve_blocks
@@ -213,7 +213,7 @@ def run_individual(config: Config, bundle, gammas: list[float], out: Path, *, ru
     blocks = metamorphic_blocks(config, arch)
     for gamma in gammas:
         target_widths(arch, blocks, gamma)  # fail on a bad γ before any training
-    settings_hash = _short_hash({"config": config.hash(), "baseline": "individual", "epochs": epochs, "lr": lr})
+    settings_hash = short_hash({"config": config.hash(), "baseline": "individual", "epochs": epochs, "lr": lr})
     done = _finished(out, settings_hash)
     test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
     monitor_loader = validation_loader(bundle, config, progress, "baseline individual: no per-epoch accuracy")
@@ -259,7 +259,7 @@ def run_pruning(config: Config, prior: ResNet, bundle, gammas: list[float], impo
         raise ConfigError("baseline prune needs at least one γ ≥ 0 (pruning cannot make a block wider)")
     for gamma in gammas:
         target_widths(prior.arch, blocks, gamma)
-    settings_hash = _short_hash({"config": config.hash(), "baseline": "prune", "finetune_epochs": finetune_epochs,
+    settings_hash = short_hash({"config": config.hash(), "baseline": "prune", "finetune_epochs": finetune_epochs,
                                  "finetune_lr": finetune_lr, "gradient_batches": gradient_batches})
     done = _finished(out, settings_hash)
     test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
@@ -421,7 +421,7 @@ def run_skip(config: Config, prior: ResNet, bundle, gammas: list[float], out: Pa
     names = fine_tuned_names(config, prior)
     if not names:
         epochs = 0  # train.finetune_head off: the metamorphic run trains no part of the prior either
-    settings_hash = _short_hash({"config": config.hash(), "baseline": "skip", "epochs": epochs})
+    settings_hash = short_hash({"config": config.hash(), "baseline": "skip", "epochs": epochs})
     done = _finished(out, settings_hash)
     todo = [g for g in gammas if ("skip", round(float(g), 9)) not in done]
     if not todo:
@@ -452,7 +452,7 @@ def run_skip(config: Config, prior: ResNet, bundle, gammas: list[float], out: Pa
     rows = _repeated_rows(model, test_loader, device, todo, params, macs)
     final = result_frame(rows, config, method="skip", run_id=run_id, dataset=bundle.info.name, stage=0,
                          epoch=epochs, split="test", train_time_s=seconds, config_hash=settings_hash)
-    name = f"skip-{settings_hash}-{_short_hash(sorted(float(g) for g in todo))}.parquet"
+    name = f"skip-{settings_hash}-{short_hash(sorted(float(g) for g in todo))}.parquet"
     path = write_table(pd.concat([*curve, final], ignore_index=True), out, name=name)
     progress(f"baseline skip: test accuracy {rows[0]['accuracy']:.4f} at every γ ({params} parameters, {macs} MACs) "
              f"after {seconds:.1f}s → {path}")

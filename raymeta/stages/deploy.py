@@ -22,6 +22,7 @@ candidate in the results schema, with ``gamma.<block>``/``width.<block>`` column
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -35,8 +36,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from raymeta.config.schema import DeployConfig
 from raymeta.errors import ConfigError
-from raymeta.io.files import atomic_write_text
+from raymeta.io.files import atomic_write_text, save_config
 from raymeta.method.widths import Gamma, block_gammas, canonical, format_gamma
 
 BUDGET_KINDS = {"macs": "MACs", "params": "parameters", "latency_ms": "latency (ms)"}
@@ -92,18 +94,6 @@ def parse_budget(kind: str, text: str) -> Budget:
     if not (value > 0 and math.isfinite(value)):
         raise ConfigError(f"{option}={text!r} is not allowed: {allowed}")
     return Budget(kind, value)
-
-
-def parse_grid(text: str | None) -> tuple[float, ...]:
-    if text is None:
-        return DEFAULT_GRID
-    try:
-        values = sorted({float(part) for part in text.replace(" ", "").split(",") if part})
-    except ValueError:
-        raise ConfigError(f"--gammas={text!r} is not allowed: comma-separated numbers, e.g. 0,0.25,0.5") from None
-    if not values:
-        raise ConfigError(f"--gammas={text!r} names no γ")
-    return tuple(values)
 
 
 @dataclass
@@ -356,49 +346,27 @@ def pareto_front(candidates: list[Candidate], kind: str) -> list[Candidate]:
 
 
 # ---- the command -------------------------------------------------------------------------------------------------
-@dataclass
-class DeployOptions:
-    device: str = "cpu"
-    batch_size: int = 1
-    threads: int = 1
-    """torch threads latency is measured with (the search uses the process's own)."""
-    grid: tuple[float, ...] = DEFAULT_GRID
-    max_candidates: int = 60
-    samples: int | None = None
-    """K noisy weight samples averaged (default: the run's eval.samples), as raymeta evaluate and export."""
-    address: str | None = None
-    """Connect to this Ray cluster and evaluate candidates as tasks (default: Ray tasks only when this process is
-    already connected, else in this process)."""
-    report_test: bool = False
-    """Also evaluate the uniform γ and the validation front on the test split, for reporting (never to choose)."""
-    output: str | None = None
-    seed: int = 0
-    onnx: bool | None = None
-    """Write network.onnx too (None: where the onnx and onnxscript packages are installed)."""
-
-
-def deploy(run_dir: str | Path, budget: Budget, options: DeployOptions, progress=print) -> dict:
-    """Search the run's configurations for the best validation accuracy within ``budget``, export it, and write
-    the Pareto table and ``deploy.json``; returns what ``deploy.json`` holds."""
-    from raymeta.config import method_name
-    from raymeta.stages.export import export_network, generation_settings, load_exported, materialize_like_evaluation
+def deploy(run_dir: str | Path, options: DeployConfig, progress=print) -> dict:
+    """Search the run's configurations for the best validation accuracy within the budget of ``options``, export
+    it, and write the Pareto table, ``deploy.json`` and ``config.yaml`` (the run's configuration with the deploy
+    settings it ran with: ``raymeta deploy --config`` on it deploys again); returns what ``deploy.json`` holds."""
+    from raymeta.config.schema import method_name
+    from raymeta.stages.export import (ONNX_MISSING, export_network, generation_settings, load_exported,
+                                       materialize_like_evaluation)
     from raymeta.stages.latency import latency_table
     from raymeta.method.models import block_name
     from raymeta.io.files import RunPaths
     from raymeta.stages.runtime import load_data
     from raymeta.stages.networks import load_trained
 
-    if options.max_candidates < 1:
-        raise ConfigError(f"--candidates={options.max_candidates} is not allowed: a positive integer")
-    if options.device not in ("cpu", "cuda"):
-        raise ConfigError(f"--device={options.device!r} is not allowed: cpu or cuda")
+    budget = parse_budget(*options.budget())  # exactly one, given in the deploy: group or as its flag
     device = torch.device(options.device)
     paths = RunPaths(str(run_dir))
     net, config, checkpoint = load_trained(paths.train_checkpoint)
     if not checkpoint.done:
         progress("deploy: note — the checkpoint is from an unfinished run")
     net.eval().cpu()
-    grid = valid_grid(net, tuple(options.grid))
+    grid = valid_grid(net, DEFAULT_GRID if options.gammas is None else tuple(sorted(set(options.gammas))))
     settings = generation_settings(config, options.samples)
     bundle = load_data(config, augment=False)
     image_size = bundle.info.image_size
@@ -416,7 +384,7 @@ def deploy(run_dir: str | Path, budget: Budget, options: DeployOptions, progress
     progress(f"deploy: budget {budget.describe()}; {len(names)} metamorphic block(s) ({', '.join(names)}); γ grid "
              f"{format_gamma(grid)}; K={settings['samples']} sample(s); {len(validation.labels)} validation images; "
              f"candidates evaluated {evaluator.name}")
-    result = search(net, evaluator, budget, grid, cost_of, max_candidates=options.max_candidates,
+    result = search(net, evaluator, budget, grid, cost_of, max_candidates=options.candidates,
                     seed=options.seed, progress=progress)
     if result.chosen is None:  # the grid's cheapest fits, so this is unreachable unless evaluation failed
         raise ConfigError(f"no evaluated configuration fits the budget of {budget.describe()}")
@@ -477,17 +445,20 @@ def deploy(run_dir: str | Path, budget: Budget, options: DeployOptions, progress
                "grid": list(grid), "samples": settings["samples"],
                "files": {name: str(path) for name, path in {**exported, "pareto": table_file}.items()}}
     atomic_write_text(out / "deploy.json", json.dumps(summary, indent=2) + "\n")
+    save_config(dataclasses.replace(config, run_dir=str(run_dir), deploy=options), out / "config.yaml")
     blocks = ", ".join(f"{block_name(s, b)} h={h}" for (s, b), h in net.hidden_widths(chosen.gamma).items())
     progress(f"deploy: chose γ={format_gamma(chosen.gamma)} ({blocks}): validation acc {chosen.accuracy:.4f} "
              f"(test {chosen.test.get('accuracy', float('nan')):.4f}, reported only), {format_cost('macs', chosen.macs)}, "
              f"{format_cost('params', chosen.params)}, latency {final_latency:.3f} ms measured "
              f"({chosen.latency_ms:.3f} ms estimated) on {table.description}, batch {options.batch_size}")
     progress(f"deploy: wrote {out} (network.pt, network.json, network.pt2"
-             + (", network.onnx" if "onnx" in exported else "") + ", pareto.parquet, deploy.json)")
+             + (", network.onnx" if "onnx" in exported else "") + ", pareto.parquet, deploy.json, config.yaml)")
+    if "onnx" not in exported and options.onnx is not False:
+        progress(f"deploy: note — {ONNX_MISSING}")
     return summary
 
 
-def _measure(model, image_size: int, device: torch.device, options: DeployOptions) -> float:
+def _measure(model, image_size: int, device: torch.device, options: DeployConfig) -> float:
     from raymeta.stages import latency
 
     previous = torch.get_num_threads()

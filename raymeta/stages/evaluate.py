@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from raymeta.config import Config, method_name
+from raymeta.config.schema import Config, method_name
 from raymeta.errors import ConfigError
 from raymeta.io.data import make_loader
 from raymeta.io.files import RunPaths

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import torch
 
+from raymeta.config.schema import ExportConfig
 from raymeta.errors import ConfigError
 from raymeta.io.files import RunPaths, atomic_write
 from raymeta.io.progress import Progress
 from raymeta.method.models import Architecture, ResNet
-from raymeta.method.widths import Gamma, block_gammas, canonical, format_gamma, parse_gamma
+from raymeta.method.widths import Gamma, block_gammas, canonical, format_gamma
 from raymeta.stages.networks import load_trained
 
 SPEC_NAME = "network.json"
@@ -36,6 +37,8 @@ SPEC_VERSION = 2
 FORMATS = ("state_dict", "program", "onnx")
 """What ``export_network`` writes besides the spec: the state dict, the torch.export program, ONNX (the last
 only where the ``onnx`` and ``onnxscript`` packages are installed: ``pip install raymeta[export]``)."""
+ONNX_MISSING = "no ONNX file: it needs the onnx and onnxscript packages (pip install 'raymeta[export]')"
+"""What the log says when ONNX is skipped because it cannot be written here (not because it was turned off)."""
 
 
 def generation_settings(config, samples: int | None) -> dict:
@@ -126,25 +129,27 @@ def export_network(net, config, dataset: dict, gamma: Gamma, out: str | Path, *,
     return paths
 
 
-def run_export(gamma: str | Gamma, progress: Progress, *, run_dir: str | Path | None = None,
-               checkpoint: str | Path | None = None, output: str | Path | None = None,
-               samples: int | None = None, onnx: bool | None = None) -> dict[str, Path]:
-    """The export stage: the trained network of ``run_dir`` (or ``checkpoint``) generated at ``gamma`` (a γ, or
-    one γ per metamorphic block; text as on the command line is parsed), written to ``output`` (default
+def run_export(settings: ExportConfig, progress: Progress, *, run_dir: str | Path | None = None) -> dict[str, Path]:
+    """The export stage: the trained network of ``run_dir`` (or ``settings.checkpoint``) generated at
+    ``settings.gamma`` (a γ, or one γ per metamorphic block), written to ``settings.output`` (default
     RUN_DIR/export/gamma=G)."""
-    if not run_dir and not checkpoint:
+    if settings.gamma is None:
+        raise ConfigError("raymeta export needs a γ: --gamma 0.25 (or one γ per metamorphic block, --gamma 0.25,0.5), "
+                          "or export.gamma in the job config")
+    if not run_dir and not settings.checkpoint:
         raise ConfigError("raymeta export needs --run-dir (or --checkpoint) naming a trained run")
-    checkpoint = Path(checkpoint) if checkpoint else RunPaths(run_dir).train_checkpoint
+    checkpoint = Path(settings.checkpoint) if settings.checkpoint else RunPaths(run_dir).train_checkpoint
     net, trained_config, saved = load_trained(checkpoint)
     if not saved.done:
         progress("export: note — the checkpoint is from an unfinished run")
-    gamma = parse_gamma(gamma) if isinstance(gamma, str) else gamma
+    gamma = settings.gamma
+    gamma = float(gamma) if isinstance(gamma, (int, float)) else gamma[0] if len(gamma) == 1 else tuple(gamma)
     widths = ", ".join(f"{h}" for h in net.hidden_widths(gamma).values())
-    out = Path(output or (checkpoint.parent.parent / "export" / f"gamma={format_gamma(gamma)}"))
-    paths = export_network(net, trained_config, saved.dataset, gamma, out, samples=samples, source=str(checkpoint),
-                           onnx=onnx)
-    if "onnx" not in paths and onnx is not False:
-        progress("export: note — no ONNX file: it needs the onnx and onnxscript packages (pip install 'raymeta[export]')")
+    out = Path(settings.output or (checkpoint.parent.parent / "export" / f"gamma={format_gamma(gamma)}"))
+    paths = export_network(net, trained_config, saved.dataset, gamma, out, samples=settings.samples,
+                           source=str(checkpoint), onnx=settings.onnx)
+    if "onnx" not in paths and settings.onnx is not False:
+        progress(f"export: note — {ONNX_MISSING}")
     progress(f"export: γ={format_gamma(gamma)} (hidden widths {widths}) → {', '.join(str(p) for p in paths.values())}")
     return paths
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-from raymeta.config import Config, stored_config
+from raymeta.config.migration import stored_config
+from raymeta.config.schema import Config
 from raymeta.io.artifacts import MetamorphicCheckpoint, PriorCheckpoint, SmoothedCheckpoint
 from raymeta.method.ema import apply_average
 from raymeta.method.metamorphic import MetamorphicNetwork

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from raymeta.config import Config
+from raymeta.config.schema import Config
 from raymeta.errors import ConfigError
 from raymeta.io.artifacts import PretrainState, PriorCheckpoint
 from raymeta.io.data import make_loader

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from raymeta.config import Config
+from raymeta.config.schema import Config
 from raymeta.io.files import RunPaths, atomic_write_text
 from raymeta.io.progress import Progress
 from raymeta.io.results import (ALPHA_PREFIX, PARAM_PREFIX, REC_PREFIX, ResultsError, read_tables, table_paths,

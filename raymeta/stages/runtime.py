@@ -9,7 +9,7 @@ import random
 import numpy as np
 import torch
 
-from raymeta.config import Config
+from raymeta.config.schema import Config
 from raymeta.errors import ConfigError
 from raymeta.io.data import DatasetBundle, load_dataset, make_loader
 from raymeta.io.progress import Progress

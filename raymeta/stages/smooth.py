@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from raymeta.config import Config
+from raymeta.config.schema import Config
 from raymeta.io.artifacts import PriorCheckpoint, SmoothedCheckpoint
 from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress

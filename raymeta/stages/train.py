@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from raymeta.config import Config, method_name
+from raymeta.config.schema import Config, method_name
 from raymeta.errors import CheckpointError, ConfigError
 from raymeta.io.artifacts import MetamorphicCheckpoint, SmoothedCheckpoint, TrainingState
 from raymeta.io.data import EpochBatches

@@ -1,22 +1,31 @@
-"""Typed configuration: one dataclass per concern, loaded from YAML, overridable as ``group.field=value``.
+"""The configuration's schema: one dataclass per concern, a docstring under every field, ranges checked in
+``__post_init__`` so that a bad value fails at load time with a message naming the key, the value and what is
+allowed; and the config hash.
 
-Every field carries a docstring; ``__post_init__`` checks ranges so that a bad value fails at load time
-with a message naming the key, the value and what is allowed.
+What the hash leaves out is marked on the field itself (``metadata=HASH_EXCLUDE`` or ``HASH_OMIT_IF_DEFAULT``),
+and what the prior depends on likewise (``metadata=PRIOR``): one place says what a setting is, what it may be
+and whether it changes results.
 """
 
 import dataclasses
 import hashlib
 import json
-import math
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import yaml
 
 from raymeta.errors import ConfigError
-from raymeta.io.files import atomic_write_text
+from raymeta.method.presets import NEUMETA_SWITCHES, PAPER_METHOD
+
+HASH_EXCLUDE = {"hash": "exclude"}
+"""Field metadata: the setting says how or where work runs, or what is watched, not what is computed, so the
+config hash leaves it out."""
+
+HASH_OMIT_IF_DEFAULT = {"hash": "omit_if_default"}
+"""Field metadata: the config hash leaves the setting out while it holds its default, so that runs from before
+the setting existed (which ran at the default) keep their hash; any other value is hashed."""
+
+PRIOR = {"prior": "include"}
+"""Field metadata of ``Config``: the prior (the γ = 0 network, with BatchNorm) depends on this setting, so
+``prior_hash`` holds it."""
 
 
 def _require(condition: bool, key: str, value, allowed: str) -> None:
@@ -49,7 +58,7 @@ class DataConfig:
     """Keep only the first N validation examples (fast runs)."""
     limit_test: int | None = None
     """Keep only the first N test examples (fast runs)."""
-    resident: bool = True
+    resident: bool = field(default=True, metadata=HASH_EXCLUDE)
     """Keep the training split on the training device for the whole run, moved there once: on CUDA no copy
     from the host per step (CIFAR's split is about 0.6 GB). false: copy each batch over, for a GPU with no
     room for the split. Nothing changes on the CPU. Where the data is held, not what is computed: outside the
@@ -181,7 +190,7 @@ class TrainConfig:
     """Training pool [low, high] of compression ratios. Each configuration's hidden width is a uniform integer
     over the widths the pool allows for the widest metamorphic block (as NeuMeta's code draws it), so γ = 0,
     the only configuration the reconstruction term supervises, comes up even with M = 1."""
-    gamma_sampling: str = "uniform"
+    gamma_sampling: str = field(default="uniform", metadata=HASH_OMIT_IF_DEFAULT)
     """How a configuration's γ is drawn: uniform (one γ for every metamorphic block, the papers) or per_block
     (each block's γ drawn independently from the same pool, "mix and match", so that the network is trained
     for the per-block configurations ``raymeta deploy`` searches). γ = 0 stays the first configuration of a
@@ -235,16 +244,16 @@ class TrainConfig:
     stage began, so short runs are not dominated by the initial weights. 0 disables it."""
     finetune_head: bool = True
     """Fine-tune the last block and classifier across configurations (False: frozen)."""
-    precision: str = "fp32"
+    precision: str = field(default="fp32", metadata=HASH_OMIT_IF_DEFAULT)
     """Arithmetic of the training step: fp32, or bf16 (autocast of the INRs and the generated network to
     bfloat16; master weights, optimiser state, losses and evaluation stay in fp32). bf16 pays only where the
     hardware has bf16 matrix units (recent GPUs, CPUs with AVX512-BF16 or AMX): elsewhere it is emulated and
     slower (benchmarks/RESULTS.md). It changes the numbers trained, so it is part of the config hash."""
-    compile: bool = False
+    compile: bool = field(default=False, metadata=HASH_EXCLUDE)
     """torch.compile the INR banks (their elementwise work fused into few kernels): a one-off compile of tens of
     seconds, then faster steps where it pays (benchmarks/RESULTS.md). Needs a C++ compiler on a CPU. The same
     function, so outside the config hash."""
-    monitor_gammas: list[float] | None = None
+    monitor_gammas: list[float] | None = field(default=None, metadata=HASH_EXCLUDE)
     """γ values evaluated on the validation split after every epoch (K = 1); null: the ends of gamma_pool.
     The epoch's ``score`` (what a sweep's early stopping ranks trials by) is their mean accuracy over
     those inside gamma_pool. Monitoring changes no weight, so it is not part of the config hash."""
@@ -285,48 +294,6 @@ class TrainConfig:
                 "grad_accumulation": self.configs_per_step, "inr_init": self.inr_init,
                 "separate_bias_inr": self.separate_bias_inr, "finetune_head": self.finetune_head}
 
-
-NEUMETA_SWITCHES = {"incremental": False, "alpha_scaling": False, "configs_per_step": 1, "inr_init": False,
-                    "separate_bias_inr": False, "finetune_head": False}
-"""The original NeuMeta baseline: every component of the full recipe switched off."""
-
-
-PAPER_METHOD = {"inr.base": "none", "train.alpha_init": 0.0, "train.reconstruction": "mse",
-                "train.lambda_distill": 0.0, "train.lambda_feature": 0.0, "train.prefit_steps": 0}
-"""The papers' method, where raymeta's defaults depart from it (README, "Method and departures"): the INR
-generates the weights outright, each generated block starts switched off (α = 0), the reconstruction term is
-the per-tensor MSE, and nothing is distilled from the prior. ``--method recipe`` and ``--method neumeta`` apply
-these, so the paper's rows stay reachable whatever the defaults."""
-
-
-def method_overrides(method: str) -> list[str]:
-    """The ``group.key=value`` overrides of a ``--method``: raymeta (none), recipe (the papers' method with the
-    full recipe's switches as configured), neumeta (the papers' method with every recipe switch off)."""
-    if method not in ("raymeta", "recipe", "neumeta"):
-        raise ConfigError(f"--method {method!r} is not allowed: raymeta, recipe or neumeta")
-    if method == "raymeta":
-        return []
-    overrides = [f"{key}={value}" for key, value in PAPER_METHOD.items()]
-    if method == "neumeta":
-        overrides += [f"train.{key}={str(value).lower()}" for key, value in NEUMETA_SWITCHES.items()]
-    return overrides
-
-
-def _paper_method(config: "Config") -> bool:
-    for key, value in PAPER_METHOD.items():
-        group, field_name = key.split(".")
-        if getattr(getattr(config, group), field_name) != value:
-            return False
-    return True
-
-
-def method_name(config: "Config") -> str:
-    """The method column of result rows: "neumeta" (every switch NeuMeta's, the papers' method), "recipe" (the
-    papers' method with the recipe's switches) or "metamorphic" (raymeta's method)."""
-    if not _paper_method(config):
-        return "metamorphic"
-    neumeta = all(getattr(config.train, key) == value for key, value in NEUMETA_SWITCHES.items())
-    return "neumeta" if neumeta else "recipe"
 
 
 @dataclass
@@ -454,30 +421,115 @@ class BaselineConfig:
         _require(self.gradient_batches >= 1, "baseline.gradient_batches", self.gradient_batches, "1 or more")
 
 
-EXECUTION_GROUPS = ("ray", "sweep", "baseline")
-"""Config groups that say how and where work runs, not what it computes: outside the config hash."""
+
+
+@dataclass
+class DeployConfig:
+    """Settings of ``raymeta deploy``: the budget and how the search is run (flags --max-macs, --candidates, …).
+
+    Exactly one budget is given (here or as its flag); the other two stay null."""
+    max_macs: str | float | None = None
+    """Budget of multiply-accumulates per image, e.g. 20M (a number with an optional k, M or G suffix)."""
+    max_params: str | float | None = None
+    """Budget of parameters, e.g. 200k (a number with an optional k, M or G suffix)."""
+    max_latency_ms: str | float | None = None
+    """Budget of measured latency in milliseconds per batch, e.g. 1.5."""
+    device: str = "cpu"
+    """Where latency is measured: cpu or cuda."""
+    batch_size: int = 1
+    """Batch size latency is measured at."""
+    threads: int = 1
+    """torch threads latency is measured with (the search uses the process's own)."""
+    gammas: list[float] | None = None
+    """The γ grid every block takes values from; null: -0.25 to 0.75 in steps of 0.125."""
+    candidates: int = 60
+    """Most configurations to evaluate: every per-block one when they fit, else an evolutionary search."""
+    samples: int | None = None
+    """K noisy weight samples averaged; null: eval.samples of the run (as raymeta evaluate and export)."""
+    seed: int = 0
+    """Seed of the evolutionary search's random choices."""
+    address: str | None = None
+    """Evaluate candidates as tasks on this Ray cluster; null: Ray tasks when this process is already connected
+    to one, else in this process."""
+    report_test: bool = False
+    """Also evaluate the uniform γ and the validation fronts on the test split, for the report (never used to
+    choose)."""
+    onnx: bool | None = None
+    """Write network.onnx (the slowest format to export); null: where the onnx and onnxscript packages are
+    installed."""
+    output: str | None = None
+    """Output folder; null: RUN_DIR/deploy/<budget>."""
+
+    def __post_init__(self) -> None:
+        _require(self.device in ("cpu", "cuda"), "deploy.device", self.device, "cpu or cuda")
+        _require(self.batch_size >= 1, "deploy.batch_size", self.batch_size, "a positive integer")
+        _require(self.threads >= 1, "deploy.threads", self.threads, "a positive integer")
+        _require(self.gammas is None or (len(self.gammas) >= 1 and all(-1 <= g < 1 for g in self.gammas)),
+                 "deploy.gammas", self.gammas, "null or a non-empty list of numbers in [-1, 1)")
+        _require(self.candidates >= 1, "deploy.candidates", self.candidates, "a positive integer")
+        _require(self.samples is None or self.samples >= 1, "deploy.samples", self.samples,
+                 "null or a positive integer (1 = noise-free weights)")
+
+    def budget(self) -> tuple[str, str]:
+        """The one budget given, as (kind, text): kind macs, params or latency_ms."""
+        given = [(kind, str(value)) for kind, value in (("macs", self.max_macs), ("params", self.max_params),
+                                                         ("latency_ms", self.max_latency_ms)) if value is not None]
+        if len(given) != 1:
+            named = ", ".join(f"max_{kind}={text}" for kind, text in given) or "none"
+            raise ConfigError(f"raymeta deploy needs exactly one budget, got {named}: --max-macs (e.g. 20M), "
+                              f"--max-params (e.g. 200k) or --max-latency-ms (e.g. 1.5), or deploy.max_… in the "
+                              f"job config")
+        return given[0]
+
+
+@dataclass
+class ExportConfig:
+    """Settings of ``raymeta export`` (flags --gamma, --samples, …)."""
+    gamma: float | list[float] | None = None
+    """Compression ratio γ of the exported network, or one γ per metamorphic block in train.blocks order (e.g.
+    0.25,0.5). Required, here or as --gamma."""
+    samples: int | None = None
+    """K noisy weight samples averaged; null: eval.samples of the run."""
+    checkpoint: str | None = None
+    """Metamorphic checkpoint to export; null: RUN_DIR/train/checkpoint.pt."""
+    onnx: bool | None = None
+    """Write network.onnx (the slowest format to export); null: where the onnx and onnxscript packages are
+    installed."""
+    output: str | None = None
+    """Output folder; null: RUN_DIR/export/gamma=G."""
+
+    def __post_init__(self) -> None:
+        # γ's range and its number of values are the network's to check (hidden_width), where the message can
+        # name the blocks
+        _require(self.gamma is None or isinstance(self.gamma, (int, float)) or len(self.gamma) >= 1, "export.gamma",
+                 self.gamma, "null, a number, or one number per metamorphic block")
+        _require(self.samples is None or self.samples >= 1, "export.samples", self.samples,
+                 "null or a positive integer (1 = noise-free weights)")
 
 
 @dataclass
 class Config:
-    run_dir: str = "runs/default"
+    run_dir: str = field(default="runs/default", metadata=HASH_EXCLUDE)
     """Folder for every file a run writes: prior, smoothed prior, training checkpoint, results."""
-    seed: int = 0
+    seed: int = field(default=0, metadata=PRIOR)
     """Seed of every random choice (data order, configuration sampling, initialisation)."""
-    device: str = "cpu"
+    device: str = field(default="cpu", metadata=HASH_EXCLUDE)
     """torch device: cpu, cuda, cuda:1, or auto (cuda when available)."""
-    threads: int | None = None
+    threads: int | None = field(default=None, metadata=HASH_EXCLUDE)
     """torch CPU threads (null: torch's default)."""
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    data: DataConfig = field(default_factory=DataConfig, metadata=PRIOR)
+    model: ModelConfig = field(default_factory=ModelConfig, metadata=PRIOR)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig, metadata=PRIOR)
     smooth: SmoothConfig = field(default_factory=SmoothConfig)
     inr: INRConfig = field(default_factory=INRConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
-    sweep: SweepConfig = field(default_factory=SweepConfig)
-    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    # how and where work runs, not what it computes: outside the config hash
+    ray: RayConfig = field(default_factory=RayConfig, metadata=HASH_EXCLUDE)
+    sweep: SweepConfig = field(default_factory=SweepConfig, metadata=HASH_EXCLUDE)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig, metadata=HASH_EXCLUDE)
+    deploy: DeployConfig = field(default_factory=DeployConfig, metadata=HASH_EXCLUDE)
+    export: ExportConfig = field(default_factory=ExportConfig, metadata=HASH_EXCLUDE)
 
     def __post_init__(self) -> None:
         _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
@@ -489,202 +541,44 @@ class Config:
 
     def hash(self) -> str:
         """Short hash of everything that changes results (not where files go or which device runs them)."""
-        content = self.to_dict()
-        for key in ("run_dir", "device", "threads", *EXECUTION_GROUPS):
-            content.pop(key)
-        content["data"].pop("resident")  # where the data is held, not what is trained
-        content["train"].pop("monitor_gammas")  # what is watched, not what is trained
-        content["train"].pop("compile")  # how the same function is run, not what is trained
-        if content["train"]["precision"] == "fp32":  # the default: runs from before the key keep their hash
-            content["train"].pop("precision")
-        if content["train"]["gamma_sampling"] == "uniform":  # the default: runs from before the key keep their hash
-            content["train"].pop("gamma_sampling")
-        return _short_hash(content)
+        return short_hash(hashed_content(self))
 
     def prior_hash(self) -> str:
         """Short hash of what the prior depends on: data, model, pretraining and seed."""
-        content = {key: getattr(self, key) if key == "seed" else dataclasses.asdict(getattr(self, key))
-                   for key in ("data", "model", "pretrain", "seed")}
-        content["data"].pop("resident")  # where the data is held, not what the prior learns
-        return _short_hash(content)
+        content = hashed_content(self)
+        return short_hash({f.name: content[f.name] for f in dataclasses.fields(self) if f.metadata.get("prior")})
 
 
-def field_docs(cls) -> dict[str, str]:
-    """The docstring under each field of a config dataclass (whitespace collapsed): the one text that the YAML
-    reference, the command-line flags' ``--help`` and the error messages share."""
-    import ast
-    import inspect
-    import textwrap
-
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
-    docs = {}
-    for node, after in zip(body, body[1:] + [None]):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr) \
-                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
-            docs[node.target.id] = " ".join(after.value.value.split())
-    return docs
+def hashed_content(group) -> dict:
+    """A config dataclass as a dict, without the fields its metadata leaves out of the hash (recursively)."""
+    content = {}
+    for item in dataclasses.fields(group):
+        value = getattr(group, item.name)
+        rule = item.metadata.get("hash")
+        if rule == "exclude" or (rule == "omit_if_default" and value == _default(item)):
+            continue
+        content[item.name] = hashed_content(value) if dataclasses.is_dataclass(value) else value
+    return content
 
 
-def _short_hash(content) -> str:
+def _default(item: dataclasses.Field):
+    return item.default_factory() if item.default is dataclasses.MISSING else item.default
+
+
+def short_hash(content) -> str:
+    """The 12 hex digits of the SHA-256 of ``content`` as sorted JSON: the config hash and the hashes derived from it."""
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _coerce(value, annotation, key: str):
-    """Check (and lightly convert) a YAML value against a field's type; raise ConfigError naming the key."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, key)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
-    if origin is list:
-        (item_type,) = typing.get_args(annotation)
-        if isinstance(value, tuple):
-            value = list(value)
-        if isinstance(value, str) and item_type is str:
-            value = [value]
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}={value!r} is not allowed: expected a list of {item_type.__name__}")
-        return [_coerce(item, item_type, f"{key}[{i}]") for i, item in enumerate(value)]
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}={value!r} is not allowed: expected true or false")
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}={value!r} is not allowed: expected an integer")
-    if annotation is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
-        raise ConfigError(f"{key}={value!r} is not allowed: expected a number")
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key}={value!r} is not allowed: expected a string")
-    if dataclasses.is_dataclass(annotation):
-        return _build(annotation, value, key)
-    raise ConfigError(f"{key}: unsupported type {annotation}")
+def method_name(config: Config) -> str:
+    """The method column of result rows: "neumeta" (every switch NeuMeta's, the papers' method), "recipe" (the
+    papers' method with the recipe's switches) or "metamorphic" (raymeta's method)."""
+    if not all(_setting(config, key) == value for key, value in PAPER_METHOD.items()):
+        return "metamorphic"
+    neumeta = all(getattr(config.train, key) == value for key, value in NEUMETA_SWITCHES.items())
+    return "neumeta" if neumeta else "recipe"
 
 
-def _build(cls, values, prefix: str):
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{prefix or 'config'} must be a mapping of keys to values, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"unknown key {where}{unknown[0]}; allowed keys here: {', '.join(names)}")
-    kwargs = {}
-    for name in names:
-        if name in values:
-            key = f"{prefix}.{name}" if prefix else name
-            kwargs[name] = _coerce(values[name], hints[name], key)
-    return cls(**kwargs)
-
-
-def config_from_dict(values: dict) -> Config:
-    return _build(Config, values, "")
-
-
-def stored_config(values: dict) -> Config:
-    """The configuration stored in a checkpoint (always complete: ``Config.to_dict()`` of its day).
-
-    One written before raymeta's method departed from the papers' (no ``train.alpha_init`` in it) was trained
-    with the papers' method, so the keys it lacks take PAPER_METHOD's values, not today's defaults."""
-    values = {group: dict(v) if isinstance(v, dict) else v for group, v in values.items()}
-    if isinstance(values.get("train"), dict) and "alpha_init" not in values["train"]:
-        for key, value in PAPER_METHOD.items():
-            group, name = key.split(".")
-            values.setdefault(group, {}).setdefault(name, value)
-    return config_from_dict(values)
-
-
-def _set_dotted(tree: dict, dotted: str, value) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {dotted}: {part} is not a group")
-        node = child
-    node[parts[-1]] = value
-
-
-def parse_override(text: str) -> tuple[str, object]:
-    """``train.lr=1e-3`` → ("train.lr", 0.001); the value is read as YAML (so lists and null work)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} is not allowed: expected group.key=value, e.g. train.lr=1e-3")
-    key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError as error:
-        raise ConfigError(f"override {text!r}: the value does not parse as YAML ({error})") from None
-    return key.strip(), value
-
-
-def _merge(base: dict, override: dict) -> dict:
-    merged = dict(base)
-    for key, value in override.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
-            else value
-    return merged
-
-
-def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
-    """A config file's values, with the file it ``extends:`` (a path relative to it) underneath, recursively."""
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist" + (f" (extended by {chain[-1]})" if chain else ""))
-    if path.resolve() in chain:
-        raise ConfigError(f"config file {path} extends itself through {' → '.join(map(str, chain))}")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of groups, got {type(values).__name__}")
-    parent = values.pop("extends", None)
-    if parent is None:
-        return values
-    if not isinstance(parent, str):
-        raise ConfigError(f"extends={parent!r} in {path} is not allowed: the path of another config file")
-    return _merge(_read_yaml(path.parent / parent, (*chain, path.resolve())), values)
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML config (or the defaults), apply ``group.key=value`` overrides, validate. A file may start
-    from another with ``extends: OTHER.yaml`` (relative to it) and change only what differs."""
-    values: dict = {}
-    if path is not None:
-        path = Path(path)
-        values = _read_yaml(path)
-    for text in overrides:
-        key, value = parse_override(text)
-        _set_dotted(values, key, value)
-    try:
-        return config_from_dict(values)
-    except ConfigError as error:
-        sources = ([str(path)] if path is not None else []) + (["command-line overrides"] if overrides else [])
-        where = f" (from {' + '.join(sources)})" if sources else ""
-        raise ConfigError(f"{error}{where}") from None
-
-
-def save_config(config: Config, path: str | Path) -> None:
-    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+def _setting(config: Config, dotted: str):
+    group, name = dotted.split(".")
+    return getattr(getattr(config, group), name)
