@@ -1,13 +1,14 @@
-"""The tables and checks of reports/fashion-bench.html (issue "metamorphosis that works"), printed as Markdown.
+"""The tables and checks of the fashion-bench report (README.md beside this script), printed as Markdown.
 
-    python reports/bench_table.py reports/fashion-bench reports/fashion-ablation
+    python reports/fashion-bench/bench_table.py reports/fashion-bench reports/fashion-ablation
 
 For each seed's run folder (runs/fashion-bench/seedN, named by the tables' run ids) it first writes the rows the
 other commands do not: the smoothed prior's test accuracy (method "prior", γ = 0) into the seed's table folder,
 and it copies the papers' recipe and NeuMeta rows of the ablation (the same protocol and priors) into
 ``paper-rows/``. Then it prints: test accuracy per method and γ (mean ± std over seeds, K from the rows), the
 mechanism checks (α per block, accuracy with every generated block switched off, relative reconstruction error
-at γ = 0, how much γ changes the function) and each target of the issue with its margin.
+at γ = 0, how much γ changes the function) and each of the benchmark's targets (against the prior, Individual,
+skip and pruning) with its margin.
 """
 
 from __future__ import annotations
@@ -159,5 +160,5 @@ def main(bench: Path, ablation: Path) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        sys.exit("usage: python reports/bench_table.py BENCH_TABLES_DIR ABLATION_TABLES_DIR")
+        sys.exit("usage: python reports/fashion-bench/bench_table.py BENCH_TABLES_DIR ABLATION_TABLES_DIR")
     main(Path(sys.argv[1]), Path(sys.argv[2]))
