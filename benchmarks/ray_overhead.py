@@ -30,7 +30,7 @@ from raymeta.drivers.distributed import train_distributed  # noqa: E402
 from raymeta.stages.pretrain import pretrain  # noqa: E402
 from raymeta.stages.smooth import smooth  # noqa: E402
 from raymeta.io.progress import Progress
-from raymeta.stages.runtime import RunPaths  # noqa: E402
+from raymeta.io.files import RunPaths  # noqa: E402
 from raymeta.stages.train import train  # noqa: E402
 
 
