@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from raymeta.config import save_config
-from raymeta.io.files import RunPaths
+from raymeta.io.files import RunPaths, save_config
 from ray_fixtures import RAY_TEST_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
