@@ -24,13 +24,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raymeta.io.artifacts import MetamorphicCheckpoint  # noqa: E402
-from raymeta.cli import smooth  # noqa: E402
 from raymeta.config.loading import load_config  # noqa: E402
 from raymeta.config.schema import RayConfig  # noqa: E402
 from raymeta.drivers.distributed import train_distributed  # noqa: E402
 from raymeta.stages.pretrain import pretrain  # noqa: E402
+from raymeta.stages.smooth import smooth  # noqa: E402
 from raymeta.io.progress import Progress
-from raymeta.stages.runtime import RunPaths  # noqa: E402
+from raymeta.io.files import RunPaths  # noqa: E402
 from raymeta.stages.train import train  # noqa: E402
 
 
@@ -41,8 +41,12 @@ def main() -> None:
     parser.add_argument("--limit-train", type=int, default=4096, help="training images (0: all)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--run-root", default="runs/bench_ray")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], choices=[0, 1, 2],
+                        help="the drivers to time: 0 the single process, 1 and 2 Ray Train workers (default all)")
     parser.add_argument("overrides", nargs="*", help="extra group.key=value overrides")
     args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error(f"--epochs {args.epochs}: give at least 2 (the epoch period is the time between two epochs' ends)")
 
     root = Path(args.run_root).resolve()
     overrides = [f"train.epochs_per_stage={args.epochs}", "train.blocks=[stage3.block1]", "train.warmup_epochs=0",
@@ -56,6 +60,7 @@ def main() -> None:
 
     drivers = [("single process", 0, args.threads), ("Ray, 1 worker", 1, args.threads),
                ("Ray, 2 workers", 2, max(1, args.threads // 2))]
+    drivers = [driver for driver in drivers if driver[1] in args.workers]
     print(f"config {args.config}  overrides {' '.join(overrides)}")
     print(f"{'driver':<16} {'threads/worker':>14} {'wall s':>8} {'start-up s':>10} {'epoch s':>9} {'vs single':>10}")
     baseline = None

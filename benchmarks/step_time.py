@@ -13,6 +13,7 @@ Settings (random weights and data: time does not depend on their values):
   paper256  the paper's: jobs/cifar100_resnet56.yaml (stage-3 blocks 1–7, M = 4, batch 128, F = 32) with INR 256×8
   paper512  the same with the job's INR 512×8
   full      the full network (every block but the first of each stage and the last), INR 256×8, else paper256
+  tiny      jobs/debug.yaml's network (ResNet-14 8/8/8, INR 32×2): seconds, to check the script runs (not by default)
 
     python benchmarks/step_time.py [--steps 3] [--threads 2] [--device cpu] [--settings neumeta paper256 ...]
                                    [--precision fp32 bf16] [--compile off on]
@@ -52,7 +53,9 @@ SETTINGS = {
     "paper256": (PAPER_JOB, ["inr.hidden_width=256"]),
     "paper512": (PAPER_JOB, []),
     "full": (PAPER_JOB, ["inr.hidden_width=256", "train.blocks=[full]"]),
+    "tiny": (ROOT / "jobs" / "debug.yaml", []),
 }
+DEFAULT_SETTINGS = ["neumeta", "paper256", "paper512", "full"]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -213,7 +216,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS, choices=list(SETTINGS))
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=list(DTYPES))
     parser.add_argument("--compile", nargs="+", default=["off"], choices=["off", "on"],
                         help="train.compile: off, on, or both (the INR banks compiled; the first step pays the compile)")

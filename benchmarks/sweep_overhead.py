@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from raymeta.io.artifacts import MetamorphicCheckpoint  # noqa: E402
 from raymeta.config.loading import load_config  # noqa: E402
 from raymeta.io.progress import Progress
-from raymeta.stages.runtime import RunPaths  # noqa: E402
+from raymeta.io.files import RunPaths  # noqa: E402
 from raymeta.drivers.space import load_space  # noqa: E402
 from raymeta.config.schema import SweepConfig  # noqa: E402
 from raymeta.drivers.sweep import ensure_prior, run_sweep  # noqa: E402

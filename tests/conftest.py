@@ -24,7 +24,7 @@ BASE = [
 
 # Two cores are shared by everything on this machine; one thread keeps tests predictable. Set at import too, so
 # that session fixtures (the prior below), which run before any function-scoped fixture, get it: with two
-# threads on a busy machine, pretraining it spun for ~50 s of CPU instead of ~3 s.
+# threads on a busy machine, pretraining it spun for many times its single-thread CPU time.
 torch.set_num_threads(1)
 
 

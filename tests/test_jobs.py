@@ -1,4 +1,4 @@
-"""A real Ray cluster on 127.0.0.1, started and used with the README's cluster recipe as a user runs it, token
+"""A real Ray cluster on 127.0.0.1, started and used with docs/cluster.md's cluster recipe as a user runs it, token
 authentication on: `ray get-auth-token --generate`, `ray start --head`, then the debug job and a one-trial sweep
 submitted with jobs/submit.sh. No RAY_AUTH_* variable is set on the head or on the head node's client: Ray 2.60
 turns authentication on by itself once a token exists, and its job client sends the token only when told to,
@@ -8,7 +8,7 @@ The recipe's commands run as written, with these differences only: the cluster's
 (~/.ray/auth_token), is a temporary folder, not the user's; every port is a free one (so the cluster starts beside
 another Ray on this machine) and the dashboard listens on 127.0.0.1 alone; RAY_ADDRESS names that dashboard.
 The debug job is submitted from the head's own HOME (the token found in ~/.ray/auth_token); the sweep from another
-HOME holding no token, handed the head's as the README says for a remote cluster (RAY_AUTH_TOKEN); a client with
+HOME holding no token, handed the head's as docs/cluster.md says for a remote cluster (RAY_AUTH_TOKEN); a client with
 no token is refused.
 
 The job runs pretrain → smooth → train on Ray Train across the cluster → evaluate → report from the shipped
@@ -57,7 +57,7 @@ def user_env(home: Path, **extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
-    """The head of the README's recipe, with token authentication; yields the environment of a user on the head
+    """The head of docs/cluster.md's recipe, with token authentication; yields the environment of a user on the head
     node (RAY_ADDRESS set, the token in ~/.ray/auth_token) and the token that `ray get-auth-token` printed."""
     marker = f"raymeta-test-cluster-{uuid.uuid4().hex}"
     home = tmp_path_factory.mktemp("head-home")
@@ -65,15 +65,16 @@ def ray_head(tmp_path_factory):
     dashboard = free_port()
     temp_dir = tempfile.mkdtemp(prefix="raymeta-ray-")  # short: Ray's socket paths live under it
     try:
-        # README: `ray get-auth-token --generate >/dev/null` (writes ~/.ray/auth_token, under the temporary HOME)
+        # docs/cluster.md: `ray get-auth-token --generate >/dev/null` (writes ~/.ray/auth_token, under the
+        # temporary HOME)
         generate = subprocess.run(["bash", "-c", "ray get-auth-token --generate >/dev/null"], env=env,
                                   capture_output=True, text=True, timeout=120)
         assert generate.returncode == 0 and (home / ".ray" / "auth_token").is_file(), generate.stderr
-        # README: `ray get-auth-token` on the head prints the token to hand to other machines
+        # docs/cluster.md: `ray get-auth-token` on the head prints the token to hand to other machines
         token = subprocess.run(["ray", "get-auth-token"], env=env, capture_output=True, text=True, timeout=120)
         assert token.returncode == 0 and token.stdout == (home / ".ray" / "auth_token").read_text(), token.stderr
-        # README: `ray start --head --dashboard-host=…`. Ray waits a fixed 30 s for its raylet to register, which a
-        # machine busy with other work can overrun ("timed out during startup"): then once more, from scratch.
+        # docs/cluster.md: `ray start --head --dashboard-host=…`. Ray waits a fixed 30 s for its raylet to register,
+        # which a machine busy with other work can overrun ("timed out during startup"): then once more, from scratch.
         for attempt in (1, 2):
             start = subprocess.run(
                 ["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
@@ -141,8 +142,8 @@ def test_debug_job_submitted_to_a_local_cluster_writes_its_results(ray_head, tmp
     run_dir = tmp_path / "run"
     runtime_env = tmp_path / "runtime_env.yaml"
     runtime_env.write_text("working_dir: .\n")
-    # README: `RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh jobs/CONFIG.yaml --run-dir …`, on the head node; the
-    # job's YAML alone (its ray: group) asks for the two Ray Train workers
+    # docs/cluster.md: `RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh jobs/CONFIG.yaml --run-dir …`, on the head node;
+    # the job's YAML alone (its ray: group) asks for the two Ray Train workers
     job = subprocess.run([str(ROOT / "jobs" / "submit.sh"), "jobs/debug_distributed.yaml", "--run-dir", str(run_dir)],
                          env={**ray_head["env"], "RUNTIME_ENV": str(runtime_env)}, capture_output=True, text=True,
                          timeout=600, cwd=ROOT)
@@ -163,7 +164,7 @@ def test_a_sweep_submitted_as_a_job_runs_its_trials_on_the_cluster(ray_head, tmp
     space.write_text("num_samples: 1\nscheduler: fifo\nparams:\n  train.lambda_rec: {loguniform: [0.1, 10.0]}\n")
     runtime_env = tmp_path / "runtime_env.yaml"
     runtime_env.write_text("working_dir: .\n")
-    # README, a remote cluster: the head's token handed over as RAY_AUTH_TOKEN, from a HOME that holds none
+    # docs/cluster.md, a remote cluster: the head's token handed over as RAY_AUTH_TOKEN, from a HOME that holds none
     (tmp_path / "client-home").mkdir()
     client = user_env(tmp_path / "client-home", RAY_ADDRESS=ray_head["env"]["RAY_ADDRESS"],
                       RAY_AUTH_TOKEN=ray_head["token"])

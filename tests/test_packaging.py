@@ -1,8 +1,8 @@
 """Packaging: pyproject declares ranges, constraints files pin points inside them, and CI runs the README's command.
 
 constraints/ci.txt holds the exact versions CI installs; constraints/torch-2.11.txt the torch/torchvision pair a
-GPU image in use ships, which raymeta must install beside (pip's resolver accepting it is shown in the README's
-Development section; this checks the same against pyproject's specifiers, without the network).
+GPU image in use ships, which raymeta must install beside (pip's resolver accepting it is shown in
+docs/development.md; this checks the same against pyproject's specifiers, without the network).
 """
 
 import re

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SPACES = sorted((ROOT / "tune_spaces").glob("*.yaml"))
 
 
-def test_the_project_ships_the_search_spaces_of_the_issue():
+def test_the_project_ships_its_search_spaces():
     assert {p.stem for p in SPACES} >= {"lambdas", "schedule", "inr", "ablation"}
 
 

@@ -370,7 +370,7 @@ def test_warm_start_fits_only_the_new_blocks_to_the_prior():
     before_error = {n: ((generated[n] - t).norm() / t.norm()).item() for n, t in block1.items()}
     fitted = prefit_new_blocks(net, 1, 2, config, stage=1)  # block 1 only
     assert set(fitted) == set(block1)
-    for name, error in fitted.items():  # closer to the prior (a small INR cannot copy noisy kernels: README)
+    for name, error in fitted.items():  # closer to the prior (a small INR cannot copy noisy kernels: docs/method.md)
         assert error < 0.9 * before_error[name], (name, before_error[name], error)
     after = net.hyper.state_dict()
     for name, value in before.items():  # block 0's MLPs (0 and 1) never move

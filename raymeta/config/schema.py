@@ -128,7 +128,7 @@ class INRConfig:
     input_activation: str = "none"
     """Activation after each INR's input layer: none, relu or elu. The papers are silent; NeuMeta's code
     applies ReLU (the paper configs in jobs/ do). Without it the INR fits the prior's weights far better
-    (README, "Method and departures"), hence the default."""
+    (docs/method.md), hence the default."""
     residual_scale_init: float = 1.0
     """Initial value of the learnable scale s_j of each INR residual block. Papers silent; NeuMeta's code
     starts it at 0.1 (the paper configs in jobs/ do); 1.0 fits the prior's weights better here."""
@@ -138,7 +138,7 @@ class INRConfig:
     prior's own weights resampled to the configuration's widths (each hidden channel the overlap-weighted mean
     of the prior channels its coordinate cell covers: the weight function that an INR fitting the prior
     exactly would give), so the INR learns a correction, starting at zero (its output layers start at zero)
-    and the network starts as the prior at γ = 0 (README, "Method and departures")."""
+    and the network starts as the prior at γ = 0 (docs/method.md)."""
 
     def __post_init__(self) -> None:
         _require(self.base in ("none", "prior"), "inr.base", self.base, "none or prior")
@@ -205,7 +205,7 @@ class TrainConfig:
     """How the reconstruction term measures a generated tensor against the prior's: mse (the papers' and
     NeuMeta's code: the mean over tensors of each tensor's MSE) or relative (each tensor's MSE divided by
     the mean square of its target, so that a 3×3 kernel of RMS 0.03 weighs as much as a bias of RMS 0.3 and
-    the term is of the task loss's order). See the README, "Method and departures"."""
+    the term is of the task loss's order). See docs/method.md."""
     lambda_distill: float = 1.0
     """Weight of the distillation term: KL from the prior's logits (the smoothed prior before any head
     fine-tuning) to every sampled configuration's, at temperature distill_temperature (the in-place

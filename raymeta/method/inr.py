@@ -174,9 +174,8 @@ def bank_forward(x: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor, w_res:
     ``h + s·ELU(W h + b)`` one fused multiply-add (one pass over h, not two). On a GPU the n MLPs run as
     batched products. A CPU's batched product gives each matrix a single thread (n = 1 or 2 MLPs ran at half
     the machine's rate), so there fewer MLPs than threads, or MLPs of many rows (≥ ``CPU_LOOP_ROWS``), run one
-    after the other with plain products that use every thread, and many small ones batched (measured on two
-    cores: 16 MLPs of 192 rows 1.4× faster batched, 14 of 3072 rows 1.14× faster one by one). ``batched``
-    chooses the way regardless of device and shape.
+    after the other with plain products that use every thread, and many small ones batched (where the crossover
+    lay on two cores: benchmarks/RESULTS.md). ``batched`` chooses the way regardless of device and shape.
     """
     if batched is None:  # a CPU's batched product runs its matrices side by side, one thread each
         batched = x.device.type != "cpu" or (x.shape[0] >= torch.get_num_threads() and x.shape[1] < CPU_LOOP_ROWS)
@@ -246,8 +245,8 @@ class Hypernetwork(nn.Module):
         """Most coordinates one bank evaluates in one pass (K samples are split into passes of this size)."""
         self.cpu_pass_rows = 1 << 15
         """Rows of one bank pass of :meth:`generate_many` on a CPU (at most ``max_rows``): passes that outgrow the
-        caches cost several times more per row there (two cores, the quickstart network's 9 γ × K = 10: 1.3 s in
-        passes of 2^15 rows, 9 s in passes of 2^20). Other devices take passes of ``max_rows``."""
+        caches cost several times more per row there (benchmarks/RESULTS.md). Other devices take passes of
+        ``max_rows``."""
 
     def banks(self) -> list[INRBank]:
         return [self.weight_bank, self.bias_bank]

@@ -20,7 +20,7 @@ NEUMETA_SWITCHES = {"incremental": False, "alpha_scaling": False, "configs_per_s
 
 PAPER_METHOD = {"inr.base": "none", "train.alpha_init": 0.0, "train.reconstruction": "mse",
                 "train.lambda_distill": 0.0, "train.lambda_feature": 0.0, "train.prefit_steps": 0}
-"""The papers' method, where raymeta's defaults depart from it (README, "Method and departures"): the INR
+"""The papers' method, where raymeta's defaults depart from it (docs/method.md): the INR
 generates the weights outright, each generated block starts switched off (α = 0), the reconstruction term is
 the per-tensor MSE, and nothing is distilled from the prior. ``--method recipe`` and ``--method neumeta`` apply
 these, so the paper's rows stay reachable whatever the defaults."""

@@ -1,18 +1,19 @@
-"""The tables and checks of reports/fashion-bench.html (issue "metamorphosis that works"), printed as Markdown.
+"""The tables and checks of the fashion-bench report (README.md beside this script), printed as Markdown.
 
-    python reports/bench_table.py reports/fashion-bench reports/fashion-ablation
+    python reports/fashion-bench/bench_table.py reports/fashion-bench reports/fashion-ablation [--runs runs/fashion-bench]
 
-For each seed's run folder (runs/fashion-bench/seedN, named by the tables' run ids) it first writes the rows the
+For each seed's run folder (RUNS/seedN, named by the tables' run ids; --runs, default runs/fashion-bench) it first writes the rows the
 other commands do not: the smoothed prior's test accuracy (method "prior", γ = 0) into the seed's table folder,
 and it copies the papers' recipe and NeuMeta rows of the ablation (the same protocol and priors) into
 ``paper-rows/``. Then it prints: test accuracy per method and γ (mean ± std over seeds, K from the rows), the
 mechanism checks (α per block, accuracy with every generated block switched off, relative reconstruction error
-at γ = 0, how much γ changes the function) and each target of the issue with its margin.
+at γ = 0, how much γ changes the function) and each of the benchmark's targets (against the prior, Individual,
+skip and pruning) with its margin.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import torch
@@ -28,13 +29,10 @@ from raymeta.io.files import RunPaths
 from raymeta.stages.runtime import load_data
 from raymeta.stages.networks import prior_network, load_trained
 
-RUNS = Path("runs/fashion-bench")
-
-
-def prior_rows(seed_dir: Path) -> None:
+def prior_rows(seed_dir: Path, runs: Path) -> None:
     """Write ``prior.parquet`` (the smoothed prior on the test split) beside the seed's tables, once."""
     out = seed_dir / "prior.parquet"
-    run = RUNS / seed_dir.name
+    run = runs / seed_dir.name
     if out.exists() or not (run / "smoothed.pt").exists():
         return
     config = load_config(RunPaths(run).config)
@@ -93,9 +91,9 @@ def mechanism(run: Path) -> str:
             f"({100 * base[0.5]:.2f}) | {100 * on[0.75]:.2f} ({100 * base[0.75]:.2f}) | {kernels} | {biases} |")
 
 
-def main(bench: Path, ablation: Path) -> None:
+def main(bench: Path, ablation: Path, runs_root: Path) -> None:
     for seed_dir in sorted(bench.glob("seed*")):
-        prior_rows(seed_dir)
+        prior_rows(seed_dir, runs_root)
     paper_rows(bench, ablation)
     frame = read_tables(bench)
     final = frame[(frame["phase"] == "final") & (frame["split"] == "test")]
@@ -148,7 +146,7 @@ def main(bench: Path, ablation: Path) -> None:
         met = "yes" if margin >= threshold else ("–" if margin != margin else "**no**")
         print(f"| {name} | {100 * margin:+.2f} (need ≥ {100 * threshold:+.2f}) | {met} |")
 
-    runs = sorted(p for p in RUNS.glob("seed*") if RunPaths(p).train_checkpoint.exists())
+    runs = sorted(p for p in runs_root.glob("seed*") if RunPaths(p).train_checkpoint.exists())
     if runs:
         print("\n## Mechanism (test split, K = 1)\n")
         print("| run | α per block | acc γ=0 | acc γ=0, every α = 0 | acc γ=0.5 (INR correction off) | "
@@ -158,6 +156,10 @@ def main(bench: Path, ablation: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: python reports/bench_table.py BENCH_TABLES_DIR ABLATION_TABLES_DIR")
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("bench", type=Path, help="the benchmark's tables (reports/fashion-bench)")
+    parser.add_argument("ablation", type=Path, help="the ablation's tables (reports/fashion-ablation)")
+    parser.add_argument("--runs", type=Path, default=Path("runs/fashion-bench"),
+                        help="the seeds' run folders (seedN): the prior's rows and the mechanism checks need them")
+    args = parser.parse_args()
+    main(args.bench, args.ablation, args.runs)

@@ -1,7 +1,7 @@
 """Is every generated block in use? For a trained run, the accuracy and loss with each metamorphic block removed
 in turn (its α set to 0: the block becomes the identity), at γ = 0 and at the pool's high end, on the test split.
 
-    python reports/block_check.py runs/digits/metamorphic
+    python reports/digits-resnet20/block_check.py runs/digits/metamorphic
 """
 
 from __future__ import annotations
@@ -46,5 +46,5 @@ def main(run: Path) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python reports/block_check.py RUN_DIR")
+        sys.exit("usage: python reports/digits-resnet20/block_check.py RUN_DIR")
     main(Path(sys.argv[1]))

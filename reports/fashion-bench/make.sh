@@ -2,13 +2,14 @@
 # The Fashion-MNIST benchmark protocol (jobs/fashion_mnist_bench.yaml) for "metamorphosis that works":
 # raymeta's method trained through Ray Train (raymeta run, 2 workers) for each seed, the skip reference,
 # Individual ResNets at each γ of the training pool and the unseen 0.75, and pruning with and without
-# fine-tune; the papers' recipe and NeuMeta rows come from the ablation (reports/make_fashion_ablation.sh),
-# run on the same protocol and priors. → reports/fashion-bench.html and the tables under reports/fashion-bench/.
+# fine-tune; the papers' recipe and NeuMeta rows come from the ablation (reports/fashion-ablation/make.sh),
+# run on the same protocol and priors. → the tables under reports/fashion-bench/ and its page
+# (reports/build/fashion-bench.html).
 # A seed's prior is taken from runs/fashion-ablation/seedN when that exists (the same data, model, pretraining
 # and seed), else pretrained. Everything resumes: run it again after an interruption. From the repository root:
-#   bash reports/make_fashion_bench.sh
+#   bash reports/fashion-bench/make.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 RAYMETA=${RAYMETA:-.venv/bin/raymeta}
 PYTHON=${PYTHON:-.venv/bin/python}
 SEEDS=${SEEDS:-"0 1"}
@@ -28,6 +29,5 @@ for seed in $SEEDS; do
     mkdir -p "reports/fashion-bench/seed$seed"
     cp runs/fashion-bench/seed$seed/results/*.parquet "reports/fashion-bench/seed$seed/"
 done
-$PYTHON reports/bench_table.py reports/fashion-bench reports/fashion-ablation > reports/fashion-bench/table.md
-$RAYMETA report reports/fashion-bench/seed* reports/fashion-bench/paper-rows -o reports/fashion-bench.html \
-    --title "raymeta: metamorphosis on Fashion-MNIST (jobs/fashion_mnist_bench.yaml), ResNet-20"
+$PYTHON reports/fashion-bench/bench_table.py reports/fashion-bench reports/fashion-ablation > reports/fashion-bench/table.md
+$PYTHON reports/build.py fashion-bench

@@ -1,6 +1,6 @@
 """Print the Table 1 ablation as a markdown table: one row per variant, mean ± std over the sweeps given.
 
-    python reports/ablation_table.py reports/fashion-ablation/seed0 reports/fashion-ablation/seed1
+    python reports/fashion-ablation/ablation_table.py reports/fashion-ablation/seed0 reports/fashion-ablation/seed1
 
 Reads the sweeps' result tables (``raymeta.io.results.read_tables``): the final rows on the test split give the
 accuracy columns (mean over the seen γ and over the unseen γ, K = eval.samples), the final rows on the
@@ -70,5 +70,5 @@ def main(folders: list[str]) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
-        sys.exit("usage: python reports/ablation_table.py SWEEP_RESULTS_FOLDER…")
+        sys.exit("usage: python reports/fashion-ablation/ablation_table.py SWEEP_RESULTS_FOLDER…")
     main(sys.argv[1:])

@@ -4,7 +4,7 @@ metamorphic residual branches), the smoothed prior's own accuracy, and the relat
 weights generated at γ = 0 (noise-free) against the prior's BN-folded weights, per tensor kind (1.0 is as far
 as generating zeros).
 
-    python reports/ablation_mechanism.py runs/fashion-ablation/seed0/sweeps/ablation
+    python reports/fashion-ablation/ablation_mechanism.py runs/fashion-ablation/seed0/sweeps/ablation
 
 A trial whose accuracy does not drop when its blocks are switched off has switched them off itself: its rows
 compare fine-tuned heads, not metamorphic blocks.
@@ -70,5 +70,5 @@ def reconstruction_errors(net) -> tuple[str, str]:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python reports/ablation_mechanism.py SWEEP_DIR")
+        sys.exit("usage: python reports/fashion-ablation/ablation_mechanism.py SWEEP_DIR")
     main(sys.argv[1])

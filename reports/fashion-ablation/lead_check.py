@@ -1,7 +1,7 @@
-"""Confirm the lead of issue "metamorphosis that works" on a trained run of the papers' method: are its
-generated blocks the prior's, do they carry the network, does the task gradient reach the INRs?
+"""Why the papers' method does not metamorphose, checked on one of its trained runs: are its generated blocks
+the prior's, do they carry the network, does the task gradient reach the INRs?
 
-    python reports/lead_check.py runs/fashion-ablation/seed0/sweeps/ablation/trials/80fd9_00001
+    python reports/fashion-ablation/lead_check.py runs/fashion-ablation/seed0/sweeps/ablation/trials/80fd9_00001
 
 Prints α per block, the relative RMS error of every generated tensor at γ = 0 against the prior, test accuracy
 at γ = 0 as trained, with every α forced to 0 (the skip network) and forced to 1 (the generated blocks at full
@@ -56,5 +56,5 @@ def main(run: Path) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python reports/lead_check.py RUN_DIR")
+        sys.exit("usage: python reports/fashion-ablation/lead_check.py RUN_DIR")
     main(Path(sys.argv[1]))

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Makes reports/digits-resnet20.html from real runs on scikit-learn's digits (ResNet-20, jobs/quickstart.yaml).
-# About 30 minutes on two CPU cores. Run from the repository root:  bash reports/make_example.sh
+# The digits example from real runs on scikit-learn's digits (ResNet-20, jobs/quickstart.yaml): its result tables
+# → reports/digits-resnet20/tables/ and its page → reports/build/digits-resnet20.html (python reports/build.py).
+# About 30 minutes on two CPU cores. Run from the repository root:  bash reports/digits-resnet20/make.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 RAYMETA=${RAYMETA:-.venv/bin/raymeta}
+PYTHON=${PYTHON:-.venv/bin/python}
 # 1. The metamorphic network (raymeta's method), the papers' recipe and the original NeuMeta baseline, from the
 #    same prior; the skip reference (the prior without its metamorphic blocks, head fine-tuned as long).
 $RAYMETA run --config jobs/quickstart.yaml --run-dir runs/digits/metamorphic
@@ -20,5 +22,9 @@ $RAYMETA run --config jobs/quickstart.yaml --run-dir runs/digits/neumeta --metho
 $RAYMETA baseline individual --config jobs/quickstart.yaml --run-dir runs/digits/individual threads=1
 $RAYMETA baseline prune --run-dir runs/digits/metamorphic --importance all --finetune-epochs 3 threads=1
 # (Training writes its per-epoch monitor rows itself: runs/digits/*/results/train-monitor.parquet.)
-# 3. The report: a pure function of the tables under runs/digits.
-$RAYMETA report runs/digits -o reports/digits-resnet20.html --title "raymeta: digits, ResNet-20 (jobs/quickstart.yaml)"
+# 3. The tables (kept, a few hundred KB) and the page, a pure function of them.
+for run in metamorphic recipe neumeta individual; do
+    mkdir -p reports/digits-resnet20/tables/$run
+    cp runs/digits/$run/results/*.parquet reports/digits-resnet20/tables/$run/
+done
+$PYTHON reports/build.py digits-resnet20

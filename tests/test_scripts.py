@@ -1,0 +1,163 @@
+"""The scripts of benchmarks/ and reports/ run and write what they say they write.
+
+Each runs as a user runs it, ``python SCRIPT …`` in a subprocess from the repository root, on the tiny per-block
+run of conftest.py or on the tables committed under reports/, with the smallest arguments it takes. The checks
+are that it finishes and that its output is there, not its figures: the scripts use the library's public
+functions, and these tests are what tells when a change of the library breaks one of them.
+"""
+
+import dataclasses
+import os
+import runpy
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from raymeta.io.files import RunPaths, save_config
+from ray_fixtures import RAY_TEST_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORTS = ROOT / "reports"
+
+
+def run_script(script: str, *args, timeout: float = 300, env: dict | None = None) -> str:
+    """``python script args…`` from the repository root; its stdout, after checking that it succeeded. ``env``
+    adds variables to the environment (None: removes one)."""
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+                   "OMP_NUM_THREADS": "1", **(env or {})}
+    environment = {key: value for key, value in environment.items() if value is not None}
+    result = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT, env=environment,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, (f"{script} {' '.join(map(str, args))} exited {result.returncode}\n"
+                                    f"stdout:\n{result.stdout[-2000:]}\nstderr:\n{result.stderr[-4000:]}")
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def trained(per_block_run, tmp_path_factory) -> Path:
+    """A copy of the tiny trained run (two metamorphic blocks, per-block γ) named like a benchmark seed's folder,
+    with the config.yaml that ``raymeta run`` writes: scripts write into the runs they are given."""
+    target = tmp_path_factory.mktemp("runs") / "seed0"
+    shutil.copytree(per_block_run.run_dir, target)
+    save_config(dataclasses.replace(per_block_run, run_dir=str(target)), RunPaths(target).config)
+    return target
+
+
+# ---- reports/ ------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_build_writes_every_page_whose_tables_are_committed(tmp_path):
+    out = run_script("reports/build.py", "--out", tmp_path)
+    for name in ("fashion-bench", "fashion-ablation", "deploy-fashion"):
+        page = (tmp_path / f"{name}.html").read_text()
+        assert page.startswith("<!DOCTYPE html>") and 'id="fig-accuracy"' in page, name
+    assert "digits-resnet20: skipped" in out and "digits-resnet20/make.sh" in out  # says why, and what makes them
+
+
+def test_build_refuses_an_unknown_page_and_names_the_known_ones(tmp_path, capsys):
+    build = runpy.run_path(str(REPORTS / "build.py"))
+    assert build["main"](["fashion-benhc", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "fashion-benhc" in err and "fashion-bench" in err and not list(tmp_path.iterdir())
+
+
+def test_every_path_a_make_script_names_exists():
+    """The make scripts take an hour or more (they are not run here); the scripts and jobs they call are there."""
+    scripts = sorted(REPORTS.glob("*/make.sh"))
+    assert len(scripts) == 4
+    for script in scripts:
+        assert subprocess.run(["bash", "-n", str(script)]).returncode == 0, script
+        words = script.read_text().replace("'", " ").replace('"', " ").split()
+        named = [w.rsplit("=", 1)[-1] for w in words if w.endswith((".py", ".yaml"))]  # VAR=path: the path
+        assert named, script
+        for path in named:
+            assert (ROOT / path).is_file(), f"{script.relative_to(ROOT)} runs {path}, which does not exist"
+
+
+@pytest.mark.slow
+def test_block_check(trained):
+    out = run_script("reports/digits-resnet20/block_check.py", trained)
+    assert "| none | – |" in out and "| stage2.block1 |" in out and "| stage3.block1 |" in out
+
+
+@pytest.mark.slow
+def test_lead_check(trained):
+    out = run_script("reports/fashion-ablation/lead_check.py", trained)
+    assert "α per block:" in out and "every α = 0" in out and "‖∂L/∂INR‖" in out
+
+
+@pytest.mark.slow
+def test_ablation_table_of_the_committed_sweeps():
+    out = run_script("reports/fashion-ablation/ablation_table.py", REPORTS / "fashion-ablation" / "seed0",
+                     REPORTS / "fashion-ablation" / "seed1")
+    assert "| recipe (all on) |" in out and "| NeuMeta (all off, M = 1) |" in out
+
+
+@pytest.mark.slow
+def test_ablation_mechanism(trained, tmp_path):
+    """A sweep folder whose results are the committed seed-0 sweep's and whose recipe trial is the tiny run."""
+    shutil.copytree(REPORTS / "fashion-ablation" / "seed0", tmp_path / "results")
+    shutil.copytree(trained, tmp_path / "trials" / "80fd9_00001")
+    out = run_script("reports/fashion-ablation/ablation_mechanism.py", tmp_path)
+    assert "| recipe | 80fd9_00001 |" in out
+    assert "| neumeta |" not in out  # trials without a checkpoint are left out
+
+
+@pytest.mark.slow
+def test_bench_table(trained, tmp_path):
+    """On copies of the committed tables, less the rows the script itself writes (the prior's, the paper rows)."""
+    bench, ablation = tmp_path / "bench", tmp_path / "ablation"
+    shutil.copytree(REPORTS / "fashion-bench", bench)
+    shutil.copytree(REPORTS / "fashion-ablation", ablation)
+    (bench / "seed0" / "prior.parquet").unlink()
+    shutil.rmtree(bench / "paper-rows")
+    out = run_script("reports/fashion-bench/bench_table.py", bench, ablation, "--runs", trained.parent)
+    assert (bench / "seed0" / "prior.parquet").is_file()
+    assert sorted(p.name for p in (bench / "paper-rows").iterdir()) == ["seed0.parquet", "seed1.parquet"]
+    assert "## Test accuracy" in out and "| metamorphic |" in out and "## Targets" in out
+    assert "## Mechanism" in out and "| seed0 |" in out
+
+
+# ---- benchmarks/ ---------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_eval_time():
+    out = run_script("benchmarks/eval_time.py", "--repeats", 1, "--threads", 1, "--config", "jobs/debug.yaml",
+                     "eval.samples=3")
+    assert "rows equal: accuracy identical" in out and "speed-up:" in out
+
+
+@pytest.mark.slow
+def test_step_time():
+    out = run_script("benchmarks/step_time.py", "--settings", "tiny", "--steps", 1, "--threads", 1)
+    assert "matmul peak" in out and "tiny fp32: step" in out and "inr_backward" in out
+
+
+@pytest.mark.slow
+def test_deploy_search(trained, tmp_path):
+    markdown = tmp_path / "fronts.md"
+    run_script("benchmarks/deploy_search.py", "--run", f"tiny={trained}", "--budget", "macs=1G", "--candidates", 6,
+               "--paired", "--markdown", markdown)
+    text = markdown.read_text()
+    assert "### tiny: validation front by MACs" in text and "### tiny: paired test noise" in text
+    assert (trained / "deploy" / "front" / "pareto.parquet").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_overhead(tmp_path):
+    out = run_script("benchmarks/ray_overhead.py", "--config", "jobs/debug.yaml", "--limit-train", 0, "--epochs", 2,
+                     "--threads", 1, "--workers", 0, 1, "--run-root", tmp_path, timeout=600,
+                     env={**RAY_TEST_ENV, "RAY_ADDRESS": None})
+    assert "single process" in out and "Ray, 1 worker" in out and "Ray, 2 workers" not in out
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_sweep_overhead(tmp_path):
+    out = run_script("benchmarks/sweep_overhead.py", "--config", "jobs/debug.yaml", "--trials", 1, "--epochs", 1,
+                     "--threads", 1, "--run-root", tmp_path, timeout=600, env={**RAY_TEST_ENV, "RAY_ADDRESS": None})
+    assert "median overhead per trial" in out
