@@ -21,7 +21,8 @@ from raymeta.method import health
 from raymeta.io.artifacts import SmoothedCheckpoint
 from raymeta.config import load_config
 from raymeta.io.data import make_loader
-from raymeta.stages.evaluate import accuracy_and_loss, evaluate_gammas
+from raymeta.method.scoring import accuracy_and_loss
+from raymeta.stages.evaluate import evaluate_gammas
 from raymeta.method.models import count_params_macs
 from raymeta.io.results import read_tables, result_frame, write_table
 from raymeta.io.files import RunPaths

@@ -11,7 +11,7 @@ import raymeta.stages.latency as latency
 from raymeta.cli import main
 from raymeta.stages.deploy import Budget, DeployOptions, deploy, evaluation_data, parse_budget
 from raymeta.errors import ConfigError
-from raymeta.stages.evaluate import accuracy_and_loss
+from raymeta.method.scoring import accuracy_and_loss
 from raymeta.stages.export import generation_settings, load_exported, materialize_like_evaluation
 from raymeta.io.results import read_table
 from raymeta.io.files import RunPaths

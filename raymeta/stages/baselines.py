@@ -45,7 +45,7 @@ from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress
 from raymeta.io.results import ResultsError, read_tables, result_frame, write_table
 from raymeta.method.models import Architecture, ResNet, block_name, count_params_macs, hidden_width, resolve_blocks
-from raymeta.stages.evaluate import accuracy_and_loss
+from raymeta.method.scoring import accuracy_and_loss
 from raymeta.stages.networks import build_network, prior_network
 from raymeta.stages.pretrain import sgd_cosine, train_one_epoch
 from raymeta.stages.runtime import architecture, load_data, seed_everything, select_device, validation_loader

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from raymeta.config import Config, method_name
 from raymeta.errors import ConfigError
@@ -16,31 +14,9 @@ from raymeta.io.data import make_loader
 from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress
 from raymeta.io.results import SPLITS, result_frame, write_table
+from raymeta.method.scoring import accuracies_and_losses
 from raymeta.stages.networks import TrainedNetwork, load_trained
 from raymeta.stages.runtime import load_data, select_device
-
-
-@torch.no_grad()
-def accuracy_and_loss(model: Callable[[torch.Tensor], torch.Tensor], loader, device) -> tuple[float, float]:
-    """Top-1 accuracy and mean cross-entropy of ``model`` over a loader."""
-    return accuracies_and_losses([model], loader, device)[0]
-
-
-@torch.no_grad()
-def accuracies_and_losses(models: list[Callable[[torch.Tensor], torch.Tensor]], loader, device,
-                          prepare: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[tuple[float, float]]:
-    """:func:`accuracy_and_loss` of several models in one pass over the loader; ``prepare`` (e.g. a frozen prefix
-    they share) runs once per batch and every model gets its output."""
-    correct, loss, total = [0] * len(models), [0.0] * len(models), 0
-    for images, labels in loader:
-        images, labels = images.to(device), labels.to(device)
-        inputs = images if prepare is None else prepare(images)
-        for index, model in enumerate(models):
-            logits = model(inputs)
-            loss[index] += F.cross_entropy(logits, labels, reduction="sum").item()
-            correct[index] += (logits.argmax(dim=1) == labels).sum().item()
-        total += len(labels)
-    return [(right / total, summed / total) for right, summed in zip(correct, loss)]
 
 
 @torch.no_grad()
