@@ -167,9 +167,7 @@ class MetamorphicNetwork(nn.Module):
         preferred (benchmarks/RESULTS.md). The numbers are the same either way."""
         if x.device.type == "cpu" and self.cpu_channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        x = F.relu(self.prior.stem(x))
-        for s, b in self.arch.block_positions()[: self._first_active()]:
-            x = self.prior.block(s, b)(x)
+        x = self.prior.forward_blocks(self.prior.forward_stem(x), stop=self._first_active())
         return x.contiguous()
 
     def forward_after_prefix(self, x: torch.Tensor, weights: dict[str, torch.Tensor],
@@ -189,7 +187,7 @@ class MetamorphicNetwork(nn.Module):
                 x = F.relu(x + branch)
             else:
                 x = self.prior.block(s, b)(x)
-        return self.prior.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return self.prior.forward_head(x)
 
     def _first_active(self) -> int:
         """Index, in block order, of the first active metamorphic block."""
