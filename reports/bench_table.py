@@ -27,6 +27,7 @@ from raymeta.method.models import count_params_macs
 from raymeta.io.results import read_tables, result_frame, write_table
 from raymeta.io.files import RunPaths
 from raymeta.stages.runtime import load_data
+from raymeta.stages.identity import run_identity
 from raymeta.stages.networks import prior_network, load_trained
 
 RUNS = Path("runs/fashion-bench")
@@ -45,8 +46,8 @@ def prior_rows(seed_dir: Path) -> None:
     params, macs = count_params_macs(prior.arch, {}, bundle.info.image_size)
     row = {"gamma": 0.0, "samples": 1, "accuracy": accuracy, "loss": loss, "params": params, "macs": macs,
            "wall_time_s": 0.0}
-    frame = result_frame([row], config, method="prior", run_id=f"{run.name}/prior", dataset=bundle.info.name,
-                         stage=0, epoch=config.pretrain.epochs, split="test")
+    identity = run_identity(config, method="prior", run_id=f"{run.name}/prior", dataset=bundle.info.name)
+    frame = result_frame([row], identity, stage=0, epoch=config.pretrain.epochs, split="test")
     write_table(frame, seed_dir, name="prior.parquet")
 
 

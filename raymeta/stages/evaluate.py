@@ -8,13 +8,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from raymeta.config import Config, method_name
+from raymeta.config import Config
 from raymeta.errors import ConfigError
 from raymeta.io.data import make_loader
 from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress
 from raymeta.io.results import SPLITS, result_frame, write_table
 from raymeta.method.scoring import accuracies_and_losses
+from raymeta.stages.identity import run_identity
 from raymeta.stages.networks import TrainedNetwork, load_trained
 from raymeta.stages.runtime import load_data, select_device
 
@@ -90,6 +91,7 @@ def evaluate_trained(config: Config, trained: TrainedNetwork, progress: Progress
                           f"use --split test")
     samples = config.eval.samples
     state = checkpoint.state
+    identity = run_identity(trained_config, run_id=Path(config.run_dir).name, dataset=bundle.info.name)
     frames = []
     for name in splits:
         dataset = bundle.test if name == "test" else bundle.validation
@@ -98,9 +100,7 @@ def evaluate_trained(config: Config, trained: TrainedNetwork, progress: Progress
         rows = evaluate_gammas(net, loader, device, config.eval.gammas, samples=samples,
                                noise=trained_config.inr.coordinate_noise, seed=config.seed,
                                image_size=bundle.info.image_size)
-        frames.append(result_frame(rows, trained_config, method=method_name(trained_config),
-                                   run_id=Path(config.run_dir).name, dataset=bundle.info.name, split=name,
-                                   stage=state.stage, epoch=len(state.history),
+        frames.append(result_frame(rows, identity, split=name, stage=state.stage, epoch=len(state.history),
                                    train_time_s=checkpoint.train_time_s))
     return pd.concat(frames, ignore_index=True)
 
