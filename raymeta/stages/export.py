@@ -27,6 +27,7 @@ from raymeta.io.progress import Progress
 from raymeta.method.models import Architecture, ResNet
 from raymeta.method.widths import Gamma, block_gammas, canonical, format_gamma, parse_gamma
 from raymeta.stages.networks import load_trained
+from raymeta.stages.runtime import load_data
 
 SPEC_NAME = "network.json"
 STATE_NAME = "network.pt"
@@ -151,8 +152,6 @@ def run_export(gamma: str | Gamma, progress: Progress, *, run_dir: str | Path | 
 
 def config_image_size(config) -> int:
     """The image size of the run's dataset (for exports whose stored dataset record lacks it)."""
-    from raymeta.runtime import load_data
-
     return load_data(config, augment=False).info.image_size
 
 
