@@ -474,13 +474,12 @@ def deploy(run_dir: str | Path, budget: Budget, options: DeployOptions, progress
 
 
 def _measure(model, image_size: int, device: torch.device, options: DeployOptions) -> float:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(options.threads)
-    try:
-        return latency.measure_network(model, image_size, device, options.batch_size, latency.FINAL_SECONDS)
-    finally:
-        torch.set_num_threads(previous)
-        model.cpu()
+    """The latency (ms) of ``model`` as the deployment states it: ``options``' device, batch size and threads."""
+    with latency.torch_threads(options.threads):
+        try:
+            return latency.measure_network(model, image_size, device, options.batch_size, latency.FINAL_SECONDS)
+        finally:
+            model.cpu()
 
 
 def _evaluator(net, data, settings: dict, address: str | None):
