@@ -30,9 +30,9 @@ def evaluate_gammas(net, loader, device, gammas: list[float], *, samples: int, n
 
     All γ are evaluated together: their weights come from shared INR passes (:meth:`generate_many`) and each batch
     of images goes through the frozen prefix once for every γ (:meth:`frozen_prefix`). The rows equal a γ-by-γ
-    evaluation (``generate`` then :func:`accuracy_and_loss`) up to float rounding, in a fifth of the time for the
-    quickstart network on two CPU cores (``benchmarks/eval_time.py``). Their common time is shared evenly:
-    ``wall_time_s`` of a row is the evaluation's total over the number of γ.
+    evaluation (``generate`` then :func:`raymeta.method.scoring.accuracy_and_loss`) up to float rounding, in much
+    less time (``benchmarks/eval_time.py``; its figures in ``benchmarks/RESULTS.md``). Their common time is shared
+    evenly: ``wall_time_s`` of a row is the evaluation's total over the number of γ.
     """
     if not gammas:
         return []
