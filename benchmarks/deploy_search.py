@@ -24,6 +24,7 @@ import pandas as pd
 
 from raymeta.config.schema import DeployConfig
 from raymeta.stages.deploy import deploy, parse_budget
+from raymeta.stages.deploy_report import front
 from raymeta.io.results import read_table
 from raymeta.io.progress import Progress
 
@@ -31,15 +32,6 @@ from raymeta.io.progress import Progress
 def noise(p: float, n: int) -> float:
     """Two standard errors of the difference of two independent binomial accuracies near p on n images."""
     return 2 * math.sqrt(2 * p * (1 - p) / n)
-
-
-def front(rows: pd.DataFrame) -> pd.DataFrame:
-    kept, best = [], -1.0
-    for index, row in rows.sort_values(["macs", "accuracy"], ascending=[True, False], kind="stable").iterrows():
-        if row["accuracy"] > best:
-            kept.append(index)
-            best = row["accuracy"]
-    return rows.loc[kept]
 
 
 def label(row, blocks) -> str:
@@ -51,7 +43,7 @@ def analyse(name: str, table: pd.DataFrame, test_images: int, lines: list[str]) 
     key = [f"gamma.{b}" for b in blocks]
     validation = table[table["split"] == "validation"].drop_duplicates(key)
     test = table[table["split"] == "test"].drop_duplicates(key).set_index(key)["accuracy"]
-    line = front(validation)
+    line = front(validation, "macs")
     lines += [f"\n### {name}: validation front by MACs ({len(validation)} candidates; γ per block in the order "
               f"{', '.join(blocks)})\n",
               "| kind | γ per block | MACs | latency est. (ms) | validation acc | test acc |", "|---|---|---:|---:|---:|---:|"]
@@ -102,21 +94,13 @@ def compare(first, second, lines: list[str]) -> None:
 def correct_vector(net, gamma, data, settings):
     """Per test image: does the network export would write at ``gamma`` classify it correctly?"""
     import torch
-    import torch.nn.functional as F
 
     from raymeta.stages.export import materialize_like_evaluation
 
     model = materialize_like_evaluation(net, gamma, **settings)
-    blocks = [model.block(s, b) for s, b in model.arch.block_positions()[data.start:]]
-    out = []
     with torch.no_grad():
-        for first in range(0, len(data.labels), 500):
-            x = data.features[first:first + 500]
-            for block in blocks:
-                x = block(x)
-            logits = model.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-            out.append(logits.argmax(1) == data.labels[first:first + 500])
-    return torch.cat(out)
+        return torch.cat([model.forward_head(model.forward_blocks(features, start=data.start)).argmax(1) == labels
+                          for features, labels in data.batches(500)])
 
 
 def paired(name: str, run_dir: str, result: dict, lines: list[str]) -> None:

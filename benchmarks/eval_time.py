@@ -26,7 +26,8 @@ from raymeta.config.loading import load_config
 from raymeta.io.data import make_loader
 from raymeta.method.metamorphic import MetamorphicNetwork
 from raymeta.method.models import Architecture, ResNet
-from raymeta.stages.evaluate import accuracy_and_loss, evaluate_gammas
+from raymeta.method.scoring import accuracy_and_loss
+from raymeta.stages.evaluate import evaluate_gammas
 from raymeta.stages.networks import build_network
 from raymeta.stages.runtime import load_data
 

@@ -12,7 +12,7 @@ from raymeta.cli import main
 from raymeta.config.schema import DeployConfig
 from raymeta.stages.deploy import Budget, deploy, evaluation_data, parse_budget
 from raymeta.errors import ConfigError
-from raymeta.stages.evaluate import accuracy_and_loss
+from raymeta.method.scoring import accuracy_and_loss
 from raymeta.stages.export import generation_settings, load_exported, materialize_like_evaluation
 from raymeta.io.results import read_table
 from raymeta.io.files import RunPaths
@@ -244,3 +244,17 @@ def test_baselines_are_drawn_only_beside_a_search_of_their_shape(run, tmp_path):
     assert not any(name == "prune-l1" for name, _ in traces)
     drawn = traces[("individual", "x2")]  # the latency panel
     assert sorted(drawn.x) == sorted(uniform.loc[list(baseline["gamma"]), "latency_ms"])
+
+
+def test_the_pareto_front_of_a_hand_made_set_with_ties():
+    from raymeta.method.pareto import pareto_front
+
+    #            0    1    2    3    4    5     6    7
+    costs = [3.0, 1.0, 2.0, 2.0, 1.0, 4.0, float("nan"), 5.0]
+    accuracy = [0.7, 0.5, 0.6, 0.6, 0.4, 0.7, 0.9, float("nan")]
+    # 1 (cheapest, better than 4 at the same cost); 2 (3 ties it and comes later); 0; not 5 (as good as 0, dearer);
+    # 6 last (no cost known), 7 never (no accuracy)
+    assert pareto_front(costs, accuracy) == [1, 2, 0, 6]
+    assert pareto_front([], []) == []
+    with pytest.raises(ValueError, match="3 costs but 2 accuracies"):
+        pareto_front([1, 2, 3], [0.1, 0.2])

@@ -1,12 +1,14 @@
 """The batched evaluation of many γ against the plain one: one γ at a time, ``generate`` then the whole loader."""
 
+import pytest
 import torch
 from torch.utils.data import TensorDataset
 
 from raymeta.io.data import make_loader
 from raymeta.method.metamorphic import MetamorphicNetwork
 from raymeta.method.models import Architecture, ResNet
-from raymeta.stages.evaluate import accuracy_and_loss, evaluate_gammas
+from raymeta.method.scoring import accuracies_and_losses, accuracy_and_loss
+from raymeta.stages.evaluate import evaluate_gammas
 
 GAMMAS = [-0.25, 0.0, 0.25, 0.5, 0.75]
 
@@ -61,3 +63,19 @@ def test_forward_is_the_frozen_prefix_then_the_rest():
         assert torch.allclose(prefix, expected, atol=1e-6) and prefix.is_contiguous()
         net.cpu_channels_last = False
         assert torch.equal(net.frozen_prefix(x), expected)
+
+
+def test_scoring_counts_every_example_once_whatever_the_batches():
+    """Hand-made logits: 3 of 5 right; the mean loss is the per-example mean, not a mean of batch means."""
+    logits = torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 0.0], [0.0, 1.0], [4.0, 0.0]])
+    labels = torch.tensor([0, 1, 1, 0, 0])
+    expected = torch.nn.functional.cross_entropy(logits, labels).item()
+    for cut in (1, 2, 5):
+        batches = [(logits[i:i + cut], labels[i:i + cut]) for i in range(0, 5, cut)]
+        accuracy, loss = accuracy_and_loss(lambda x: x, batches)
+        assert accuracy == 3 / 5
+        assert abs(loss - expected) <= 1e-6
+    scale = accuracies_and_losses([lambda x: x, lambda x: -x], [(logits, labels)], prepare=lambda x: 2 * x)
+    assert [accuracy for accuracy, _ in scale] == [3 / 5, 2 / 5]
+    with pytest.raises(ValueError, match="no examples"):
+        accuracy_and_loss(lambda x: x, [])

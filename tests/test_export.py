@@ -32,6 +32,16 @@ def test_exported_network_matches_the_generated_one(trained, tmp_path, gamma):
         assert torch.allclose(load_program(tmp_path).module()(x), expected, atol=1e-5)
 
 
+def test_an_export_whose_dataset_record_lacks_the_image_size_reads_it_from_the_data(trained, tmp_path):
+    """Checkpoints from before the dataset record carried ``image_size``: the size comes from the run's data."""
+    net, config, payload = load_trained(RunPaths(trained.run_dir).train_checkpoint)
+    dataset = {key: value for key, value in payload.dataset.items() if key != "image_size"}
+    export_network(net, config, dataset, 0.25, tmp_path, samples=1, onnx=False)
+    model, spec = load_exported(tmp_path)
+    assert spec["image_size"] == payload.dataset["image_size"] == 8
+    assert spec["dataset"] == dataset
+
+
 def test_export_with_k_samples_is_the_network_evaluation_scores(trained, tmp_path):
     net, config, payload = load_trained(RunPaths(trained.run_dir).train_checkpoint)
     export_network(net, config, payload.dataset, 0.5, tmp_path, onnx=False)  # default: the run's eval.samples = 3

@@ -95,3 +95,58 @@ def test_block_names_resolve_and_bad_ones_are_explained():
 def test_architecture_rejects_bad_depth():
     with pytest.raises(ConfigError, match="6n\\+2"):
         Architecture(21, (16, 32, 64), 3, 10)
+
+
+def test_the_seams_compose_to_forward_exactly():
+    """forward = forward_head ∘ forward_features, and the features are the stem then every block in forward order,
+    however the blocks are split (the deploy search runs them in two parts)."""
+    torch.manual_seed(0)
+    model = ResNet(Architecture(14, (8, 16, 32), 3, 10))
+    randomise_batchnorm(model)
+    model.eval()
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert features.shape == (4, 32, 4, 4)
+        assert torch.equal(model.forward_head(features), model(x))
+        h = torch.relu(model.stem(x))
+        for stage in model.stages:
+            for block in stage:
+                h = block(h)
+        assert torch.equal(features, h)
+        torch.testing.assert_close(model.forward_head(h), model.fc(h.mean(dim=(2, 3))))  # the pool is global
+        for split in range(len(model.arch.block_positions()) + 1):
+            front = model.forward_blocks(model.forward_stem(x), stop=split)
+            assert torch.equal(model.forward_blocks(front, start=split), features)
+
+
+def test_a_metamorphic_network_computes_its_blocks_between_the_priors_stem_and_head():
+    """The metamorphic forward through the seams: the prior's stem, its blocks or the generated ones (α-scaled
+    branch), the prior's head; and the materialised ResNet computes the same function."""
+    from raymeta.method.metamorphic import MetamorphicNetwork
+
+    torch.manual_seed(0)
+    prior = ResNet(Architecture(14, (8, 8, 16), 3, 4), batchnorm=False).eval()
+    blocks = [(1, 1), (2, 1)]
+    net = MetamorphicNetwork(prior, blocks, inr_hidden=16, inr_depth=2, frequencies=3, separate_bias=True,
+                             alpha_scaling=True, finetune_head=True).eval()
+    with torch.no_grad():
+        net.alphas.copy_(torch.tensor([0.7, -0.5]))
+    net.cpu_channels_last = False  # the layout the reference below computes in
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        weights = net.generate(0.5)
+        h = torch.relu(prior.stem(x))
+        for s, b in prior.arch.block_positions():
+            if (s, b) in blocks:
+                name = f"stages.{s}.{b}"
+                inner = torch.relu(torch.nn.functional.conv2d(h, weights[f"{name}.conv1.weight"],
+                                                              weights[f"{name}.conv1.bias"], padding=1))
+                branch = torch.nn.functional.conv2d(inner, weights[f"{name}.conv2.weight"],
+                                                    weights[f"{name}.conv2.bias"], padding=1)
+                h = torch.relu(h + net.alphas[blocks.index((s, b))] * branch)
+            else:
+                h = prior.block(s, b)(h)
+        expected = prior.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(h, 1), 1))
+        assert torch.equal(net(x, weights), expected)
+        torch.testing.assert_close(net.materialize(0.5)(x), expected, rtol=1e-4, atol=1e-5)

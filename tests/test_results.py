@@ -5,8 +5,11 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from raymeta.config.loading import load_config
+from raymeta.config.schema import method_name
 from raymeta.io.results import RESULT_COLUMNS as REEXPORTED
-from raymeta.io.results import RESULT_COLUMNS, SCHEMA, ResultsError, read_tables, result_frame, validate_frame, write_table
+from raymeta.io.results import (RESULT_COLUMNS, SCHEMA, ResultsError, RunIdentity, read_tables, result_frame,
+                                validate_frame, write_table)
+from raymeta.stages.identity import run_identity
 from results_fixtures import example_frame, rows
 
 
@@ -27,15 +30,41 @@ def test_schema_round_trips_through_parquet(tmp_path):
 
 
 def test_result_frame_follows_the_schema_for_final_and_train_rows():
-    config = load_config(None, ["train.gamma_pool=[0.0,0.5]"])
+    identity = RunIdentity(run_id="r", method="metamorphic", config_hash="abc", dataset="digits",
+                           architecture="resnet14-8-8-8", gamma_pool=(0.0, 0.5))
     row = {"gamma": 0.75, "samples": 1, "accuracy": 0.5, "loss": 1.0, "params": 10, "macs": 20, "wall_time_s": 0.1}
-    frame = result_frame([row], config, method="metamorphic", run_id="r", dataset="digits", stage=2, epoch=7,
-                         phase="train", split="validation", train_time_s=12.5)
+    frame = result_frame([row, {**row, "gamma": 0.5}], identity, stage=2, epoch=7, phase="train", split="validation",
+                         train_time_s=12.5)
     assert list(frame.columns) == RESULT_COLUMNS
-    assert frame.loc[0, "phase"] == "train" and not frame.loc[0, "seen"] and frame.loc[0, "train_time_s"] == 12.5
+    assert frame.loc[0, "phase"] == "train" and frame.loc[0, "train_time_s"] == 12.5
+    assert frame["seen"].tolist() == [False, True]  # against the identity's pool, bounds included
     assert frame.loc[0, "split"] == "validation"
+    assert (frame.loc[0, "run_id"], frame.loc[0, "config_hash"], frame.loc[0, "architecture"]) == (
+        "r", "abc", "resnet14-8-8-8")
     with pytest.raises(ResultsError, match="split 'train' is not allowed: use validation or test"):
-        result_frame([row], config, method="m", run_id="r", dataset="digits", stage=0, epoch=1, split="train")
+        result_frame([row], identity, stage=0, epoch=1, split="train")
+
+
+def test_a_row_may_carry_its_own_common_columns_and_the_optional_ones_only():
+    """Deployment rows: the split and seen per row, a budget and per-block columns; an unknown key is an error."""
+    identity = RunIdentity(run_id="r", method="metamorphic", config_hash="abc", dataset="digits",
+                           architecture="resnet14-8-8-8", gamma_pool=(0.0, 0.5))
+    row = {"gamma": float("nan"), "samples": 1, "accuracy": 0.5, "loss": 1.0, "params": 10, "macs": 20,
+           "wall_time_s": 0.1, "seen": True, "budget": "macs<=20", "gamma.stage3.block1": 0.25}
+    frame = result_frame([row, {**row, "split": "test"}], identity, stage=0, epoch=1, split="validation")
+    assert frame["split"].tolist() == ["validation", "test"] and frame["seen"].all()
+    assert list(frame.columns) == [*RESULT_COLUMNS, "budget", "gamma.stage3.block1"]
+    with pytest.raises(ResultsError, match="unknown column.*colour"):
+        result_frame([{**row, "colour": "red"}], identity, stage=0, epoch=1, split="test")
+
+
+def test_the_run_identity_comes_from_the_config():
+    config = load_config(None, ["train.gamma_pool=[0.0,0.5]", "model.depth=14", "model.widths=[8,8,16]"])
+    identity = run_identity(config, run_id="r", dataset="digits")
+    assert identity == RunIdentity(run_id="r", method=method_name(config), config_hash=config.hash(),
+                                   dataset="digits", architecture="resnet14-8-8-16", gamma_pool=(0.0, 0.5))
+    baseline = run_identity(config, run_id="b", dataset="digits", method="skip", config_hash="settings")
+    assert (baseline.method, baseline.config_hash) == ("skip", "settings")
 
 
 def test_reading_many_tables_is_one_call_over_files_folders_and_globs(tmp_path):

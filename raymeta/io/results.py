@@ -13,12 +13,12 @@ import glob
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from pandas.api import types as ptypes
 
-from raymeta.config.schema import Config
 from raymeta.errors import RaymetaError
 from raymeta.io.files import atomic_write
 
@@ -182,24 +182,42 @@ def git_commit() -> str:
         return "unknown"
 
 
-def architecture_name(config: Config) -> str:
-    return f"resnet{config.model.depth}-" + "-".join(str(w) for w in config.model.widths)
+@dataclass(frozen=True)
+class RunIdentity:
+    """Whose rows these are: the identity columns every row of one run (or one baseline network) repeats, and the
+    γ pool its ``seen`` column is measured against. A record of plain values, so that the schema does not depend
+    on the configuration's classes; :func:`raymeta.stages.identity.run_identity` builds one from a config."""
+
+    run_id: str
+    method: str
+    config_hash: str
+    dataset: str
+    architecture: str
+    """E.g. ``resnet20-16-32-64``: depth, then the three stage widths."""
+    gamma_pool: tuple[float, float]
+    """The metamorphic training pool [low, high] of γ (``train.gamma_pool``)."""
+
+    def seen(self, gamma: float) -> bool:
+        """Whether ``gamma`` lies in the training pool."""
+        return is_seen(gamma, list(self.gamma_pool))
 
 
-def result_frame(rows: list[dict], config: Config, *, method: str, run_id: str, dataset: str, stage: int,
-                 epoch: int, split: str, phase: str = "final", train_time_s: float = float("nan"),
-                 config_hash: str | None = None) -> pd.DataFrame:
-    """Rows (gamma, samples, accuracy, loss, params, macs, wall_time_s) with the run's identity columns.
+def result_frame(rows: list[dict], identity: RunIdentity, *, stage: int, epoch: int, split: str,
+                 phase: str = "final", train_time_s: float = float("nan")) -> pd.DataFrame:
+    """Rows (gamma, samples, accuracy, loss, params, macs, wall_time_s) with the run's identity columns: the one
+    builder of result rows.
 
     ``split`` ("validation" or "test") is the data the rows were measured on; it has no default, so that
-    every writer says which.
+    every writer says which. ``seen`` is ``identity.seen(gamma)``. A row's own keys win over these common ones
+    (a deployment's rows carry their split, and ``seen`` of a per-block configuration, which has no single γ), and
+    a row may carry the schema's optional and prefixed columns; anything else is an error of the schema.
     """
-    common = {"run_id": run_id, "method": method, "config_hash": config_hash or config.hash(),
-              "git_commit": git_commit(), "dataset": dataset, "architecture": architecture_name(config),
+    common = {"run_id": identity.run_id, "method": identity.method, "config_hash": identity.config_hash,
+              "git_commit": git_commit(), "dataset": identity.dataset, "architecture": identity.architecture,
               "phase": phase, "split": split, "stage": stage, "epoch": epoch, "train_time_s": float(train_time_s)}
-    frame = pd.DataFrame([{**common, **row, "seen": is_seen(row["gamma"], config.train.gamma_pool)} for row in rows],
-                         columns=RESULT_COLUMNS)
-    return validate_frame(frame[RESULT_COLUMNS], f"rows of run {run_id}")
+    frame = pd.DataFrame([{**common, "seen": identity.seen(row["gamma"]), **row} for row in rows],
+                         columns=list(dict.fromkeys([*RESULT_COLUMNS, *(key for row in rows for key in row)])))
+    return validate_frame(frame, f"rows of run {identity.run_id}")
 
 
 def write_table(frame: pd.DataFrame, folder: str | Path, name: str | None = None) -> Path:

@@ -167,16 +167,14 @@ class MetamorphicNetwork(nn.Module):
         preferred (benchmarks/RESULTS.md). The numbers are the same either way."""
         if x.device.type == "cpu" and self.cpu_channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        x = F.relu(self.prior.stem(x))
-        for s, b in self.arch.block_positions()[: self._first_active()]:
-            x = self.prior.block(s, b)(x)
+        x = self.prior.forward_blocks(self.prior.forward_stem(x), stop=self.first_active())
         return x.contiguous()
 
     def forward_after_prefix(self, x: torch.Tensor, weights: dict[str, torch.Tensor],
                              features: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
         """:meth:`forward` from the output ``x`` of :meth:`frozen_prefix` on."""
         active = {position: index for index, position in enumerate(self.active())}
-        for s, b in self.arch.block_positions()[self._first_active():]:
+        for s, b in self.arch.block_positions()[self.first_active():]:
             if (s, b) in active:
                 prefix = module_prefix(s, b)
                 inner = F.relu(F.conv2d(x, weights[f"{prefix}.conv1.weight"], weights[f"{prefix}.conv1.bias"],
@@ -189,9 +187,9 @@ class MetamorphicNetwork(nn.Module):
                 x = F.relu(x + branch)
             else:
                 x = self.prior.block(s, b)(x)
-        return self.prior.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return self.prior.forward_head(x)
 
-    def _first_active(self) -> int:
+    def first_active(self) -> int:
         """Index, in block order, of the first active metamorphic block."""
         order = self.arch.block_positions()
         return min(order.index(position) for position in self.active())

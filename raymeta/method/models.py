@@ -147,12 +147,30 @@ class ResNet(nn.Module):
     def block(self, stage: int, block: int) -> BasicBlock:
         return self.stages[stage][block]
 
+    # The seams (timm's): features are everything up to the global pool's input, the head is pool → flatten → fc;
+    # a caller that shares or caches part of the network (an evaluation of many γ, the deploy search) runs the
+    # parts it needs instead of writing them again.
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem: conv (→ BN) → ReLU, the input of the first block."""
+        return F.relu(self.stem(x))
+
+    def forward_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """The blocks ``start`` to ``stop`` (exclusive; None: the last), counted in forward order
+        (:meth:`Architecture.block_positions`), applied to ``x``."""
+        for s, b in self.arch.block_positions()[start:stop]:
+            x = self.block(s, b)(x)
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last block's output, [N, C, H, W]: everything before the global pool."""
+        return self.forward_blocks(self.forward_stem(x))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits from :meth:`forward_features`' output: global average pool, flatten, ``fc``."""
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(features, 1), 1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.stem(x))
-        for stage in self.stages:
-            for block in stage:
-                x = block(x)
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return self.forward_head(self.forward_features(x))
 
 
 def _fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:

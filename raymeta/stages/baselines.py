@@ -45,7 +45,8 @@ from raymeta.io.files import RunPaths, save_config
 from raymeta.io.progress import Progress
 from raymeta.io.results import ResultsError, read_tables, result_frame, write_table
 from raymeta.method.models import Architecture, ResNet, block_name, count_params_macs, hidden_width, resolve_blocks
-from raymeta.stages.evaluate import accuracy_and_loss
+from raymeta.method.scoring import accuracy_and_loss
+from raymeta.stages.identity import run_identity
 from raymeta.stages.networks import build_network, prior_network
 from raymeta.stages.pretrain import sgd_cosine, train_one_epoch
 from raymeta.stages.runtime import architecture, load_data, seed_everything, select_device, validation_loader
@@ -225,21 +226,20 @@ def run_individual(config: Config, bundle, gammas: list[float], out: Path, *, ru
         widths = target_widths(arch, blocks, gamma)
         seed_everything(config.seed)
         model = ResNet(arch, batchnorm=True, hidden_widths=widths).to(device)
-        run_id = f"{run_name}/individual/gamma={gamma:g}"
+        identity = run_identity(config, method="individual", run_id=f"{run_name}/individual/gamma={gamma:g}",
+                                dataset=bundle.info.name, config_hash=settings_hash)
         curve = []
 
         def on_epoch(epoch: int, seconds: float) -> None:
             row = _evaluate_row(model, monitor_loader, device, gamma, widths, bundle.info.image_size)
-            curve.append(result_frame([row], config, method="individual", run_id=run_id, dataset=bundle.info.name,
-                                      stage=0, epoch=epoch, phase="train", split="validation",
-                                      train_time_s=seconds, config_hash=settings_hash))
+            curve.append(result_frame([row], identity, stage=0, epoch=epoch, phase="train", split="validation",
+                                      train_time_s=seconds))
             progress(f"baseline individual γ={gamma:g}: epoch {epoch}/{epochs}  validation acc {row['accuracy']:.4f}")
 
         seconds = fit(model, bundle, config, epochs=epochs, lr=lr, device=device,
                       on_epoch=on_epoch if monitor_loader is not None else None)
         row = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
-        final = result_frame([row], config, method="individual", run_id=run_id, dataset=bundle.info.name, stage=0,
-                             epoch=epochs, split="test", train_time_s=seconds, config_hash=settings_hash)
+        final = result_frame([row], identity, stage=0, epoch=epochs, split="test", train_time_s=seconds)
         written.append(write_table(pd.concat([*curve, final], ignore_index=True), out,
                                    name=f"individual-gamma={gamma:g}-{settings_hash}.parquet"))
         progress(f"baseline individual γ={gamma:g}: accuracy {row['accuracy']:.4f} after {seconds:.1f}s → {written[-1]}")
@@ -279,17 +279,18 @@ def run_pruning(config: Config, prior: ResNet, bundle, gammas: list[float], impo
                                    seed=config.seed).to(device)
             prune_seconds = time.perf_counter() - start
             row = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
-            frames = [result_frame([row], config, method=method, run_id=f"{run_name}/{method}/gamma={gamma:g}",
-                                   dataset=bundle.info.name, stage=0, epoch=0, split="test",
-                                   train_time_s=prune_seconds, config_hash=settings_hash)]
+            identity = run_identity(config, method=method, run_id=f"{run_name}/{method}/gamma={gamma:g}",
+                                    dataset=bundle.info.name, config_hash=settings_hash)
+            frames = [result_frame([row], identity, stage=0, epoch=0, split="test", train_time_s=prune_seconds)]
             message = f"baseline prune: {method} γ={gamma:g}: accuracy {row['accuracy']:.4f}"
             if finetune_epochs > 0:
                 seconds = fit(model, bundle, config, epochs=finetune_epochs, lr=finetune_lr, device=device)
                 tuned = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
-                frames.append(result_frame([tuned], config, method=f"{method}+ft",
-                                           run_id=f"{run_name}/{method}+ft/gamma={gamma:g}", dataset=bundle.info.name,
-                                           stage=0, epoch=finetune_epochs, split="test",
-                                           train_time_s=prune_seconds + seconds, config_hash=settings_hash))
+                tuned_identity = run_identity(config, method=f"{method}+ft",
+                                              run_id=f"{run_name}/{method}+ft/gamma={gamma:g}",
+                                              dataset=bundle.info.name, config_hash=settings_hash)
+                frames.append(result_frame([tuned], tuned_identity, stage=0, epoch=finetune_epochs, split="test",
+                                           train_time_s=prune_seconds + seconds))
                 message += f", fine-tuned {tuned['accuracy']:.4f} ({seconds:.1f}s)"
             written.append(write_table(pd.concat(frames, ignore_index=True), out,
                                        name=f"{method}-gamma={gamma:g}-{settings_hash}.parquet"))
@@ -430,7 +431,8 @@ def run_skip(config: Config, prior: ResNet, bundle, gammas: list[float], out: Pa
     seed_everything(config.seed)
     model = skip_network(prior, blocks).to(device)
     params, macs = skip_params_macs(prior.arch, blocks, bundle.info.image_size)
-    run_id = f"{run_name}/skip"
+    identity = run_identity(config, method="skip", run_id=f"{run_name}/skip", dataset=bundle.info.name,
+                            config_hash=settings_hash)
     skipped = ", ".join(block_name(*p) for p in blocks)
     trained = f"{', '.join(names)} for {epochs} epoch(s)" if epochs else "nothing (train.finetune_head is off)"
     progress(f"baseline skip: blocks {skipped} removed; training {trained}")
@@ -441,17 +443,15 @@ def run_skip(config: Config, prior: ResNet, bundle, gammas: list[float], out: Pa
 
     def on_epoch(epoch: int, seconds: float) -> None:
         rows = _repeated_rows(model, monitor_loader, device, monitor_gammas(config), params, macs)
-        curve.append(result_frame(rows, config, method="skip", run_id=run_id, dataset=bundle.info.name, stage=0,
-                                  epoch=epoch, phase="train", split="validation", train_time_s=seconds,
-                                  config_hash=settings_hash))
+        curve.append(result_frame(rows, identity, stage=0, epoch=epoch, phase="train", split="validation",
+                                  train_time_s=seconds))
         progress(f"baseline skip: epoch {epoch}/{epochs}  validation acc {rows[0]['accuracy']:.4f}")
 
     seconds = fit_head(model, names, bundle, config, epochs=epochs, device=device,
                        on_epoch=on_epoch if monitor_loader is not None else None)
     test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
     rows = _repeated_rows(model, test_loader, device, todo, params, macs)
-    final = result_frame(rows, config, method="skip", run_id=run_id, dataset=bundle.info.name, stage=0,
-                         epoch=epochs, split="test", train_time_s=seconds, config_hash=settings_hash)
+    final = result_frame(rows, identity, stage=0, epoch=epochs, split="test", train_time_s=seconds)
     name = f"skip-{settings_hash}-{short_hash(sorted(float(g) for g in todo))}.parquet"
     path = write_table(pd.concat([*curve, final], ignore_index=True), out, name=name)
     progress(f"baseline skip: test accuracy {rows[0]['accuracy']:.4f} at every γ ({params} parameters, {macs} MACs) "

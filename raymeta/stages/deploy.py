@@ -23,6 +23,7 @@ candidate in the results schema, with ``gamma.<block>``/``width.<block>`` column
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import itertools
 import json
 import math
@@ -34,12 +35,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from raymeta.config.schema import DeployConfig
 from raymeta.errors import ConfigError
-from raymeta.io.files import atomic_write_text, save_config
+from raymeta.io.data import make_loader
+from raymeta.io.files import RunPaths, atomic_write_text, save_config
+from raymeta.io.results import RunIdentity, result_frame, write_table
+from raymeta.method.models import block_name
+from raymeta.method.pareto import pareto_front
+from raymeta.method.scoring import accuracy_and_loss
 from raymeta.method.widths import Gamma, block_gammas, canonical, format_gamma
+from raymeta.stages import latency
+from raymeta.stages.export import (ONNX_MISSING, export_network, generation_settings, load_exported,
+                                   materialize_like_evaluation)
+from raymeta.stages.identity import run_identity
+from raymeta.stages.networks import load_trained
+from raymeta.stages.runtime import load_data
 
 BUDGET_KINDS = {"macs": "MACs", "params": "parameters", "latency_ms": "latency (ms)"}
 SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
@@ -123,24 +134,23 @@ class EvaluationData:
     start: int
     """Index, in forward order, of the first block a candidate still has to run."""
 
+    def batches(self, size: int):
+        """(features, labels) in consecutive slices of ``size``."""
+        for first in range(0, len(self.labels), size):
+            yield self.features[first:first + size], self.labels[first:first + size]
+
 
 @torch.no_grad()
 def evaluation_data(net, bundle, split: str = "validation", batch_size: int = 512) -> EvaluationData:
     """``split`` of the run's data as :class:`EvaluationData` (the prefix run through the prior's own blocks)."""
-    from raymeta.io.data import make_loader
-
     dataset = bundle.validation if split == "validation" else bundle.test
     if dataset is None:
         raise ConfigError("raymeta deploy chooses on the validation split, and this run has none "
                           "(data.validation_fraction=0): train with a validation split")
-    order = net.arch.block_positions()
-    start = min(order.index(position) for position in net.active())
+    start = net.first_active()
     features, labels = [], []
     for images, target in make_loader(dataset, batch_size, shuffle=False):
-        x = F.relu(net.prior.stem(images))
-        for s, b in order[:start]:
-            x = net.prior.block(s, b)(x)
-        features.append(x)
+        features.append(net.prior.forward_blocks(net.prior.forward_stem(images), stop=start))
         labels.append(target)
     return EvaluationData(torch.cat(features), torch.cat(labels), start)
 
@@ -149,22 +159,13 @@ def evaluation_data(net, bundle, split: str = "validation", batch_size: int = 51
 def score_candidate(net, gamma: Gamma, data: EvaluationData, settings: dict,
                     batch_size: int = 500) -> tuple[float, float, float]:
     """(accuracy, mean cross-entropy, seconds) of the network :func:`raymeta.stages.export.export_network` would write
-    at ``gamma`` (K-sample weights drawn as ``raymeta evaluate`` draws them), on ``data``."""
-    from raymeta.stages.export import materialize_like_evaluation
-
+    at ``gamma`` (K-sample weights drawn as ``raymeta evaluate`` draws them), on ``data``: its blocks from
+    ``data.start`` on, then its head."""
     start = time.perf_counter()
     model = materialize_like_evaluation(net, gamma, **settings)
-    blocks = [model.block(s, b) for s, b in model.arch.block_positions()[data.start:]]
-    correct, loss = 0, 0.0
-    for first in range(0, len(data.labels), batch_size):
-        x = data.features[first:first + batch_size]
-        for block in blocks:
-            x = block(x)
-        logits = model.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-        target = data.labels[first:first + batch_size]
-        loss += F.cross_entropy(logits, target, reduction="sum").item()
-        correct += (logits.argmax(1) == target).sum().item()
-    return correct / len(data.labels), loss / len(data.labels), time.perf_counter() - start
+    accuracy, loss = accuracy_and_loss(lambda x: model.forward_head(model.forward_blocks(x, start=data.start)),
+                                       data.batches(batch_size))
+    return accuracy, loss, time.perf_counter() - start
 
 
 class LocalEvaluator:
@@ -184,7 +185,7 @@ class RayEvaluator:
     data go to the object store once."""
 
     def __init__(self, net, data, settings: dict):
-        import ray
+        import ray  # here, not at the top: Ray's import takes seconds, and a deployment without a cluster needs none
 
         self.ray = ray
         self.net_ref, self.data_ref = ray.put(net.cpu()), ray.put(data)
@@ -335,14 +336,10 @@ def _evolve(evaluated: dict, feasible, within, grid: tuple[float, ...], blocks: 
         budget_left -= len(children)
 
 
-def pareto_front(candidates: list[Candidate], kind: str) -> list[Candidate]:
-    """The candidates no other beats on both cost (lower) and validation accuracy (higher), by cost."""
-    front, best = [], -1.0
-    for candidate in sorted(candidates, key=lambda c: (c.cost(kind), -c.accuracy)):
-        if candidate.accuracy > best:
-            front.append(candidate)
-            best = candidate.accuracy
-    return front
+def front_candidates(candidates: list[Candidate], kind: str) -> list[Candidate]:
+    """The candidates no other beats on both cost ``kind`` (lower) and validation accuracy (higher), by cost
+    (:func:`raymeta.method.pareto.pareto_front`)."""
+    return [candidates[i] for i in pareto_front([c.cost(kind) for c in candidates], [c.accuracy for c in candidates])]
 
 
 # ---- the command -------------------------------------------------------------------------------------------------
@@ -350,15 +347,6 @@ def deploy(run_dir: str | Path, options: DeployConfig, progress=print) -> dict:
     """Search the run's configurations for the best validation accuracy within the budget of ``options``, export
     it, and write the Pareto table, ``deploy.json`` and ``config.yaml`` (the run's configuration with the deploy
     settings it ran with: ``raymeta deploy --config`` on it deploys again); returns what ``deploy.json`` holds."""
-    from raymeta.config.schema import method_name
-    from raymeta.stages.export import (ONNX_MISSING, export_network, generation_settings, load_exported,
-                                       materialize_like_evaluation)
-    from raymeta.stages.latency import latency_table
-    from raymeta.method.models import block_name
-    from raymeta.io.files import RunPaths
-    from raymeta.stages.runtime import load_data
-    from raymeta.stages.networks import load_trained
-
     budget = parse_budget(*options.budget())  # exactly one, given in the deploy: group or as its flag
     device = torch.device(options.device)
     paths = RunPaths(str(run_dir))
@@ -372,7 +360,7 @@ def deploy(run_dir: str | Path, options: DeployConfig, progress=print) -> dict:
     image_size = bundle.info.image_size
     names = net.block_names()
     widths = {(s, b): {net.hidden_widths(g)[(s, b)] for g in grid} for s, b in net.active()}
-    table = latency_table(run_dir, net.arch, net.active(), image_size, device, options.batch_size, options.threads,
+    table = latency.latency_table(run_dir, net.arch, net.active(), image_size, device, options.batch_size, options.threads,
                           widths, progress)
 
     def cost_of(gamma):
@@ -416,7 +404,7 @@ def deploy(run_dir: str | Path, options: DeployConfig, progress=print) -> dict:
         test = evaluation_data(net, bundle, "test", config.data.eval_batch_size)
         members = {c.gamma: c for c in result.candidates if c.kind == "uniform"}
         for kind in ("macs", "latency_ms"):
-            members.update({c.gamma: c for c in pareto_front(result.candidates, kind)})
+            members.update({c.gamma: c for c in front_candidates(result.candidates, kind)})
         members[chosen.gamma] = chosen
         progress(f"deploy: reporting: {len(members)} configurations (uniform γ and the validation fronts) on "
                  f"{len(test.labels)} test images")
@@ -428,12 +416,10 @@ def deploy(run_dir: str | Path, options: DeployConfig, progress=print) -> dict:
         accuracy, loss, _ = score_candidate(net, chosen.gamma, test, settings)
         chosen.test = {"accuracy": accuracy, "loss": loss}
     state = checkpoint.state
-    identity = {"run_id": paths.root.name, "method": method_name(config), "config_hash": config.hash(),
-                "dataset": bundle.info.name, "stage": state.stage, "epoch": len(state.history),
-                "train_time_s": checkpoint.train_time_s}
-    frame = pareto_rows(result.candidates, chosen, budget, net, config, identity, settings["samples"], final_latency)
-    from raymeta.io.results import write_table
-
+    identity = run_identity(config, run_id=paths.root.name, dataset=bundle.info.name)
+    frame = pareto_rows(result.candidates, chosen, budget, net, identity, samples=settings["samples"],
+                        measured_latency_ms=final_latency, stage=state.stage, epoch=len(state.history),
+                        train_time_s=checkpoint.train_time_s)
     table_file = write_table(frame, out, "pareto.parquet")
     summary = {"budget": {"kind": budget.kind, "limit": budget.limit, "text": budget.describe()},
                "gamma": spec["gamma"], "block_gammas": spec["block_gammas"], "hidden_widths": spec["hidden_widths"],
@@ -459,22 +445,17 @@ def deploy(run_dir: str | Path, options: DeployConfig, progress=print) -> dict:
 
 
 def _measure(model, image_size: int, device: torch.device, options: DeployConfig) -> float:
-    from raymeta.stages import latency
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(options.threads)
-    try:
-        return latency.measure_network(model, image_size, device, options.batch_size, latency.FINAL_SECONDS)
-    finally:
-        torch.set_num_threads(previous)
-        model.cpu()
+    """The latency (ms) of ``model`` as the deployment states it: ``options``' device, batch size and threads."""
+    with latency.torch_threads(options.threads):
+        try:
+            return latency.measure_network(model, image_size, device, options.batch_size, latency.FINAL_SECONDS)
+        finally:
+            model.cpu()
 
 
 def _evaluator(net, data, settings: dict, address: str | None):
-    import importlib.util
-
     if importlib.util.find_spec("ray") is not None:
-        import ray
+        import ray  # only when installed, and only here: see RayEvaluator
 
         if address and not ray.is_initialized():
             ray.init(address=address)
@@ -483,26 +464,22 @@ def _evaluator(net, data, settings: dict, address: str | None):
     return LocalEvaluator(net, data, settings)
 
 
-def pareto_rows(candidates: list[Candidate], chosen: Candidate, budget: Budget, net, config, identity: dict,
-                samples: int, measured_latency_ms: float) -> pd.DataFrame:
+def pareto_rows(candidates: list[Candidate], chosen: Candidate, budget: Budget, net, identity: RunIdentity, *,
+                samples: int, measured_latency_ms: float, stage: int, epoch: int,
+                train_time_s: float) -> pd.DataFrame:
     """Every candidate as a results row on the validation split (and on test where it was evaluated there), with
     ``gamma.<block>`` / ``width.<block>`` columns, the estimated latency, how it was found and whether it is within
-    the budget (``search_status``: chosen, within budget, over budget)."""
-    from raymeta.method.models import block_name
-    from raymeta.io.results import git_commit, is_seen, validate_frame
-    from raymeta.io.results import architecture_name
-
+    the budget (``search_status``: chosen, within budget, over budget). A per-block row has no single γ (NaN) and
+    is ``seen`` when every block's γ lies in the training pool."""
     names = net.block_names()
-    pool = config.train.gamma_pool
     rows = []
     for candidate in sorted(candidates, key=lambda c: (c.macs, format_gamma(c.gamma))):
         gammas = block_gammas(candidate.gamma, names)
         hidden = net.hidden_widths(candidate.gamma)
         status = ("chosen" if candidate is chosen else
                   "within budget" if candidate.cost(budget.kind) <= budget.limit else "over budget")
-        base = {**identity, "git_commit": git_commit(), "architecture": architecture_name(config), "phase": "final",
-                "gamma": candidate.gamma if candidate.kind == "uniform" else float("nan"),
-                "seen": all(is_seen(g, pool) for g in gammas), "samples": samples, "params": candidate.params,
+        base = {"gamma": candidate.gamma if candidate.kind == "uniform" else float("nan"),
+                "seen": all(identity.seen(g) for g in gammas), "samples": samples, "params": candidate.params,
                 "macs": candidate.macs, "wall_time_s": candidate.seconds, "latency_ms": candidate.latency_ms,
                 "measured_latency_ms": measured_latency_ms if candidate is chosen else float("nan"),
                 "search_kind": candidate.kind, "search_status": status, "budget": f"{budget.kind}<={budget.limit:g}",
@@ -512,4 +489,4 @@ def pareto_rows(candidates: list[Candidate], chosen: Candidate, budget: Budget, 
         if candidate.test:
             rows.append({**base, "split": "test", "accuracy": candidate.test["accuracy"],
                          "loss": candidate.test["loss"]})
-    return validate_frame(pd.DataFrame(rows), "deploy candidates")
+    return result_frame(rows, identity, stage=stage, epoch=epoch, split="validation", train_time_s=train_time_s)

@@ -17,6 +17,7 @@ import html
 import pandas as pd
 
 from raymeta.io.results import GAMMA_PREFIX, WIDTH_PREFIX
+from raymeta.method.pareto import pareto_front
 
 BASELINES = ("individual", "prune-")
 """Methods drawn beside the search: Individual and every pruning variant."""
@@ -34,13 +35,9 @@ def search_rows(frame: pd.DataFrame) -> pd.Series:
 
 
 def front(rows: pd.DataFrame, cost: str) -> pd.DataFrame:
-    """Rows no other row beats on both ``cost`` (lower) and accuracy (higher), by cost."""
-    kept, best = [], -1.0
-    for index, row in rows.sort_values([cost, "accuracy"], ascending=[True, False], kind="stable").iterrows():
-        if row["accuracy"] > best:
-            kept.append(index)
-            best = row["accuracy"]
-    return rows.loc[kept]
+    """Rows no other row beats on both ``cost`` (lower) and accuracy (higher), by cost
+    (:func:`raymeta.method.pareto.pareto_front`)."""
+    return rows.iloc[pareto_front(rows[cost].tolist(), rows["accuracy"].tolist())]
 
 
 def _label(row, blocks: list[str]) -> str:

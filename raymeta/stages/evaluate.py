@@ -4,43 +4,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
-from raymeta.config.schema import Config, method_name
+from raymeta.config.schema import Config
 from raymeta.errors import ConfigError
 from raymeta.io.data import make_loader
 from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress
 from raymeta.io.results import SPLITS, result_frame, write_table
+from raymeta.method.scoring import accuracies_and_losses
+from raymeta.stages.identity import run_identity
 from raymeta.stages.networks import TrainedNetwork, load_trained
 from raymeta.stages.runtime import load_data, select_device
-
-
-@torch.no_grad()
-def accuracy_and_loss(model: Callable[[torch.Tensor], torch.Tensor], loader, device) -> tuple[float, float]:
-    """Top-1 accuracy and mean cross-entropy of ``model`` over a loader."""
-    return accuracies_and_losses([model], loader, device)[0]
-
-
-@torch.no_grad()
-def accuracies_and_losses(models: list[Callable[[torch.Tensor], torch.Tensor]], loader, device,
-                          prepare: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[tuple[float, float]]:
-    """:func:`accuracy_and_loss` of several models in one pass over the loader; ``prepare`` (e.g. a frozen prefix
-    they share) runs once per batch and every model gets its output."""
-    correct, loss, total = [0] * len(models), [0.0] * len(models), 0
-    for images, labels in loader:
-        images, labels = images.to(device), labels.to(device)
-        inputs = images if prepare is None else prepare(images)
-        for index, model in enumerate(models):
-            logits = model(inputs)
-            loss[index] += F.cross_entropy(logits, labels, reduction="sum").item()
-            correct[index] += (logits.argmax(dim=1) == labels).sum().item()
-        total += len(labels)
-    return [(right / total, summed / total) for right, summed in zip(correct, loss)]
 
 
 @torch.no_grad()
@@ -53,9 +30,9 @@ def evaluate_gammas(net, loader, device, gammas: list[float], *, samples: int, n
 
     All γ are evaluated together: their weights come from shared INR passes (:meth:`generate_many`) and each batch
     of images goes through the frozen prefix once for every γ (:meth:`frozen_prefix`). The rows equal a γ-by-γ
-    evaluation (``generate`` then :func:`accuracy_and_loss`) up to float rounding, in a fifth of the time for the
-    quickstart network on two CPU cores (``benchmarks/eval_time.py``). Their common time is shared evenly:
-    ``wall_time_s`` of a row is the evaluation's total over the number of γ.
+    evaluation (``generate`` then :func:`raymeta.method.scoring.accuracy_and_loss`) up to float rounding, in much
+    less time (``benchmarks/eval_time.py``; its figures in ``benchmarks/RESULTS.md``). Their common time is shared
+    evenly: ``wall_time_s`` of a row is the evaluation's total over the number of γ.
     """
     if not gammas:
         return []
@@ -114,6 +91,7 @@ def evaluate_trained(config: Config, trained: TrainedNetwork, progress: Progress
                           f"use --split test")
     samples = config.eval.samples
     state = checkpoint.state
+    identity = run_identity(trained_config, run_id=Path(config.run_dir).name, dataset=bundle.info.name)
     frames = []
     for name in splits:
         dataset = bundle.test if name == "test" else bundle.validation
@@ -122,9 +100,7 @@ def evaluate_trained(config: Config, trained: TrainedNetwork, progress: Progress
         rows = evaluate_gammas(net, loader, device, config.eval.gammas, samples=samples,
                                noise=trained_config.inr.coordinate_noise, seed=config.seed,
                                image_size=bundle.info.image_size)
-        frames.append(result_frame(rows, trained_config, method=method_name(trained_config),
-                                   run_id=Path(config.run_dir).name, dataset=bundle.info.name, split=name,
-                                   stage=state.stage, epoch=len(state.history),
+        frames.append(result_frame(rows, identity, split=name, stage=state.stage, epoch=len(state.history),
                                    train_time_s=checkpoint.train_time_s))
     return pd.concat(frames, ignore_index=True)
 

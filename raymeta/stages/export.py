@@ -14,9 +14,12 @@ the one whose accuracy the results table reports.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import io
 import json
+import logging
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -28,6 +31,7 @@ from raymeta.io.progress import Progress
 from raymeta.method.models import Architecture, ResNet
 from raymeta.method.widths import Gamma, block_gammas, canonical, format_gamma
 from raymeta.stages.networks import load_trained
+from raymeta.stages.runtime import load_data
 
 SPEC_NAME = "network.json"
 STATE_NAME = "network.pt"
@@ -56,8 +60,6 @@ def materialize_like_evaluation(net, gamma: Gamma, *, samples: int, noise: float
 
 def onnx_available() -> bool:
     """Whether ONNX export can run here (torch's dynamo exporter needs the onnx and onnxscript packages)."""
-    import importlib.util
-
     return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxscript"))
 
 
@@ -65,26 +67,25 @@ def example_input(arch: Architecture, image_size: int, batch: int = 2) -> torch.
     return torch.zeros(batch, arch.in_channels, image_size, image_size)
 
 
-def _batch_dimension(model: ResNet):
+def _batch_dimension():
+    """The input's batch dimension as dynamic (1 to 65 536), for torch.export and the ONNX exporter."""
     return {"x": {0: torch.export.Dim("batch", min=1, max=1 << 16)}}
 
 
 def export_program(model: ResNet, image_size: int) -> torch.export.ExportedProgram:
     """The network as a ``torch.export`` program with a dynamic batch dimension."""
-    return torch.export.export(model, (example_input(model.arch, image_size),), dynamic_shapes=_batch_dimension(model))
+    return torch.export.export(model, (example_input(model.arch, image_size),), dynamic_shapes=_batch_dimension())
 
 
 def write_onnx(model: ResNet, image_size: int, path: str | Path) -> None:
     """ONNX through torch's dynamo exporter (``torch.onnx.export(..., dynamo=True)``), batch dimension dynamic."""
-    import logging
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         level = logging.getLogger("torch.onnx").level
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # its progress lines are not ours to print
         try:
             program = torch.onnx.export(model, (example_input(model.arch, image_size),), dynamo=True,
-                                        dynamic_shapes=_batch_dimension(model), input_names=["x"],
+                                        dynamic_shapes=_batch_dimension(), input_names=["x"],
                                         output_names=["logits"], verbose=False)
         finally:
             logging.getLogger("torch.onnx").setLevel(level)
@@ -156,8 +157,6 @@ def run_export(settings: ExportConfig, progress: Progress, *, run_dir: str | Pat
 
 def config_image_size(config) -> int:
     """The image size of the run's dataset (for exports whose stored dataset record lacks it)."""
-    from raymeta.runtime import load_data
-
     return load_data(config, augment=False).info.image_size
 
 
@@ -177,8 +176,6 @@ def load_program(folder: str | Path) -> torch.export.ExportedProgram:
 def check_program_archive(path: str | Path) -> None:
     """Refuse a ``.pt2`` archive unless every weight and constant is a raw tensor payload (no pickle, no custom or
     opaque object) and its sample inputs load with ``weights_only=True``: what raymeta writes."""
-    import zipfile
-
     try:
         with zipfile.ZipFile(path) as archive:
             for name in archive.namelist():

@@ -11,6 +11,7 @@ finally exported is measured itself (:func:`measure_network`) and checked agains
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -49,6 +50,18 @@ def device_description(device: torch.device) -> str:
     except OSError:
         pass
     return f"{platform.machine()} {platform.processor() or 'cpu'}".strip()
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """torch's intra-op thread count set to ``count`` inside the block and restored after: latencies are measured
+    at a stated thread count, whatever the process itself uses."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _synchronise(device: torch.device) -> None:
@@ -168,9 +181,7 @@ def latency_table(run_dir: str | Path, arch: Architecture, blocks: list[tuple[in
                           for name in names}
     else:
         table.block_ms = {name: {} for name in names}
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         missing = [((s, b), h) for s, b in blocks for h in sorted(widths.get((s, b), set()) | {arch.widths[s]})
                    if str(h) not in table.block_ms[block_name(s, b)]]
         if missing and progress:
@@ -186,8 +197,6 @@ def latency_table(run_dir: str | Path, arch: Architecture, blocks: list[tuple[in
             full = measure_network(ResNet(arch, batchnorm=False), image_size, device, batch_size)
             table.measurements += 1
             table.base_ms = full - sum(table.block_ms[block_name(s, b)][str(arch.widths[s])] for s, b in blocks)
-    finally:
-        torch.set_num_threads(previous)
     if table.measurements:
         _write(path, table.to_json())
     elif progress:

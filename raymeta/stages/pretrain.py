@@ -20,7 +20,7 @@ from raymeta.io.data import make_loader
 from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress
 from raymeta.method.models import ResNet
-from raymeta.stages.evaluate import accuracy_and_loss
+from raymeta.method.scoring import accuracy_and_loss
 from raymeta.stages.runtime import architecture, load_data, seed_everything, select_device, validation_loader
 
 

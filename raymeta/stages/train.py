@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from raymeta.config.schema import Config, method_name
+from raymeta.config.schema import Config
 from raymeta.errors import CheckpointError, ConfigError
 from raymeta.io.artifacts import MetamorphicCheckpoint, SmoothedCheckpoint, TrainingState
 from raymeta.io.data import EpochBatches
@@ -33,6 +33,7 @@ from raymeta.method.metamorphic import MetamorphicNetwork
 from raymeta.method.models import block_name, hidden_width
 from raymeta.method.widths import Gamma
 from raymeta.stages.evaluate import evaluate_gammas
+from raymeta.stages.identity import run_identity
 from raymeta.stages.networks import build_network, prior_network
 from raymeta.stages.runtime import load_data, place_training_split, seed_everything, select_device, validation_loader
 
@@ -486,8 +487,8 @@ def write_monitor_table(config: Config, state: TrainingState, dataset: str) -> P
     if not rows:  # no validation split (or a checkpoint from before monitor rows): no table, not a stale one
         (RunPaths(config.run_dir).results / "train-monitor.parquet").unlink(missing_ok=True)
         return None
-    frame = result_frame(rows, config, method=method_name(config), run_id=Path(config.run_dir).name,
-                         dataset=dataset, stage=0, epoch=0, phase="train", split="validation")
+    identity = run_identity(config, run_id=Path(config.run_dir).name, dataset=dataset)
+    frame = result_frame(rows, identity, stage=0, epoch=0, phase="train", split="validation")
     for column, values in zip(("stage", "epoch", "train_time_s"), zip(*placement), strict=True):
         frame[column] = list(values)
     frame = pd.concat([frame, pd.DataFrame(health, index=frame.index, dtype="float64")], axis=1)

@@ -19,7 +19,8 @@ import torch
 
 from raymeta.method import health
 from raymeta.io.data import make_loader
-from raymeta.stages.evaluate import accuracy_and_loss, evaluate_gammas
+from raymeta.method.scoring import accuracy_and_loss
+from raymeta.stages.evaluate import evaluate_gammas
 from raymeta.io.artifacts import SmoothedCheckpoint
 from raymeta.io.results import read_tables
 from raymeta.io.files import RunPaths

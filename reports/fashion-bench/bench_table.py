@@ -22,11 +22,13 @@ from raymeta.method import health
 from raymeta.io.artifacts import SmoothedCheckpoint
 from raymeta.config.loading import load_config
 from raymeta.io.data import make_loader
-from raymeta.stages.evaluate import accuracy_and_loss, evaluate_gammas
+from raymeta.method.scoring import accuracy_and_loss
+from raymeta.stages.evaluate import evaluate_gammas
 from raymeta.method.models import count_params_macs
 from raymeta.io.results import read_tables, result_frame, write_table
 from raymeta.io.files import RunPaths
 from raymeta.stages.runtime import load_data
+from raymeta.stages.identity import run_identity
 from raymeta.stages.networks import prior_network, load_trained
 
 def prior_rows(seed_dir: Path, runs: Path) -> None:
@@ -42,8 +44,8 @@ def prior_rows(seed_dir: Path, runs: Path) -> None:
     params, macs = count_params_macs(prior.arch, {}, bundle.info.image_size)
     row = {"gamma": 0.0, "samples": 1, "accuracy": accuracy, "loss": loss, "params": params, "macs": macs,
            "wall_time_s": 0.0}
-    frame = result_frame([row], config, method="prior", run_id=f"{run.name}/prior", dataset=bundle.info.name,
-                         stage=0, epoch=config.pretrain.epochs, split="test")
+    identity = run_identity(config, method="prior", run_id=f"{run.name}/prior", dataset=bundle.info.name)
+    frame = result_frame([row], identity, stage=0, epoch=config.pretrain.epochs, split="test")
     write_table(frame, seed_dir, name="prior.parquet")
 
 
