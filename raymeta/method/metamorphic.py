@@ -162,7 +162,7 @@ class MetamorphicNetwork(nn.Module):
     def frozen_prefix(self, x: torch.Tensor) -> torch.Tensor:
         """The stem and the blocks before the first active metamorphic block: the part that is the same at every γ,
         so an evaluation of many γ runs it once per batch. On a CPU its activations are laid out channels-last
-        (``cpu_channels_last``), where oneDNN's convolutions run faster (ResNet-56's forward 1.3× on two cores),
+        (``cpu_channels_last``), where oneDNN's convolutions run faster (benchmarks/RESULTS.md),
         and its output is returned in the usual layout, which the generated convolutions and their backward
         preferred (benchmarks/RESULTS.md). The numbers are the same either way."""
         if x.device.type == "cpu" and self.cpu_channels_last:
