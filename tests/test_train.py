@@ -9,7 +9,9 @@ from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress
 from raymeta.stages.runtime import load_data, place_training_split
 from raymeta.stages.networks import load_trained
-from raymeta.stages.train import plan_stages, sample_gammas, train
+from raymeta.method.sampling import sample_gammas
+from raymeta.method.schedule import plan_stages
+from raymeta.stages.train import train
 from monitor_check import assert_monitor_is_validation
 
 QUIET = Progress(stream=open("/dev/null", "w"))
@@ -78,10 +80,10 @@ def test_neumeta_baseline_trains_every_block_in_one_stage(prepared_run):
     path = train(config, progress=QUIET)
     payload = MetamorphicCheckpoint.load(path)
     assert payload.done
-    stages = plan_stages(config, 2)
+    stages = plan_stages(config.train.incremental, config.train.epochs_per_stage, 2)
     assert len(stages) == 1 and stages[0].epochs == 2 and len(payload.state.history) == 2
     assert payload.state.step == 2 * 3  # M = 1: one configuration per step
-    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in payload.state.history)
+    assert all(torch.isfinite(torch.tensor(h.losses["loss"])) for h in payload.state.history)
     net, _, _ = load_trained(path)
     assert net.hyper.bias_bank.out_dim == 9 and net.alphas.tolist() == [1.0, 1.0]
     assert set(net.generate(0.3)) >= {"stages.1.1.conv1.weight", "stages.2.1.conv2.bias"}
@@ -99,7 +101,7 @@ def test_resumed_run_continues_from_its_checkpoint(prepared_run, tmp_path):
     resumed = MetamorphicCheckpoint.load(train(split, resume=True, progress=QUIET))
 
     assert resumed.state.step == reference.state.step == 4 * 3
-    assert [h["step"] for h in resumed.state.history] == [h["step"] for h in reference.state.history]
+    assert [h.step for h in resumed.state.history] == [h.step for h in reference.state.history]
     for name, value in reference.net_state.items():
         torch.testing.assert_close(resumed.net_state[name], value, rtol=0, atol=1e-6, msg=name)
 
@@ -118,7 +120,9 @@ def test_checkpoint_of_another_configuration_is_not_resumed(prepared_run, tmp_pa
 def test_batch_slices_of_a_configuration_sum_to_its_whole_gradient(prepared_run, slices):
     # With more workers than configurations each micro-batch is cut into slices; the slices' gradients
     # (cross-entropy weighted by share, weight terms once) must add up to the whole configuration's.
-    from raymeta.stages.train import WorkUnit, accumulate_gradients, trainable_parameters
+    from raymeta.method.schedule import trainable_parameters
+    from raymeta.stages.collective import WorkUnit, accumulate_gradients
+    from raymeta.stages.train import objective_of
 
     config = prepared_run("train.gamma_pool=[0.0,0.0]", "train.configs_per_step=1")  # γ = 0: the MSE term too
     net, _, _ = load_trained(train(config, stop_after_epochs=1, progress=QUIET))
@@ -128,7 +132,8 @@ def test_batch_slices_of_a_configuration_sum_to_its_whole_gradient(prepared_run,
 
     def gradients(units):
         net.zero_grad(set_to_none=True)
-        parts = accumulate_gradients(net, 3, units, [batch] * len(units), 1, config, torch.device("cpu"))
+        parts = accumulate_gradients(net, 3, units, [batch] * len(units), 1, objective_of(config), config.seed,
+                                     torch.device("cpu"))
         return [p.grad.clone() for p in parameters], parts
 
     whole, whole_parts = gradients([WorkUnit(0, 0.0)])
@@ -160,9 +165,9 @@ def test_without_a_validation_split_there_is_no_monitoring(prepared_run):
     lines = [line for line in stream.getvalue().splitlines() if "no validation split" in line]
     assert len(lines) == 1 and "no per-epoch monitoring" in lines[0]
     history = MetamorphicCheckpoint.load(path).state.history
-    assert len(history) == 2 and all(record["monitor"] == [] and math.isnan(record["score"]) for record in history)
+    assert len(history) == 2 and all(record.monitor == [] and math.isnan(record.score) for record in history)
     assert not (RunPaths(config.run_dir).results / "train-monitor.parquet").exists()
-    assert not any(key.startswith("acc@") for key in history[-1])
+    assert not any(key.startswith("acc@") for key in history[-1].metrics())
     with pytest.raises(ConfigError, match="data.validation_fraction=0, so it has none; use --split test"):
         evaluate_run(config, path, QUIET, split="validation")
     assert set(evaluate_run(config, path, QUIET)["split"]) == {"test"}
@@ -184,7 +189,7 @@ def test_monitor_rows_carry_the_health_signals_of_the_evaluated_weights(prepared
     assert list(alphas) == ["stage2.block1", "stage3.block1"] and len(errors) == 8
     assert any(abs(a) > 1e-3 for a in alphas.values()) and all(0 < e < math.inf for e in errors.values())
     last = payload.state.history[-1]
-    assert last["alphas"] == pytest.approx(alphas, rel=1e-6) and last["rec_errors"] == pytest.approx(errors, rel=1e-5)
+    assert last.alphas == pytest.approx(alphas, rel=1e-6) and last.rec_errors == pytest.approx(errors, rel=1e-5)
 
     table = read_tables(RunPaths(config.run_dir).results / "train-monitor.parquet")
     health = sorted(c for c in table.columns if c.startswith(("alpha.", "rec.")))
