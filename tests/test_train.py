@@ -1,3 +1,5 @@
+import io
+
 import pytest
 import torch
 
@@ -153,7 +155,6 @@ def test_monitor_rows_are_measured_on_the_validation_split(prepared_run):
 
 
 def test_without_a_validation_split_there_is_no_monitoring(prepared_run):
-    import io
     import math
 
     from raymeta.errors import ConfigError
@@ -176,18 +177,19 @@ def test_without_a_validation_split_there_is_no_monitoring(prepared_run):
 def test_monitor_rows_carry_the_health_signals_of_the_evaluated_weights(prepared_run):
     # α and the relative reconstruction error at γ = 0 of every active block / generated tensor, per epoch: the
     # last epoch's equal raymeta.method.health on the final checkpoint (its EMA weights, as the monitor evaluates).
-    import io
     import math
 
     from raymeta.method.health import block_alphas, reconstruction_errors, worst_by_block
     from raymeta.io.results import read_tables
 
-    config = prepared_run("train.alpha_lr=0.05")  # α must move off its initial 0 for the check to mean anything
+    config = prepared_run("train.alpha_lr=0.05")  # α must move off train.alpha_init for the check to mean anything
     stream = io.StringIO()
     net, _, payload = load_trained(train(config, progress=Progress(stream=stream)))
     alphas, errors = block_alphas(net), reconstruction_errors(net)
     assert list(alphas) == ["stage2.block1", "stage3.block1"] and len(errors) == 8
-    assert any(abs(a) > 1e-3 for a in alphas.values()) and all(0 < e < math.inf for e in errors.values())
+    assert config.train.alpha_init == 1.0
+    assert all(abs(a - config.train.alpha_init) > 1e-2 for a in alphas.values()), alphas  # every α has moved
+    assert all(0 < e < math.inf for e in errors.values())
     last = payload.state.history[-1]
     assert last.alphas == pytest.approx(alphas, rel=1e-6) and last.rec_errors == pytest.approx(errors, rel=1e-5)
 
@@ -207,3 +209,47 @@ def test_monitor_rows_carry_the_health_signals_of_the_evaluated_weights(prepared
     line = [text for text in stream.getvalue().splitlines() if "stage 2/2 epoch 1/1" in text][-1]
     worst = " ".join(f"{e:.2f}" for e in worst_by_block(errors).values())
     assert f"rec [{worst}]" in line and len(worst.split()) == 2
+
+
+def rewrite_as_format_1(path) -> None:
+    """Turn a training checkpoint into what raymeta wrote before format 2: format_version 1, and each epoch record
+    one flat mapping (the loss parts and acc@γ as keys, α as a list), without per-step losses."""
+    payload = torch.load(path, weights_only=True)
+    records = []
+    for record in payload["state"]["history"]:
+        flat = {key: value for key, value in record.items() if key not in ("losses", "step_losses")}
+        flat.update(record["losses"])
+        flat.update({f"acc@{row['gamma']:g}": row["accuracy"] for row in record["monitor"]})
+        records.append({**flat, "alpha": list(record["alphas"].values())})
+    payload["state"]["history"] = records
+    payload["format_version"] = 1
+    torch.save(payload, path)
+
+
+def test_a_format_1_checkpoint_loads_but_is_resumed_only_when_finished(prepared_run, tmp_path):
+    # Format 2 changed the random streams: an unfinished format-1 run cannot go on as it began.
+    import re
+
+    from raymeta.errors import CheckpointError
+    from raymeta.stages.evaluate import evaluate_run
+    from raymeta.stages.export import run_export
+
+    config = prepared_run(run_dir=tmp_path / "run")
+    path = train(config, stop_after_epochs=1, progress=QUIET)
+    current = MetamorphicCheckpoint.load(path).state.history
+    rewrite_as_format_1(path)
+    old = MetamorphicCheckpoint.load(path).state.history  # it loads, its records read as they were written
+    assert [r.metrics() for r in old] == [r.metrics() for r in current] and old[0].step_losses == {}
+    assert old[0].alphas == current[0].alphas and old[0].monitor == current[0].monitor
+    with pytest.raises(CheckpointError, match=re.escape(str(path)) + r" is of format 1.*cannot be resumed exactly.*"
+                                              r"--restart"):
+        train(config, progress=QUIET)
+
+    finished = train(config, resume=False, progress=QUIET)  # what --restart does
+    rewrite_as_format_1(finished)
+    stream = io.StringIO()
+    assert train(config, progress=Progress(stream=stream)) == finished  # nothing left to draw: nothing refused
+    assert "already finished" in stream.getvalue()
+    assert set(evaluate_run(config, finished, QUIET)["split"]) == {"test"}
+    paths = run_export(0.25, QUIET, checkpoint=finished, output=tmp_path / "export", onnx=False)
+    assert paths["state_dict"].is_file()
