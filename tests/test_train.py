@@ -253,3 +253,16 @@ def test_a_format_1_checkpoint_loads_but_is_resumed_only_when_finished(prepared_
     assert set(evaluate_run(config, finished, QUIET)["split"]) == {"test"}
     paths = run_export(0.25, QUIET, checkpoint=finished, output=tmp_path / "export", onnx=False)
     assert paths["state_dict"].is_file()
+
+
+def test_an_epoch_reads_each_example_once_and_what_cannot_step_is_refused():
+    from raymeta.errors import ConfigError
+    from raymeta.stages.collective import steps_per_epoch
+
+    assert steps_per_epoch(461, 32, 2, None, 1) == 7  # 14 whole batches, M = 2 per step
+    assert steps_per_epoch(461, 32, 2, 3, 1) == 3 == steps_per_epoch(461, 32, 2, 3, 4)  # capped; 4 workers fit
+    with pytest.raises(ConfigError, match=r"data.batch_size=32 × train.configs_per_step=2 needs more than the 63"):
+        steps_per_epoch(63, 32, 2, None, 1)
+    with pytest.raises(ConfigError, match="5 workers would cut each micro-batch of data.batch_size=2 into 5 slices: "
+                                          "use at most 2 workers"):
+        steps_per_epoch(461, 2, 1, None, 5)

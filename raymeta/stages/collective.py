@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from raymeta.errors import ConfigError
 from raymeta.method.metamorphic import MetamorphicNetwork
 from raymeta.method.objective import Objective, autocast, configuration_loss
 from raymeta.method.sampling import noise_generator
@@ -59,6 +60,22 @@ def my_configurations(gammas: list[Gamma], rank: int, world_size: int) -> list[W
     slices = -(-world_size // len(gammas))
     units = [WorkUnit(index, gammas[index], part, slices) for index in range(len(gammas)) for part in range(slices)]
     return units[rank::world_size]
+
+
+def steps_per_epoch(examples: int, batch_size: int, configs_per_step: int, cap: int | None, world_size: int) -> int:
+    """Optimiser steps in an epoch over ``examples``: each reads M micro-batches of ``batch_size`` (none read twice),
+    at most ``cap`` (``train.steps_per_epoch``). Refuses too few examples for one step, and more workers than the
+    step's micro-batches can be cut for (a slice needs one example at least)."""
+    slices = -(-world_size // configs_per_step)
+    if slices > batch_size:
+        raise ConfigError(f"{world_size} workers would cut each micro-batch of data.batch_size={batch_size} into "
+                          f"{slices} slices: use at most {configs_per_step * batch_size} workers")
+    steps = examples // batch_size // configs_per_step
+    steps = min(steps, cap) if cap is not None else steps
+    if steps < 1:
+        raise ConfigError(f"data.batch_size={batch_size} × train.configs_per_step={configs_per_step} needs more than "
+                          f"the {examples} training examples: lower either")
+    return steps
 
 
 def accumulate_gradients(net: MetamorphicNetwork, step: int, units: list[WorkUnit],

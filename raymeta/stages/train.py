@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 
 from raymeta.config import Config
-from raymeta.errors import ConfigError
 from raymeta.io.artifacts import EpochRecord, MetamorphicCheckpoint, SmoothedCheckpoint, TrainingState
 from raymeta.io.data import DatasetBundle, EpochBatches
 from raymeta.io.files import RunPaths
@@ -35,8 +34,8 @@ from raymeta.method.sampling import reference_width, sample_configurations
 from raymeta.method.schedule import (Stage, apply_update, build_optimizer, initialise_new_blocks, plan_stages,
                                      prefit_new_blocks, set_warmup, trainable_parameters, warmup_position)
 from raymeta.seeds import derive_seed
-from raymeta.stages.collective import (Collective, accumulate_gradients, my_configurations, synchronise_gradients,
-                                       synchronise_parameters)
+from raymeta.stages.collective import (Collective, accumulate_gradients, my_configurations, steps_per_epoch,
+                                       synchronise_gradients, synchronise_parameters)
 from raymeta.stages.monitor import epoch_summary, evaluate_monitor, existing_checkpoint, monitor_score, save_epoch
 from raymeta.stages.networks import build_network, prior_network
 from raymeta.stages.runtime import load_data, place_training_split, seed_everything, select_device, validation_loader
@@ -79,37 +78,24 @@ class Setup:
 def set_up(config: Config, collective: Collective, progress: Progress) -> Setup:
     """Build the run (on every rank the same), refusing what cannot work before any step."""
     seed_everything(config.seed)
-    device = select_device(config)
+    device, train = select_device(config), config.train
     smoothed = SmoothedCheckpoint.load(RunPaths(config.run_dir).smoothed)
     bundle = place_training_split(load_data(config), config, device)
     net = build_network(config, prior_network(smoothed)).to(device)
-    train, M = config.train, config.train.configs_per_step
-    slices = -(-collective.world_size // M)
-    if slices > config.data.batch_size:
-        raise ConfigError(f"{collective.world_size} workers would cut each micro-batch of data.batch_size="
-                          f"{config.data.batch_size} into {slices} slices: use at most {M * config.data.batch_size} "
-                          f"workers")
-    steps = len(bundle.train) // config.data.batch_size // M
-    steps = min(steps, train.steps_per_epoch) if train.steps_per_epoch is not None else steps
-    if steps < 1:
-        raise ConfigError(f"data.batch_size={config.data.batch_size} × train.configs_per_step={M} needs more than the "
-                          f"{len(bundle.train)} training examples: lower either")
-    setup = Setup(config, collective, device, bundle, net,
-                  teacher=prior_network(smoothed).to(device) if train.lambda_distill > 0 else None,
-                  ema=ExponentialAverage(inr_parameters(net), train.ema_decay) if train.ema_decay > 0 else None,
-                  objective=objective_of(config), stages=plan_stages(train.incremental, train.epochs_per_stage,
-                                                                     len(net.blocks)),
-                  steps_per_epoch=steps,
-                  # Monitoring (and so a sweep's score) sees the validation split only; without one there is none.
-                  monitor_loader=validation_loader(bundle, config, progress, "train: no per-epoch monitoring "
-                                                                             "(no monitor rows, score NaN)"))
+    teacher = prior_network(smoothed).to(device) if train.lambda_distill > 0 else None
+    ema = ExponentialAverage(inr_parameters(net), train.ema_decay) if train.ema_decay > 0 else None
+    stages = plan_stages(train.incremental, train.epochs_per_stage, len(net.blocks))
+    steps = steps_per_epoch(len(bundle.train), config.data.batch_size, train.configs_per_step, train.steps_per_epoch,
+                            collective.world_size)
+    # Monitoring (and so a sweep's score) sees the validation split only; without one there is none.
+    monitor = validation_loader(bundle, config, progress, "train: no per-epoch monitoring (no monitor rows, score NaN)")
     workers = f", {collective.world_size} workers" if collective.world_size > 1 else ""
-    progress(f"train: {len(setup.stages)} stage(s) over blocks {', '.join(block_name(*p) for p in net.blocks)}; "
-             f"M={M}{workers}, {steps} steps/epoch, switches {train.switches}")
+    progress(f"train: {len(stages)} stage(s) over blocks {', '.join(block_name(*p) for p in net.blocks)}; "
+             f"M={train.configs_per_step}{workers}, {steps} steps/epoch, switches {train.switches}")
     if train.precision == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         progress("train: warning: train.precision=bf16 on a CPU without bf16 matrix units (AVX512-BF16 or AMX): "
                  "emulated, several times slower than fp32 here (benchmarks/RESULTS.md)")
-    return setup
+    return Setup(config, collective, device, bundle, net, teacher, ema, objective_of(config), stages, steps, monitor)
 
 
 def restore(setup: Setup, checkpoint: MetamorphicCheckpoint, progress: Progress) -> dict | None:
