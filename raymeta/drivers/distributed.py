@@ -97,7 +97,8 @@ def train_worker(loop_config: dict) -> None:
     checkpoint, restored = None, ray.train.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as folder:
-            checkpoint = MetamorphicCheckpoint.load_to_resume(Path(folder) / CHECKPOINT_FILE, expect_hash=config.hash())
+            checkpoint = MetamorphicCheckpoint.load_to_resume(Path(folder) / CHECKPOINT_FILE,
+                                                              expect_hash=config.hash())
         progress(f"train: restored the latest Ray Train checkpoint ({restored.path})")
     elif loop_config["resume_path"]:
         checkpoint = MetamorphicCheckpoint.load_to_resume(loop_config["resume_path"], expect_hash=config.hash())

@@ -5,8 +5,9 @@
     MetamorphicCheckpoint  RUN_DIR/train/checkpoint.pt  the hypernetwork, its training state (Ray Train's too)
 
 Every file is a ``torch.save`` of plain data (tensors, numbers, strings, lists and dicts) with its ``kind`` and
-``format_version`` (the layout of that kind, see each class's ``format_version``), written atomically. Loading goes through ``torch.load(weights_only=True)`` only: a file
-passed between people, or kept on shared storage, that holds anything else is refused before any of it runs.
+``format_version`` (the layout of that kind: each class's ``format_version``), written atomically. Loading goes
+through ``torch.load(weights_only=True)`` only: a file passed between people, or kept on shared storage, that
+holds anything else is refused before any of it runs.
 ``load`` checks the kind, the format version and the fields, and (given one) the configuration hash the file
 was made with, each failure one :class:`~raymeta.errors.CheckpointError` (or ConfigError for another
 configuration) naming the file.
