@@ -1,16 +1,22 @@
 """What a training run reports and keeps of every epoch: accuracy at the monitored γ on the validation split and
 its score, the epoch's progress line, the monitor table (``RUN_DIR/results/train-monitor.parquet``) that carries
-the accuracies with the health signals, and the training checkpoint (``RUN_DIR/train/checkpoint.pt``)."""
+the accuracies with the health signals, and the training checkpoint (``RUN_DIR/train/checkpoint.pt``): what it
+holds, writing it, and finding the one to continue from."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+
+import torch
 
 from raymeta.config import Config, method_name
 from raymeta.errors import CheckpointError
 from raymeta.io.artifacts import EpochRecord, MetamorphicCheckpoint, TrainingState
+from raymeta.io.data import DatasetInfo
 from raymeta.io.files import RunPaths
 from raymeta.io.results import ALPHA_PREFIX, REC_PREFIX, result_frame, write_table
+from raymeta.method.ema import ExponentialAverage
 from raymeta.method.health import worst_by_block
 from raymeta.method.metamorphic import MetamorphicNetwork
 from raymeta.method.schedule import Stage
@@ -90,6 +96,17 @@ def write_monitor_table(config: Config, state: TrainingState, dataset: str) -> P
         frame[column] = list(values)
     frame = pd.concat([frame, pd.DataFrame(health, index=frame.index, dtype="float64")], axis=1)
     return write_table(frame, RunPaths(config.run_dir).results, name="train-monitor.parquet")
+
+
+def training_checkpoint(config: Config, net: MetamorphicNetwork, dataset: DatasetInfo, state: TrainingState,
+                        optimizer: torch.optim.Optimizer, ema: ExponentialAverage | None,
+                        stage_count: int) -> MetamorphicCheckpoint:
+    """The run as it stands after an epoch: all that evaluating it, or resuming it exactly, needs."""
+    return MetamorphicCheckpoint(
+        config=config.to_dict(), config_hash=config.hash(), arch=dataclasses.asdict(net.arch),
+        dataset=dataclasses.asdict(dataset), state_dict=net.prior.state_dict(), net_state=net.state_dict(),
+        active_blocks=net.active_blocks, state=state, optimizer=optimizer.state_dict(),
+        ema=ema.state_dict() if ema is not None else None, rng=torch.get_rng_state(), done=state.stage >= stage_count)
 
 
 def existing_checkpoint(config: Config, resume: bool | None) -> MetamorphicCheckpoint | None:

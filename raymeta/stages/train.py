@@ -10,7 +10,6 @@ step is in :mod:`raymeta.stages.collective`, and monitoring in :mod:`raymeta.sta
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -36,7 +35,8 @@ from raymeta.method.schedule import (Stage, apply_update, build_optimizer, initi
 from raymeta.seeds import derive_seed
 from raymeta.stages.collective import (Collective, accumulate_gradients, my_configurations, steps_per_epoch,
                                        synchronise_gradients, synchronise_parameters)
-from raymeta.stages.monitor import epoch_summary, evaluate_monitor, existing_checkpoint, monitor_score, save_epoch
+from raymeta.stages.monitor import (epoch_summary, evaluate_monitor, existing_checkpoint, monitor_score, save_epoch,
+                                    training_checkpoint)
 from raymeta.stages.networks import build_network, prior_network
 from raymeta.stages.runtime import load_data, place_training_split, seed_everything, select_device, validation_loader
 
@@ -206,17 +206,6 @@ def run_epoch(setup: Setup, optimizer: torch.optim.Optimizer, stage: Stage, stat
     return record
 
 
-def make_checkpoint(setup: Setup, state: TrainingState, optimizer: torch.optim.Optimizer) -> MetamorphicCheckpoint:
-    """The run as it stands: all that evaluating it or resuming it exactly needs."""
-    config, net = setup.config, setup.net
-    return MetamorphicCheckpoint(
-        config=config.to_dict(), config_hash=config.hash(), arch=dataclasses.asdict(net.arch),
-        dataset=dataclasses.asdict(setup.bundle.info), state_dict=net.prior.state_dict(), net_state=net.state_dict(),
-        active_blocks=net.active_blocks, state=state, optimizer=optimizer.state_dict(),
-        ema=setup.ema.state_dict() if setup.ema is not None else None, rng=torch.get_rng_state(),
-        done=state.stage >= len(setup.stages))
-
-
 def run_training(config: Config, *, resume_from: MetamorphicCheckpoint | None, on_epoch_end, progress: Progress,
                  collective: Collective | None = None, stop_after_epochs: int | None = None,
                  step_hook: StepHook | None = None) -> TrainingState:
@@ -241,7 +230,8 @@ def run_training(config: Config, *, resume_from: MetamorphicCheckpoint | None, o
                 return state
             record = run_epoch(setup, optimizer, stage, state, progress, step_hook)
             epochs_run += 1
-            on_epoch_end(partial(make_checkpoint, setup, state, optimizer), record)
+            on_epoch_end(partial(training_checkpoint, config, setup.net, setup.bundle.info, state, optimizer,
+                                 setup.ema, len(setup.stages)), record)
             progress(epoch_summary(record, stage, len(setup.stages)))
     progress(f"train: done, {state.step} steps")
     return state
