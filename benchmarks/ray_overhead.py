@@ -80,7 +80,7 @@ def main() -> None:
             checkpoint = train_distributed(dataclasses.replace(config, ray=options), progress=quiet)
         wall = time.time() - start
         history = MetamorphicCheckpoint.load(checkpoint).state.history
-        ends = [record["finished"] for record in history]
+        ends = [record.finished for record in history]
         periods = [later - earlier for earlier, later in zip(ends, ends[1:])]
         epoch = statistics.median(periods)
         startup = wall - epoch * len(history)

@@ -37,8 +37,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from raymeta.config.loading import load_config, method_overrides
 from raymeta.method.models import Architecture, ResNet
 from raymeta.stages.networks import build_network
-from raymeta.stages.train import (WorkUnit, accumulate_gradients, apply_update, autocast, build_optimizer,
-                                  noise_generator, reference_width, sample_gammas)
+from raymeta.method.objective import autocast
+from raymeta.method.sampling import noise_generator, reference_width, sample_gammas
+from raymeta.method.schedule import apply_update, build_optimizer
+from raymeta.stages.collective import WorkUnit, accumulate_gradients
+from raymeta.stages.train import objective_of
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER_JOB = ROOT / "jobs" / "cifar100_resnet56.yaml"
@@ -115,7 +118,9 @@ def make_network(config, device: torch.device):
 def measure(name: str, precision: str, steps: int, device: torch.device, compiled: bool) -> dict:
     config = setting_config(name, precision, device, compiled)
     net, teacher = make_network(config, device)
-    optimizer = build_optimizer(net, config)
+    train = config.train
+    optimizer = build_optimizer(net, lr=train.lr, weight_decay=train.weight_decay, alpha_lr=train.alpha_lr,
+                                head_lr=train.head_lr)
     M, batch = config.train.configs_per_step, config.data.batch_size
     images = torch.randn(M, batch, 3, 32, 32, device=device)
     labels = torch.randint(0, CLASSES, (M, batch), device=device)
@@ -127,7 +132,7 @@ def measure(name: str, precision: str, steps: int, device: torch.device, compile
 
     def whole_step(step: int) -> None:
         units = [WorkUnit(k, g) for k, g in enumerate(gammas(step))]
-        accumulate_gradients(net, step, units, batches, M, config, device, teacher)
+        accumulate_gradients(net, step, units, batches, M, objective_of(config), config.seed, device, teacher)
         apply_update(net, optimizer, config.train.clip_value)
 
     started = time.perf_counter()
@@ -148,10 +153,10 @@ def measure(name: str, precision: str, steps: int, device: torch.device, compile
         """One step split in phases, each ended by ``clock(phase)``; the same work as ``whole_step``."""
         for index, gamma in enumerate(gammas(step)):
             generator = noise_generator(0, step, index)
-            with autocast(config, device):
+            with autocast(config.train.precision, device):
                 weights = net.generate(gamma, noise=config.inr.coordinate_noise, generator=generator)
             clock("generate")
-            with autocast(config, device):
+            with autocast(config.train.precision, device):
                 logits = net(batches[index][0], weights).float()
                 if teacher is not None:
                     with torch.no_grad():

@@ -60,7 +60,7 @@ def main() -> None:
     start = time.time()
     checkpoint = train(load_config(args.config, [*overrides, f"run_dir={direct}"]), progress=quiet)
     direct_wall = time.time() - start
-    direct_epochs = sum(r["seconds"] for r in MetamorphicCheckpoint.load(checkpoint).state.history)
+    direct_epochs = sum(r.seconds for r in MetamorphicCheckpoint.load(checkpoint).state.history)
 
     space_file = root / "space.yaml"
     space_file.write_text(f"search: random\nnum_samples: {args.trials}\nscheduler: fifo\n"
@@ -80,7 +80,7 @@ def main() -> None:
         reports = [json.loads(line) for line in (folder / "tune" / trial["trial_id"] / "result.json").open()]
         wall = reports[-1]["time_total_s"]
         history = MetamorphicCheckpoint.load(RunPaths(str(folder / "trials" / trial["trial_id"])).train_checkpoint).state.history
-        epochs = sum(r["seconds"] for r in history)
+        epochs = sum(r.seconds for r in history)
         overheads.append(wall - epochs)
         print(f"{trial['trial_id']:<14} {wall:11.1f} {epochs:9.1f} {wall - epochs:10.1f} {epochs / direct_epochs:15.2f}×")
     print(f"median overhead per trial {statistics.median(overheads):.1f} s; whole sweep {sweep_wall:.1f} s "

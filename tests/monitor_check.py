@@ -16,7 +16,7 @@ def assert_monitor_is_validation(config) -> None:
     paths = RunPaths(config.run_dir)
     net, _, payload = load_trained(paths.train_checkpoint)
     bundle = load_data(config, augment=False)
-    last = payload.state.history[-1]["monitor"]
+    last = payload.state.history[-1].monitor
     gammas = [row["gamma"] for row in last]
 
     def evaluate(split: str) -> list[dict]:

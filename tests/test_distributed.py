@@ -14,7 +14,8 @@ from raymeta.config.schema import Config, RayConfig
 from raymeta.drivers.distributed import _plan_workers, run_name, train_distributed
 from raymeta.errors import ConfigError
 from raymeta.io.progress import Progress
-from raymeta.stages.train import WorkUnit, my_configurations, train
+from raymeta.stages.collective import WorkUnit, my_configurations
+from raymeta.stages.train import train
 from faults import KillOnce
 from monitor_check import assert_monitor_is_validation
 from ray_fixtures import embedded_ray
@@ -79,8 +80,8 @@ def test_two_workers_give_the_single_process_update(prepared_run, ray_cluster):
     # the comparison is not vacuous: the INRs still move from step 3 to step 6
     _, halfway = states(train(prepared_run(*overrides), stop_after_epochs=1, progress=QUIET))
     assert any(not torch.allclose(one_state[name], halfway[name]) for name in one_state if name.startswith("hyper"))
-    losses = [record["loss"] for record in one.state.history]
-    assert losses == pytest.approx([record["loss"] for record in two.state.history], rel=1e-4)
+    losses = [record.losses["loss"] for record in one.state.history]
+    assert losses == pytest.approx([record.losses["loss"] for record in two.state.history], rel=1e-4)
     assert_monitor_is_validation(distributed)  # the Ray driver monitors on the validation split too
 
 
@@ -105,7 +106,7 @@ def test_killed_worker_resumes_from_the_last_checkpoint(prepared_run, ray_cluste
     assert marker.is_file(), "the fault was not injected"
     clean, clean_state = states(train(prepared_run(*overrides), progress=QUIET))
     assert faulty.done and faulty.state.step == clean.state.step == 12
-    assert [(r["stage"], r["epoch"]) for r in faulty.state.history] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert [(r.stage, r.epoch) for r in faulty.state.history] == [(0, 1), (0, 2), (1, 1), (1, 2)]
     assert_same_parameters(clean_state, faulty_state)  # the resumed run continued exactly where it stopped
 
 
@@ -117,4 +118,4 @@ def test_stopped_run_continues_from_its_storage_path(prepared_run, ray_cluster):
     assert (Path(config.run_dir) / "ray" / run_name(config)).is_dir()
     final, _ = states(train_distributed(on_ray(config), progress=QUIET))
     assert final.done and final.state.step == 8
-    assert [r["global_epoch"] for r in final.state.history] == [1, 2, 3, 4]  # no epoch lost or repeated
+    assert [r.global_epoch for r in final.state.history] == [1, 2, 3, 4]  # no epoch lost or repeated

@@ -10,7 +10,10 @@ from raymeta.errors import ConfigError
 from raymeta.method.inr import INRBank, bank_forward, compiled_bank_forward
 from raymeta.method.models import Architecture, ResNet
 from raymeta.stages.networks import build_network
-from raymeta.stages.train import WorkUnit, accumulate_gradients, autocast, trainable_parameters
+from raymeta.method.objective import autocast
+from raymeta.method.schedule import trainable_parameters
+from raymeta.stages.collective import WorkUnit, accumulate_gradients
+from raymeta.stages.train import objective_of
 
 SMALL = ["model.depth=14", "model.widths=[8,16,16]", "inr.hidden_width=32", "inr.depth=3",
          "inr.fourier_frequencies=4", "train.blocks=[stage2.block1,stage3.block1]", "train.configs_per_step=2"]
@@ -42,7 +45,7 @@ def test_bf16_generation_stays_within_a_percent_or_two_of_fp32():
         for bank in net.hyper.banks():  # a live INR output, not the zero output layer a fresh stage starts with
             torch.nn.init.normal_(bank.w_out, std=0.05)
         reference = net.generate(0.25)
-        with autocast(config, torch.device("cpu")):
+        with autocast(config.train.precision, torch.device("cpu")):
             reduced = net.generate(0.25)
     errors = {name: relative_rms(reduced[name], reference[name]) for name in reference}
     assert any(value.dtype == torch.bfloat16 for value in reduced.values())  # the switch reaches the INRs
@@ -58,7 +61,8 @@ def test_a_bf16_step_moves_the_parameters_as_an_fp32_step_does():
     def gradients(precision: str) -> torch.Tensor:
         config = load_config(None, [*SMALL, f"train.precision={precision}"])
         net.zero_grad(set_to_none=True)
-        parts = accumulate_gradients(net, 1, units, [(images, labels)] * 2, 2, config, torch.device("cpu"))
+        parts = accumulate_gradients(net, 1, units, [(images, labels)] * 2, 2, objective_of(config), config.seed,
+                                     torch.device("cpu"))
         assert all(torch.isfinite(torch.tensor(value)) for value in parts.values())
         return torch.cat([p.grad.flatten() for p in trainable_parameters(net) if p.grad is not None])
 

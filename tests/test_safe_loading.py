@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from raymeta.errors import CheckpointError, ConfigError, DataError
-from raymeta.io.artifacts import (FORMAT_VERSION, MetamorphicCheckpoint, PretrainState, PriorCheckpoint,
-                                  SmoothedCheckpoint)
+from raymeta.io.artifacts import MetamorphicCheckpoint, PretrainState, PriorCheckpoint, SmoothedCheckpoint
 from raymeta.io.data import load_dataset
 
 
@@ -31,7 +30,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, artifact):
     # prior.pt, smoothed.pt, train/checkpoint.pt and the copy in each Ray Train checkpoint all load through here
     marker = tmp_path / "ran"
     path = tmp_path / "checkpoint.pt"
-    torch.save({"format_version": FORMAT_VERSION, "kind": artifact.kind, "state": Payload(marker)}, path)
+    torch.save({"format_version": artifact.format_version, "kind": artifact.kind, "state": Payload(marker)}, path)
     with pytest.raises(CheckpointError, match="refused.*could run code"):
         artifact.load(path)
     assert not marker.exists(), "the payload ran"
@@ -49,7 +48,7 @@ def test_a_plain_checkpoint_round_trips_as_its_dataclass(tmp_path):
         PriorCheckpoint.load(path, expect_hash="xyz")
     with pytest.raises(CheckpointError, match="holds a 'prior' checkpoint, expected 'metamorphic'"):
         MetamorphicCheckpoint.load(path)
-    torch.save({"format_version": FORMAT_VERSION, "kind": "prior", "config": {}}, tmp_path / "thin.pt")
+    torch.save({"format_version": PriorCheckpoint.format_version, "kind": "prior", "config": {}}, tmp_path / "thin.pt")
     with pytest.raises(CheckpointError, match="lacks prior_hash, arch, dataset, state_dict, state"):
         PriorCheckpoint.load(tmp_path / "thin.pt")
 

@@ -12,7 +12,10 @@ from raymeta.method.models import Architecture, ResNet, resolve_blocks
 from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress
 from raymeta.stages.networks import load_trained
-from raymeta.stages.train import configuration_loss, initialise_new_blocks, pool_widths, prefit_new_blocks, reconstruction_error, sample_gammas, set_warmup, train, warmup_position
+from raymeta.method.objective import configuration_loss, reconstruction_error
+from raymeta.method.sampling import pool_widths, sample_gammas
+from raymeta.method.schedule import initialise_new_blocks, plan_stages, prefit_new_blocks, set_warmup, warmup_position
+from raymeta.stages.train import objective_of, train
 
 QUIET = Progress(stream=open("/dev/null", "w"))
 BLOCKS = [(1, 1), (2, 1)]
@@ -73,7 +76,7 @@ def reconstruction_only(mode: str):
 
 def test_reconstruction_is_the_mean_of_per_tensor_mses_and_only_at_the_prior_shape():
     net, config, images, labels = reconstruction_only("mse")
-    total, parts = configuration_loss(net, 0.0, images, labels, config, None)
+    total, parts = configuration_loss(net, 0.0, images, labels, objective_of(config), None)
     generated, targets = net.generate(0.0), net.prior_tensors()
     by_hand = sum(((generated[k] - t) ** 2).mean() for k, t in targets.items()) / len(targets)
     assert parts["rec"] == pytest.approx(by_hand.item(), rel=1e-5)
@@ -81,12 +84,12 @@ def test_reconstruction_is_the_mean_of_per_tensor_mses_and_only_at_the_prior_sha
     assert abs(by_hand.item() - pooled.item()) > 1e-3 * by_hand.item(), "not one MSE over all elements"
     assert total.item() == pytest.approx(by_hand.item(), rel=1e-5)
     for gamma in (0.25, 0.5, -0.25):  # any other shape: no reconstruction term
-        assert configuration_loss(net, gamma, images, labels, config, None)[1]["rec"] == 0.0
+        assert configuration_loss(net, gamma, images, labels, objective_of(config), None)[1]["rec"] == 0.0
 
 
 def test_relative_reconstruction_divides_each_tensor_by_its_mean_square():
     net, config, images, labels = reconstruction_only("relative")
-    _, parts = configuration_loss(net, 0.0, images, labels, config, None)
+    _, parts = configuration_loss(net, 0.0, images, labels, objective_of(config), None)
     generated, targets = net.generate(0.0), net.prior_tensors()
     by_hand = sum(((generated[k] - t) ** 2).mean() / t.pow(2).mean() for k, t in targets.items()) / len(targets)
     assert parts["rec"] == pytest.approx(by_hand.item(), rel=1e-5)
@@ -100,10 +103,12 @@ def test_distillation_term_is_zero_against_its_own_logits_and_positive_otherwise
     images, labels = torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))
     with torch.no_grad():
         own = net(images, net.generate(0.25))
-    assert configuration_loss(net, 0.25, images, labels, config, None, teacher_logits=own)[1]["distill"] < 1e-6
-    other = configuration_loss(net, 0.25, images, labels, config, None, teacher_logits=torch.randn_like(own))[1]
+    objective = objective_of(config)
+    assert configuration_loss(net, 0.25, images, labels, objective, None, teacher_logits=own)[1]["distill"] < 1e-6
+    other = configuration_loss(net, 0.25, images, labels, objective, None, teacher_logits=torch.randn_like(own))[1]
     assert other["distill"] > 1e-3
     off = load_config(None, ["train.lambda_distill=0"])
+    off = objective_of(off)
     assert configuration_loss(net, 0.25, images, labels, off, None, teacher_logits=own * 5)[1]["distill"] == 0.0
 
 
@@ -142,23 +147,21 @@ def _same(a, b) -> bool:
 
 @pytest.mark.parametrize("inr_init", [True, False])
 def test_inr_init_copies_only_a_trained_predecessor(inr_init):
-    config = load_config(None, [f"train.inr_init={str(inr_init).lower()}"])
     net = small_network()
     with torch.no_grad():  # "train" block 0's INRs
         for bank in net.hyper.banks():
             for p in bank.parameters():
                 p[:2].add_(torch.randn_like(p[:2]))
     trained = [t for bank in net.hyper.banks() for i in (0, 1) for t in _mlp(bank, i)]
-    initialise_new_blocks(net, 1, 2, config, stage=1)  # incremental stage 2: block 1 joins
+    initialise_new_blocks(net, 1, 2, seed=0, stage=1, alpha_init=1.0, inr_init=inr_init)  # stage 2: block 1 joins
     new = [t for bank in net.hyper.banks() for i in (2, 3) for t in _mlp(bank, i)]
     assert _same(new, trained) == inr_init
     assert _same([t for bank in net.hyper.banks() for i in (0, 1) for t in _mlp(bank, i)], trained), "block 0 untouched"
 
 
 def test_non_incremental_runs_start_every_block_at_random_even_with_inr_init():
-    config = load_config(None, ["train.inr_init=true"])
     net = small_network()
-    initialise_new_blocks(net, 0, 2, config, stage=0)  # one stage, both blocks new: no trained predecessor
+    initialise_new_blocks(net, 0, 2, seed=0, stage=0, alpha_init=1.0, inr_init=True)  # both new: no trained one
     for bank in net.hyper.banks():
         assert not _same(_mlp(bank, 0), _mlp(bank, 2)) and not _same(_mlp(bank, 1), _mlp(bank, 3))
 
@@ -174,8 +177,8 @@ def test_incremental_run_starts_stage_two_from_the_trained_first_block(prepared_
     class Captured(Exception):
         pass
 
-    def capture(net, *args, **kwargs):
-        seen.update({k: v.clone() for k, v in net.hyper.state_dict().items()})
+    def capture(setup, *args, **kwargs):
+        seen.update({k: v.clone() for k, v in setup.net.hyper.state_dict().items()})
         raise Captured
 
     monkeypatch.setattr(training, "train_epoch", capture)
@@ -295,11 +298,9 @@ def test_trained_network_is_evaluated_with_the_averaged_inr_weights(prepared_run
 
 # ---- incremental stages, fine-tuned head --------------------------------------------------------------------
 def test_incremental_adds_one_block_per_stage_and_non_incremental_trains_all_as_long():
-    from raymeta.stages.train import plan_stages
-
-    on = plan_stages(load_config(None, ["train.epochs_per_stage=3"]), 4)
+    on = plan_stages(True, 3, 4)
     assert [(s.active_blocks, s.epochs) for s in on] == [(1, 3), (2, 3), (3, 3), (4, 3)]
-    off = plan_stages(load_config(None, ["train.epochs_per_stage=3", "train.incremental=false"]), 4)
+    off = plan_stages(False, 3, 4)
     assert [(s.active_blocks, s.epochs) for s in off] == [(4, 12)]
 
 
@@ -329,9 +330,8 @@ def test_resample_matrix_is_the_identity_at_the_prior_width_and_averages_otherwi
 
 
 def test_prior_base_starts_as_the_prior_and_gamma_changes_the_function():
-    config = load_config(None, ["inr.base=prior", "train.alpha_init=1"])
     net = small_network(base="prior")
-    initialise_new_blocks(net, 0, 2, config, stage=0)
+    initialise_new_blocks(net, 0, 2, seed=0, stage=0, alpha_init=1.0, inr_init=True)
     assert net.alphas.tolist() == [1.0, 1.0]
     for bank in net.hyper.banks():  # the correction starts at zero
         assert bank.w_out[:4].abs().sum() == 0 and bank.b_out[:4].abs().sum() == 0
@@ -349,9 +349,8 @@ def test_prior_base_starts_as_the_prior_and_gamma_changes_the_function():
 
 
 def test_paper_base_starts_every_block_switched_off():
-    config = load_config(None, ["inr.base=none", "train.alpha_init=0"])
     net = small_network()
-    initialise_new_blocks(net, 0, 2, config, stage=0)
+    initialise_new_blocks(net, 0, 2, seed=0, stage=0, alpha_init=0.0, inr_init=True)
     assert net.alphas.tolist() == [0.0, 0.0]
     x = torch.randn(3, 3, 8, 8)
     with torch.no_grad():
@@ -359,16 +358,14 @@ def test_paper_base_starts_every_block_switched_off():
 
 
 def test_warm_start_fits_only_the_new_blocks_to_the_prior():
-    config = load_config(None, ["inr.base=none", "train.prefit_steps=150", "train.prefit_lr=0.01",
-                                "inr.coordinate_noise=0"])
     net = small_network()
-    initialise_new_blocks(net, 0, 2, config, stage=0)
+    initialise_new_blocks(net, 0, 2, seed=0, stage=0, alpha_init=1.0, inr_init=True)
     net.set_active_blocks(2)
     before = {k: v.clone() for k, v in net.hyper.state_dict().items()}
     block1 = {n: t for n, t in net.prior_tensors().items() if n.startswith(net.hyper.layers[2].module.rsplit(".", 1)[0])}
     generated = net.generate(0.0)
     before_error = {n: ((generated[n] - t).norm() / t.norm()).item() for n, t in block1.items()}
-    fitted = prefit_new_blocks(net, 1, 2, config, stage=1)  # block 1 only
+    fitted = prefit_new_blocks(net, 1, 2, seed=0, stage=1, steps=150, lr=0.01, coordinate_noise=0.0)  # block 1
     assert set(fitted) == set(block1)
     for name, error in fitted.items():  # closer to the prior (a small INR cannot copy noisy kernels: docs/method.md)
         assert error < 0.9 * before_error[name], (name, before_error[name], error)
@@ -380,7 +377,7 @@ def test_warm_start_fits_only_the_new_blocks_to_the_prior():
 
 def test_block_output_distillation_pairs_each_generated_branch_with_the_prior_branch():
     net = small_network(base="prior")
-    initialise_new_blocks(net, 0, 2, load_config(None, ["inr.base=prior", "train.alpha_init=1"]), stage=0)
+    initialise_new_blocks(net, 0, 2, seed=0, stage=0, alpha_init=1.0, inr_init=True)
     x = torch.randn(2, 3, 8, 8)
     features = []
     net(x, net.generate(0.0), features)
@@ -389,6 +386,7 @@ def test_block_output_distillation_pairs_each_generated_branch_with_the_prior_br
         torch.testing.assert_close(branch, target)
     config = load_config(None, ["train.lambda_feature=1", "train.lambda_distill=0", "train.lambda_task=0",
                                 "train.lambda_reg=0", "train.lambda_rec=0"])
-    _, parts = configuration_loss(net, 0.5, x, torch.zeros(2, dtype=torch.long), config, None)
+    objective, labels = objective_of(config), torch.zeros(2, dtype=torch.long)
+    _, parts = configuration_loss(net, 0.5, x, labels, objective, None)
     assert parts["feature"] > 1e-4  # half width: no longer the prior's function
-    assert configuration_loss(net, 0.0, x, torch.zeros(2, dtype=torch.long), config, None)[1]["feature"] < 1e-10
+    assert configuration_loss(net, 0.0, x, labels, objective, None)[1]["feature"] < 1e-10

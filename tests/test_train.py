@@ -1,8 +1,11 @@
+import io
+
 import pytest
 import torch
 
 from raymeta.io.artifacts import MetamorphicCheckpoint, SmoothedCheckpoint
 from raymeta.config.loading import load_config
+from raymeta.config.schema import ExportConfig
 from raymeta.method.presets import NEUMETA_SWITCHES
 from raymeta.io.data import make_loader
 from raymeta.stages.evaluate import evaluate_gammas
@@ -10,7 +13,9 @@ from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress
 from raymeta.stages.runtime import load_data, place_training_split
 from raymeta.stages.networks import load_trained
-from raymeta.stages.train import plan_stages, sample_gammas, train
+from raymeta.method.sampling import sample_gammas
+from raymeta.method.schedule import plan_stages
+from raymeta.stages.train import train
 from monitor_check import assert_monitor_is_validation
 
 QUIET = Progress(stream=open("/dev/null", "w"))
@@ -79,10 +84,10 @@ def test_neumeta_baseline_trains_every_block_in_one_stage(prepared_run):
     path = train(config, progress=QUIET)
     payload = MetamorphicCheckpoint.load(path)
     assert payload.done
-    stages = plan_stages(config, 2)
+    stages = plan_stages(config.train.incremental, config.train.epochs_per_stage, 2)
     assert len(stages) == 1 and stages[0].epochs == 2 and len(payload.state.history) == 2
     assert payload.state.step == 2 * 3  # M = 1: one configuration per step
-    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in payload.state.history)
+    assert all(torch.isfinite(torch.tensor(h.losses["loss"])) for h in payload.state.history)
     net, _, _ = load_trained(path)
     assert net.hyper.bias_bank.out_dim == 9 and net.alphas.tolist() == [1.0, 1.0]
     assert set(net.generate(0.3)) >= {"stages.1.1.conv1.weight", "stages.2.1.conv2.bias"}
@@ -100,7 +105,7 @@ def test_resumed_run_continues_from_its_checkpoint(prepared_run, tmp_path):
     resumed = MetamorphicCheckpoint.load(train(split, resume=True, progress=QUIET))
 
     assert resumed.state.step == reference.state.step == 4 * 3
-    assert [h["step"] for h in resumed.state.history] == [h["step"] for h in reference.state.history]
+    assert [h.step for h in resumed.state.history] == [h.step for h in reference.state.history]
     for name, value in reference.net_state.items():
         torch.testing.assert_close(resumed.net_state[name], value, rtol=0, atol=1e-6, msg=name)
 
@@ -119,7 +124,9 @@ def test_checkpoint_of_another_configuration_is_not_resumed(prepared_run, tmp_pa
 def test_batch_slices_of_a_configuration_sum_to_its_whole_gradient(prepared_run, slices):
     # With more workers than configurations each micro-batch is cut into slices; the slices' gradients
     # (cross-entropy weighted by share, weight terms once) must add up to the whole configuration's.
-    from raymeta.stages.train import WorkUnit, accumulate_gradients, trainable_parameters
+    from raymeta.method.schedule import trainable_parameters
+    from raymeta.stages.collective import WorkUnit, accumulate_gradients
+    from raymeta.stages.train import objective_of
 
     config = prepared_run("train.gamma_pool=[0.0,0.0]", "train.configs_per_step=1")  # γ = 0: the MSE term too
     net, _, _ = load_trained(train(config, stop_after_epochs=1, progress=QUIET))
@@ -129,7 +136,8 @@ def test_batch_slices_of_a_configuration_sum_to_its_whole_gradient(prepared_run,
 
     def gradients(units):
         net.zero_grad(set_to_none=True)
-        parts = accumulate_gradients(net, 3, units, [batch] * len(units), 1, config, torch.device("cpu"))
+        parts = accumulate_gradients(net, 3, units, [batch] * len(units), 1, objective_of(config), config.seed,
+                                     torch.device("cpu"))
         return [p.grad.clone() for p in parameters], parts
 
     whole, whole_parts = gradients([WorkUnit(0, 0.0)])
@@ -149,7 +157,6 @@ def test_monitor_rows_are_measured_on_the_validation_split(prepared_run):
 
 
 def test_without_a_validation_split_there_is_no_monitoring(prepared_run):
-    import io
     import math
 
     from raymeta.errors import ConfigError
@@ -161,9 +168,9 @@ def test_without_a_validation_split_there_is_no_monitoring(prepared_run):
     lines = [line for line in stream.getvalue().splitlines() if "no validation split" in line]
     assert len(lines) == 1 and "no per-epoch monitoring" in lines[0]
     history = MetamorphicCheckpoint.load(path).state.history
-    assert len(history) == 2 and all(record["monitor"] == [] and math.isnan(record["score"]) for record in history)
+    assert len(history) == 2 and all(record.monitor == [] and math.isnan(record.score) for record in history)
     assert not (RunPaths(config.run_dir).results / "train-monitor.parquet").exists()
-    assert not any(key.startswith("acc@") for key in history[-1])
+    assert not any(key.startswith("acc@") for key in history[-1].metrics())
     with pytest.raises(ConfigError, match="data.validation_fraction=0, so it has none; use --split test"):
         evaluate_run(config, path, QUIET, split="validation")
     assert set(evaluate_run(config, path, QUIET)["split"]) == {"test"}
@@ -172,20 +179,21 @@ def test_without_a_validation_split_there_is_no_monitoring(prepared_run):
 def test_monitor_rows_carry_the_health_signals_of_the_evaluated_weights(prepared_run):
     # α and the relative reconstruction error at γ = 0 of every active block / generated tensor, per epoch: the
     # last epoch's equal raymeta.method.health on the final checkpoint (its EMA weights, as the monitor evaluates).
-    import io
     import math
 
     from raymeta.method.health import block_alphas, reconstruction_errors, worst_by_block
     from raymeta.io.results import read_tables
 
-    config = prepared_run("train.alpha_lr=0.05")  # α must move off its initial 0 for the check to mean anything
+    config = prepared_run("train.alpha_lr=0.05")  # α must move off train.alpha_init for the check to mean anything
     stream = io.StringIO()
     net, _, payload = load_trained(train(config, progress=Progress(stream=stream)))
     alphas, errors = block_alphas(net), reconstruction_errors(net)
     assert list(alphas) == ["stage2.block1", "stage3.block1"] and len(errors) == 8
-    assert any(abs(a) > 1e-3 for a in alphas.values()) and all(0 < e < math.inf for e in errors.values())
+    assert config.train.alpha_init == 1.0
+    assert all(abs(a - config.train.alpha_init) > 1e-2 for a in alphas.values()), alphas  # every α has moved
+    assert all(0 < e < math.inf for e in errors.values())
     last = payload.state.history[-1]
-    assert last["alphas"] == pytest.approx(alphas, rel=1e-6) and last["rec_errors"] == pytest.approx(errors, rel=1e-5)
+    assert last.alphas == pytest.approx(alphas, rel=1e-6) and last.rec_errors == pytest.approx(errors, rel=1e-5)
 
     table = read_tables(RunPaths(config.run_dir).results / "train-monitor.parquet")
     health = sorted(c for c in table.columns if c.startswith(("alpha.", "rec.")))
@@ -203,3 +211,61 @@ def test_monitor_rows_carry_the_health_signals_of_the_evaluated_weights(prepared
     line = [text for text in stream.getvalue().splitlines() if "stage 2/2 epoch 1/1" in text][-1]
     worst = " ".join(f"{e:.2f}" for e in worst_by_block(errors).values())
     assert f"rec [{worst}]" in line and len(worst.split()) == 2
+
+
+def rewrite_as_format_1(path) -> None:
+    """Turn a training checkpoint into what raymeta wrote before format 2: format_version 1, and each epoch record
+    one flat mapping (the loss parts and acc@γ as keys, α as a list), without per-step losses."""
+    payload = torch.load(path, weights_only=True)
+    records = []
+    for record in payload["state"]["history"]:
+        flat = {key: value for key, value in record.items() if key not in ("losses", "step_losses")}
+        flat.update(record["losses"])
+        flat.update({f"acc@{row['gamma']:g}": row["accuracy"] for row in record["monitor"]})
+        records.append({**flat, "alpha": list(record["alphas"].values())})
+    payload["state"]["history"] = records
+    payload["format_version"] = 1
+    torch.save(payload, path)
+
+
+def test_a_format_1_checkpoint_loads_but_is_resumed_only_when_finished(prepared_run, tmp_path):
+    # Format 2 changed the random streams: an unfinished format-1 run cannot go on as it began.
+    import re
+
+    from raymeta.errors import CheckpointError
+    from raymeta.stages.evaluate import evaluate_run
+    from raymeta.stages.export import run_export
+
+    config = prepared_run(run_dir=tmp_path / "run")
+    path = train(config, stop_after_epochs=1, progress=QUIET)
+    current = MetamorphicCheckpoint.load(path).state.history
+    rewrite_as_format_1(path)
+    old = MetamorphicCheckpoint.load(path).state.history  # it loads, its records read as they were written
+    assert [r.metrics() for r in old] == [r.metrics() for r in current] and old[0].step_losses == {}
+    assert old[0].alphas == current[0].alphas and old[0].monitor == current[0].monitor
+    with pytest.raises(CheckpointError, match=re.escape(str(path)) + r" is of format 1.*cannot be resumed exactly.*"
+                                              r"--restart"):
+        train(config, progress=QUIET)
+
+    finished = train(config, resume=False, progress=QUIET)  # what --restart does
+    rewrite_as_format_1(finished)
+    stream = io.StringIO()
+    assert train(config, progress=Progress(stream=stream)) == finished  # nothing left to draw: nothing refused
+    assert "already finished" in stream.getvalue()
+    assert set(evaluate_run(config, finished, QUIET)["split"]) == {"test"}
+    paths = run_export(ExportConfig(gamma=0.25, checkpoint=str(finished), output=str(tmp_path / "export"), onnx=False),
+                       QUIET)
+    assert paths["state_dict"].is_file()
+
+
+def test_an_epoch_reads_each_example_once_and_what_cannot_step_is_refused():
+    from raymeta.errors import ConfigError
+    from raymeta.stages.collective import steps_per_epoch
+
+    assert steps_per_epoch(461, 32, 2, None, 1) == 7  # 14 whole batches, M = 2 per step
+    assert steps_per_epoch(461, 32, 2, 3, 1) == 3 == steps_per_epoch(461, 32, 2, 3, 4)  # capped; 4 workers fit
+    with pytest.raises(ConfigError, match=r"data.batch_size=32 × train.configs_per_step=2 needs more than the 63"):
+        steps_per_epoch(63, 32, 2, None, 1)
+    with pytest.raises(ConfigError, match="5 workers would cut each micro-batch of data.batch_size=2 into 5 slices: "
+                                          "use at most 2 workers"):
+        steps_per_epoch(461, 2, 1, None, 5)

@@ -9,7 +9,7 @@ from raymeta.errors import ConfigError
 from raymeta.method.models import count_params_macs
 from raymeta.io.files import RunPaths
 from raymeta.stages.networks import load_trained
-from raymeta.stages.train import pool_widths, sample_configurations, sample_gammas
+from raymeta.method.sampling import pool_widths, sample_configurations, sample_gammas
 from raymeta.method.widths import block_gammas, canonical, format_gamma, parse_gamma
 
 

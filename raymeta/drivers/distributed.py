@@ -27,7 +27,9 @@ from raymeta.errors import CheckpointError, ConfigError, RaymetaError
 from raymeta.io.artifacts import MetamorphicCheckpoint, SmoothedCheckpoint
 from raymeta.io.files import RunPaths, atomic_write
 from raymeta.io.progress import Progress
-from raymeta.stages.train import Collective, StepHook, existing_checkpoint, run_training, save_epoch
+from raymeta.stages.collective import Collective
+from raymeta.stages.monitor import existing_checkpoint, save_epoch
+from raymeta.stages.train import StepHook, run_training
 
 CHECKPOINT_FILE = "checkpoint.pt"
 QUIET_RAY = {
@@ -68,11 +70,6 @@ class TorchCollective(Collective):
         return gathered
 
 
-def _epoch_metrics(record: dict) -> dict:
-    """What each epoch reports to Ray Train (and so to Tune): numbers only."""
-    return {key: value for key, value in record.items() if isinstance(value, (int, float))}
-
-
 def _quiet_train_logs(level: str) -> None:
     """No INFO line from every rank at every report (Ray 2.60 logs it under a logger named by file path)."""
     logging.getLogger("ray.train").setLevel(level)
@@ -101,14 +98,15 @@ def train_worker(loop_config: dict) -> None:
     checkpoint, restored = None, ray.train.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as folder:
-            checkpoint = MetamorphicCheckpoint.load(Path(folder) / CHECKPOINT_FILE, expect_hash=config.hash())
+            checkpoint = MetamorphicCheckpoint.load_to_resume(Path(folder) / CHECKPOINT_FILE,
+                                                              expect_hash=config.hash())
         progress(f"train: restored the latest Ray Train checkpoint ({restored.path})")
     elif loop_config["resume_path"]:
-        checkpoint = MetamorphicCheckpoint.load(loop_config["resume_path"], expect_hash=config.hash())
+        checkpoint = MetamorphicCheckpoint.load_to_resume(loop_config["resume_path"], expect_hash=config.hash())
         progress(f"train: resuming from {loop_config['resume_path']}")
 
     def on_epoch_end(make_checkpoint, record) -> None:
-        metrics = _epoch_metrics(record)
+        metrics = record.metrics()  # numbers only: what Ray Train (and so Tune) is told of every epoch
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             return

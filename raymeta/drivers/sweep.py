@@ -42,7 +42,7 @@ from raymeta.config.schema import Config, RayConfig, SweepConfig, method_name
 from raymeta.drivers.distributed import ray_session, train_distributed
 from raymeta.drivers.space import VARIANT_PARAM, SearchSpace, apply_overrides, check_search, max_total_epochs
 from raymeta.errors import CheckpointError, ConfigError, RaymetaError
-from raymeta.io.artifacts import MetamorphicCheckpoint, SmoothedCheckpoint
+from raymeta.io.artifacts import EpochRecord, MetamorphicCheckpoint, SmoothedCheckpoint
 from raymeta.io.files import RunPaths, atomic_write, atomic_write_text, save_config
 from raymeta.io.progress import Progress
 from raymeta.io.results import PARAM_PREFIX, is_seen, read_table, read_tables, write_table
@@ -180,9 +180,9 @@ def _trial_results(sweep: Path, trial_id: str) -> tuple[Path, Path]:
     return sweep / "results" / f"{trial_id}.parquet", sweep / "results" / f"{trial_id}.partial.parquet"
 
 
-def _last_report(frame: pd.DataFrame, history: list[dict]) -> dict:
+def _last_report(frame: pd.DataFrame, history: list[EpochRecord]) -> dict:
     """A trial's last report to Tune: its last epoch's metrics, its final validation score, done."""
-    metrics = {key: value for key, value in (history[-1] if history else {}).items() if isinstance(value, (int, float))}
+    metrics = history[-1].metrics() if history else {}
     return {**metrics, "final_score": final_score(frame), "done": True}
 
 

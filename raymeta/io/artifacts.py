@@ -5,8 +5,9 @@
     MetamorphicCheckpoint  RUN_DIR/train/checkpoint.pt  the hypernetwork, its training state (Ray Train's too)
 
 Every file is a ``torch.save`` of plain data (tensors, numbers, strings, lists and dicts) with its ``kind`` and
-``format_version``, written atomically. Loading goes through ``torch.load(weights_only=True)`` only: a file
-passed between people, or kept on shared storage, that holds anything else is refused before any of it runs.
+``format_version`` (the layout of that kind: each class's ``format_version``), written atomically. Loading goes
+through ``torch.load(weights_only=True)`` only: a file passed between people, or kept on shared storage, that
+holds anything else is refused before any of it runs.
 ``load`` checks the kind, the format version and the fields, and (given one) the configuration hash the file
 was made with, each failure one :class:`~raymeta.errors.CheckpointError` (or ConfigError for another
 configuration) naming the file.
@@ -25,10 +26,10 @@ import torch
 from raymeta.errors import CheckpointError, ConfigError
 from raymeta.io.files import atomic_write
 
-FORMAT_VERSION = 1
-"""Version of the file layout. 1: the fields below, as a flat mapping (unchanged since raymeta 0.1)."""
-
 A = TypeVar("A", bound="Artifact")
+
+_FORMAT_1_LOSSES = ("loss", "task", "distill", "feature", "rec", "reg", "correct")
+"""The loss parts a format-1 epoch record held as top-level keys."""
 
 
 @dataclass
@@ -37,27 +38,83 @@ class PretrainState:
     epoch: int = 0
     history: list[dict] = field(default_factory=list)
 
+    @classmethod
+    def from_plain(cls, value: dict) -> PretrainState:
+        known = {item.name for item in dataclasses.fields(cls)}
+        return cls(**{key: v for key, v in value.items() if key in known})
+
+
+@dataclass
+class EpochRecord:
+    """One finished epoch of hypernetwork training.
+
+    ``stage`` is the stage's index, ``epoch`` the epoch's number within it (from 1) and ``global_epoch`` within
+    the run; ``step`` the global optimiser step after it; ``seconds`` its training and monitoring time and
+    ``finished`` the wall-clock time it ended. ``losses`` holds the mean over its steps of each loss part
+    (``loss``, ``task``, ``distill``, ``feature``, ``rec``, ``reg``, ``correct``; see
+    :mod:`raymeta.method.objective`) and ``step_losses`` each part at every step, in step order (empty in a
+    record from format 1). ``monitor`` holds the monitored accuracy rows (one per γ, on the validation split)
+    and ``score`` their mean over the γ inside the training pool; ``alphas`` and ``rec_errors`` the health
+    signals (:mod:`raymeta.method.health`) of the evaluated weights.
+    """
+
+    stage: int
+    epoch: int
+    global_epoch: int
+    step: int
+    seconds: float
+    finished: float
+    losses: dict[str, float]
+    step_losses: dict[str, list[float]] = field(default_factory=dict)
+    monitor: list[dict] = field(default_factory=list)
+    score: float = float("nan")
+    alphas: dict[str, float] = field(default_factory=dict)
+    rec_errors: dict[str, float] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float]:
+        """The epoch's numbers, flat (what each epoch reports to Ray Train and Tune): the placement, the mean loss
+        parts, ``acc@<γ>`` per monitored γ and the ``score``."""
+        placement = {"stage": self.stage, "epoch": self.epoch, "global_epoch": self.global_epoch,
+                     "finished": self.finished, "step": self.step, "seconds": self.seconds}
+        accuracies = {f"acc@{row['gamma']:g}": row["accuracy"] for row in self.monitor}
+        return {**placement, **self.losses, **accuracies, "score": self.score}
+
+    @classmethod
+    def from_plain(cls, value: dict) -> EpochRecord:
+        """A record as stored: this class's fields, or format 1's flat mapping (the loss parts as keys)."""
+        if "losses" not in value:
+            value = {**value, "losses": {key: value[key] for key in _FORMAT_1_LOSSES if key in value}}
+        known = {item.name for item in dataclasses.fields(cls)}
+        return cls(**{key: v for key, v in value.items() if key in known})
+
 
 @dataclass
 class TrainingState:
     """Where hypernetwork training stands: the stage, the epoch within it, the global optimiser step, and one
-    record per finished epoch (losses, monitored accuracy, α and reconstruction errors, seconds)."""
+    :class:`EpochRecord` per finished epoch."""
     stage: int = 0
     epoch: int = 0
     step: int = 0
-    history: list[dict] = field(default_factory=list)
+    history: list[EpochRecord] = field(default_factory=list)
+
+    @classmethod
+    def from_plain(cls, value: dict) -> TrainingState:
+        return cls(stage=value.get("stage", 0), epoch=value.get("epoch", 0), step=value.get("step", 0),
+                   history=[EpochRecord.from_plain(record) for record in value.get("history", [])])
 
 
 @dataclass
 class Artifact:
-    """Base of the checkpoint kinds: ``kind`` names the file's kind; ``hash_field`` the field holding the hash of
-    the configuration that made it (checked by ``load(..., expect_hash=...)``)."""
+    """Base of the checkpoint kinds: ``kind`` names the file's kind; ``format_version`` the layout it is written
+    in (``load`` reads that one and every earlier one); ``hash_field`` the field holding the hash of the
+    configuration that made it (checked by ``load(..., expect_hash=...)``)."""
     kind: ClassVar[str] = ""
+    format_version: ClassVar[int] = 1
     hash_field: ClassVar[str | None] = None
     _state_types: ClassVar[dict[str, type]] = {}
 
     def to_payload(self) -> dict:
-        payload = {"format_version": FORMAT_VERSION, "kind": self.kind}
+        payload = {"format_version": self.format_version, "kind": self.kind}
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
             payload[item.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
@@ -72,7 +129,11 @@ class Artifact:
     def load(cls: type[A], path: str | Path, *, expect_hash: str | None = None) -> A:
         """Read a checkpoint of this kind; with ``expect_hash``, refuse one made by another configuration."""
         path = Path(path)
-        payload = read_payload(path, cls.kind)
+        return cls.from_payload(path, read_payload(path, cls.kind, cls.format_version), expect_hash=expect_hash)
+
+    @classmethod
+    def from_payload(cls: type[A], path: Path, payload: dict, *, expect_hash: str | None = None) -> A:
+        """The checkpoint read from ``path`` as :func:`read_payload` returned it (see :meth:`load`)."""
         names = {item.name: item for item in dataclasses.fields(cls)}
         required = [name for name, item in names.items()
                     if item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING]
@@ -88,8 +149,7 @@ class Artifact:
             if state_type is not None:
                 if not isinstance(value, dict):
                     raise CheckpointError(f"{cls.kind} checkpoint {path}: {name} is not a mapping")
-                known = {item.name for item in dataclasses.fields(state_type)}
-                value = state_type(**{key: v for key, v in value.items() if key in known})
+                value = state_type.from_plain(value)
             values[name] = value
         artifact = cls(**values)
         if expect_hash is not None and cls.hash_field is not None:
@@ -147,8 +207,15 @@ class SmoothedCheckpoint(Artifact):
 class MetamorphicCheckpoint(Artifact):
     """A metamorphic network (the smoothed prior's ``state_dict`` and the network's ``net_state``) and what
     resuming its training needs. Written after every epoch by the single process, or by rank 0 into Ray
-    Train's checkpoints."""
+    Train's checkpoints.
+
+    Format 2: each epoch of ``state.history`` is an :class:`EpochRecord` (with its per-step losses), and the
+    run's random streams come from :func:`raymeta.seeds.derive_seed`. A format-1 checkpoint was made with other
+    streams: it loads (to evaluate or export it), but an unfinished one cannot be resumed exactly
+    (:meth:`load_to_resume` refuses it).
+    """
     kind: ClassVar[str] = "metamorphic"
+    format_version: ClassVar[int] = 2
     hash_field: ClassVar[str | None] = "config_hash"
     _state_types: ClassVar[dict[str, type]] = {"state": TrainingState}
 
@@ -167,11 +234,25 @@ class MetamorphicCheckpoint(Artifact):
 
     @property
     def train_time_s(self) -> float:
-        return sum(record["seconds"] for record in self.state.history)
+        return sum(record.seconds for record in self.state.history)
+
+    @classmethod
+    def load_to_resume(cls, path: str | Path, *, expect_hash: str) -> MetamorphicCheckpoint:
+        """:meth:`load` for continuing the training: an unfinished checkpoint of an earlier format is refused, since
+        its run drew its random numbers otherwise and could not go on as it began."""
+        path = Path(path)
+        payload = read_payload(path, cls.kind, cls.format_version)
+        written = payload["format_version"]
+        if written < cls.format_version and not payload.get("done", False):
+            raise CheckpointError(f"the training checkpoint {path} is of format {written}, made by an earlier raymeta "
+                                  f"whose random streams differ from format {cls.format_version}'s: it cannot be "
+                                  f"resumed exactly. Pass --restart to train this run afresh")
+        return cls.from_payload(path, payload, expect_hash=expect_hash)
 
 
-def read_payload(path: Path, kind: str) -> dict:
-    """The raw mapping of a raymeta checkpoint of ``kind``, read without running anything from the file."""
+def read_payload(path: Path, kind: str, newest: int = 1) -> dict:
+    """The raw mapping of a raymeta checkpoint of ``kind`` in format 1 to ``newest``, read without running anything
+    from the file."""
     if not path.is_file():
         raise CheckpointError(f"{kind} checkpoint {path} does not exist")
     try:
@@ -186,10 +267,14 @@ def read_payload(path: Path, kind: str) -> dict:
         raise CheckpointError(f"{kind} checkpoint {path} is corrupt or not a raymeta checkpoint ({reason})") from None
     except Exception as error:  # torch raises several types for truncated or foreign files
         raise CheckpointError(f"{kind} checkpoint {path} is corrupt or not a raymeta checkpoint ({error})") from None
-    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} is not a raymeta checkpoint (format version {FORMAT_VERSION} expected)")
+    if not isinstance(payload, dict) or "format_version" not in payload:
+        raise CheckpointError(f"{path} is not a raymeta checkpoint (it has no format_version)")
     if payload.get("kind") != kind:
         raise CheckpointError(f"{path} holds a {payload.get('kind')!r} checkpoint, expected {kind!r}")
+    version = payload["format_version"]
+    if not isinstance(version, int) or not 1 <= version <= newest:
+        raise CheckpointError(f"{path} is of format version {version!r}; this raymeta reads {kind} checkpoints of "
+                              f"format 1 to {newest}")
     return payload
 
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from raymeta.errors import ConfigError, DataError
+from raymeta.seeds import derive_seed
 
 DATASET_NAMES = ("digits", "synthetic", "fashion_mnist", "cifar10", "cifar100")
 
@@ -670,7 +671,7 @@ class _SeededPermutationSampler(Sampler[int]):
         return self.size
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch))
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
         return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
@@ -697,7 +698,7 @@ class EpochBatches:
         self.batch_size = batch_size
         self.seed = seed
         self.epoch = epoch
-        generator = torch.Generator().manual_seed(_mix_seed(seed, epoch))
+        generator = torch.Generator().manual_seed(derive_seed(seed, epoch))
         self.order = torch.randperm(len(dataset), generator=generator).to(dataset.device)
 
     def __len__(self) -> int:
@@ -710,7 +711,7 @@ class EpochBatches:
         images = self.dataset.images[indices]
         spec = self.dataset.augment
         if spec is not None:
-            generator = torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch, position + 1))
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, position + 1))
             images = _augment_batch(images, spec, generator)
         return images, self.dataset.labels[indices]
 
@@ -757,11 +758,6 @@ def ordered_batches(dataset: TensorImageDataset, batch_size: int) -> Iterator[tu
         yield dataset.images[start : start + batch_size], dataset.labels[start : start + batch_size]
 
 
-def _mix_seed(seed: int, epoch: int, *more: int) -> int:
-    """A 64-bit seed unique to (seed, epoch); SeedSequence decorrelates neighbouring pairs."""
-    return int(np.random.SeedSequence([seed, epoch, *more]).generate_state(1, dtype=np.uint64)[0])
-
-
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -782,7 +778,7 @@ def make_loader(
     sampler = _SeededPermutationSampler(len(dataset), seed, epoch) if shuffle else None
     # DataLoader draws a base seed for worker processes on every iteration, from the global RNG unless it
     # has its own generator; give it one so batching does not shift the augmentation's random stream.
-    generator = torch.Generator().manual_seed(_mix_seed(seed, epoch))
+    generator = torch.Generator().manual_seed(derive_seed(seed, epoch))
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -14,21 +14,17 @@ import torch
 
 from raymeta.method.metamorphic import MetamorphicNetwork
 from raymeta.method.models import block_name
-from raymeta.io.results import ALPHA_PREFIX, REC_PREFIX
+from raymeta.method.objective import relative_squared_error
 
 
 @torch.no_grad()
 def reconstruction_errors(net: MetamorphicNetwork) -> dict[str, float]:
     """Relative RMS error ‖W_gen − W_prior‖ / ‖W_prior‖ of every active generated tensor at γ = 0 (noise-free
     coordinates), keyed by the tensor's module path (``stages.2.1.conv1.weight``). 0 is a perfect copy of the
-    prior; 1 is what generating zeros scores."""
+    prior; 1 is what generating zeros scores. The square root of the training objective's relative error."""
     generated = net.generate(0.0)
-    errors = {}
-    for name, target in net.prior_tensors().items():
-        target = target.to(generated[name].device)
-        scale = target.norm().clamp_min(1e-12)
-        errors[name] = float((generated[name] - target).norm() / scale)
-    return errors
+    return {name: float(relative_squared_error(generated[name], target.to(generated[name].device)).sqrt())
+            for name, target in net.prior_tensors().items()}
 
 
 def block_alphas(net: MetamorphicNetwork) -> dict[str, float]:
@@ -47,8 +43,3 @@ def worst_by_block(errors: dict[str, float]) -> dict[str, float]:
         worst[name] = error if math.isnan(error) or error > previous else previous
     return worst
 
-
-def health_columns(alphas: dict[str, float], errors: dict[str, float]) -> dict[str, float]:
-    """The signals as the optional columns of monitor rows: ``alpha.<block>`` and ``rec.<tensor>``."""
-    return {**{ALPHA_PREFIX + name: float(value) for name, value in alphas.items()},
-            **{REC_PREFIX + path: float(value) for path, value in errors.items()}}

@@ -50,7 +50,8 @@ from raymeta.stages.identity import run_identity
 from raymeta.stages.networks import build_network, prior_network
 from raymeta.stages.pretrain import sgd_cosine, train_one_epoch
 from raymeta.stages.runtime import architecture, load_data, seed_everything, select_device, validation_loader
-from raymeta.stages.train import monitor_gammas, plan_stages, set_warmup
+from raymeta.method.schedule import plan_stages, set_warmup
+from raymeta.stages.monitor import monitor_gammas
 
 IMPORTANCES = ("random", "l1", "l2", "taylor", "hessian")
 """Torch-Pruning importance criteria offered by ``raymeta baseline prune``."""
@@ -343,7 +344,8 @@ def fine_tuned_names(config: Config, prior: ResNet) -> list[str]:
 
 def metamorphic_epochs(config: Config, block_count: int) -> int:
     """Epochs of the metamorphic run: every stage of its schedule together."""
-    return sum(stage.epochs for stage in plan_stages(config, block_count))
+    train = config.train
+    return sum(stage.epochs for stage in plan_stages(train.incremental, train.epochs_per_stage, block_count))
 
 
 def fit_head(model: ResNet, names: list[str], bundle, config: Config, *, epochs: int, device: torch.device,

@@ -1,0 +1,130 @@
+"""The stage schedule of training and what each stage starts with: which blocks are trained when, how the new
+blocks' INRs are initialised (and optionally fitted to the prior first), the optimiser's parameter groups and
+its warm-up, and one optimiser update.
+
+Incremental training (HTTY §3.3) makes one more metamorphic block generated per stage, each new block starting
+from its trained predecessor's INRs; NeuMeta trains every block from the first step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from raymeta.method.health import reconstruction_errors
+from raymeta.method.metamorphic import MetamorphicNetwork
+from raymeta.method.objective import reconstruction_error
+from raymeta.seeds import derive_seed
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Stage ``index`` of a run trains the first ``active_blocks`` metamorphic blocks for ``epochs`` epochs."""
+
+    index: int
+    active_blocks: int
+    epochs: int
+
+
+def plan_stages(incremental: bool, epochs_per_stage: int, block_count: int) -> list[Stage]:
+    """Incremental: one more block per stage. Otherwise one stage with as many epochs in total (paper §4.1)."""
+    if incremental:
+        return [Stage(i, i + 1, epochs_per_stage) for i in range(block_count)]
+    return [Stage(0, block_count, epochs_per_stage * block_count)]
+
+
+def build_optimizer(net: MetamorphicNetwork, *, lr: float, weight_decay: float, alpha_lr: float,
+                    head_lr: float) -> torch.optim.AdamW:
+    """AdamW over the network's parameter groups: the INRs at ``lr``, the residual scales α at ``alpha_lr``
+    without weight decay, the fine-tuned head at ``head_lr``. Each group keeps its ``base_lr`` (what
+    :func:`set_warmup` scales) and its ``name``; a group with no parameters is left out."""
+    groups = net.parameter_groups()
+    settings = {"inr": (lr, weight_decay), "alpha": (alpha_lr, 0.0), "head": (head_lr, weight_decay)}
+    param_groups = [{"params": groups[name], "lr": rate, "base_lr": rate, "weight_decay": decay, "name": name}
+                    for name, (rate, decay) in settings.items() if groups[name]]
+    return torch.optim.AdamW(param_groups)
+
+
+def warmup_position(mode: str, global_step: int, epoch_in_stage: int, step_in_epoch: int, steps: int) -> int:
+    """Steps into the warm-up: since the run began (``once``) or since the stage began (``per_stage``)."""
+    if mode == "once":
+        return global_step
+    return epoch_in_stage * steps + step_in_epoch
+
+
+def set_warmup(optimizer: torch.optim.Optimizer, position: int, warmup_steps: float) -> float:
+    """Linear warm-up from ~0 to every group's base rate, then constant; returns the factor."""
+    factor = 1.0 if warmup_steps <= 0 else min(1.0, (position + 1) / warmup_steps)
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor
+    return factor
+
+
+def trainable_parameters(net: MetamorphicNetwork) -> list[torch.nn.Parameter]:
+    return [p for p in net.parameters() if p.requires_grad]
+
+
+def apply_update(net: MetamorphicNetwork, optimizer: torch.optim.Optimizer, clip_value: float) -> None:
+    """One optimiser step on the accumulated gradients, each value clipped to ±``clip_value`` first (0: none)."""
+    if clip_value > 0:
+        torch.nn.utils.clip_grad_value_(trainable_parameters(net), clip_value)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+@torch.no_grad()
+def initialise_new_blocks(net: MetamorphicNetwork, first: int, last: int, *, seed: int, stage: int,
+                          alpha_init: float, inr_init: bool) -> None:
+    """INRs of the new blocks first..last-1 (blocks 0..first-1 were trained in earlier stages), and their α.
+
+    With ``inr_init``, a block whose predecessor has been trained starts as a copy of the predecessor's INRs
+    (HTTY §3.3: "the final weights of its predecessor"); every other new block starts at random (a pure
+    function of ``seed`` and ``stage``), so a non-incremental run (all blocks new in one stage) never copies
+    an untrained INR into its neighbours.
+    """
+    generator = torch.Generator().manual_seed(derive_seed(seed, "inr-init", stage))
+    for block in range(first, last):
+        if net.alpha_scaling:
+            net.alphas[block] = alpha_init
+        predecessor_trained = 0 < block <= first
+        for offset in (0, 1):  # conv1 and conv2 of the block
+            target = 2 * block + offset
+            for bank in net.hyper.banks():
+                if inr_init and predecessor_trained:
+                    bank.copy_mlp(2 * (block - 1) + offset, target)
+                else:
+                    bank.reset_mlp(target, generator)
+                if net.base == "prior":  # a correction of the prior's weights: starts at zero
+                    bank.zero_output(target)
+
+
+def prefit_new_blocks(net: MetamorphicNetwork, first: int, last: int, *, seed: int, stage: int, steps: int,
+                      lr: float, coordinate_noise: float) -> dict[str, float]:
+    """Warm start: fit the INRs of the new blocks first..last-1 to the prior's tensors by the relative
+    reconstruction error alone (``steps`` Adam steps, cosine-decayed from ``lr``), at γ = 0 with the training
+    coordinate noise; returns each fitted tensor's relative RMS error afterwards (nothing when ``steps`` is 0).
+
+    Only the new blocks' MLPs move: the loss does not see the other MLPs, whose gradient slices stay zero,
+    and Adam (no weight decay) leaves a parameter with zero moments unchanged. A pure function of ``seed`` and
+    ``stage``, so every rank of a distributed run fits the same INRs.
+    """
+    if steps <= 0 or last <= first:
+        return {}
+    prefixes = tuple(f"{net.hyper.layers[2 * block + offset].module}." for block in range(first, last)
+                     for offset in (0, 1))
+    targets = {name: t for name, t in net.prior_tensors().items() if name.startswith(prefixes)}
+    parameters = list(net.hyper.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    generator = torch.Generator().manual_seed(derive_seed(seed, "prefit-noise", stage))
+    with torch.enable_grad():
+        for _ in range(steps):
+            weights = net.generate(0.0, noise=coordinate_noise, generator=generator)
+            loss = reconstruction_error({name: weights[name] for name in targets}, targets, relative=True)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    errors = reconstruction_errors(net)
+    return {name: errors[name] for name in targets}
