@@ -40,7 +40,7 @@ from torch import nn
 from raymeta.config.schema import Config, short_hash
 from raymeta.errors import CheckpointError, ConfigError
 from raymeta.io.artifacts import PriorCheckpoint, SmoothedCheckpoint
-from raymeta.io.data import make_loader
+from raymeta.io.data import EpochBatches, make_loader
 from raymeta.io.files import RunPaths, save_config
 from raymeta.io.progress import Progress
 from raymeta.io.results import ResultsError, read_tables, result_frame, write_table
@@ -51,7 +51,8 @@ from raymeta.stages.fitting import EpochEnd, Optimisation, epoch_batches, fit, s
 from raymeta.stages.identity import run_identity
 from raymeta.stages.monitor import monitor_gammas
 from raymeta.stages.networks import build_network, prior_network
-from raymeta.stages.runtime import architecture, load_data, seed_everything, select_device, validation_loader
+from raymeta.stages.runtime import (architecture, load_data, place_training_split, seed_everything, select_device,
+                                   validation_loader)
 
 IMPORTANCES = ("random", "l1", "l2", "taylor", "hessian")
 """Torch-Pruning importance criteria offered by ``raymeta baseline prune``."""
@@ -261,8 +262,8 @@ def run_pruning(config: Config, prior: ResNet, bundle, gammas: list[float], impo
                                  "finetune_lr": finetune_lr, "gradient_batches": gradient_batches})
     done = _finished(out, settings_hash)
     test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
-    gradient_loader = make_loader(bundle.train, config.data.batch_size, shuffle=True, seed=config.seed, epoch=0)
-    batches = [batch for _, batch in zip(range(gradient_batches), gradient_loader)]
+    first_epoch = EpochBatches(bundle.train, config.data.batch_size, seed=config.seed, epoch=0, drop_last=False)
+    batches = [first_epoch[position] for position in range(min(gradient_batches, len(first_epoch)))]
     written = []
     for importance in importances:
         for gamma in gammas:
@@ -459,21 +460,21 @@ def run_baseline(kind: str, config: Config, progress: Progress, *, out: str | Pa
     if kind == "individual":
         paths.root.mkdir(parents=True, exist_ok=True)
         save_config(config, paths.config)
-        bundle = load_data(config)
+        bundle = place_training_split(load_data(config), config, device)
         epochs = settings.epochs or config.pretrain.epochs
         progress(f"baseline individual: {len(gammas)} γ values, {epochs} epochs each, on {bundle.info.name}")
         return run_individual(config, bundle, gammas, out, run_name=name, epochs=epochs,
                               lr=settings.lr or config.pretrain.lr, device=device, progress=progress)
     if kind == "skip":
         prior = load_smoothed_prior(config.run_dir)
-        bundle = load_data(config)
+        bundle = place_training_split(load_data(config), config, device)
         epochs = settings.epochs if settings.epochs is not None else metamorphic_epochs(
             config, len(metamorphic_blocks(config, prior.arch)))
         return run_skip(config, prior, bundle, gammas, out, run_name=name, epochs=epochs, device=device,
                         progress=progress)
     importances = check_importances(settings.importance)
     prior = prior_network(PriorCheckpoint.load(paths.prior).require_done(paths.prior))
-    bundle = load_data(config)
+    bundle = place_training_split(load_data(config), config, device)
     progress(f"baseline prune: {', '.join(importances)} importance; γ {', '.join(f'{g:g}' for g in gammas)}; "
              f"fine-tune {settings.finetune_epochs} epoch(s)")
     return run_pruning(config, prior, bundle, gammas, importances, out, run_name=name,

@@ -9,7 +9,6 @@ network's loop (:mod:`raymeta.stages.train`) is another shape: M configurations 
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 
 from raymeta.config.schema import Config
 from raymeta.errors import ConfigError
-from raymeta.io.data import make_loader
+from raymeta.io.data import EpochBatches
 
 
 @dataclass
@@ -79,9 +78,10 @@ def fit(model: torch.nn.Module, dataset, optimisation: Optimisation, *, batch_si
     """Train ``model`` on ``dataset`` for the epochs ``epochs`` (``range(first, last)``: a resumed run starts
     after the epochs it has); returns the training seconds.
 
-    Epoch ``e`` reads the batches of ``batch_size`` in the order seeded by (``seed``, ``e``), its partial last
-    batch unless ``drop_last``, at most ``batches`` of them. The model trains in train mode and is left in eval
-    mode after each epoch, when ``on_epoch`` gets its :class:`EpochEnd`.
+    Epoch ``e`` reads the :class:`~raymeta.io.data.EpochBatches` of (``seed``, ``e``), augmented as the dataset
+    says and on the dataset's device (then moved to ``device``), its partial last batch unless ``drop_last``, at
+    most ``batches`` of them. The model trains in train mode and is left in eval mode after each epoch, when
+    ``on_epoch`` gets its :class:`EpochEnd`.
     """
     optimizer, scheduler = optimisation.optimizer, optimisation.scheduler
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
@@ -90,8 +90,9 @@ def fit(model: torch.nn.Module, dataset, optimisation: Optimisation, *, batch_si
         start = time.perf_counter()
         model.train()
         running, seen = 0.0, 0
-        loader = make_loader(dataset, batch_size, shuffle=True, seed=seed, epoch=epoch, drop_last=drop_last)
-        for images, labels in itertools.islice(loader, batches):
+        epoch_data = EpochBatches(dataset, batch_size, seed=seed, epoch=epoch, drop_last=drop_last)
+        for position in range(len(epoch_data) if batches is None else min(batches, len(epoch_data))):
+            images, labels = epoch_data[position]
             if optimisation.before_step is not None:
                 optimisation.before_step(step)
             images, labels = images.to(device), labels.to(device)

@@ -19,7 +19,8 @@ from raymeta.io.progress import Progress
 from raymeta.method.models import ResNet
 from raymeta.method.scoring import accuracy_and_loss
 from raymeta.stages.fitting import EpochEnd, epoch_batches, fit, sgd_cosine
-from raymeta.stages.runtime import architecture, load_data, seed_everything, select_device, validation_loader
+from raymeta.stages.runtime import (architecture, load_data, place_training_split, seed_everything, select_device,
+                                   validation_loader)
 
 
 def _accuracy_note(metrics: dict) -> str:
@@ -42,7 +43,7 @@ def pretrain(config: Config, progress: Progress | None = None, *, resume: bool |
     path = RunPaths(config.run_dir).prior
     seed_everything(config.seed)
     device = select_device(config)
-    bundle = load_data(config)
+    bundle = place_training_split(load_data(config), config, device)
     arch = architecture(config, bundle.info)
     model = ResNet(arch).to(device)
     epochs = config.pretrain.epochs
