@@ -17,10 +17,12 @@ def config_in(folder, *overrides):
     return load_config(None, BASE + [f"run_dir={folder}", "pretrain.epochs=3", *overrides])
 
 
-def test_interrupted_pretraining_resumes_and_matches_an_uninterrupted_one(tmp_path):
-    whole = PriorCheckpoint.load(pretrain(config_in(tmp_path / "whole"), QUIET))
+# digits: augmented training batches, which a resumed run must draw exactly as an uninterrupted one does
+@pytest.mark.parametrize("data", [[], ["data.name=digits", "data.limit_train=192"]], ids=["synthetic", "digits"])
+def test_interrupted_pretraining_resumes_and_matches_an_uninterrupted_one(tmp_path, data):
+    whole = PriorCheckpoint.load(pretrain(config_in(tmp_path / "whole", *data), QUIET))
 
-    split = config_in(tmp_path / "split")
+    split = config_in(tmp_path / "split", *data)
     partial = PriorCheckpoint.load(pretrain(split, QUIET, stop_after_epochs=2))
     assert partial.state.epoch == 2 and not partial.done
     with pytest.raises(CheckpointError, match="unfinished"):
