@@ -56,17 +56,17 @@ def test_pretraining_reports_validation_accuracy_never_test(tmp_path):
 
 def test_fit_steps_once_per_batch_and_reports_every_epoch():
     from raymeta.io.data import TensorImageDataset
-    from raymeta.stages.fitting import Optimisation, epoch_batches, fit
+    from raymeta.stages.fitting import Optimisation, batches_per_epoch, fit
 
     dataset = TensorImageDataset(torch.randn(50, 1, 2, 2), torch.arange(50) % 2)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
     steps, ends = [], []
     optimisation = Optimisation(torch.optim.SGD(model.parameters(), lr=0.1), before_step=steps.append)
     fit(model, dataset, optimisation, batch_size=8, seed=0, epochs=range(2, 5), device=torch.device("cpu"),
-        batches=5, drop_last=True, on_epoch=ends.append)
+        max_batches=5, drop_last=True, on_epoch=ends.append)
     assert steps == list(range(15))  # 5 batches (of the 6 whole ones) in each of the epochs 2, 3, 4
     assert [end.epoch for end in ends] == [3, 4, 5] and all(end.train_loss > 0 for end in ends)
     assert not model.training
-    assert epoch_batches(50, 8) == 7 and epoch_batches(50, 8, drop_last=True, most=5) == 5
+    assert batches_per_epoch(50, 8) == 7 and batches_per_epoch(50, 8, drop_last=True, most=5) == 5
     with pytest.raises(ConfigError, match="data.batch_size=64 is more than the 50 training examples"):
-        epoch_batches(50, 64, drop_last=True)
+        batches_per_epoch(50, 64, drop_last=True)

@@ -47,7 +47,7 @@ from raymeta.io.results import ResultsError, read_tables, result_frame, write_ta
 from raymeta.method.models import Architecture, ResNet, block_name, count_params_macs, hidden_width, resolve_blocks
 from raymeta.method.schedule import plan_stages, set_warmup
 from raymeta.method.scoring import accuracy_and_loss
-from raymeta.stages.fitting import EpochEnd, Optimisation, epoch_batches, fit, sgd_cosine
+from raymeta.stages.fitting import EpochEnd, Optimisation, batches_per_epoch, fit, sgd_cosine
 from raymeta.stages.identity import run_identity
 from raymeta.stages.monitor import monitor_gammas
 from raymeta.stages.networks import build_network, prior_network
@@ -175,7 +175,7 @@ def train_like_the_prior(model: ResNet, bundle, config: Config, *, epochs: int, 
     Without the prior's per-epoch checkpoints: a baseline network is cheap to retrain, and the finished rows are
     what the sweep resumes from.
     """
-    steps = epoch_batches(len(bundle.train), config.data.batch_size)
+    steps = batches_per_epoch(len(bundle.train), config.data.batch_size)
     optimisation = sgd_cosine(model.parameters(), config, lr=lr, total_steps=epochs * steps)
     return fit(model, bundle.train, optimisation, batch_size=config.data.batch_size, seed=config.seed,
                epochs=range(epochs), device=device, on_epoch=on_epoch)
@@ -366,12 +366,12 @@ def fit_head(model: ResNet, names: list[str], bundle, config: Config, *, epochs:
     optimizer = torch.optim.AdamW([{"params": parameters, "lr": train.head_lr, "base_lr": train.head_lr,
                                     "weight_decay": train.weight_decay, "name": "head"}])
     most = None if train.steps_per_epoch is None else train.steps_per_epoch * train.configs_per_step
-    batches = epoch_batches(len(bundle.train), config.data.batch_size, drop_last=True, most=most)
+    batches = batches_per_epoch(len(bundle.train), config.data.batch_size, drop_last=True, most=most)
     optimisation = Optimisation(optimizer, before_step=lambda step: set_warmup(optimizer, step,
                                                                                train.warmup_epochs * batches),
                                 clip_value=train.clip_value)
     return fit(model, bundle.train, optimisation, batch_size=config.data.batch_size, seed=config.seed,
-               epochs=range(epochs), device=device, batches=batches, drop_last=True, on_epoch=on_epoch)
+               epochs=range(epochs), device=device, max_batches=batches, drop_last=True, on_epoch=on_epoch)
 
 
 def _repeated_rows(model: ResNet, loader, device, gammas: list[float], params: int, macs: int) -> list[dict]:

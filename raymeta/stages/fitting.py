@@ -49,7 +49,7 @@ class EpochEnd:
     """Training seconds of this call of :func:`fit` so far; the callbacks' own time is not included."""
 
 
-def epoch_batches(train_size: int, batch_size: int, *, drop_last: bool = False, most: int | None = None) -> int:
+def batches_per_epoch(train_size: int, batch_size: int, *, drop_last: bool = False, most: int | None = None) -> int:
     """How many batches (so optimiser steps) one epoch of :func:`fit` takes: every batch of the training split,
     the partial last one unless ``drop_last``, at most ``most``. A ConfigError when that is none."""
     count = train_size // batch_size if drop_last else math.ceil(train_size / batch_size)
@@ -73,14 +73,14 @@ def sgd_cosine(parameters: Iterable[torch.nn.Parameter], config: Config, *, lr: 
 
 
 def fit(model: torch.nn.Module, dataset, optimisation: Optimisation, *, batch_size: int, seed: int,
-        epochs: range, device: torch.device, batches: int | None = None, drop_last: bool = False,
+        epochs: range, device: torch.device, max_batches: int | None = None, drop_last: bool = False,
         on_epoch: Callable[[EpochEnd], object] | None = None) -> float:
     """Train ``model`` on ``dataset`` for the epochs ``epochs`` (``range(first, last)``: a resumed run starts
     after the epochs it has); returns the training seconds.
 
     Epoch ``e`` reads the :class:`~raymeta.io.data.EpochBatches` of (``seed``, ``e``), augmented as the dataset
     says and on the dataset's device (then moved to ``device``), its partial last batch unless ``drop_last``, at
-    most ``batches`` of them. The model trains in train mode and is left in eval mode after each epoch, when
+    most ``max_batches`` of them. The model trains in train mode and is left in eval mode after each epoch, when
     ``on_epoch`` gets its :class:`EpochEnd`.
     """
     optimizer, scheduler = optimisation.optimizer, optimisation.scheduler
@@ -91,7 +91,7 @@ def fit(model: torch.nn.Module, dataset, optimisation: Optimisation, *, batch_si
         model.train()
         running, seen = 0.0, 0
         epoch_data = EpochBatches(dataset, batch_size, seed=seed, epoch=epoch, drop_last=drop_last)
-        for position in range(len(epoch_data) if batches is None else min(batches, len(epoch_data))):
+        for position in range(len(epoch_data) if max_batches is None else min(max_batches, len(epoch_data))):
             images, labels = epoch_data[position]
             if optimisation.before_step is not None:
                 optimisation.before_step(step)

@@ -18,7 +18,7 @@ from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress
 from raymeta.method.models import ResNet
 from raymeta.method.scoring import accuracy_and_loss
-from raymeta.stages.fitting import EpochEnd, epoch_batches, fit, sgd_cosine
+from raymeta.stages.fitting import EpochEnd, batches_per_epoch, fit, sgd_cosine
 from raymeta.stages.runtime import (architecture, load_data, place_training_split, seed_everything, select_device,
                                    validation_loader)
 
@@ -48,7 +48,7 @@ def pretrain(config: Config, progress: Progress | None = None, *, resume: bool |
     model = ResNet(arch).to(device)
     epochs = config.pretrain.epochs
     optimisation = sgd_cosine(model.parameters(), config, lr=config.pretrain.lr,
-                              total_steps=epochs * epoch_batches(len(bundle.train), config.data.batch_size))
+                              total_steps=epochs * batches_per_epoch(len(bundle.train), config.data.batch_size))
     optimizer, scheduler = optimisation.optimizer, optimisation.scheduler
     state = PretrainState()
 
