@@ -13,6 +13,7 @@ from raymeta.io.data import (
     DATASET_NAMES,
     FASHION_MNIST_FILES,
     AugmentSpec,
+    EpochBatches,
     TensorImageDataset,
     load_dataset,
     make_loader,
@@ -95,9 +96,15 @@ def test_digits_split_is_deterministic_per_seed():
 
 
 def test_digits_augmentation_crops_without_flipping():
-    bundle = load_dataset("digits", augment=True)
+    bundle = load_dataset("digits", augment=True, validation_fraction=0.0)
     assert bundle.train.augment == AugmentSpec(crop_padding=1, horizontal_flip=False)
     assert bundle.test.augment is None
+    order = torch.arange(len(bundle.train))
+    labelled = TensorImageDataset(bundle.train.images, order, bundle.train.augment)  # a label names its image
+    images, positions = EpochBatches(labelled, 64, seed=0, epoch=0)[0]
+    windows = [window_of(bundle.train.images[p], image, 1) for image, p in zip(images, positions)]
+    assert None not in windows and not any(mirrored for _, _, mirrored in windows)
+    assert len({(top, left) for top, left, _ in windows}) > 4
 
 
 def test_limits_keep_the_first_examples_with_every_class():
@@ -302,16 +309,63 @@ def test_unknown_name_lists_the_choices():
     assert all(name in str(caught.value) for name in DATASET_NAMES)
 
 
-def test_augmentation_keeps_shape_and_changes_some_images():
-    images = torch.randn(32, 3, 8, 8)
-    dataset = TensorImageDataset(images, torch.zeros(32, dtype=torch.int64), AugmentSpec(2, True))
-    torch.manual_seed(0)
-    augmented = torch.stack([dataset[i][0] for i in range(32)])
-    assert augmented.shape == images.shape
-    changed = [not torch.equal(augmented[i], images[i]) for i in range(32)]
-    assert sum(changed) > 16  # an image comes back unchanged only with offset (2, 2) and no flip: 1 in 50
-    torch.manual_seed(0)
-    assert torch.equal(augmented, torch.stack([dataset[i][0] for i in range(32)]))
+def window_of(image: torch.Tensor, augmented: torch.Tensor, pad: int) -> tuple[int, int, bool] | None:
+    """(top, left, mirrored) of the window of the zero-padded ``image`` that ``augmented`` is, or None."""
+    padded = torch.nn.functional.pad(image, (pad, pad, pad, pad))
+    height, width = image.shape[-2:]
+    for top in range(2 * pad + 1):
+        for left in range(2 * pad + 1):
+            window = padded[:, top : top + height, left : left + width]
+            for mirrored in (False, True):
+                if torch.equal(window.flip(-1) if mirrored else window, augmented):
+                    return top, left, mirrored
+    return None
+
+
+def test_training_batches_are_crops_within_the_padding_and_mirrors():
+    images = torch.randn(64, 3, 8, 8)
+    dataset = TensorImageDataset(images, torch.arange(64), AugmentSpec(2, True))  # a label names its image
+    batches = EpochBatches(dataset, 16, seed=0, epoch=0)
+    windows = []
+    for position in range(len(batches)):
+        augmented, labels = batches[position]
+        assert augmented.shape == (16, 3, 8, 8)
+        windows += [window_of(images[label], image, 2) for image, label in zip(augmented, labels)]
+    assert None not in windows  # every image is a window of its padded original, offsets in [0, 4]
+    assert {top for top, _, _ in windows} == {left for _, left, _ in windows} == set(range(5))
+    assert 16 < sum(mirrored for _, _, mirrored in windows) < 48
+    # an image comes back unchanged only with offset (2, 2) and no mirror: 1 in 50
+    assert sum(window != (2, 2, False) for window in windows) > 48
+
+
+def test_indexing_a_dataset_never_augments():
+    # One augmentation path: only EpochBatches augments, so a DataLoader over the training split (scoring,
+    # gradients) sees the stored images.
+    images = torch.randn(8, 3, 8, 8)
+    dataset = TensorImageDataset(images, torch.arange(8), AugmentSpec(2, True))
+    assert all(torch.equal(dataset[i][0], images[i]) for i in range(8))
+    assert torch.equal(next(iter(make_loader(dataset, 8, shuffle=False)))[0], images)
+
+
+def test_training_batches_depend_only_on_seed_epoch_and_position():
+    dataset = TensorImageDataset(torch.randn(40, 3, 6, 6), torch.arange(40), AugmentSpec(2, True))
+    torch.manual_seed(1)
+    first = EpochBatches(dataset, 8, seed=5, epoch=2)[3]
+    torch.manual_seed(2)  # the global RNG does not matter
+    again = EpochBatches(dataset, 8, seed=5, epoch=2)[3]
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    for other in (EpochBatches(dataset, 8, seed=6, epoch=2)[3], EpochBatches(dataset, 8, seed=5, epoch=3)[3]):
+        assert not torch.equal(other[0], first[0])
+
+
+def test_epoch_batches_keep_the_partial_last_batch_when_asked_in_the_loaders_order():
+    dataset = TensorImageDataset(torch.zeros(50, 1, 2, 2), torch.arange(50))
+    assert len(EpochBatches(dataset, 8, seed=5, epoch=2)) == 6
+    kept = EpochBatches(dataset, 8, seed=5, epoch=2, drop_last=False)
+    assert len(kept) == 7 and len(kept[6][1]) == 2
+    labels = torch.cat([kept[b][1] for b in range(7)]).tolist()
+    assert labels == torch.cat([y for _, y in make_loader(dataset, 8, shuffle=True, seed=5, epoch=2)]).tolist()
+    assert sorted(labels) == list(range(50))
 
 
 def test_loader_order_depends_only_on_seed_and_epoch():
@@ -355,8 +409,6 @@ def test_bad_loader_arguments_are_config_errors(kwargs):
 
 
 def test_epoch_batches_are_addressable_and_independent_of_reading_order():
-    from raymeta.io.data import AugmentSpec, EpochBatches, TensorImageDataset
-
     images = torch.randn(40, 1, 6, 6)
     dataset = TensorImageDataset(images, torch.arange(40) % 3, AugmentSpec(crop_padding=1, horizontal_flip=True))
     forward = EpochBatches(dataset, 8, seed=3, epoch=2)
@@ -406,8 +458,6 @@ def test_batch_augmentation_is_bit_identical_to_one_slice_per_image(padding, fli
 
 
 def test_a_dataset_moved_to_a_device_gives_the_same_batches_there():
-    from raymeta.io.data import EpochBatches
-
     images, labels = torch.randn(40, 3, 6, 6), torch.arange(40) % 3
     dataset = TensorImageDataset(images, labels, AugmentSpec(crop_padding=2, horizontal_flip=True))
     moved = TensorImageDataset(images.clone(), labels.clone(), dataset.augment).to("cpu")

@@ -1,7 +1,8 @@
 """Datasets and deterministic data loaders.
 
 Every dataset is held in memory as one normalised float tensor (the largest, CIFAR, is about 600 MB), so a
-training step never decodes images and the only per-sample work is the optional augmentation.
+training step never decodes images. Training batches come from :class:`EpochBatches`, the one place that augments:
+a batch is gathered and augmented at once, a pure function of (seed, epoch, batch).
 
 Datasets:
 
@@ -126,19 +127,21 @@ class DatasetBundle:
 
 @dataclass(frozen=True)
 class AugmentSpec:
-    """Per-sample training augmentation: a random crop after zero padding, then an optional mirror."""
+    """Training augmentation, drawn per image: a random crop after zero padding, then an optional mirror.
+    Applied by :class:`EpochBatches` only."""
 
     crop_padding: int
     horizontal_flip: bool
 
 
 class TensorImageDataset(Dataset):
-    """Images and labels held in memory, optionally augmented per sample.
+    """Images and labels held in memory, with the augmentation their training batches get.
 
-    ``images`` must already be normalised ([N, C, H, W] float32). The crop pads with zeros in that
-    normalised space, i.e. with the dataset's mean colour, so padding does not introduce a pixel value
-    the network never sees otherwise. Randomness comes from torch's global RNG, so ``torch.manual_seed``
-    makes an augmented epoch reproducible.
+    ``images`` must already be normalised ([N, C, H, W] float32). ``augment`` is applied by
+    :class:`EpochBatches`, never by indexing (``dataset[i]`` is the stored image): one augmentation path for all
+    training, whose draws come from a generator of its own rather than torch's global RNG. The crop pads with
+    zeros in the normalised space, i.e. with the dataset's mean colour, so padding does not introduce a pixel
+    value the network never sees otherwise.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: AugmentSpec | None = None):
@@ -165,23 +168,7 @@ class TensorImageDataset(Dataset):
         return TensorImageDataset(self.images.to(device), self.labels.to(device), self.augment)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[index]
-        if self.augment is not None:
-            image = _augment(image, self.augment)
-        return image, self.labels[index]
-
-
-def _augment(image: torch.Tensor, spec: AugmentSpec) -> torch.Tensor:
-    """Randomly crop (after zero padding) and maybe mirror one [C, H, W] image."""
-    pad = spec.crop_padding
-    if pad > 0:
-        height, width = image.shape[-2:]
-        padded = F.pad(image, (pad, pad, pad, pad))
-        top, left = torch.randint(0, 2 * pad + 1, (2,)).tolist()
-        image = padded[:, top : top + height, left : left + width]
-    if spec.horizontal_flip and torch.rand(()).item() < 0.5:
-        image = image.flip(-1)
-    return image
+        return self.images[index], self.labels[index]
 
 
 def load_dataset(
@@ -676,19 +663,21 @@ class _SeededPermutationSampler(Sampler[int]):
 
 
 class EpochBatches:
-    """The training batches of one epoch, addressable by position.
+    """The training batches of one epoch, addressable by position: what every training loop reads.
 
     Batch ``b`` is a pure function of (seed, epoch, b), its augmentation included: the order is a seeded
-    permutation and each batch augments with its own generator. So a worker of a distributed run that
-    reads only the batches of its own configurations gets exactly what one process reading all of them
-    gets, and never decodes or augments the others. Partial last batches are dropped.
+    permutation (the order of ``make_loader(..., shuffle=True)`` for the same seed and epoch) and each batch
+    augments with its own generator. So a worker of a distributed run that reads only the batches of its own
+    configurations gets exactly what one process reading all of them gets, and never decodes or augments the
+    others; a resumed run needs no random state to get the batches it would have had. The partial last batch
+    is dropped unless ``drop_last`` is False.
 
     Batches come out on the dataset's device (see :meth:`TensorImageDataset.to`): the permutation and the
     augmentation's draws are made on the CPU and only the indexing runs there, so a batch holds the same
     numbers on every device.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, *, seed: int, epoch: int):
+    def __init__(self, dataset: Dataset, batch_size: int, *, seed: int, epoch: int, drop_last: bool = True):
         _check_positive_int("batch_size", batch_size)
         for argument, value in (("seed", seed), ("epoch", epoch)):
             _check_positive_int(argument, value, minimum=0)
@@ -698,11 +687,14 @@ class EpochBatches:
         self.batch_size = batch_size
         self.seed = seed
         self.epoch = epoch
+        self.drop_last = drop_last
         generator = torch.Generator().manual_seed(derive_seed(seed, epoch))
         self.order = torch.randperm(len(dataset), generator=generator).to(dataset.device)
 
     def __len__(self) -> int:
-        return len(self.dataset) // self.batch_size
+        if self.drop_last:
+            return len(self.dataset) // self.batch_size
+        return math.ceil(len(self.dataset) / self.batch_size)
 
     def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= position < len(self):
@@ -717,7 +709,8 @@ class EpochBatches:
 
 
 def _augment_batch(images: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> torch.Tensor:
-    """:func:`_augment` for a batch [B, C, H, W], drawing from ``generator``.
+    """Every image of a batch [B, C, H, W] randomly cropped after zero padding (a window whose offsets are
+    drawn in [0, 2 · padding]) and, with ``spec.horizontal_flip``, mirrored with probability 1/2.
 
     The offsets and mirrors are drawn on the CPU ``generator`` (the same calls in the same order whatever the
     images' device, so a batch is the same numbers on every device); the crops and mirrors are then one
@@ -767,17 +760,18 @@ def make_loader(
     epoch: int = 0,
     drop_last: bool = False,
 ) -> DataLoader:
-    """A single-process DataLoader whose order depends only on ``(seed, epoch)``.
+    """A single-process DataLoader whose order depends only on ``(seed, epoch)``; it never augments (training
+    reads :class:`EpochBatches`), so it is what scoring and other passes over a split use.
 
     Build one per epoch with that epoch's number. Iterating the same loader again repeats its order.
-    The loader never draws from torch's global RNG, which stays reserved for augmentation.
+    The loader never draws from torch's global RNG.
     """
     _check_positive_int("batch_size", batch_size)
     for argument, value in (("seed", seed), ("epoch", epoch)):
         _check_positive_int(argument, value, minimum=0)
     sampler = _SeededPermutationSampler(len(dataset), seed, epoch) if shuffle else None
     # DataLoader draws a base seed for worker processes on every iteration, from the global RNG unless it
-    # has its own generator; give it one so batching does not shift the augmentation's random stream.
+    # has its own generator; give it one so iterating a loader leaves everyone else's random stream alone.
     generator = torch.Generator().manual_seed(derive_seed(seed, epoch))
     return DataLoader(
         dataset,

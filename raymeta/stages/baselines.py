@@ -28,8 +28,8 @@ the same prior.
 from __future__ import annotations
 
 import copy
-import itertools
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -40,18 +40,19 @@ from torch import nn
 from raymeta.config.schema import Config, short_hash
 from raymeta.errors import CheckpointError, ConfigError
 from raymeta.io.artifacts import PriorCheckpoint, SmoothedCheckpoint
-from raymeta.io.data import make_loader
+from raymeta.io.data import EpochBatches, make_loader
 from raymeta.io.files import RunPaths, save_config
 from raymeta.io.progress import Progress
 from raymeta.io.results import ResultsError, read_tables, result_frame, write_table
 from raymeta.method.models import Architecture, ResNet, block_name, count_params_macs, hidden_width, resolve_blocks
-from raymeta.method.scoring import accuracy_and_loss
-from raymeta.stages.identity import run_identity
-from raymeta.stages.networks import build_network, prior_network
-from raymeta.stages.pretrain import sgd_cosine, train_one_epoch
-from raymeta.stages.runtime import architecture, load_data, seed_everything, select_device, validation_loader
 from raymeta.method.schedule import plan_stages, set_warmup
+from raymeta.method.scoring import accuracy_and_loss
+from raymeta.stages.fitting import EpochEnd, Optimisation, batches_per_epoch, fit, sgd_cosine
+from raymeta.stages.identity import run_identity
 from raymeta.stages.monitor import monitor_gammas
+from raymeta.stages.networks import build_network, prior_network
+from raymeta.stages.runtime import (architecture, load_data, place_training_split, seed_everything, select_device,
+                                   validation_loader)
 
 IMPORTANCES = ("random", "l1", "l2", "taylor", "hessian")
 """Torch-Pruning importance criteria offered by ``raymeta baseline prune``."""
@@ -166,22 +167,18 @@ def prune_to_gamma(prior: ResNet, blocks: list[tuple[int, int]], gamma: float, i
     return pruned.eval()
 
 
-def fit(model: ResNet, bundle, config: Config, *, epochs: int, lr: float, device: torch.device,
-        progress: Progress | None = None, label: str = "", on_epoch=None) -> float:
-    """SGD (Nesterov, the prior's momentum and weight decay) with cosine decay; returns training seconds.
+def train_like_the_prior(model: ResNet, bundle, config: Config, *, epochs: int, lr: float, device: torch.device,
+                         on_epoch: Callable[[EpochEnd], object] | None = None) -> float:
+    """Train ``model`` with the prior's recipe (:func:`~raymeta.stages.fitting.sgd_cosine` from ``lr`` over
+    ``epochs``); returns training seconds.
 
-    The same recipe as the prior's pretraining, without its per-epoch checkpoints: a baseline network is
-    cheap to retrain, and the finished rows are what the sweep resumes from.
+    Without the prior's per-epoch checkpoints: a baseline network is cheap to retrain, and the finished rows are
+    what the sweep resumes from.
     """
-    optimizer, scheduler = sgd_cosine(model, config, lr=lr, epochs=epochs, train_size=len(bundle.train))
-    seconds = 0.0
-    for epoch in range(epochs):
-        start = time.perf_counter()
-        train_one_epoch(model, optimizer, scheduler, bundle.train, config, epoch, device)
-        seconds += time.perf_counter() - start
-        if on_epoch is not None:
-            on_epoch(epoch + 1, seconds)
-    return seconds
+    steps = batches_per_epoch(len(bundle.train), config.data.batch_size)
+    optimisation = sgd_cosine(model.parameters(), config, lr=lr, total_steps=epochs * steps)
+    return fit(model, bundle.train, optimisation, batch_size=config.data.batch_size, seed=config.seed,
+               epochs=range(epochs), device=device, on_epoch=on_epoch)
 
 
 def _finished(folder: Path, config_hash: str) -> set[tuple[str, float]]:
@@ -231,14 +228,15 @@ def run_individual(config: Config, bundle, gammas: list[float], out: Path, *, ru
                                 dataset=bundle.info.name, config_hash=settings_hash)
         curve = []
 
-        def on_epoch(epoch: int, seconds: float) -> None:
+        def on_epoch(end: EpochEnd) -> None:
             row = _evaluate_row(model, monitor_loader, device, gamma, widths, bundle.info.image_size)
-            curve.append(result_frame([row], identity, stage=0, epoch=epoch, phase="train", split="validation",
-                                      train_time_s=seconds))
-            progress(f"baseline individual γ={gamma:g}: epoch {epoch}/{epochs}  validation acc {row['accuracy']:.4f}")
+            curve.append(result_frame([row], identity, stage=0, epoch=end.epoch, phase="train", split="validation",
+                                      train_time_s=end.seconds))
+            progress(f"baseline individual γ={gamma:g}: epoch {end.epoch}/{epochs}  validation acc "
+                     f"{row['accuracy']:.4f}")
 
-        seconds = fit(model, bundle, config, epochs=epochs, lr=lr, device=device,
-                      on_epoch=on_epoch if monitor_loader is not None else None)
+        seconds = train_like_the_prior(model, bundle, config, epochs=epochs, lr=lr, device=device,
+                                       on_epoch=on_epoch if monitor_loader is not None else None)
         row = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
         final = result_frame([row], identity, stage=0, epoch=epochs, split="test", train_time_s=seconds)
         written.append(write_table(pd.concat([*curve, final], ignore_index=True), out,
@@ -264,8 +262,8 @@ def run_pruning(config: Config, prior: ResNet, bundle, gammas: list[float], impo
                                  "finetune_lr": finetune_lr, "gradient_batches": gradient_batches})
     done = _finished(out, settings_hash)
     test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
-    gradient_loader = make_loader(bundle.train, config.data.batch_size, shuffle=True, seed=config.seed, epoch=0)
-    batches = [batch for _, batch in zip(range(gradient_batches), gradient_loader)]
+    first_epoch = EpochBatches(bundle.train, config.data.batch_size, seed=config.seed, epoch=0, drop_last=False)
+    batches = [first_epoch[position] for position in range(min(gradient_batches, len(first_epoch)))]
     written = []
     for importance in importances:
         for gamma in gammas:
@@ -285,7 +283,8 @@ def run_pruning(config: Config, prior: ResNet, bundle, gammas: list[float], impo
             frames = [result_frame([row], identity, stage=0, epoch=0, split="test", train_time_s=prune_seconds)]
             message = f"baseline prune: {method} γ={gamma:g}: accuracy {row['accuracy']:.4f}"
             if finetune_epochs > 0:
-                seconds = fit(model, bundle, config, epochs=finetune_epochs, lr=finetune_lr, device=device)
+                seconds = train_like_the_prior(model, bundle, config, epochs=finetune_epochs, lr=finetune_lr,
+                                               device=device)
                 tuned = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
                 tuned_identity = run_identity(config, method=f"{method}+ft",
                                               run_id=f"{run_name}/{method}+ft/gamma={gamma:g}",
@@ -349,7 +348,7 @@ def metamorphic_epochs(config: Config, block_count: int) -> int:
 
 
 def fit_head(model: ResNet, names: list[str], bundle, config: Config, *, epochs: int, device: torch.device,
-             on_epoch=None) -> float:
+             on_epoch: Callable[[EpochEnd], object] | None = None) -> float:
     """Train only the parameters ``names`` as the metamorphic run trains its head group; returns training seconds.
 
     AdamW at ``train.head_lr`` with ``train.weight_decay``, the run's linear warm-up over
@@ -366,32 +365,13 @@ def fit_head(model: ResNet, names: list[str], bundle, config: Config, *, epochs:
         return 0.0
     optimizer = torch.optim.AdamW([{"params": parameters, "lr": train.head_lr, "base_lr": train.head_lr,
                                     "weight_decay": train.weight_decay, "name": "head"}])
-    batches = len(bundle.train) // config.data.batch_size
-    if train.steps_per_epoch is not None:
-        batches = min(batches, train.steps_per_epoch * train.configs_per_step)
-    if batches < 1:
-        raise ConfigError(f"data.batch_size={config.data.batch_size} is more than the {len(bundle.train)} training "
-                          f"examples: lower it")
-    step, seconds = 0, 0.0
-    for epoch in range(epochs):
-        start = time.perf_counter()
-        model.train()
-        loader = make_loader(bundle.train, config.data.batch_size, shuffle=True, seed=config.seed, epoch=epoch,
-                             drop_last=True)
-        for images, labels in itertools.islice(loader, batches):
-            set_warmup(optimizer, step, train.warmup_epochs * batches)
-            loss = F.cross_entropy(model(images.to(device)), labels.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if train.clip_value > 0:
-                torch.nn.utils.clip_grad_value_(parameters, train.clip_value)
-            optimizer.step()
-            step += 1
-        model.eval()
-        seconds += time.perf_counter() - start
-        if on_epoch is not None:
-            on_epoch(epoch + 1, seconds)
-    return seconds
+    most = None if train.steps_per_epoch is None else train.steps_per_epoch * train.configs_per_step
+    batches = batches_per_epoch(len(bundle.train), config.data.batch_size, drop_last=True, most=most)
+    optimisation = Optimisation(optimizer, before_step=lambda step: set_warmup(optimizer, step,
+                                                                               train.warmup_epochs * batches),
+                                clip_value=train.clip_value)
+    return fit(model, bundle.train, optimisation, batch_size=config.data.batch_size, seed=config.seed,
+               epochs=range(epochs), device=device, max_batches=batches, drop_last=True, on_epoch=on_epoch)
 
 
 def _repeated_rows(model: ResNet, loader, device, gammas: list[float], params: int, macs: int) -> list[dict]:
@@ -443,11 +423,11 @@ def run_skip(config: Config, prior: ResNet, bundle, gammas: list[float], out: Pa
         monitor_loader = validation_loader(bundle, config, progress, "baseline skip: no per-epoch accuracy")
     curve = []
 
-    def on_epoch(epoch: int, seconds: float) -> None:
+    def on_epoch(end: EpochEnd) -> None:
         rows = _repeated_rows(model, monitor_loader, device, monitor_gammas(config), params, macs)
-        curve.append(result_frame(rows, identity, stage=0, epoch=epoch, phase="train", split="validation",
-                                  train_time_s=seconds))
-        progress(f"baseline skip: epoch {epoch}/{epochs}  validation acc {rows[0]['accuracy']:.4f}")
+        curve.append(result_frame(rows, identity, stage=0, epoch=end.epoch, phase="train", split="validation",
+                                  train_time_s=end.seconds))
+        progress(f"baseline skip: epoch {end.epoch}/{epochs}  validation acc {rows[0]['accuracy']:.4f}")
 
     seconds = fit_head(model, names, bundle, config, epochs=epochs, device=device,
                        on_epoch=on_epoch if monitor_loader is not None else None)
@@ -480,21 +460,21 @@ def run_baseline(kind: str, config: Config, progress: Progress, *, out: str | Pa
     if kind == "individual":
         paths.root.mkdir(parents=True, exist_ok=True)
         save_config(config, paths.config)
-        bundle = load_data(config)
+        bundle = place_training_split(load_data(config), config, device)
         epochs = settings.epochs or config.pretrain.epochs
         progress(f"baseline individual: {len(gammas)} γ values, {epochs} epochs each, on {bundle.info.name}")
         return run_individual(config, bundle, gammas, out, run_name=name, epochs=epochs,
                               lr=settings.lr or config.pretrain.lr, device=device, progress=progress)
     if kind == "skip":
         prior = load_smoothed_prior(config.run_dir)
-        bundle = load_data(config)
+        bundle = place_training_split(load_data(config), config, device)
         epochs = settings.epochs if settings.epochs is not None else metamorphic_epochs(
             config, len(metamorphic_blocks(config, prior.arch)))
         return run_skip(config, prior, bundle, gammas, out, run_name=name, epochs=epochs, device=device,
                         progress=progress)
     importances = check_importances(settings.importance)
     prior = prior_network(PriorCheckpoint.load(paths.prior).require_done(paths.prior))
-    bundle = load_data(config)
+    bundle = place_training_split(load_data(config), config, device)
     progress(f"baseline prune: {', '.join(importances)} importance; γ {', '.join(f'{g:g}' for g in gammas)}; "
              f"fine-tune {settings.finetune_epochs} epoch(s)")
     return run_pruning(config, prior, bundle, gammas, importances, out, run_name=name,

@@ -7,48 +7,20 @@ it stopped, and a finished prior of the same configuration is reused rather than
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from raymeta.config.schema import Config
 from raymeta.errors import ConfigError
 from raymeta.io.artifacts import PretrainState, PriorCheckpoint
-from raymeta.io.data import make_loader
 from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress
 from raymeta.method.models import ResNet
 from raymeta.method.scoring import accuracy_and_loss
-from raymeta.stages.runtime import architecture, load_data, seed_everything, select_device, validation_loader
-
-
-def sgd_cosine(model: torch.nn.Module, config: Config, *, lr: float, epochs: int, train_size: int):
-    """The prior's optimiser: SGD with Nesterov momentum, cosine decay per step over ``epochs`` epochs."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.pretrain.momentum,
-                                weight_decay=config.pretrain.weight_decay, nesterov=True)
-    total = max(1, epochs * math.ceil(train_size / config.data.batch_size))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
-    return optimizer, scheduler
-
-
-def train_one_epoch(model: torch.nn.Module, optimizer, scheduler, dataset, config: Config, epoch: int,
-                    device: torch.device) -> float:
-    """One epoch of plain cross-entropy training (order seeded by (seed, epoch)); the mean training loss."""
-    model.train()
-    running, seen = 0.0, 0
-    for images, labels in make_loader(dataset, config.data.batch_size, shuffle=True, seed=config.seed, epoch=epoch):
-        images, labels = images.to(device), labels.to(device)
-        loss = F.cross_entropy(model(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        running += loss.item() * len(labels)
-        seen += len(labels)
-    model.eval()
-    return running / seen
+from raymeta.stages.fitting import EpochEnd, batches_per_epoch, fit, sgd_cosine
+from raymeta.stages.runtime import (architecture, load_data, place_training_split, seed_everything, select_device,
+                                   validation_loader)
 
 
 def _accuracy_note(metrics: dict) -> str:
@@ -71,11 +43,13 @@ def pretrain(config: Config, progress: Progress | None = None, *, resume: bool |
     path = RunPaths(config.run_dir).prior
     seed_everything(config.seed)
     device = select_device(config)
-    bundle = load_data(config)
+    bundle = place_training_split(load_data(config), config, device)
     arch = architecture(config, bundle.info)
     model = ResNet(arch).to(device)
     epochs = config.pretrain.epochs
-    optimizer, scheduler = sgd_cosine(model, config, lr=config.pretrain.lr, epochs=epochs, train_size=len(bundle.train))
+    optimisation = sgd_cosine(model.parameters(), config, lr=config.pretrain.lr,
+                              total_steps=epochs * batches_per_epoch(len(bundle.train), config.data.batch_size))
+    optimizer, scheduler = optimisation.optimizer, optimisation.scheduler
     state = PretrainState()
 
     if resume and not path.is_file():
@@ -97,22 +71,29 @@ def pretrain(config: Config, progress: Progress | None = None, *, resume: bool |
              f"({len(bundle.train)} train{held_out} images), {epochs} epochs")
     # Per-epoch accuracy on the validation split (none without one): the test split is for final evaluation.
     monitor_loader = validation_loader(bundle, config)
-    for run_epochs, epoch in enumerate(range(state.epoch, epochs)):
-        if stop_after_epochs is not None and run_epochs >= stop_after_epochs:
-            progress(f"pretrain: stopping after {run_epochs} epoch(s) as asked; run again to resume")
-            return path
-        train_loss = train_one_epoch(model, optimizer, scheduler, bundle.train, config, epoch, device)
-        metrics = {"train_loss": train_loss}
+    first = state.epoch
+    last = epochs if stop_after_epochs is None else min(epochs, first + stop_after_epochs)
+
+    def on_epoch(end: EpochEnd) -> None:
+        """Score the epoch on the validation split and checkpoint it, so that a stop here resumes here."""
+        nonlocal state
+        metrics = {"train_loss": end.train_loss}
         if monitor_loader is not None:
             accuracy, validation_loss = accuracy_and_loss(model, monitor_loader, device)
             metrics.update(validation_accuracy=accuracy, validation_loss=validation_loss)
-        state = PretrainState(epoch + 1, [*state.history, metrics])
+        state = PretrainState(end.epoch, [*state.history, metrics])
         PriorCheckpoint(config=config.to_dict(), prior_hash=config.prior_hash(), arch=dataclasses.asdict(arch),
                         dataset=dataclasses.asdict(bundle.info), state_dict=model.state_dict(), state=state,
                         metrics=metrics, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                        rng=torch.get_rng_state(), done=epoch + 1 >= epochs).save(path)
-        progress(f"pretrain epoch {epoch + 1}/{epochs}  train loss {metrics['train_loss']:.4f}"
+                        rng=torch.get_rng_state(), done=end.epoch >= epochs).save(path)
+        progress(f"pretrain epoch {end.epoch}/{epochs}  train loss {metrics['train_loss']:.4f}"
                  + (f"  validation acc {metrics['validation_accuracy']:.4f}  validation loss "
                     f"{metrics['validation_loss']:.4f}" if monitor_loader is not None else ""))
+
+    fit(model, bundle.train, optimisation, batch_size=config.data.batch_size, seed=config.seed,
+        epochs=range(first, last), device=device, on_epoch=on_epoch)
+    if last < epochs:
+        progress(f"pretrain: stopping after {last - first} epoch(s) as asked; run again to resume")
+        return path
     progress(f"pretrain: saved {path}")
     return path
