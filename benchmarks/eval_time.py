@@ -32,15 +32,16 @@ from raymeta.stages.networks import build_network
 from raymeta.stages.runtime import load_data
 
 
-def evaluate_gamma_by_gamma(net: MetamorphicNetwork, loader, gammas: list[float], samples: int, noise: float,
-                            seed: int) -> list[tuple[float, float]]:
+def evaluate_gamma_by_gamma(
+    net: MetamorphicNetwork, loader, gammas: list[float], samples: int, noise: float, seed: int
+) -> list[tuple[float, float]]:
     """(accuracy, loss) per γ, one γ at a time: its weights generated alone, the whole network per batch."""
     scores = []
     with torch.no_grad():
         for gamma in gammas:
             generator = torch.Generator().manual_seed(seed)
             weights = net.generate(gamma, noise=noise if samples > 1 else 0.0, samples=samples, generator=generator)
-            scores.append(accuracy_and_loss(lambda x: net(x, weights), loader, "cpu"))
+            scores.append(accuracy_and_loss(lambda x, weights=weights: net(x, weights), loader, "cpu"))
     return scores
 
 
@@ -54,7 +55,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--config", default="jobs/quickstart.yaml", help="the job whose network and test split are timed")
+    parser.add_argument(
+        "--config", default="jobs/quickstart.yaml", help="the job whose network and test split are timed"
+    )
     parser.add_argument("overrides", nargs="*", help="group.key=value overrides of that job")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -62,8 +65,10 @@ def main() -> None:
     bundle = load_data(config, augment=False)
     info = bundle.info
     torch.manual_seed(0)
-    prior = ResNet(Architecture(config.model.depth, tuple(config.model.widths), info.in_channels, info.num_classes),
-                   batchnorm=False).eval()
+    prior = ResNet(
+        Architecture(config.model.depth, tuple(config.model.widths), info.in_channels, info.num_classes),
+        batchnorm=False,
+    ).eval()
     net = build_network(config, prior).eval()
     with torch.no_grad():
         net.alphas.fill_(0.5)  # live residual branches, as after training
@@ -74,22 +79,27 @@ def main() -> None:
         return evaluate_gamma_by_gamma(net, loader, gammas, samples, noise, seed)
 
     def batched_rows() -> list[tuple[float, float]]:
-        rows = evaluate_gammas(net, loader, "cpu", gammas, samples=samples, noise=noise, seed=seed,
-                               image_size=info.image_size)
+        rows = evaluate_gammas(
+            net, loader, "cpu", gammas, samples=samples, noise=noise, seed=seed, image_size=info.image_size
+        )
         return [(row["accuracy"], row["loss"]) for row in rows]
 
     reference, batched = by_gamma(), batched_rows()  # warm-up: coordinate caches, allocator
     same_accuracy = all(a == b for (a, _), (b, _) in zip(reference, batched, strict=True))
-    loss_error = max(abs(b - a) / abs(a) for (_, a), (_, b) in zip(reference, batched))
+    loss_error = max(abs(b - a) / abs(a) for (_, a), (_, b) in zip(reference, batched, strict=True))
     times = {"by_gamma": [], "batched": []}
     for _ in range(args.repeats):
         times["by_gamma"].append(seconds(by_gamma))
         times["batched"].append(seconds(batched_rows))
     by_gamma_ms, batched_ms = (1000 * statistics.median(times[k]) for k in ("by_gamma", "batched"))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {len(gammas)} γ × K = {samples}, "
-          f"{len(bundle.test)} test images, median of {args.repeats}")
-    print(f"rows equal: accuracy {'identical' if same_accuracy else 'DIFFERENT'}, "
-          f"largest relative loss difference {loss_error:.1e}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {len(gammas)} γ × K = {samples}, "
+        f"{len(bundle.test)} test images, median of {args.repeats}"
+    )
+    print(
+        f"rows equal: accuracy {'identical' if same_accuracy else 'DIFFERENT'}, "
+        f"largest relative loss difference {loss_error:.1e}"
+    )
     print(f"γ by γ:          {by_gamma_ms:8.0f} ms   runs: {', '.join(f'{1000 * t:.0f}' for t in times['by_gamma'])}")
     print(f"batched:         {batched_ms:8.0f} ms   runs: {', '.join(f'{1000 * t:.0f}' for t in times['batched'])}")
     print(f"speed-up: {by_gamma_ms / batched_ms:.2f}×")

@@ -23,14 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raymeta.io.artifacts import MetamorphicCheckpoint  # noqa: E402
 from raymeta.config.loading import load_config  # noqa: E402
 from raymeta.config.schema import RayConfig  # noqa: E402
 from raymeta.drivers.distributed import train_distributed  # noqa: E402
+from raymeta.io.artifacts import MetamorphicCheckpoint  # noqa: E402
+from raymeta.io.files import RunPaths  # noqa: E402
+from raymeta.io.progress import Progress
 from raymeta.stages.pretrain import pretrain  # noqa: E402
 from raymeta.stages.smooth import smooth  # noqa: E402
-from raymeta.io.progress import Progress
-from raymeta.io.files import RunPaths  # noqa: E402
 from raymeta.stages.train import train  # noqa: E402
 
 
@@ -41,16 +41,28 @@ def main() -> None:
     parser.add_argument("--limit-train", type=int, default=4096, help="training images (0: all)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--run-root", default="runs/bench_ray")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], choices=[0, 1, 2],
-                        help="the drivers to time: 0 the single process, 1 and 2 Ray Train workers (default all)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        choices=[0, 1, 2],
+        help="the drivers to time: 0 the single process, 1 and 2 Ray Train workers (default all)",
+    )
     parser.add_argument("overrides", nargs="*", help="extra group.key=value overrides")
     args = parser.parse_args()
     if args.epochs < 2:
         parser.error(f"--epochs {args.epochs}: give at least 2 (the epoch period is the time between two epochs' ends)")
 
     root = Path(args.run_root).resolve()
-    overrides = [f"train.epochs_per_stage={args.epochs}", "train.blocks=[stage3.block1]", "train.warmup_epochs=0",
-                 "train.incremental=false", "pretrain.epochs=1", *args.overrides]
+    overrides = [
+        f"train.epochs_per_stage={args.epochs}",
+        "train.blocks=[stage3.block1]",
+        "train.warmup_epochs=0",
+        "train.incremental=false",
+        "pretrain.epochs=1",
+        *args.overrides,
+    ]
     if args.limit_train:
         overrides += [f"data.limit_train={args.limit_train}", f"data.limit_test={max(512, args.limit_train // 8)}"]
     quiet = Progress(stream=open(os.devnull, "w"))
@@ -58,8 +70,11 @@ def main() -> None:
     pretrain(prior, quiet)
     smooth(prior, quiet)
 
-    drivers = [("single process", 0, args.threads), ("Ray, 1 worker", 1, args.threads),
-               ("Ray, 2 workers", 2, max(1, args.threads // 2))]
+    drivers = [
+        ("single process", 0, args.threads),
+        ("Ray, 1 worker", 1, args.threads),
+        ("Ray, 2 workers", 2, max(1, args.threads // 2)),
+    ]
     drivers = [driver for driver in drivers if driver[1] in args.workers]
     print(f"config {args.config}  overrides {' '.join(overrides)}")
     print(f"{'driver':<16} {'threads/worker':>14} {'wall s':>8} {'start-up s':>10} {'epoch s':>9} {'vs single':>10}")
@@ -81,12 +96,13 @@ def main() -> None:
         wall = time.time() - start
         history = MetamorphicCheckpoint.load(checkpoint).state.history
         ends = [record.finished for record in history]
-        periods = [later - earlier for earlier, later in zip(ends, ends[1:])]
+        periods = [later - earlier for earlier, later in zip(ends, ends[1:], strict=False)]
         epoch = statistics.median(periods)
         startup = wall - epoch * len(history)
         baseline = baseline or epoch
-        print(f"{label:<16} {threads:>14} {wall:8.1f} {startup:10.1f} {epoch:9.2f} {epoch / baseline:9.2f}×",
-              flush=True)
+        print(
+            f"{label:<16} {threads:>14} {wall:8.1f} {startup:10.1f} {epoch:9.2f} {epoch / baseline:9.2f}×", flush=True
+        )
 
 
 if __name__ == "__main__":

@@ -36,11 +36,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from raymeta.config.loading import load_config, method_overrides
 from raymeta.method.models import Architecture, ResNet
-from raymeta.stages.networks import build_network
 from raymeta.method.objective import autocast
 from raymeta.method.sampling import noise_generator, reference_width, sample_gammas
 from raymeta.method.schedule import apply_update, build_optimizer
 from raymeta.stages.collective import WorkUnit, accumulate_gradients
+from raymeta.stages.networks import build_network
 from raymeta.stages.train import objective_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,9 +50,21 @@ CIFAR_TRAIN = 50_000
 CLASSES = 100  # every setting is CIFAR-100's
 
 SETTINGS = {
-    "neumeta": (None, ["model.depth=56", "model.widths=[16,32,64]", "data.name=cifar100",
-                       *method_overrides("neumeta"), "train.blocks=[last]", "train.configs_per_step=1",
-                       "data.batch_size=64", "inr.hidden_width=256", "inr.depth=8", "inr.fourier_frequencies=16"]),
+    "neumeta": (
+        None,
+        [
+            "model.depth=56",
+            "model.widths=[16,32,64]",
+            "data.name=cifar100",
+            *method_overrides("neumeta"),
+            "train.blocks=[last]",
+            "train.configs_per_step=1",
+            "data.batch_size=64",
+            "inr.hidden_width=256",
+            "inr.depth=8",
+            "inr.fourier_frequencies=16",
+        ],
+    ),
     "paper256": (PAPER_JOB, ["inr.hidden_width=256"]),
     "paper512": (PAPER_JOB, []),
     "full": (PAPER_JOB, ["inr.hidden_width=256", "train.blocks=[full]"]),
@@ -98,8 +110,10 @@ def matmul_peak(hidden: int, dtype: torch.dtype, device: torch.device, rows: int
 
 def setting_config(name: str, precision: str, device: torch.device, compiled: bool):
     path, overrides = SETTINGS[name]
-    return load_config(str(path) if path else None, [*overrides, f"train.precision={precision}",
-                                                     f"device={device.type}", f"train.compile={str(compiled).lower()}"])
+    return load_config(
+        str(path) if path else None,
+        [*overrides, f"train.precision={precision}", f"device={device.type}", f"train.compile={str(compiled).lower()}"],
+    )
 
 
 def make_network(config, device: torch.device):
@@ -119,8 +133,9 @@ def measure(name: str, precision: str, steps: int, device: torch.device, compile
     config = setting_config(name, precision, device, compiled)
     net, teacher = make_network(config, device)
     train = config.train
-    optimizer = build_optimizer(net, lr=train.lr, weight_decay=train.weight_decay, alpha_lr=train.alpha_lr,
-                                head_lr=train.head_lr)
+    optimizer = build_optimizer(
+        net, lr=train.lr, weight_decay=train.weight_decay, alpha_lr=train.alpha_lr, head_lr=train.head_lr
+    )
     M, batch = config.train.configs_per_step, config.data.batch_size
     images = torch.randn(M, batch, 3, 32, 32, device=device)
     labels = torch.randint(0, CLASSES, (M, batch), device=device)
@@ -165,7 +180,7 @@ def measure(name: str, precision: str, steps: int, device: torch.device, compile
             clock("target_forward")
             tensors = list(weights.values())
             grads = torch.autograd.grad(loss / M, tensors + head)
-            for parameter, grad in zip(head, grads[len(tensors):], strict=True):
+            for parameter, grad in zip(head, grads[len(tensors) :], strict=True):
                 parameter.grad = grad if parameter.grad is None else parameter.grad + grad
             clock("target_backward")
             torch.autograd.backward(tensors, grads[: len(tensors)])
@@ -179,7 +194,7 @@ def measure(name: str, precision: str, steps: int, device: torch.device, compile
         synchronize(device)
         last = [time.perf_counter()]
 
-        def clock(phase: str) -> None:
+        def clock(phase: str, this: dict = this, last: list = last) -> None:
             synchronize(device)
             now = time.perf_counter()
             this[phase] += now - last[0]
@@ -202,9 +217,14 @@ def measure(name: str, precision: str, steps: int, device: torch.device, compile
 
         phases(1, count)
     optimizer.zero_grad(set_to_none=True)
-    return {"config": config, "step_s": statistics.median(totals), "first_step_s": first_step,
-            "phase_s": {k: statistics.median(v) for k, v in spent.items()}, "flops": flops,
-            "generated": sum(w.numel() for w in net.generate(0.0).values())}
+    return {
+        "config": config,
+        "step_s": statistics.median(totals),
+        "first_step_s": first_step,
+        "phase_s": {k: statistics.median(v) for k, v in spent.items()},
+        "flops": flops,
+        "generated": sum(w.numel() for w in net.generate(0.0).values()),
+    }
 
 
 def projected_hours(config, step_s: float) -> tuple[int, float]:
@@ -223,8 +243,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS, choices=list(SETTINGS))
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=list(DTYPES))
-    parser.add_argument("--compile", nargs="+", default=["off"], choices=["off", "on"],
-                        help="train.compile: off, on, or both (the INR banks compiled; the first step pays the compile)")
+    parser.add_argument(
+        "--compile",
+        nargs="+",
+        default=["off"],
+        choices=["off", "on"],
+        help="train.compile: off, on, or both (the INR banks compiled; the first step pays the compile)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -241,10 +266,12 @@ def main() -> None:
             peak = peaks[(config.inr.hidden_width, precision)]
             total_flops = sum(result["flops"].values())
             floor_s = total_flops / peak / 1e9
-            print(f"\n{setting} {precision}{' compiled' if compiled else ''}: step {1000 * result['step_s']:.0f} ms (first step "
-                  f"{result['first_step_s']:.1f} s), {total_flops / 1e9:.1f} GFLOP, floor at the matmul peak "
-                  f"{1000 * floor_s:.0f} ms (step / floor {result['step_s'] / floor_s:.2f}); "
-                  f"{result['generated']} generated elements at γ=0")
+            print(
+                f"\n{setting} {precision}{' compiled' if compiled else ''}: step {1000 * result['step_s']:.0f} ms (first step "
+                f"{result['first_step_s']:.1f} s), {total_flops / 1e9:.1f} GFLOP, floor at the matmul peak "
+                f"{1000 * floor_s:.0f} ms (step / floor {result['step_s'] / floor_s:.2f}); "
+                f"{result['generated']} generated elements at γ=0"
+            )
             print(f"  {'phase':16s} {'ms':>8s} {'GFLOP':>8s} {'GFLOP/s':>8s} {'% peak':>7s}")
             for phase, seconds in result["phase_s"].items():
                 gflop = result["flops"][phase] / 1e9
@@ -252,8 +279,10 @@ def main() -> None:
                 print(f"  {phase:16s} {1000 * seconds:8.1f} {gflop:8.2f} {rate:8.1f} {100 * rate / peak:6.0f}%")
             if setting in ("paper256", "paper512"):
                 steps, hours = projected_hours(config, result["step_s"])
-                print(f"  projected jobs/cifar100_resnet56.yaml (INR {config.inr.hidden_width}): {steps} steps × "
-                      f"{result['step_s']:.2f} s = {hours:.1f} h (paper: {PAPER_GPU_HOURS} GPU-hours), an upper bound")
+                print(
+                    f"  projected jobs/cifar100_resnet56.yaml (INR {config.inr.hidden_width}): {steps} steps × "
+                    f"{result['step_s']:.2f} s = {hours:.1f} h (paper: {PAPER_GPU_HOURS} GPU-hours), an upper bound"
+                )
 
 
 if __name__ == "__main__":

@@ -25,13 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raymeta.io.artifacts import MetamorphicCheckpoint  # noqa: E402
 from raymeta.config.loading import load_config  # noqa: E402
-from raymeta.io.progress import Progress
-from raymeta.io.files import RunPaths  # noqa: E402
-from raymeta.drivers.space import load_space  # noqa: E402
 from raymeta.config.schema import SweepConfig  # noqa: E402
+from raymeta.drivers.space import load_space  # noqa: E402
 from raymeta.drivers.sweep import ensure_prior, run_sweep  # noqa: E402
+from raymeta.io.artifacts import MetamorphicCheckpoint  # noqa: E402
+from raymeta.io.files import RunPaths  # noqa: E402
+from raymeta.io.progress import Progress
 from raymeta.stages.train import train  # noqa: E402
 
 
@@ -46,8 +46,12 @@ def main() -> None:
 
     root = Path(args.run_root).resolve()
     shutil.rmtree(root / "sweeps", ignore_errors=True)
-    overrides = [f"run_dir={root}", f"train.epochs_per_stage={args.epochs}", "train.blocks=[stage3.block1]",
-                 f"threads={args.threads}"]
+    overrides = [
+        f"run_dir={root}",
+        f"train.epochs_per_stage={args.epochs}",
+        "train.blocks=[stage3.block1]",
+        f"threads={args.threads}",
+    ]
     quiet = Progress(stream=open(os.devnull, "w"))
     base = load_config(args.config, overrides)
     ensure_prior(base, quiet)
@@ -63,10 +67,17 @@ def main() -> None:
     direct_epochs = sum(r.seconds for r in MetamorphicCheckpoint.load(checkpoint).state.history)
 
     space_file = root / "space.yaml"
-    space_file.write_text(f"search: random\nnum_samples: {args.trials}\nscheduler: fifo\n"
-                          "params:\n  train.lambda_rec: {loguniform: [0.1, 10.0]}\n")
-    options = SweepConfig(workers=1, cpus_per_worker=args.threads - 0.5 if args.threads > 1 else 0.5,
-                           trial_cpus=0.5, max_concurrent_trials=1, verbose=0)
+    space_file.write_text(
+        f"search: random\nnum_samples: {args.trials}\nscheduler: fifo\n"
+        "params:\n  train.lambda_rec: {loguniform: [0.1, 10.0]}\n"
+    )
+    options = SweepConfig(
+        workers=1,
+        cpus_per_worker=args.threads - 0.5 if args.threads > 1 else 0.5,
+        trial_cpus=0.5,
+        max_concurrent_trials=1,
+        verbose=0,
+    )
     start = time.time()
     summary = run_sweep(load_space(space_file, base), dataclasses.replace(base, sweep=options), quiet)
     sweep_wall = time.time() - start
@@ -79,12 +90,18 @@ def main() -> None:
         folder = summary["sweep_dir"]
         reports = [json.loads(line) for line in (folder / "tune" / trial["trial_id"] / "result.json").open()]
         wall = reports[-1]["time_total_s"]
-        history = MetamorphicCheckpoint.load(RunPaths(str(folder / "trials" / trial["trial_id"])).train_checkpoint).state.history
+        history = MetamorphicCheckpoint.load(
+            RunPaths(str(folder / "trials" / trial["trial_id"])).train_checkpoint
+        ).state.history
         epochs = sum(r.seconds for r in history)
         overheads.append(wall - epochs)
-        print(f"{trial['trial_id']:<14} {wall:11.1f} {epochs:9.1f} {wall - epochs:10.1f} {epochs / direct_epochs:15.2f}×")
-    print(f"median overhead per trial {statistics.median(overheads):.1f} s; whole sweep {sweep_wall:.1f} s "
-          f"(Ray start-up, prior check, {args.trials} trials, evaluation of each, report)")
+        print(
+            f"{trial['trial_id']:<14} {wall:11.1f} {epochs:9.1f} {wall - epochs:10.1f} {epochs / direct_epochs:15.2f}×"
+        )
+    print(
+        f"median overhead per trial {statistics.median(overheads):.1f} s; whole sweep {sweep_wall:.1f} s "
+        f"(Ray start-up, prior check, {args.trials} trials, evaluation of each, report)"
+    )
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ TRAILING = "overrides-after-a-list"
 
 # ---- a parser that takes what users type ----------------------------------------------------------------------
 
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose subcommands take their positional arguments (the ``group.key=value`` overrides)
     before, between or after their flags: ``raymeta run --config X a=1 --workers 0 b=2``."""
@@ -126,8 +127,14 @@ class _SwitchFlag(argparse.Action):
 
 # ---- flags generated from the config's field docstrings ------------------------------------------------------
 
-def add_config_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls, group: str,
-                     names: typing.Iterable[str] | None = None, aliases: dict[str, list[str]] | None = None) -> None:
+
+def add_config_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls,
+    group: str,
+    names: typing.Iterable[str] | None = None,
+    aliases: dict[str, list[str]] | None = None,
+) -> None:
     """One ``--kebab-name`` flag per field of the config dataclass ``cls`` (or of ``names``), its help the field's
     docstring; a flag given sets ``group.field`` after the YAML, as a ``group.field=value`` override would.
 
@@ -137,18 +144,29 @@ def add_config_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, 
     hints = typing.get_type_hints(cls)
     fields = {item.name: item for item in dataclasses.fields(cls)}
     for name in names if names is not None else fields:
-        default = fields[name].default if fields[name].default is not dataclasses.MISSING else \
-            fields[name].default_factory()
+        default = (
+            fields[name].default if fields[name].default is not dataclasses.MISSING else fields[name].default_factory()
+        )
         shown = "null" if default is None else (",".join(map(str, default)) if isinstance(default, list) else default)
         shown = str(shown).lower() if isinstance(shown, bool) else shown
         options = (hints[name], *typing.get_args(hints[name]))
         is_list = any(option is list or typing.get_origin(option) is list for option in options)
         text = str in options
-        kind = {"nargs": "+", "action": _ListFlag, "metavar": "A,B"} if is_list else \
-            {"nargs": "?", "action": _SwitchFlag, "metavar": "true|false"} if bool in options else {"metavar": name.upper()}
-        parser.add_argument(*(aliases or {}).get(name, []), f"--{name.replace('_', '-')}",
-                            dest=f"{TEXT_FLAG if text else FLAG_PREFIX}{group}.{name}", default=argparse.SUPPRESS,
-                            help=f"{docs[name]} [{group}.{name}; default {shown}]".replace("%", "%%"), **kind)
+        kind = (
+            {"nargs": "+", "action": _ListFlag, "metavar": "A,B"}
+            if is_list
+            else {"nargs": "?", "action": _SwitchFlag, "metavar": "true|false"}
+            if bool in options
+            else {"metavar": name.upper()}
+        )
+        parser.add_argument(
+            *(aliases or {}).get(name, []),
+            f"--{name.replace('_', '-')}",
+            dest=f"{TEXT_FLAG if text else FLAG_PREFIX}{group}.{name}",
+            default=argparse.SUPPRESS,
+            help=f"{docs[name]} [{group}.{name}; default {shown}]".replace("%", "%%"),
+            **kind,
+        )
 
 
 def flag_overrides(args: argparse.Namespace) -> list[str]:
@@ -163,7 +181,7 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
             value = "[" + ", ".join(json.dumps(item) if prefix == TEXT_FLAG else item for item in items) + "]"
         elif prefix == TEXT_FLAG:
             value = json.dumps(value)  # JSON strings are YAML strings: the text exactly as given
-        overrides.append(f"{dest[len(prefix):]}={value}")
+        overrides.append(f"{dest[len(prefix) :]}={value}")
     return overrides
 
 
@@ -173,8 +191,12 @@ def _config(args: argparse.Namespace) -> Config:
     for text in getattr(args, "overrides", []):
         if "=" not in text:
             raise ConfigError(f"argument {text!r} is not allowed: overrides are group.key=value")
-    if getattr(args, "config", None) is None and getattr(args, "reads_run", False) and args.run_dir \
-            and RunPaths(args.run_dir).config.is_file():
+    if (
+        getattr(args, "config", None) is None
+        and getattr(args, "reads_run", False)
+        and args.run_dir
+        and RunPaths(args.run_dir).config.is_file()
+    ):
         args.config = str(RunPaths(args.run_dir).config)
     overrides = method_overrides(getattr(args, "method", None) or "raymeta")
     if getattr(args, "run_dir", None):
@@ -187,6 +209,7 @@ def _resume(args: argparse.Namespace) -> bool | None:
 
 
 # ---- dispatch -------------------------------------------------------------------------------------------------
+
 
 def _pipeline(args: argparse.Namespace, progress: Progress) -> None:
     """validate, pretrain, smooth, train, evaluate, run: stages of one run folder."""
@@ -258,15 +281,25 @@ def _sweep(args: argparse.Namespace, progress: Progress) -> None:
 
     config = _config(args)
     if config.sweep.space is None:
-        raise ConfigError("raymeta sweep needs a search space: --space tune_spaces/NAME.yaml, or sweep.space in "
-                          "the job config")
+        raise ConfigError(
+            "raymeta sweep needs a search space: --space tune_spaces/NAME.yaml, or sweep.space in the job config"
+        )
     run_sweep(load_space(config.sweep.space, config), config, progress, resume=_resume(args))
 
 
-COMMANDS = {"validate": _pipeline, "pretrain": _pipeline, "smooth": _pipeline, "train": _pipeline,
-            "evaluate": _pipeline, "run": _pipeline, "baseline": _baseline, "export": _export, "deploy": _deploy,
-            "report": _report,
-            "sweep": _sweep}
+COMMANDS = {
+    "validate": _pipeline,
+    "pretrain": _pipeline,
+    "smooth": _pipeline,
+    "train": _pipeline,
+    "evaluate": _pipeline,
+    "run": _pipeline,
+    "baseline": _baseline,
+    "export": _export,
+    "deploy": _deploy,
+    "report": _report,
+    "sweep": _sweep,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,9 +318,13 @@ def main(argv: list[str] | None = None) -> int:
 
 # ---- the parser ---------------------------------------------------------------------------------------------
 
+
 def _add_common(parser: argparse.ArgumentParser, *, reads_run: bool = False) -> None:
-    parser.add_argument("--config", help="experiment YAML (see jobs/); defaults apply without one"
-                        + ("; on an existing run, RUN_DIR/config.yaml" if reads_run else ""))
+    parser.add_argument(
+        "--config",
+        help="experiment YAML (see jobs/); defaults apply without one"
+        + ("; on an existing run, RUN_DIR/config.yaml" if reads_run else ""),
+    )
     parser.add_argument("--run-dir", help="override run_dir: where this run's files go")
     parser.add_argument("overrides", nargs="*", metavar="group.key=value", help="config overrides")
     parser.set_defaults(reads_run=reads_run)
@@ -295,36 +332,52 @@ def _add_common(parser: argparse.ArgumentParser, *, reads_run: bool = False) -> 
 
 def _add_resume(parser: argparse.ArgumentParser, what: str) -> None:
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--resume", action="store_true", help=f"require {what} to continue from (default: continue "
-                                                             f"one of the same config)")
+    group.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"require {what} to continue from (default: continue one of the same config)",
+    )
     group.add_argument("--restart", action="store_true", help="ignore what is there and start over")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="raymeta", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="raymeta", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in [("smooth", "fold BatchNorm and permute channels"),
-                            ("validate", "load, validate and print the configuration")]:
+    for name, help_text in [
+        ("smooth", "fold BatchNorm and permute channels"),
+        ("validate", "load, validate and print the configuration"),
+    ]:
         _add_common(sub.add_parser(name, help=help_text))
-    for name, help_text in [("pretrain", "train the prior"), ("train", "train the hypernetwork"),
-                            ("run", "pretrain, smooth, train, evaluate, report")]:
+    for name, help_text in [
+        ("pretrain", "train the prior"),
+        ("train", "train the hypernetwork"),
+        ("run", "pretrain, smooth, train, evaluate, report"),
+    ]:
         p = sub.add_parser(name, help=help_text)
         _add_common(p)
         if name != "pretrain":
-            p.add_argument("--method", choices=METHODS, default="raymeta",
-                           help="raymeta: the config as written (raymeta's method by default); recipe: the papers' "
-                                "method (HTTY's full recipe, none of raymeta's departures); neumeta: the papers' "
-                                "method with every component of the recipe switched off (the original baseline)")
-            add_config_flags(p.add_argument_group("distributed training (Ray Train; the config's ray: group)"),
-                             RayConfig, "ray")
+            p.add_argument(
+                "--method",
+                choices=METHODS,
+                default="raymeta",
+                help="raymeta: the config as written (raymeta's method by default); recipe: the papers' "
+                "method (HTTY's full recipe, none of raymeta's departures); neumeta: the papers' "
+                "method with every component of the recipe switched off (the original baseline)",
+            )
+            add_config_flags(
+                p.add_argument_group("distributed training (Ray Train; the config's ray: group)"), RayConfig, "ray"
+            )
         _add_resume(p, "a checkpoint")
     p = sub.add_parser("evaluate", help="accuracy at every γ of a grid, written to Parquet")
     _add_common(p, reads_run=True)
     p.add_argument("--checkpoint", help="metamorphic checkpoint (default: RUN_DIR/train/checkpoint.pt)")
-    p.add_argument("--split", choices=["test", "validation"], default="test",
-                   help="the data to evaluate on (default test; validation: the split held out of the training "
-                        "data by data.validation_fraction, for model selection)")
+    p.add_argument(
+        "--split",
+        choices=["test", "validation"],
+        default="test",
+        help="the data to evaluate on (default test; validation: the split held out of the training "
+        "data by data.validation_fraction, for model selection)",
+    )
     _add_baseline(sub)
     _add_export_report(sub)
     _add_sweep(sub)
@@ -336,20 +389,29 @@ def _add_baseline(sub) -> None:
     kinds = p.add_subparsers(dest="kind", required=True)
     for kind, help_text, description, names in [
         ("individual", "an ordinary ResNet trained from scratch at each γ", None, ["gammas", "epochs", "lr"]),
-        ("prune", "the run's prior pruned to each γ ≥ 0 with Torch-Pruning", None,
-         ["gammas", "importance", "finetune_epochs", "finetune_lr", "gradient_batches"]),
-        ("skip", "the run's smoothed prior with every metamorphic block removed (α = 0), its fine-tuned part "
-                 "trained as the metamorphic run trains it: the floor a metamorphic network must clear",
-         "The smoothed prior of RUN_DIR with the residual branch of every block of train.blocks removed (each "
-         "block the identity: the metamorphic network with every α = 0); the part the metamorphic run fine-tunes "
-         "(the last block unless it is metamorphic, and the classifier; nothing with train.finetune_head off) "
-         "trained with AdamW at train.head_lr for as many epochs as the metamorphic run. One network for every "
-         "γ: rows 'skip' repeat its test accuracy at each γ.", ["gammas", "epochs"]),
+        (
+            "prune",
+            "the run's prior pruned to each γ ≥ 0 with Torch-Pruning",
+            None,
+            ["gammas", "importance", "finetune_epochs", "finetune_lr", "gradient_batches"],
+        ),
+        (
+            "skip",
+            "the run's smoothed prior with every metamorphic block removed (α = 0), its fine-tuned part "
+            "trained as the metamorphic run trains it: the floor a metamorphic network must clear",
+            "The smoothed prior of RUN_DIR with the residual branch of every block of train.blocks removed (each "
+            "block the identity: the metamorphic network with every α = 0); the part the metamorphic run fine-tunes "
+            "(the last block unless it is metamorphic, and the classifier; nothing with train.finetune_head off) "
+            "trained with AdamW at train.head_lr for as many epochs as the metamorphic run. One network for every "
+            "γ: rows 'skip' repeat its test accuracy at each γ.",
+            ["gammas", "epochs"],
+        ),
     ]:
         k = kinds.add_parser(kind, help=help_text, description=description)
         _add_common(k, reads_run=True)
-        add_config_flags(k.add_argument_group("baseline settings (the config's baseline: group)"), BaselineConfig,
-                         "baseline", names)
+        add_config_flags(
+            k.add_argument_group("baseline settings (the config's baseline: group)"), BaselineConfig, "baseline", names
+        )
         k.add_argument("--out", help="results folder (default: RUN_DIR/results)")
 
 
@@ -358,19 +420,34 @@ def _add_export_report(sub) -> None:
     _add_common(p)
     settings = p.add_argument_group("export settings (the config's export: group)")
     add_config_flags(settings, ExportConfig, "export", aliases={"output": ["-o"]})
-    settings.add_argument("--no-onnx", dest=f"{FLAG_PREFIX}export.onnx", action="store_const", const="false",
-                          default=argparse.SUPPRESS, help="do not write network.onnx (the same as --onnx false)")
-    p = sub.add_parser("deploy", help="the best network within a MAC, parameter or latency budget, exported",
-                       description="Search the run's configurations (uniform γ, then one γ per metamorphic block) "
-                                   "for the best validation accuracy within the budget, and export it. Writes "
-                                   "RUN_DIR/deploy/<budget>/: the network (state dict + spec, torch.export, ONNX), "
-                                   "pareto.parquet (every candidate), deploy.json and config.yaml (the settings it "
-                                   "ran with: `raymeta deploy --config` on it deploys again).")
+    settings.add_argument(
+        "--no-onnx",
+        dest=f"{FLAG_PREFIX}export.onnx",
+        action="store_const",
+        const="false",
+        default=argparse.SUPPRESS,
+        help="do not write network.onnx (the same as --onnx false)",
+    )
+    p = sub.add_parser(
+        "deploy",
+        help="the best network within a MAC, parameter or latency budget, exported",
+        description="Search the run's configurations (uniform γ, then one γ per metamorphic block) "
+        "for the best validation accuracy within the budget, and export it. Writes "
+        "RUN_DIR/deploy/<budget>/: the network (state dict + spec, torch.export, ONNX), "
+        "pareto.parquet (every candidate), deploy.json and config.yaml (the settings it "
+        "ran with: `raymeta deploy --config` on it deploys again).",
+    )
     _add_common(p)
     settings = p.add_argument_group("deploy settings (the config's deploy: group; exactly one budget)")
     add_config_flags(settings, DeployConfig, "deploy", aliases={"output": ["-o"]})
-    settings.add_argument("--no-onnx", dest=f"{FLAG_PREFIX}deploy.onnx", action="store_const", const="false",
-                          default=argparse.SUPPRESS, help="do not write network.onnx (the same as --onnx false)")
+    settings.add_argument(
+        "--no-onnx",
+        dest=f"{FLAG_PREFIX}deploy.onnx",
+        action="store_const",
+        const="false",
+        default=argparse.SUPPRESS,
+        help="do not write network.onnx (the same as --onnx false)",
+    )
     p = sub.add_parser("report", help="self-contained HTML report of result tables")
     p.add_argument("tables", nargs="+", help="Parquet files, folders (searched recursively) or glob patterns")
     p.add_argument("-o", "--output", required=True, help="HTML file to write, e.g. reports/NAME.html")
@@ -378,12 +455,15 @@ def _add_export_report(sub) -> None:
 
 
 def _add_sweep(sub) -> None:
-    p = sub.add_parser("sweep", help="Ray Tune trials over a search space (tune_spaces/*.yaml)",
-                       description="Train one Ray Train run per trial of a search space, stop bad trials early "
-                                   "(ASHA on the mean monitored validation accuracy over seen γ), evaluate on "
-                                   "the validation and test splits, choose the best trial on validation, and "
-                                   "write SWEEP_DIR/results, best.yaml and report.html. Running the same "
-                                   "command again continues an interrupted sweep.")
+    p = sub.add_parser(
+        "sweep",
+        help="Ray Tune trials over a search space (tune_spaces/*.yaml)",
+        description="Train one Ray Train run per trial of a search space, stop bad trials early "
+        "(ASHA on the mean monitored validation accuracy over seen γ), evaluate on "
+        "the validation and test splits, choose the best trial on validation, and "
+        "write SWEEP_DIR/results, best.yaml and report.html. Running the same "
+        "command again continues an interrupted sweep.",
+    )
     _add_common(p)
     add_config_flags(p.add_argument_group("sweep settings (the config's sweep: group)"), SweepConfig, "sweep")
     add_config_flags(p.add_argument_group("cluster (the config's ray: group)"), RayConfig, "ray", ["address"])

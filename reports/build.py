@@ -42,16 +42,22 @@ def uniform_run_tables() -> tuple[str, ...]:
 
 
 PAGES = {
-    "digits-resnet20": Page("raymeta: digits, ResNet-20 (jobs/quickstart.yaml)", ("digits-resnet20/tables",),
-                            "digits-resnet20/make.sh"),
-    "fashion-bench": Page("raymeta: metamorphosis on Fashion-MNIST (jobs/fashion_mnist_bench.yaml), ResNet-20",
-                          ("fashion-bench/seed0", "fashion-bench/seed1", "fashion-bench/paper-rows"),
-                          "fashion-bench/make.sh"),
-    "fashion-ablation": Page("raymeta: paper Table 1 ablation on Fashion-MNIST (jobs/fashion_mnist_bench.yaml), "
-                             "ResNet-20", ("fashion-ablation/seed0", "fashion-ablation/seed1"),
-                             "fashion-ablation/make.sh"),
-    "deploy-fashion": Page("Deploy to a budget: Fashion-MNIST", ("deploy-fashion/tables", *uniform_run_tables()),
-                           "deploy-fashion/make.sh"),
+    "digits-resnet20": Page(
+        "raymeta: digits, ResNet-20 (jobs/quickstart.yaml)", ("digits-resnet20/tables",), "digits-resnet20/make.sh"
+    ),
+    "fashion-bench": Page(
+        "raymeta: metamorphosis on Fashion-MNIST (jobs/fashion_mnist_bench.yaml), ResNet-20",
+        ("fashion-bench/seed0", "fashion-bench/seed1", "fashion-bench/paper-rows"),
+        "fashion-bench/make.sh",
+    ),
+    "fashion-ablation": Page(
+        "raymeta: paper Table 1 ablation on Fashion-MNIST (jobs/fashion_mnist_bench.yaml), ResNet-20",
+        ("fashion-ablation/seed0", "fashion-ablation/seed1"),
+        "fashion-ablation/make.sh",
+    ),
+    "deploy-fashion": Page(
+        "Deploy to a budget: Fashion-MNIST", ("deploy-fashion/tables", *uniform_run_tables()), "deploy-fashion/make.sh"
+    ),
 }
 
 
@@ -66,17 +72,23 @@ def build(names: list[str], out: Path, progress: Progress) -> list[Path]:
         page = PAGES[name]
         missing = [table for table in page.tables if not (REPORTS / table).exists()]
         if missing:
-            progress(f"{name}: skipped, its tables {', '.join(missing)} are not in reports/ "
-                     f"(bash reports/{page.made_by} makes them)")
+            progress(
+                f"{name}: skipped, its tables {', '.join(missing)} are not in reports/ "
+                f"(bash reports/{page.made_by} makes them)"
+            )
             continue
-        written.append(report_tables([str(REPORTS / table) for table in page.tables], out / f"{name}.html",
-                                     progress, title=page.title))
+        written.append(
+            report_tables(
+                [str(REPORTS / table) for table in page.tables], out / f"{name}.html", progress, title=page.title
+            )
+        )
     return written
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("pages", nargs="*", help=f"pages to build (default: all of {', '.join(PAGES)})")
     parser.add_argument("--out", type=Path, default=REPORTS / "build", help="folder for the pages (reports/build)")
     args = parser.parse_args(argv)

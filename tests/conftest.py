@@ -5,19 +5,29 @@ import shutil
 import pytest
 import torch
 
-from raymeta.stages.smooth import smooth
 from raymeta.config.loading import load_config
-from raymeta.stages.pretrain import pretrain
 from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress
+from raymeta.stages.pretrain import pretrain
+from raymeta.stages.smooth import smooth
 
 BASE = [
-    "data.name=synthetic", "data.batch_size=32", "data.eval_batch_size=256",
-    "model.depth=14", "model.widths=[8,8,8]",
-    "pretrain.epochs=2", "pretrain.lr=0.05",
-    "inr.hidden_width=32", "inr.depth=2", "inr.fourier_frequencies=4",
-    "train.blocks=[stage2.block1,stage3.block1]", "train.epochs_per_stage=1", "train.steps_per_epoch=3",
-    "train.configs_per_step=2", "train.warmup_epochs=0", "train.lr=0.002",
+    "data.name=synthetic",
+    "data.batch_size=32",
+    "data.eval_batch_size=256",
+    "model.depth=14",
+    "model.widths=[8,8,8]",
+    "pretrain.epochs=2",
+    "pretrain.lr=0.05",
+    "inr.hidden_width=32",
+    "inr.depth=2",
+    "inr.fourier_frequencies=4",
+    "train.blocks=[stage2.block1,stage3.block1]",
+    "train.epochs_per_stage=1",
+    "train.steps_per_epoch=3",
+    "train.configs_per_step=2",
+    "train.warmup_epochs=0",
+    "train.lr=0.002",
     "eval.gammas=[-0.25,0.0,0.25,0.5,0.75]",
 ]
 

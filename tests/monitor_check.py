@@ -3,11 +3,11 @@
 import pytest
 
 from raymeta.io.data import make_loader
-from raymeta.stages.evaluate import evaluate_gammas
-from raymeta.io.results import read_tables
 from raymeta.io.files import RunPaths
-from raymeta.stages.runtime import load_data
+from raymeta.io.results import read_tables
+from raymeta.stages.evaluate import evaluate_gammas
 from raymeta.stages.networks import load_trained
+from raymeta.stages.runtime import load_data
 
 
 def assert_monitor_is_validation(config) -> None:
@@ -21,8 +21,9 @@ def assert_monitor_is_validation(config) -> None:
 
     def evaluate(split: str) -> list[dict]:
         loader = make_loader(getattr(bundle, split), config.data.eval_batch_size, shuffle=False)
-        return evaluate_gammas(net, loader, "cpu", gammas, samples=1, noise=0.0, seed=config.seed,
-                               image_size=bundle.info.image_size)
+        return evaluate_gammas(
+            net, loader, "cpu", gammas, samples=1, noise=0.0, seed=config.seed, image_size=bundle.info.image_size
+        )
 
     validation, test = evaluate("validation"), evaluate("test")
     assert len(last) == len(validation) >= 1

@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from raymeta.stages.baselines import IMPORTANCES, check_importances, prune_to_gamma, target_widths
-from raymeta.io.artifacts import PriorCheckpoint
 from raymeta.cli import main
 from raymeta.errors import ConfigError
-from raymeta.method.models import count_params_macs, hidden_width, resolve_blocks
-from raymeta.io.results import RESULT_COLUMNS, read_tables
+from raymeta.io.artifacts import PriorCheckpoint
 from raymeta.io.files import RunPaths, save_config
+from raymeta.io.results import RESULT_COLUMNS, read_tables
+from raymeta.method.models import count_params_macs, hidden_width, resolve_blocks
+from raymeta.stages.baselines import IMPORTANCES, check_importances, prune_to_gamma, target_widths
 from raymeta.stages.networks import prior_network
 
 
@@ -26,8 +26,13 @@ def prior_and_blocks(prepared_run):
 
 def batches_for(prior, count=2, size=8):
     generator = torch.Generator().manual_seed(0)
-    return [(torch.randn(size, prior.arch.in_channels, 8, 8, generator=generator),
-             torch.randint(0, prior.arch.num_classes, (size,), generator=generator)) for _ in range(count)]
+    return [
+        (
+            torch.randn(size, prior.arch.in_channels, 8, 8, generator=generator),
+            torch.randint(0, prior.arch.num_classes, (size,), generator=generator),
+        )
+        for _ in range(count)
+    ]
 
 
 @pytest.mark.parametrize("importance", IMPORTANCES)
@@ -60,7 +65,9 @@ def test_pruning_rejects_widening_and_unknown_importances(prior_and_blocks):
         prune_to_gamma(prior, blocks, -0.25, "l1")
     with pytest.raises(ConfigError, match="unknown: allowed are random, l1, l2, taylor, hessian"):
         check_importances(["l3"])
-    assert check_importances(["l1,taylor", "l1"]) == ["l1", "taylor"] and check_importances(["all"]) == list(IMPORTANCES)
+    assert check_importances(["l1,taylor", "l1"]) == ["l1", "taylor"] and check_importances(["all"]) == list(
+        IMPORTANCES
+    )
     with pytest.raises(ConfigError, match="leaves no hidden channel"):
         target_widths(prior.arch, blocks, 0.99)
 
@@ -71,8 +78,24 @@ def test_baseline_commands_write_rows_in_the_schema(prepared_run, tmp_path, caps
     run = config.run_dir
     save_config(config, RunPaths(run).config)  # as `raymeta run` leaves it: prune reads the run's config
     common = ["--run-dir", run]
-    assert main(["baseline", "prune", *common, "--importance", "l1", "taylor", "--gammas=-0.25,0.25",
-                 "--finetune-epochs", "1", "--gradient-batches", "2"]) == 0
+    assert (
+        main(
+            [
+                "baseline",
+                "prune",
+                *common,
+                "--importance",
+                "l1",
+                "taylor",
+                "--gammas=-0.25,0.25",
+                "--finetune-epochs",
+                "1",
+                "--gradient-batches",
+                "2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "γ=-0.25 skipped (pruning cannot widen" in out
     frame = read_tables(RunPaths(run).results)
@@ -85,13 +108,38 @@ def test_baseline_commands_write_rows_in_the_schema(prepared_run, tmp_path, caps
     tuned = frame.set_index("method")
     assert tuned.loc["prune-l1+ft", "train_time_s"] > tuned.loc["prune-l1", "train_time_s"] > 0
     # a second run finds its finished rows and skips them
-    assert main(["baseline", "prune", *common, "--importance", "l1", "--gammas", "0.25", "--finetune-epochs", "1",
-                 "--gradient-batches", "2"]) == 0
+    assert (
+        main(
+            [
+                "baseline",
+                "prune",
+                *common,
+                "--importance",
+                "l1",
+                "--gammas",
+                "0.25",
+                "--finetune-epochs",
+                "1",
+                "--gradient-batches",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "already in" in capsys.readouterr().out and len(read_tables(RunPaths(run).results)) == 4
 
     individual = tmp_path / "individual"
-    argv = ["baseline", "individual", "--run-dir", str(individual), "--gammas", "0.5", "--epochs", "2",
-            *[f"{o}" for o in _base_overrides()]]
+    argv = [
+        "baseline",
+        "individual",
+        "--run-dir",
+        str(individual),
+        "--gammas",
+        "0.5",
+        "--epochs",
+        "2",
+        *[f"{o}" for o in _base_overrides()],
+    ]
     assert main(argv) == 0
     rows = read_tables(individual / "results")
     assert rows["method"].unique().tolist() == ["individual"]
@@ -103,15 +151,19 @@ def test_baseline_commands_write_rows_in_the_schema(prepared_run, tmp_path, caps
 
 def _base_overrides():
     from conftest import BASE
+
     return BASE
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--importance", "l7"], "pruning importance 'l7' is unknown"),
-    (["--gammas", "0.99"], "leaves no hidden channel"),
-    (["--gammas", "1.5"], "baseline.gammas=[1.5] is not allowed: null or a non-empty list of numbers in [-1, 1)"),
-    (["--gammas", "a,b"], "baseline.gammas[0]='a' is not allowed: expected a number"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--importance", "l7"], "pruning importance 'l7' is unknown"),
+        (["--gammas", "0.99"], "leaves no hidden channel"),
+        (["--gammas", "1.5"], "baseline.gammas=[1.5] is not allowed: null or a non-empty list of numbers in [-1, 1)"),
+        (["--gammas", "a,b"], "baseline.gammas[0]='a' is not allowed: expected a number"),
+    ],
+)
 def test_bad_baseline_arguments_are_one_clear_error(prepared_run, capsys, argv, message):
     config = prepared_run()
     save_config(config, RunPaths(config.run_dir).config)
@@ -127,6 +179,7 @@ def test_a_corrupt_prior_is_one_clear_error(tmp_path, capsys):
 
 
 # ---- skip: the metamorphic blocks removed -----------------------------------------------------------
+
 
 def smoothed_prior(config):
     from raymeta.stages.baselines import load_smoothed_prior
@@ -159,16 +212,28 @@ def test_skip_network_computes_what_the_metamorphic_network_with_every_alpha_zer
     assert 0 < macs < full_macs
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    ((), ["fc.weight", "fc.bias"]),  # the last block is metamorphic: the classifier only
-    (("train.blocks=[stage2.block1]",), ["stages.2.1.conv1.weight", "stages.2.1.conv1.bias",
-                                         "stages.2.1.conv2.weight", "stages.2.1.conv2.bias", "fc.weight", "fc.bias"]),
-    (("train.finetune_head=false",), []),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ((), ["fc.weight", "fc.bias"]),  # the last block is metamorphic: the classifier only
+        (
+            ("train.blocks=[stage2.block1]",),
+            [
+                "stages.2.1.conv1.weight",
+                "stages.2.1.conv1.bias",
+                "stages.2.1.conv2.weight",
+                "stages.2.1.conv2.bias",
+                "fc.weight",
+                "fc.bias",
+            ],
+        ),
+        (("train.finetune_head=false",), []),
+    ],
+)
 def test_skip_baseline_trains_only_what_the_metamorphic_run_fine_tunes(prepared_run, overrides, expected):
     from raymeta.stages.baselines import fine_tuned_names, fit_head, skip_network
-    from raymeta.stages.runtime import load_data
     from raymeta.stages.networks import build_network
+    from raymeta.stages.runtime import load_data
 
     config = prepared_run("train.head_lr=0.05", *overrides)
     prior, blocks = smoothed_prior(config)
@@ -218,11 +283,14 @@ def test_baseline_skip_command_writes_flat_rows_in_the_schema(prepared_run, tmp_
     assert len(again[(again["phase"] == "final") & (again["gamma"] == 0.0)]) == 1
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--gammas", "1.5"], "baseline.gammas=[1.5] is not allowed"),
-    (["--epochs", "-1"], "baseline.epochs=-1 is not allowed"),
-    (["train.blocks=[stage2.block0]"], "projection shortcut"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--gammas", "1.5"], "baseline.gammas=[1.5] is not allowed"),
+        (["--epochs", "-1"], "baseline.epochs=-1 is not allowed"),
+        (["train.blocks=[stage2.block0]"], "projection shortcut"),
+    ],
+)
 def test_bad_skip_arguments_are_one_clear_error(prepared_run, capsys, argv, message):
     config = prepared_run()
     save_config(config, RunPaths(config.run_dir).config)

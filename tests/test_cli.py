@@ -22,7 +22,7 @@ def test_debug_job_runs_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "total variation" in out and "unseen" in out
     page = (tmp_path / "report.html").read_text()  # run ends with the run's own report
-    assert "Accuracy against" in page and "<script src=\"http" not in page
+    assert "Accuracy against" in page and '<script src="http' not in page
     tables = list((tmp_path / "results").glob("eval-*.parquet"))
     assert len(tables) == 1
     frame = pd.read_parquet(tables[0])
@@ -32,8 +32,9 @@ def test_debug_job_runs_end_to_end(tmp_path, capsys):
     monitor = pd.read_parquet(tmp_path / "results" / "train-monitor.parquet")
     assert list(monitor.columns[: len(RESULT_COLUMNS)]) == RESULT_COLUMNS and (monitor["phase"] == "train").all()
     # then the health signals of the one metamorphic block (train.blocks=[last]): its α and its four tensors
-    assert list(monitor.columns[len(RESULT_COLUMNS):]) == ["alpha.stage3.block1"] + [
-        f"rec.stages.2.1.{conv}.{kind}" for conv in ("conv1", "conv2") for kind in ("bias", "weight")]
+    assert list(monitor.columns[len(RESULT_COLUMNS) :]) == ["alpha.stage3.block1"] + [
+        f"rec.stages.2.1.{conv}.{kind}" for conv in ("conv1", "conv2") for kind in ("bias", "weight")
+    ]
     assert (monitor["split"] == "validation").all()
     assert monitor["epoch"].tolist() == [1, 1] and (monitor["samples"] == 1).all()
     assert frame["gamma"].tolist() == [-0.25, 0.0, 0.25, 0.5, 0.75]
@@ -94,13 +95,25 @@ def test_corrupt_checkpoint_is_one_clear_error(tmp_path, capsys):
 
 
 def test_missing_data_folder_is_one_clear_error(tmp_path, capsys):
-    err = error_of(capsys, ["pretrain", "--config", DEBUG, "--run-dir", str(tmp_path), "data.name=fashion_mnist",
-                            f"data.data_dir={tmp_path / 'nowhere'}"])
+    err = error_of(
+        capsys,
+        [
+            "pretrain",
+            "--config",
+            DEBUG,
+            "--run-dir",
+            str(tmp_path),
+            "data.name=fashion_mnist",
+            f"data.data_dir={tmp_path / 'nowhere'}",
+        ],
+    )
     assert str(tmp_path / "nowhere") in err
 
 
-@pytest.mark.parametrize("argument, message", [("train.lr=-1", "train.lr"), ("eval.gammas=[1.5]", "eval.gammas"),
-                                               ("train.blocks=[stage3.block0]", "projection")])
+@pytest.mark.parametrize(
+    "argument, message",
+    [("train.lr=-1", "train.lr"), ("eval.gammas=[1.5]", "eval.gammas"), ("train.blocks=[stage3.block0]", "projection")],
+)
 def test_bad_values_are_reported_without_a_traceback(tmp_path, capsys, argument, message):
     argv = ["run", "--config", DEBUG, "--run-dir", str(tmp_path), "--workers", "0", argument]
     err = error_of(capsys, argv)
@@ -108,6 +121,7 @@ def test_bad_values_are_reported_without_a_traceback(tmp_path, capsys, argument,
 
 
 # ---- what users type: overrides anywhere, list and switch flags before an override ------------------------------
+
 
 @pytest.fixture
 def captured(monkeypatch):
@@ -117,18 +131,35 @@ def captured(monkeypatch):
     import raymeta.stages.deploy
 
     calls = {}
-    monkeypatch.setattr(raymeta.drivers.pipeline, "run_pipeline",
-                        lambda config, progress, resume=None: calls.__setitem__("run", config))
-    monkeypatch.setattr(raymeta.stages.baselines, "run_baseline",
-                        lambda kind, config, progress, out=None: calls.__setitem__("baseline", config))
-    monkeypatch.setattr(raymeta.stages.deploy, "deploy",
-                        lambda run_dir, options, progress: calls.__setitem__("deploy", (run_dir, options)))
+    monkeypatch.setattr(
+        raymeta.drivers.pipeline, "run_pipeline", lambda config, progress, resume=None: calls.__setitem__("run", config)
+    )
+    monkeypatch.setattr(
+        raymeta.stages.baselines,
+        "run_baseline",
+        lambda kind, config, progress, out=None: calls.__setitem__("baseline", config),
+    )
+    monkeypatch.setattr(
+        raymeta.stages.deploy,
+        "deploy",
+        lambda run_dir, options, progress: calls.__setitem__("deploy", (run_dir, options)),
+    )
     return calls
 
 
 def test_overrides_stand_anywhere_among_the_flags(tmp_path, captured):
-    argv = ["run", "--config", DEBUG, "train.lr=1e-3", "--workers", "0", "eval.samples=2", "--run-dir", str(tmp_path),
-            "train.lr=2e-3"]
+    argv = [
+        "run",
+        "--config",
+        DEBUG,
+        "train.lr=1e-3",
+        "--workers",
+        "0",
+        "eval.samples=2",
+        "--run-dir",
+        str(tmp_path),
+        "train.lr=2e-3",
+    ]
     assert main(argv) == 0
     config = captured["run"]
     assert config.eval.samples == 2 and config.ray.workers == 0 and config.run_dir == str(tmp_path)
@@ -143,8 +174,18 @@ def test_an_argument_that_is_no_override_is_refused_wherever_it_stands(tmp_path,
 
 @pytest.mark.parametrize("gammas", [["0", "0.5"], ["0,0.5"], ["0,", "0.5"]])
 def test_a_list_flag_followed_by_an_override_reads_both(tmp_path, captured, gammas):
-    argv = ["baseline", "individual", "--run-dir", str(tmp_path), "--gammas", *gammas, "train.lr=1e-3", "--epochs", "2",
-            "eval.samples=2"]
+    argv = [
+        "baseline",
+        "individual",
+        "--run-dir",
+        str(tmp_path),
+        "--gammas",
+        *gammas,
+        "train.lr=1e-3",
+        "--epochs",
+        "2",
+        "eval.samples=2",
+    ]
     assert main(argv) == 0
     config = captured["baseline"]
     assert config.baseline.gammas == [0.0, 0.5] and config.baseline.epochs == 2
@@ -154,13 +195,25 @@ def test_a_list_flag_followed_by_an_override_reads_both(tmp_path, captured, gamm
 def test_overrides_after_a_list_flag_keep_their_place_among_the_others(tmp_path, captured):
     argv = ["baseline", "individual", "--run-dir", str(tmp_path), "train.lr=1e-3", "--gammas", "0", "train.lr=2e-3"]
     assert main(argv) == 0 and captured["baseline"].train.lr == 2e-3
-    argv = ["baseline", "individual", "--run-dir", str(tmp_path), "--gammas", "0", "train.lr=2e-3", "--epochs", "1",
-            "train.lr=3e-3"]
+    argv = [
+        "baseline",
+        "individual",
+        "--run-dir",
+        str(tmp_path),
+        "--gammas",
+        "0",
+        "train.lr=2e-3",
+        "--epochs",
+        "1",
+        "train.lr=3e-3",
+    ]
     assert main(argv) == 0 and captured["baseline"].train.lr == 3e-3
 
 
 def test_a_switch_flag_alone_means_true_and_an_override_after_it_is_no_value_of_it(tmp_path, captured):
-    assert main(["deploy", "--run-dir", str(tmp_path), "--max-macs", "20M", "--report-test", "deploy.candidates=7"]) == 0
+    assert (
+        main(["deploy", "--run-dir", str(tmp_path), "--max-macs", "20M", "--report-test", "deploy.candidates=7"]) == 0
+    )
     run_dir, options = captured["deploy"]
     assert options.report_test is True and options.candidates == 7 and options.max_macs == "20M"
     assert main(["deploy", "--run-dir", str(tmp_path), "--max-macs", "20M", "--report-test", "false", "--no-onnx"]) == 0
@@ -176,8 +229,9 @@ def test_a_deployment_is_a_config_group(tmp_path, captured):
     assert options.gammas == [0.0, 0.5] and options.candidates == 5  # the flag over the YAML
 
 
-@pytest.mark.parametrize("argv, budget", [([], "none"), (["--max-macs", "1M", "--max-params", "1k"],
-                                                          "max_macs=1M, max_params=1k")])
+@pytest.mark.parametrize(
+    "argv, budget", [([], "none"), (["--max-macs", "1M", "--max-params", "1k"], "max_macs=1M, max_params=1k")]
+)
 def test_a_deployment_needs_exactly_one_budget(tmp_path, capsys, argv, budget):
     assert main(["deploy", "--run-dir", str(tmp_path), *argv]) == 2
     assert f"raymeta deploy needs exactly one budget, got {budget}: --max-macs" in capsys.readouterr().err
@@ -207,11 +261,24 @@ def test_a_skipped_onnx_export_is_said_in_the_log(per_block_run, tmp_path, capsy
     assert "no ONNX file" not in capsys.readouterr().out  # turned off, not skipped
 
 
-def test_a_deployment_records_the_config_it_ran_with_and_says_what_it_skipped(per_block_run, tmp_path, capsys,
-                                                                             no_onnx_here):
+def test_a_deployment_records_the_config_it_ran_with_and_says_what_it_skipped(
+    per_block_run, tmp_path, capsys, no_onnx_here
+):
     out = tmp_path / "deploy"
-    argv = ["deploy", "--run-dir", per_block_run.run_dir, "--max-params", "1G", "--gammas", "0", "0.5",
-            "--candidates", "4", "-o", str(out)]
+    argv = [
+        "deploy",
+        "--run-dir",
+        per_block_run.run_dir,
+        "--max-params",
+        "1G",
+        "--gammas",
+        "0",
+        "0.5",
+        "--candidates",
+        "4",
+        "-o",
+        str(out),
+    ]
     assert main(argv) == 0
     assert "deploy: note — no ONNX file: it needs the onnx and onnxscript packages" in capsys.readouterr().out
     recorded = load_config(out / "config.yaml")

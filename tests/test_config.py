@@ -9,13 +9,19 @@ from raymeta.method.models import Architecture, resolve_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
 
-JOBS = sorted(path for path in (Path(__file__).resolve().parents[1] / "jobs").glob("*.yaml")
-              if path.name != "runtime_env.yaml")  # Ray's runtime environment for job submission, not an experiment
+JOBS = sorted(
+    path for path in (Path(__file__).resolve().parents[1] / "jobs").glob("*.yaml") if path.name != "runtime_env.yaml"
+)  # Ray's runtime environment for job submission, not an experiment
 
 
 def test_there_are_job_configs():
-    assert {p.stem for p in JOBS} >= {"debug", "quickstart", "fashion_mnist_resnet20", "cifar100_resnet56",
-                                      "cifar100_resnet56_wide"}
+    assert {p.stem for p in JOBS} >= {
+        "debug",
+        "quickstart",
+        "fashion_mnist_resnet20",
+        "cifar100_resnet56",
+        "cifar100_resnet56_wide",
+    }
 
 
 @pytest.mark.parametrize("path", JOBS, ids=lambda p: p.stem)
@@ -23,8 +29,10 @@ def test_every_job_config_loads_and_validates(path):
     config = load_config(path)
     assert isinstance(config, Config)
     assert path.read_text().startswith("#"), "each job YAML starts with a header naming its command"
-    assert "raymeta" in path.read_text().splitlines()[1] + path.read_text().splitlines()[2] + \
-        path.read_text().splitlines()[3]
+    assert (
+        "raymeta"
+        in path.read_text().splitlines()[1] + path.read_text().splitlines()[2] + path.read_text().splitlines()[3]
+    )
     arch = Architecture(config.model.depth, tuple(config.model.widths), 3, 10)
     assert resolve_blocks(config.train.blocks, arch)
 
@@ -53,24 +61,27 @@ def test_overrides_apply_and_are_typed():
     assert config.hash() == load_config(None, ["train.lr=1e-3", "model.widths=[8,8,16]", "run_dir=x"]).hash()
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.lrr=1", "unknown key train.lrr"),
-    ("train.lr=-1", "train.lr=-1"),
-    ("train.lr=fast", "expected a number"),
-    ("model.depth=21", "6n\\+2"),
-    ("train.gamma_pool=[0.5,0.1]", "gamma_pool"),
-    ("eval.gammas=[0.0,1.0]", "eval.gammas"),
-    ("inr.coordinate_noise=0.7", "coordinate_noise"),
-    ("train.incremental=maybe", "true or false"),
-    ("train.warmup=twice", "train.warmup='twice' is not allowed: once or per_stage"),
-    ("train.ema_decay=1", "train.ema_decay=1.0 is not allowed"),
-    ("inr.input_activation=tanh", "inr.input_activation='tanh' is not allowed: none, relu or elu"),
-    ("lr", "group.key=value"),
-    ("data.validation_fraction=1", r"data.validation_fraction=1.0 is not allowed: a number in \[0, 1\)"),
-    ("data.validation_fraction=-0.1", "data.validation_fraction=-0.1 is not allowed"),
-    ("data.validation_fraction=most", "data.validation_fraction='most' is not allowed: expected a number"),
-    ("data.limit_validation=0", "data.limit_validation=0 is not allowed"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.lrr=1", "unknown key train.lrr"),
+        ("train.lr=-1", "train.lr=-1"),
+        ("train.lr=fast", "expected a number"),
+        ("model.depth=21", "6n\\+2"),
+        ("train.gamma_pool=[0.5,0.1]", "gamma_pool"),
+        ("eval.gammas=[0.0,1.0]", "eval.gammas"),
+        ("inr.coordinate_noise=0.7", "coordinate_noise"),
+        ("train.incremental=maybe", "true or false"),
+        ("train.warmup=twice", "train.warmup='twice' is not allowed: once or per_stage"),
+        ("train.ema_decay=1", "train.ema_decay=1.0 is not allowed"),
+        ("inr.input_activation=tanh", "inr.input_activation='tanh' is not allowed: none, relu or elu"),
+        ("lr", "group.key=value"),
+        ("data.validation_fraction=1", r"data.validation_fraction=1.0 is not allowed: a number in \[0, 1\)"),
+        ("data.validation_fraction=-0.1", "data.validation_fraction=-0.1 is not allowed"),
+        ("data.validation_fraction=most", "data.validation_fraction='most' is not allowed: expected a number"),
+        ("data.limit_validation=0", "data.limit_validation=0 is not allowed"),
+    ],
+)
 def test_bad_values_are_one_clear_error(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
@@ -113,6 +124,7 @@ def test_method_flags_reach_the_papers_method_whatever_the_defaults():
 
 # ---- the ray:, sweep: and baseline: groups, and the flags made from them -----------------------------------------
 
+
 def test_how_and_where_work_runs_is_outside_the_config_hash():
     base = load_config()
     changed = load_config(None, ["ray.workers=4", "sweep.num_samples=9", "baseline.epochs=2", "ray.address=x"])
@@ -134,16 +146,23 @@ def test_a_bad_residency_is_one_clear_error(value):
         load_config(None, [f"data.resident={value}"])
 
 
-@pytest.mark.parametrize("command, group, cls, names", [
-    (["train"], "ray", "RayConfig", None),
-    (["run"], "ray", "RayConfig", None),
-    (["sweep"], "sweep", "SweepConfig", None),
-    (["baseline", "prune"], "baseline", "BaselineConfig",
-     ["gammas", "importance", "finetune_epochs", "finetune_lr", "gradient_batches"]),
-    (["baseline", "individual"], "baseline", "BaselineConfig", ["gammas", "epochs", "lr"]),
-    (["deploy"], "deploy", "DeployConfig", None),
-    (["export"], "export", "ExportConfig", None),
-])
+@pytest.mark.parametrize(
+    "command, group, cls, names",
+    [
+        (["train"], "ray", "RayConfig", None),
+        (["run"], "ray", "RayConfig", None),
+        (["sweep"], "sweep", "SweepConfig", None),
+        (
+            ["baseline", "prune"],
+            "baseline",
+            "BaselineConfig",
+            ["gammas", "importance", "finetune_epochs", "finetune_lr", "gradient_batches"],
+        ),
+        (["baseline", "individual"], "baseline", "BaselineConfig", ["gammas", "epochs", "lr"]),
+        (["deploy"], "deploy", "DeployConfig", None),
+        (["export"], "export", "ExportConfig", None),
+    ],
+)
 def test_every_setting_of_a_group_is_a_flag_whose_help_is_its_docstring(command, group, cls, names):
     import dataclasses
 
@@ -162,7 +181,9 @@ def test_every_setting_of_a_group_is_a_flag_whose_help_is_its_docstring(command,
     for action in sub._actions:
         flags.setdefault(action.dest, action)  # the generated flag, not a shorthand sharing its key (--no-onnx)
     for name in names or docs:
-        action = flags[f"flag:{group}.{name}"] if f"flag:{group}.{name}" in flags else flags[f"flag-text:{group}.{name}"]
+        action = (
+            flags[f"flag:{group}.{name}"] if f"flag:{group}.{name}" in flags else flags[f"flag-text:{group}.{name}"]
+        )
         assert action.option_strings[-1] == f"--{name.replace('_', '-')}"
         assert action.help.startswith(docs[name].replace("%", "%%")), name
 
@@ -202,17 +223,27 @@ def test_a_job_file_extends_another_and_changes_only_what_differs(tmp_path):
 
 # ---- the config hash: what it holds is marked on the fields ------------------------------------------------------
 
-JOB_HASHES = {"cifar100_resnet56": "baa21a32926c", "cifar100_resnet56_neumeta": "dd7d5f578431",
-              "cifar100_resnet56_wide": "238b25b8d73e", "debug": "d1944785f645", "debug_distributed": "d1944785f645",
-              "debug_sweep": "374f5d26df06", "fashion_mnist_bench": "7f8000c00b77",
-              "fashion_mnist_resnet20": "99d33e9cb9d0", "quickstart": "2ad6a5b455ea"}
+JOB_HASHES = {
+    "cifar100_resnet56": "baa21a32926c",
+    "cifar100_resnet56_neumeta": "dd7d5f578431",
+    "cifar100_resnet56_wide": "238b25b8d73e",
+    "debug": "d1944785f645",
+    "debug_distributed": "d1944785f645",
+    "debug_sweep": "374f5d26df06",
+    "fashion_mnist_bench": "7f8000c00b77",
+    "fashion_mnist_resnet20": "99d33e9cb9d0",
+    "quickstart": "2ad6a5b455ea",
+}
 """The hash of every job config: runs made with them are found by it (checkpoints resume, tables join), so a change
 of the schema or of the hash must leave them as they are, or migrate them."""
 
 
 def test_every_job_config_keeps_its_hash():
-    jobs = {path.stem: load_config(path).hash() for path in sorted((ROOT / "jobs").glob("*.yaml"))
-            if path.name != "runtime_env.yaml"}
+    jobs = {
+        path.stem: load_config(path).hash()
+        for path in sorted((ROOT / "jobs").glob("*.yaml"))
+        if path.name != "runtime_env.yaml"
+    }
     assert jobs == JOB_HASHES
 
 
@@ -220,18 +251,41 @@ def test_the_defaults_keep_their_hash_and_prior_hash():
     assert (Config().hash(), Config().prior_hash()) == ("1a0e6da0b975", "76bcd6f99ba8")
 
 
-@pytest.mark.parametrize("override", ["run_dir=elsewhere", "device=cuda", "threads=2", "data.resident=false",
-                                      "train.compile=true", "train.monitor_gammas=[0.1]", "ray.workers=3",
-                                      "sweep.num_samples=2", "baseline.epochs=1", "deploy.max_macs=20M",
-                                      "deploy.candidates=5", "export.gamma=0.25", "export.onnx=false"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "run_dir=elsewhere",
+        "device=cuda",
+        "threads=2",
+        "data.resident=false",
+        "train.compile=true",
+        "train.monitor_gammas=[0.1]",
+        "ray.workers=3",
+        "sweep.num_samples=2",
+        "baseline.epochs=1",
+        "deploy.max_macs=20M",
+        "deploy.candidates=5",
+        "export.gamma=0.25",
+        "export.onnx=false",
+    ],
+)
 def test_a_field_marked_outside_the_hash_does_not_change_it(override):
     config = load_config(None, [override])
     assert config != Config()  # the override took
     assert config.hash() == Config().hash() and config.prior_hash() == Config().prior_hash()
 
 
-@pytest.mark.parametrize("override", ["train.lr=1e-3", "inr.depth=4", "eval.samples=3", "smooth.restarts=2",
-                                      "train.precision=bf16", "train.gamma_sampling=per_block"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "train.lr=1e-3",
+        "inr.depth=4",
+        "eval.samples=3",
+        "smooth.restarts=2",
+        "train.precision=bf16",
+        "train.gamma_sampling=per_block",
+    ],
+)
 def test_a_field_inside_the_hash_changes_it(override):
     assert load_config(None, [override]).hash() != Config().hash()
 
@@ -244,9 +298,17 @@ def test_a_field_left_out_at_its_default_is_hashed_at_any_other_value():
     assert load_config(None, ["train.precision=fp32"]).hash() == Config().hash()
 
 
-@pytest.mark.parametrize("override, changes_prior", [("seed=1", True), ("data.batch_size=7", True),
-                                                     ("model.depth=14", True), ("pretrain.epochs=3", True),
-                                                     ("train.lr=1e-3", False), ("inr.depth=4", False),
-                                                     ("data.resident=false", False)])
+@pytest.mark.parametrize(
+    "override, changes_prior",
+    [
+        ("seed=1", True),
+        ("data.batch_size=7", True),
+        ("model.depth=14", True),
+        ("pretrain.epochs=3", True),
+        ("train.lr=1e-3", False),
+        ("inr.depth=4", False),
+        ("data.resident=false", False),
+    ],
+)
 def test_the_prior_hash_holds_the_data_model_pretraining_and_seed(override, changes_prior):
     assert (load_config(None, [override]).prior_hash() != Config().prior_hash()) == changes_prior

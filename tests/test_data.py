@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from raymeta.errors import ConfigError, DataError
 from raymeta.io.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -18,7 +19,6 @@ from raymeta.io.data import (
     load_dataset,
     make_loader,
 )
-from raymeta.errors import ConfigError, DataError
 
 # --- helpers that write the on-disk formats -----------------------------------------------------------
 
@@ -102,7 +102,7 @@ def test_digits_augmentation_crops_without_flipping():
     order = torch.arange(len(bundle.train))
     labelled = TensorImageDataset(bundle.train.images, order, bundle.train.augment)  # a label names its image
     images, positions = EpochBatches(labelled, 64, seed=0, epoch=0)[0]
-    windows = [window_of(bundle.train.images[p], image, 1) for image, p in zip(images, positions)]
+    windows = [window_of(bundle.train.images[p], image, 1) for image, p in zip(images, positions, strict=True)]
     assert None not in windows and not any(mirrored for _, _, mirrored in windows)
     assert len({(top, left) for top, left, _ in windows}) > 4
 
@@ -330,7 +330,7 @@ def test_training_batches_are_crops_within_the_padding_and_mirrors():
     for position in range(len(batches)):
         augmented, labels = batches[position]
         assert augmented.shape == (16, 3, 8, 8)
-        windows += [window_of(images[label], image, 2) for image, label in zip(augmented, labels)]
+        windows += [window_of(images[label], image, 2) for image, label in zip(augmented, labels, strict=True)]
     assert None not in windows  # every image is a window of its padded original, offsets in [0, 4]
     assert {top for top, _, _ in windows} == {left for _, left, _ in windows} == set(range(5))
     assert 16 < sum(mirrored for _, _, mirrored in windows) < 48
@@ -435,8 +435,9 @@ def reference_augment_batch(images: torch.Tensor, spec: AugmentSpec, generator: 
     if pad > 0:
         padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
         offsets = torch.randint(0, 2 * pad + 1, (count, 2), generator=generator).tolist()
-        images = torch.stack([padded[i, :, top : top + height, left : left + width]
-                              for i, (top, left) in enumerate(offsets)])
+        images = torch.stack(
+            [padded[i, :, top : top + height, left : left + width] for i, (top, left) in enumerate(offsets)]
+        )
     if spec.horizontal_flip:
         mirror = torch.rand(count, generator=generator) < 0.5
         images = torch.where(mirror.view(-1, 1, 1, 1), images.flip(-1), images)
@@ -502,7 +503,7 @@ def digits_indices(bundle) -> dict[str, list[int]]:
     assert len(levels) == 17
     out, start = {}, 0
     for name, split in splits.items():
-        pixels = inverse[start:start + len(split)].flatten(1).tolist()
+        pixels = inverse[start : start + len(split)].flatten(1).tolist()
         out[name] = [raw[tuple(row)] for row in pixels]
         start += len(split)
     return out
@@ -521,7 +522,8 @@ def test_digits_validation_is_disjoint_stratified_and_the_same_for_every_seed():
     assert a["test"] != b["test"]  # while the seed still draws the train/test split
     assert torch.equal(first.validation.labels, other.validation.labels)
     share = first.validation.labels.bincount(minlength=10).float() / (
-        first.validation.labels.bincount(minlength=10) + first.train.labels.bincount(minlength=10))
+        first.validation.labels.bincount(minlength=10) + first.train.labels.bincount(minlength=10)
+    )
     assert torch.all((share - 0.1).abs() < 0.02)  # stratified: about 10% of every class's training images
     # normalisation statistics come from the remaining training images
     assert abs(first.train.images.mean().item()) < 1e-4 and abs(first.train.images.std().item() - 1) < 1e-3
@@ -548,7 +550,10 @@ def test_held_out_validation_of_a_file_dataset(tmp_path):
     assert torch.equal(bundle.validation.images, again.validation.images)  # independent of the run's seed
     # disjoint by content: no validation image is a training or test image
     flat = {name: getattr(bundle, name).images.flatten(1) for name in ("train", "validation", "test")}
-    assert torch.cdist(flat["validation"], flat["train"]).min() > 1 and torch.cdist(flat["validation"], flat["test"]).min() > 1
+    assert (
+        torch.cdist(flat["validation"], flat["train"]).min() > 1
+        and torch.cdist(flat["validation"], flat["test"]).min() > 1
+    )
     # the validation split is not augmented even when the training split is
     augmented = load_dataset("fashion_mnist", str(tmp_path), validation_fraction=0.25)
     assert augmented.validation.augment is None and augmented.train.augment is not None
@@ -574,14 +579,20 @@ def test_stratified_quotas_follow_the_class_sizes():
     assert stratified_quotas([5, 5], 0) == [0, 0]
 
 
-@pytest.mark.parametrize("fraction, message", [
-    (0.01, r"validation_fraction=0.01 leaves no validation example: 0.01 × 10 training examples of synthetic "
-           r"rounds to 0; allowed: 0 \(no validation split\) or a number in \[0.05, 0.95\)"),
-    (0.96, r"validation_fraction=0.96 leaves no training example"),
-    (1.0, r"validation_fraction=1.0 is not allowed: a number in \[0, 1\)"),
-    (-0.1, r"validation_fraction=-0.1 is not allowed"),
-    (True, r"validation_fraction=True is not allowed"),
-])
+@pytest.mark.parametrize(
+    "fraction, message",
+    [
+        (
+            0.01,
+            r"validation_fraction=0.01 leaves no validation example: 0.01 × 10 training examples of synthetic "
+            r"rounds to 0; allowed: 0 \(no validation split\) or a number in \[0.05, 0.95\)",
+        ),
+        (0.96, r"validation_fraction=0.96 leaves no training example"),
+        (1.0, r"validation_fraction=1.0 is not allowed: a number in \[0, 1\)"),
+        (-0.1, r"validation_fraction=-0.1 is not allowed"),
+        (True, r"validation_fraction=True is not allowed"),
+    ],
+)
 def test_bad_validation_fractions_are_one_clear_error(fraction, message):
     with pytest.raises(ConfigError, match=message):
         load_dataset("synthetic", synthetic_size=(10, 4), validation_fraction=fraction)

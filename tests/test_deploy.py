@@ -10,15 +10,15 @@ import torch
 import raymeta.stages.latency as latency
 from raymeta.cli import main
 from raymeta.config.schema import DeployConfig
-from raymeta.stages.deploy import Budget, deploy, evaluation_data, parse_budget
 from raymeta.errors import ConfigError
-from raymeta.method.scoring import accuracy_and_loss
-from raymeta.stages.export import generation_settings, load_exported, materialize_like_evaluation
-from raymeta.io.results import read_table
 from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress
-from raymeta.stages.runtime import load_data
+from raymeta.io.results import read_table
+from raymeta.method.scoring import accuracy_and_loss
+from raymeta.stages.deploy import Budget, deploy, evaluation_data, parse_budget
+from raymeta.stages.export import generation_settings, load_exported, materialize_like_evaluation
 from raymeta.stages.networks import load_trained
+from raymeta.stages.runtime import load_data
 
 QUIET = Progress(stream=open("/dev/null", "w"))
 
@@ -53,8 +53,19 @@ def test_deploy_respects_the_budget_and_picks_the_best_validation_candidate(run,
     summary = deploy(run.run_dir, options(Budget("macs", limit), output=str(tmp_path)), QUIET)
     table = read_table(tmp_path / "pareto.parquet")
     validation = table[table["split"] == "validation"]
-    assert len(validation) == summary["candidates"] == 4 + len([1 for a in (0, .25, .5, .75) for b in (0, .25, .5, .75)
-                                                                 if a != b and net.params_macs((a, b), 8)[1] <= limit])
+    assert (
+        len(validation)
+        == summary["candidates"]
+        == 4
+        + len(
+            [
+                1
+                for a in (0, 0.25, 0.5, 0.75)
+                for b in (0, 0.25, 0.5, 0.75)
+                if a != b and net.params_macs((a, b), 8)[1] <= limit
+            ]
+        )
+    )
     within = validation[validation["macs"] <= limit]
     chosen = validation[validation["search_status"] == "chosen"].iloc[0]
     assert chosen["macs"] <= limit and summary["macs"] == chosen["macs"]
@@ -94,8 +105,16 @@ def test_the_search_scores_exactly_what_export_writes(run):
 
 def test_evolutionary_search_stops_at_the_candidate_budget(run, tmp_path):
     _, sizes = costs(run)
-    summary = deploy(run.run_dir, options(Budget("macs", sizes[0.0][1]), output=str(tmp_path), candidates=9,
-                                          gammas=[0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75]), QUIET)
+    summary = deploy(
+        run.run_dir,
+        options(
+            Budget("macs", sizes[0.0][1]),
+            output=str(tmp_path),
+            candidates=9,
+            gammas=[0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75],
+        ),
+        QUIET,
+    )
     assert summary["candidates"] <= 9 and summary["search"].startswith("evolutionary")
     table = read_table(tmp_path / "pareto.parquet")
     assert (table.loc[table["split"] == "validation", "search_kind"] == "per_block").sum() >= 1
@@ -112,15 +131,25 @@ def test_an_impossible_budget_names_the_smallest_cost_reachable(run, capsys):
     assert err.startswith("raymeta: error: no configuration fits the budget of 10 parameters") and "smallest" in err
 
 
-@pytest.mark.parametrize("kind,text,value", [("macs", "20M", 2e7), ("params", "200k", 2e5), ("macs", "1.5e6", 1.5e6),
-                                             ("latency_ms", "1.5", 1.5), ("latency_ms", "0.8ms", 0.8),
-                                             ("params", "3G", 3e9)])
+@pytest.mark.parametrize(
+    "kind,text,value",
+    [
+        ("macs", "20M", 2e7),
+        ("params", "200k", 2e5),
+        ("macs", "1.5e6", 1.5e6),
+        ("latency_ms", "1.5", 1.5),
+        ("latency_ms", "0.8ms", 0.8),
+        ("params", "3G", 3e9),
+    ],
+)
 def test_budgets_parse(kind, text, value):
     assert parse_budget(kind, text) == Budget(kind, value)
 
 
-@pytest.mark.parametrize("kind,text", [("macs", "20Q"), ("params", "-5k"), ("macs", ""), ("latency_ms", "1.5M"),
-                                       ("macs", "0"), ("params", "nan")])
+@pytest.mark.parametrize(
+    "kind,text",
+    [("macs", "20Q"), ("params", "-5k"), ("macs", ""), ("latency_ms", "1.5M"), ("macs", "0"), ("params", "nan")],
+)
 def test_bad_budgets_are_one_clear_error(kind, text):
     with pytest.raises(ConfigError, match=r"is not allowed: a positive number"):
         parse_budget(kind, text)
@@ -151,8 +180,9 @@ def test_the_latency_table_is_built_once_per_device_and_reused(run, tmp_path):
     other = latency.latency_table(tmp_path, net.arch, net.active(), 8, torch.device("cpu"), 2, 1, widths)
     assert other.measurements == 5  # another batch size is another table
     estimate = again.estimate({(1, 1): 4, (2, 1): 8})
-    assert estimate == pytest.approx(again.base_ms + again.block_ms["stage2.block1"]["4"]
-                                     + again.block_ms["stage3.block1"]["8"])
+    assert estimate == pytest.approx(
+        again.base_ms + again.block_ms["stage2.block1"]["4"] + again.block_ms["stage3.block1"]["8"]
+    )
 
 
 def test_a_latency_budget_is_checked_on_the_measured_network(run, tmp_path, monkeypatch):
@@ -171,8 +201,8 @@ def test_a_latency_budget_is_checked_on_the_measured_network(run, tmp_path, monk
 
 
 def test_report_has_a_deployment_section_and_keeps_it_out_of_the_gamma_comparison(run, tmp_path):
-    from raymeta.stages.report import build_report
     from raymeta.io.results import read_tables
+    from raymeta.stages.report import build_report
 
     _, sizes = costs(run)
     deploy(run.run_dir, options(Budget("macs", sizes[0.25][1]), output=str(tmp_path / "d"), report_test=True), QUIET)
@@ -213,22 +243,33 @@ def test_candidates_run_as_ray_tasks_when_a_cluster_is_connected(run, tmp_path):
 
 def test_deploy_command_writes_the_network_and_the_tables(run, tmp_path, capsys):
     _, sizes = costs(run)
-    args = ["deploy", "--run-dir", run.run_dir, "--max-macs", str(sizes[0.25][1]), "--gammas", "0,0.5", "--no-onnx",
-            "-o", str(tmp_path)]
+    args = [
+        "deploy",
+        "--run-dir",
+        run.run_dir,
+        "--max-macs",
+        str(sizes[0.25][1]),
+        "--gammas",
+        "0,0.5",
+        "--no-onnx",
+        "-o",
+        str(tmp_path),
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     import re
 
     assert re.search(r"deploy: searched [34] candidates in [0-9.]+s", out) and "deploy: chose γ=" in out
     assert {"network.pt", "network.json", "network.pt2", "pareto.parquet", "deploy.json"} <= {
-        p.name for p in tmp_path.iterdir()}
+        p.name for p in tmp_path.iterdir()
+    }
 
 
 def test_baselines_are_drawn_only_beside_a_search_of_their_shape(run, tmp_path):
     """Individual and pruning rows go on a search's axes where they have the shape of one of its uniform networks
     (the same MACs, parameters less the α scalars), with that network's latency; others are left off."""
-    from raymeta.stages.deploy_report import _test_figure
     from raymeta.io.results import read_table
+    from raymeta.stages.deploy_report import _test_figure
 
     net, sizes = costs(run)
     deploy(run.run_dir, options(Budget("macs", sizes[0.0][1]), output=str(tmp_path), report_test=True), QUIET)

@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from raymeta.io.artifacts import MetamorphicCheckpoint
-from raymeta.config.schema import Config, RayConfig
-from raymeta.drivers.distributed import _plan_workers, run_name, train_distributed
-from raymeta.errors import ConfigError
-from raymeta.io.progress import Progress
-from raymeta.stages.collective import WorkUnit, my_configurations
-from raymeta.stages.train import train
 from faults import KillOnce
 from monitor_check import assert_monitor_is_validation
 from ray_fixtures import embedded_ray
+
+from raymeta.config.schema import Config, RayConfig
+from raymeta.drivers.distributed import _plan_workers, run_name, train_distributed
+from raymeta.errors import ConfigError
+from raymeta.io.artifacts import MetamorphicCheckpoint
+from raymeta.io.progress import Progress
+from raymeta.stages.collective import WorkUnit, my_configurations
+from raymeta.stages.train import train
 
 QUIET = Progress(stream=open("/dev/null", "w"))
 OPTIONS = RayConfig(workers=2, cpus_per_worker=1, timeout_s=60, max_failures=0)
@@ -49,7 +49,8 @@ def test_configurations_are_shared_out_round_robin():
     assert my_configurations(gammas, 0, 2) == [WorkUnit(0, 0.0), WorkUnit(2, 0.2), WorkUnit(4, 0.4)]
     assert my_configurations(gammas, 1, 2) == [WorkUnit(1, 0.1), WorkUnit(3, 0.3)]
     assert sorted((u.index, u.gamma) for r in range(3) for u in my_configurations(gammas, r, 3)) == list(
-        enumerate(gammas))
+        enumerate(gammas)
+    )
     # more workers than configurations: each micro-batch is sliced, every slice runs exactly once
     units = [u for r in range(3) for u in my_configurations([0.0, 0.3], r, 3)]
     assert sorted((u.index, u.slice, u.slices) for u in units) == [(0, 0, 2), (0, 1, 2), (1, 0, 2), (1, 1, 2)]
@@ -101,8 +102,11 @@ def test_killed_worker_resumes_from_the_last_checkpoint(prepared_run, ray_cluste
     overrides = ("train.epochs_per_stage=2", "train.steps_per_epoch=3")
     marker = tmp_path / "fault-injected"
     options = RayConfig(workers=2, cpus_per_worker=1, timeout_s=60, max_failures=2)
-    faulty, faulty_state = states(train_distributed(on_ray(prepared_run(*overrides), options), progress=QUIET,
-                                                    step_hook=KillOnce(rank=1, step=7, marker=marker)))
+    faulty, faulty_state = states(
+        train_distributed(
+            on_ray(prepared_run(*overrides), options), progress=QUIET, step_hook=KillOnce(rank=1, step=7, marker=marker)
+        )
+    )
     assert marker.is_file(), "the fault was not injected"
     clean, clean_state = states(train(prepared_run(*overrides), progress=QUIET))
     assert faulty.done and faulty.state.step == clean.state.step == 12

@@ -16,8 +16,17 @@ GAMMAS = [-0.25, 0.0, 0.25, 0.5, 0.75]
 def small_network(base: str) -> MetamorphicNetwork:
     torch.manual_seed(0)
     prior = ResNet(Architecture(14, (8, 8, 16), 3, 4), batchnorm=False).eval()
-    net = MetamorphicNetwork(prior, [(0, 1), (1, 1), (2, 1)], inr_hidden=16, inr_depth=2, frequencies=3,
-                             separate_bias=True, alpha_scaling=True, finetune_head=True, base=base)
+    net = MetamorphicNetwork(
+        prior,
+        [(0, 1), (1, 1), (2, 1)],
+        inr_hidden=16,
+        inr_depth=2,
+        frequencies=3,
+        separate_bias=True,
+        alpha_scaling=True,
+        finetune_head=True,
+        base=base,
+    )
     with torch.no_grad():
         net.alphas.copy_(torch.tensor([0.6, -0.4, 0.8]))  # live generated blocks (α starts at 0)
     return net.eval()
@@ -28,9 +37,13 @@ def gamma_by_gamma(net: MetamorphicNetwork, loader, samples: int, noise: float, 
     scores = []
     with torch.no_grad():
         for gamma in GAMMAS:
-            weights = net.generate(gamma, samples=samples, noise=noise if samples > 1 else 0.0,
-                                   generator=torch.Generator().manual_seed(seed))
-            scores.append(accuracy_and_loss(lambda x: net(x, weights), loader, "cpu"))
+            weights = net.generate(
+                gamma,
+                samples=samples,
+                noise=noise if samples > 1 else 0.0,
+                generator=torch.Generator().manual_seed(seed),
+            )
+            scores.append(accuracy_and_loss(lambda x, weights=weights: net(x, weights), loader, "cpu"))
     return scores
 
 
@@ -71,7 +84,7 @@ def test_scoring_counts_every_example_once_whatever_the_batches():
     labels = torch.tensor([0, 1, 1, 0, 0])
     expected = torch.nn.functional.cross_entropy(logits, labels).item()
     for cut in (1, 2, 5):
-        batches = [(logits[i:i + cut], labels[i:i + cut]) for i in range(0, 5, cut)]
+        batches = [(logits[i : i + cut], labels[i : i + cut]) for i in range(0, 5, cut)]
         accuracy, loss = accuracy_and_loss(lambda x: x, batches)
         assert accuracy == 3 / 5
         assert abs(loss - expected) <= 1e-6

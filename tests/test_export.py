@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from raymeta.cli import main
+from raymeta.io.files import RunPaths
+from raymeta.io.progress import Progress
 from raymeta.stages.export import export_network, load_exported, load_program
 from raymeta.stages.networks import load_trained
 from raymeta.stages.train import train
-from raymeta.io.files import RunPaths
-from raymeta.io.progress import Progress
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +49,9 @@ def test_export_with_k_samples_is_the_network_evaluation_scores(trained, tmp_pat
     assert spec["generation"] == {"samples": 3, "noise": config.inr.coordinate_noise, "seed": config.seed}
     x = torch.randn(4, 3, 8, 8)
     with torch.no_grad():  # exactly how evaluate_gammas draws its K samples
-        weights = net.generate(0.5, samples=3, noise=config.inr.coordinate_noise,
-                               generator=torch.Generator().manual_seed(config.seed))
+        weights = net.generate(
+            0.5, samples=3, noise=config.inr.coordinate_noise, generator=torch.Generator().manual_seed(config.seed)
+        )
         assert torch.allclose(model(x), net(x, weights), atol=1e-5)
         name = next(iter(weights))
         assert torch.equal(model.state_dict()[name], weights[name])
@@ -63,8 +64,13 @@ def test_export_command_and_its_errors(trained, tmp_path, capsys):
     assert main(["export", "--run-dir", trained.run_dir, "--gamma", "0.25,0.5", "-o", str(out), "--no-onnx"]) == 0
     assert {p.name for p in out.iterdir()} == {"network.json", "network.pt", "network.pt2"}
     assert load_exported(out)[1]["hidden_widths"] == {"1,1": 6, "2,1": 4}
-    for gamma, message in [("1.5", "out of range"), ("0.99", "leaves no hidden channel"), ("nan", "a number"),
-                           ("0.25,0.5,0", "has 3 value(s) but the network has 2"), ("0.2x", "a number")]:
+    for gamma, message in [
+        ("1.5", "out of range"),
+        ("0.99", "leaves no hidden channel"),
+        ("nan", "a number"),
+        ("0.25,0.5,0", "has 3 value(s) but the network has 2"),
+        ("0.2x", "a number"),
+    ]:
         assert main(["export", "--run-dir", trained.run_dir, "--gamma", gamma, "-o", str(tmp_path / "x")]) == 2
         assert message in capsys.readouterr().err
     bad = tmp_path / "bad.pt"
@@ -129,8 +135,10 @@ def test_a_program_archive_that_asks_for_pickle_is_refused(trained, tmp_path):
     export_network(net, config, payload.dataset, 0.25, tmp_path / "good", samples=1, onnx=False)
     load_program(tmp_path / "good")  # raymeta's own archive passes the check
     (tmp_path / "bad").mkdir()
-    with zipfile.ZipFile(tmp_path / "good" / "network.pt2") as source, \
-            zipfile.ZipFile(tmp_path / "bad" / "network.pt2", "w") as target:
+    with (
+        zipfile.ZipFile(tmp_path / "good" / "network.pt2") as source,
+        zipfile.ZipFile(tmp_path / "bad" / "network.pt2", "w") as target,
+    ):
         for item in source.infolist():
             data = source.read(item)
             if item.filename.endswith("_weights_config.json"):

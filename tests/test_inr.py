@@ -2,15 +2,16 @@ import torch
 import torch.nn.functional as F
 
 from raymeta.method.inr import NOISE_CLAMP, add_coordinate_noise, coordinate_noise, fourier_features
-from raymeta.method.models import Architecture, ResNet
 from raymeta.method.metamorphic import MetamorphicNetwork
+from raymeta.method.models import Architecture, ResNet
 
 
 def small_network(**kwargs):
     torch.manual_seed(0)
     prior = ResNet(Architecture(14, (8, 8, 16), 3, 4), batchnorm=False).eval()
-    options = dict(inr_hidden=32, inr_depth=3, frequencies=4, separate_bias=True, alpha_scaling=True,
-                   finetune_head=True)
+    options = dict(
+        inr_hidden=32, inr_depth=3, frequencies=4, separate_bias=True, alpha_scaling=True, finetune_head=True
+    )
     options.update(kwargs)
     return MetamorphicNetwork(prior, [(1, 1), (2, 1)], **options)
 
@@ -32,7 +33,7 @@ def test_noise_is_routed_after_the_layer_index_and_leaves_the_cache_intact():
     g = torch.Generator().manual_seed(0)
     for _ in range(3):
         net.generate(0.25, noise=0.5, generator=g)
-    for layout, copy in zip(net.hyper._layouts(widths, torch.device("cpu")), before):
+    for layout, copy in zip(net.hyper._layouts(widths, torch.device("cpu")), before, strict=True):
         assert torch.equal(layout.raw, copy)
     # row r of a bank's coordinates all name layer r: MLP r only ever sees its own tensor
     for layout in layouts:
@@ -125,14 +126,19 @@ def reference_generate(net, gamma, *, noise=0.0, samples=1, generator=None) -> d
         out_c, in_c = layer.shape(hidden[layer.block])
         o, i = torch.meshgrid(torch.arange(out_c), torch.arange(in_c), indexing="ij")
         positions["weight"].append(torch.stack([torch.full_like(o, index), o, i], -1).reshape(-1, 3).double())
-        positions["bias"].append(torch.stack([torch.full((out_c,), index), torch.arange(out_c),
-                                              torch.full((out_c,), in_c)], -1).double())
+        positions["bias"].append(
+            torch.stack([torch.full((out_c,), index), torch.arange(out_c), torch.full((out_c,), in_c)], -1).double()
+        )
     banks = {"weight": hyper.weight_bank, "bias": hyper.bias_bank}
     samples = samples if noise > 0 else 1
     sums: dict[str, torch.Tensor] = {}
     for _ in range(samples):
-        draws = {kind: coordinate_noise((len(active), max(len(p) for p in positions[kind]), 3), noise, generator)
-                 if noise > 0 else None for kind in banks}
+        draws = {
+            kind: coordinate_noise((len(active), max(len(p) for p in positions[kind]), 3), noise, generator)
+            if noise > 0
+            else None
+            for kind in banks
+        }
         for kind, bank in banks.items():
             for index, layer in enumerate(active):
                 out_c, in_c = layer.shape(hidden[layer.block])
@@ -155,8 +161,11 @@ def reference_generate(net, gamma, *, noise=0.0, samples=1, generator=None) -> d
 
 def test_generate_many_computes_each_configuration_as_specified_and_draws_the_same_noise():
     gammas = [0.25, -0.25, (0.5, 0.0), 0.75]  # uniform γ, a wider network and per-block γ
-    for options, active, noise, samples in [({}, 2, 0.4, 5), ({"separate_bias": False, "base": "prior"}, 1, 0.4, 3),
-                                            ({"input_activation": "elu"}, 2, 0.0, 4)]:
+    for options, active, noise, samples in [
+        ({}, 2, 0.4, 5),
+        ({"separate_bias": False, "base": "prior"}, 1, 0.4, 3),
+        ({"input_activation": "elu"}, 2, 0.0, 4),
+    ]:
         net = small_network(**options)
         net.set_active_blocks(active)
         expected, next_draws = [], []

@@ -51,8 +51,13 @@ def user_env(home: Path, **extra: str) -> dict[str, str]:
     """This process's environment as a user's shell would have it: no RAY_* auth or address variables set,
     HOME a folder of the test's, the test venv's bin first on PATH."""
     env = {key: value for key, value in os.environ.items() if key not in (*AUTH_VARIABLES, "RAY_ADDRESS")}
-    return {**env, "HOME": str(home), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-            "RAY_USAGE_STATS_ENABLED": "0", **extra}
+    return {
+        **env,
+        "HOME": str(home),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +72,13 @@ def ray_head(tmp_path_factory):
     try:
         # docs/cluster.md: `ray get-auth-token --generate >/dev/null` (writes ~/.ray/auth_token, under the
         # temporary HOME)
-        generate = subprocess.run(["bash", "-c", "ray get-auth-token --generate >/dev/null"], env=env,
-                                  capture_output=True, text=True, timeout=120)
+        generate = subprocess.run(
+            ["bash", "-c", "ray get-auth-token --generate >/dev/null"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert generate.returncode == 0 and (home / ".ray" / "auth_token").is_file(), generate.stderr
         # docs/cluster.md: `ray get-auth-token` on the head prints the token to hand to other machines
         token = subprocess.run(["ray", "get-auth-token"], env=env, capture_output=True, text=True, timeout=120)
@@ -77,17 +87,38 @@ def ray_head(tmp_path_factory):
         # which a machine busy with other work can overrun ("timed out during startup"): then once more, from scratch.
         for attempt in (1, 2):
             start = subprocess.run(
-                ["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
-                 f"--temp-dir={temp_dir}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-                 "--num-cpus=2", "--disable-usage-stats",
-                 # Every fixed default port taken from a free one, so the test's cluster starts beside another Ray
-                 # on this machine (an embedded one of a user's run binds the agent's default port 52365, and jobs
-                 # then fail with "No available agent to submit job").
-                 *(f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                                                          "metrics-export-port", "runtime-env-agent-port",
-                                                          "ray-client-server-port", "node-manager-port",
-                                                          "object-manager-port"))],
-                env=env, capture_output=True, text=True, timeout=120)
+                [
+                    "ray",
+                    "start",
+                    "--head",
+                    "--node-ip-address=127.0.0.1",
+                    f"--port={free_port()}",
+                    f"--temp-dir={temp_dir}",
+                    "--dashboard-host=127.0.0.1",
+                    f"--dashboard-port={dashboard}",
+                    "--num-cpus=2",
+                    "--disable-usage-stats",
+                    # Every fixed default port taken from a free one, so the test's cluster starts beside another Ray
+                    # on this machine (an embedded one of a user's run binds the agent's default port 52365, and jobs
+                    # then fail with "No available agent to submit job").
+                    *(
+                        f"--{name}={free_port()}"
+                        for name in (
+                            "dashboard-agent-listen-port",
+                            "dashboard-agent-grpc-port",
+                            "metrics-export-port",
+                            "runtime-env-agent-port",
+                            "ray-client-server-port",
+                            "node-manager-port",
+                            "object-manager-port",
+                        )
+                    ),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             if start.returncode == 0 or attempt == 2 or "timed out during startup" not in start.stdout + start.stderr:
                 break
             stop_marked_processes(marker)
@@ -144,9 +175,14 @@ def test_debug_job_submitted_to_a_local_cluster_writes_its_results(ray_head, tmp
     runtime_env.write_text("working_dir: .\n")
     # docs/cluster.md: `RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh jobs/CONFIG.yaml --run-dir …`, on the head node;
     # the job's YAML alone (its ray: group) asks for the two Ray Train workers
-    job = subprocess.run([str(ROOT / "jobs" / "submit.sh"), "jobs/debug_distributed.yaml", "--run-dir", str(run_dir)],
-                         env={**ray_head["env"], "RUNTIME_ENV": str(runtime_env)}, capture_output=True, text=True,
-                         timeout=600, cwd=ROOT)
+    job = subprocess.run(
+        [str(ROOT / "jobs" / "submit.sh"), "jobs/debug_distributed.yaml", "--run-dir", str(run_dir)],
+        env={**ray_head["env"], "RUNTIME_ENV": str(runtime_env)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     log = job.stdout + job.stderr
     assert job.returncode == 0, log[-4000:]
     assert "succeeded" in log and "Ray Train with 2 worker(s)" in log
@@ -166,12 +202,26 @@ def test_a_sweep_submitted_as_a_job_runs_its_trials_on_the_cluster(ray_head, tmp
     runtime_env.write_text("working_dir: .\n")
     # docs/cluster.md, a remote cluster: the head's token handed over as RAY_AUTH_TOKEN, from a HOME that holds none
     (tmp_path / "client-home").mkdir()
-    client = user_env(tmp_path / "client-home", RAY_ADDRESS=ray_head["env"]["RAY_ADDRESS"],
-                      RAY_AUTH_TOKEN=ray_head["token"])
-    job = subprocess.run([str(ROOT / "jobs" / "submit.sh"), "--sweep", str(space), "jobs/debug.yaml",
-                          "--run-dir", str(run_dir), "--verbose", "0"],
-                         env={**client, "RUNTIME_ENV": str(runtime_env)}, capture_output=True, text=True,
-                         timeout=600, cwd=ROOT)
+    client = user_env(
+        tmp_path / "client-home", RAY_ADDRESS=ray_head["env"]["RAY_ADDRESS"], RAY_AUTH_TOKEN=ray_head["token"]
+    )
+    job = subprocess.run(
+        [
+            str(ROOT / "jobs" / "submit.sh"),
+            "--sweep",
+            str(space),
+            "jobs/debug.yaml",
+            "--run-dir",
+            str(run_dir),
+            "--verbose",
+            "0",
+        ],
+        env={**client, "RUNTIME_ENV": str(runtime_env)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     log = job.stdout + job.stderr
     assert job.returncode == 0, log[-4000:]
     assert "succeeded" in log and "joining the Ray cluster" in log
@@ -183,16 +233,25 @@ def test_a_sweep_submitted_as_a_job_runs_its_trials_on_the_cluster(ray_head, tmp
 def test_a_client_without_the_token_is_refused(ray_head, tmp_path):
     (tmp_path / "home").mkdir()
     client = user_env(tmp_path / "home", RAY_ADDRESS=ray_head["env"]["RAY_ADDRESS"])
-    job = subprocess.run([str(ROOT / "jobs" / "submit.sh"), "jobs/debug.yaml", "--run-dir", str(tmp_path / "run")],
-                         env=client, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    job = subprocess.run(
+        [str(ROOT / "jobs" / "submit.sh"), "jobs/debug.yaml", "--run-dir", str(tmp_path / "run")],
+        env=client,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     log = job.stdout + job.stderr
     assert job.returncode != 0 and "Missing authentication token" in log, log[-4000:]
     assert not (tmp_path / "run").exists()
 
 
 def test_submit_script_names_a_missing_search_space():
-    result = subprocess.run([str(ROOT / "jobs" / "submit.sh"), "--sweep", "tune_spaces/nope.yaml", "jobs/debug.yaml"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [str(ROOT / "jobs" / "submit.sh"), "--sweep", "tune_spaces/nope.yaml", "jobs/debug.yaml"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "tune_spaces/nope.yaml" in result.stderr
 
 

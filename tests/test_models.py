@@ -2,8 +2,15 @@ import pytest
 import torch
 
 from raymeta.errors import ConfigError
-from raymeta.method.models import (Architecture, ResNet, compression_ratio, count_params_macs, fold_batchnorm,
-                            hidden_width, resolve_blocks)
+from raymeta.method.models import (
+    Architecture,
+    ResNet,
+    compression_ratio,
+    count_params_macs,
+    fold_batchnorm,
+    hidden_width,
+    resolve_blocks,
+)
 
 
 def randomise_batchnorm(model):
@@ -128,8 +135,16 @@ def test_a_metamorphic_network_computes_its_blocks_between_the_priors_stem_and_h
     torch.manual_seed(0)
     prior = ResNet(Architecture(14, (8, 8, 16), 3, 4), batchnorm=False).eval()
     blocks = [(1, 1), (2, 1)]
-    net = MetamorphicNetwork(prior, blocks, inr_hidden=16, inr_depth=2, frequencies=3, separate_bias=True,
-                             alpha_scaling=True, finetune_head=True).eval()
+    net = MetamorphicNetwork(
+        prior,
+        blocks,
+        inr_hidden=16,
+        inr_depth=2,
+        frequencies=3,
+        separate_bias=True,
+        alpha_scaling=True,
+        finetune_head=True,
+    ).eval()
     with torch.no_grad():
         net.alphas.copy_(torch.tensor([0.7, -0.5]))
     net.cpu_channels_last = False  # the layout the reference below computes in
@@ -140,10 +155,14 @@ def test_a_metamorphic_network_computes_its_blocks_between_the_priors_stem_and_h
         for s, b in prior.arch.block_positions():
             if (s, b) in blocks:
                 name = f"stages.{s}.{b}"
-                inner = torch.relu(torch.nn.functional.conv2d(h, weights[f"{name}.conv1.weight"],
-                                                              weights[f"{name}.conv1.bias"], padding=1))
-                branch = torch.nn.functional.conv2d(inner, weights[f"{name}.conv2.weight"],
-                                                    weights[f"{name}.conv2.bias"], padding=1)
+                inner = torch.relu(
+                    torch.nn.functional.conv2d(
+                        h, weights[f"{name}.conv1.weight"], weights[f"{name}.conv1.bias"], padding=1
+                    )
+                )
+                branch = torch.nn.functional.conv2d(
+                    inner, weights[f"{name}.conv2.weight"], weights[f"{name}.conv2.bias"], padding=1
+                )
                 h = torch.relu(h + net.alphas[blocks.index((s, b))] * branch)
             else:
                 h = prior.block(s, b)(h)

@@ -55,8 +55,9 @@ def test_the_pinned_versions_satisfy_the_declared_ranges(constraints):
     requirements, pinned = declared(("test", "optuna", "export")), pins(constraints)
     for name, version in pinned.items():
         if name in requirements:
-            assert requirements[name].specifier.contains(version, prereleases=True), \
+            assert requirements[name].specifier.contains(version, prereleases=True), (
                 f"constraints/{constraints}: {name}=={version} is outside pyproject's {requirements[name]}"
+            )
     if constraints == "ci.txt":  # the lock pins every declared package
         assert set(requirements) <= set(pinned), sorted(set(requirements) - set(pinned))
 

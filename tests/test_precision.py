@@ -9,14 +9,21 @@ from raymeta.config.loading import load_config
 from raymeta.errors import ConfigError
 from raymeta.method.inr import INRBank, bank_forward, compiled_bank_forward
 from raymeta.method.models import Architecture, ResNet
-from raymeta.stages.networks import build_network
 from raymeta.method.objective import autocast
 from raymeta.method.schedule import trainable_parameters
 from raymeta.stages.collective import WorkUnit, accumulate_gradients
+from raymeta.stages.networks import build_network
 from raymeta.stages.train import objective_of
 
-SMALL = ["model.depth=14", "model.widths=[8,16,16]", "inr.hidden_width=32", "inr.depth=3",
-         "inr.fourier_frequencies=4", "train.blocks=[stage2.block1,stage3.block1]", "train.configs_per_step=2"]
+SMALL = [
+    "model.depth=14",
+    "model.widths=[8,16,16]",
+    "inr.hidden_width=32",
+    "inr.depth=3",
+    "inr.fourier_frequencies=4",
+    "train.blocks=[stage2.block1,stage3.block1]",
+    "train.configs_per_step=2",
+]
 
 
 def small_network(*overrides: str):
@@ -61,8 +68,9 @@ def test_a_bf16_step_moves_the_parameters_as_an_fp32_step_does():
     def gradients(precision: str) -> torch.Tensor:
         config = load_config(None, [*SMALL, f"train.precision={precision}"])
         net.zero_grad(set_to_none=True)
-        parts = accumulate_gradients(net, 1, units, [(images, labels)] * 2, 2, objective_of(config), config.seed,
-                                     torch.device("cpu"))
+        parts = accumulate_gradients(
+            net, 1, units, [(images, labels)] * 2, 2, objective_of(config), config.seed, torch.device("cpu")
+        )
         assert all(torch.isfinite(torch.tensor(value)) for value in parts.values())
         return torch.cat([p.grad.flatten() for p in trainable_parameters(net) if p.grad is not None])
 
@@ -82,17 +90,27 @@ def test_the_residual_blocks_are_the_papers_update_one_pass_at_a_time(batched):
     x = torch.randn(2, 50, 10)
     h = torch.nn.functional.elu(torch.baddbmm(bank.b_in[:2], x, bank.w_in[:2]))
     for j in range(3):
-        h = h + bank.s_res[:2, j, None, None] * torch.nn.functional.elu(torch.baddbmm(bank.b_res[:2, j], h, bank.w_res[:2, j]))
+        h = h + bank.s_res[:2, j, None, None] * torch.nn.functional.elu(
+            torch.baddbmm(bank.b_res[:2, j], h, bank.w_res[:2, j])
+        )
     expected = torch.baddbmm(bank.b_out[:2], h, bank.w_out[:2])
-    parameters = (bank.w_in[:2], bank.b_in[:2], bank.w_res[:2], bank.b_res[:2], bank.s_res[:2], bank.w_out[:2],
-                  bank.b_out[:2])
+    parameters = (
+        bank.w_in[:2],
+        bank.b_in[:2],
+        bank.w_res[:2],
+        bank.b_res[:2],
+        bank.s_res[:2],
+        bank.w_out[:2],
+        bank.b_out[:2],
+    )
     assert torch.allclose(bank_forward(x, *parameters, input_activation="elu", batched=batched), expected, atol=1e-6)
     assert torch.allclose(bank(x), expected, atol=1e-6)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
-                    reason="torch.compile on a CPU needs a C++ compiler")
+@pytest.mark.skipif(
+    shutil.which("c++") is None and shutil.which("g++") is None, reason="torch.compile on a CPU needs a C++ compiler"
+)
 def test_compiled_banks_compute_the_same_outputs_and_gradients_at_every_width():
     net, _ = small_network("train.compile=true", "inr.base=none")
     eager, _ = small_network("inr.base=none")

@@ -1,14 +1,13 @@
 import pytest
 import torch
+from conftest import BASE
 
-from raymeta.io.artifacts import PriorCheckpoint
-from raymeta.stages.smooth import smooth
 from raymeta.config.loading import load_config
 from raymeta.errors import CheckpointError, ConfigError
-from raymeta.stages.pretrain import pretrain
+from raymeta.io.artifacts import PriorCheckpoint
 from raymeta.io.progress import Progress
-
-from conftest import BASE
+from raymeta.stages.pretrain import pretrain
+from raymeta.stages.smooth import smooth
 
 QUIET = Progress(stream=open("/dev/null", "w"))
 
@@ -62,8 +61,18 @@ def test_fit_steps_once_per_batch_and_reports_every_epoch():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
     steps, ends = [], []
     optimisation = Optimisation(torch.optim.SGD(model.parameters(), lr=0.1), before_step=steps.append)
-    fit(model, dataset, optimisation, batch_size=8, seed=0, epochs=range(2, 5), device=torch.device("cpu"),
-        max_batches=5, drop_last=True, on_epoch=ends.append)
+    fit(
+        model,
+        dataset,
+        optimisation,
+        batch_size=8,
+        seed=0,
+        epochs=range(2, 5),
+        device=torch.device("cpu"),
+        max_batches=5,
+        drop_last=True,
+        on_epoch=ends.append,
+    )
     assert steps == list(range(15))  # 5 batches (of the 6 whole ones) in each of the epochs 2, 3, 4
     assert [end.epoch for end in ends] == [3, 4, 5] and all(end.train_loss > 0 for end in ends)
     assert not model.training

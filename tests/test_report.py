@@ -9,11 +9,11 @@ import subprocess
 
 import pandas as pd
 import pytest
+from results_fixtures import example_frame, rows
 
 from raymeta.cli import main
-from raymeta.stages.report import build_report
 from raymeta.io.results import write_table
-from results_fixtures import example_frame, rows
+from raymeta.stages.report import build_report
 
 FIGURES = ["fig-accuracy", "fig-size", "fig-training", "fig-alpha", "fig-reconstruction", "fig-tune"]
 
@@ -44,13 +44,18 @@ def test_page_is_self_contained_with_plotly_inlined_once():
 @pytest.mark.slow
 def test_paper_table_and_tune_view():
     page = build_report(example_frame(with_trials=True))
-    table = page[page.index('<table class="paper">'): page.index("</table>")]
-    assert [m for m in re.findall(r"<tr><td>([^<]+)</td>", table)] == ["metamorphic", "neumeta", "individual",
-                                                                         "skip", "prune-l1"]
+    table = page[page.index('<table class="paper">') : page.index("</table>")]
+    assert [m for m in re.findall(r"<tr><td>([^<]+)</td>", table)] == [
+        "metamorphic",
+        "neumeta",
+        "individual",
+        "skip",
+        "prune-l1",
+    ]
     assert "γ=-0.25 †" in table and "γ=0.75 †" in table and "γ=0.25<" in table  # unseen γ marked
     assert "2.5 min" in table  # individual: five models of 30 s each
     assert "Tune trials" in page and "trial_00003" in page and "train.lr" in page
-    tune_table = page[page.index('<table class="tune">'):]
+    tune_table = page[page.index('<table class="tune">') :]
     assert "<th>status</th>" in tune_table and "<td>stopped early</td><td>10</td>" in tune_table
     plain = build_report(example_frame(with_trials=False))
     assert "Tune trials" not in plain and 'id="fig-tune"' not in plain
@@ -67,13 +72,16 @@ def test_report_errors_name_the_problem(tmp_path, capsys):
 
 # ---- a real browser ---------------------------------------------------------------------------------
 
+
 def find_or_install_chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if shutil.which(name):
             return shutil.which(name)
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("chromium is not installed and cannot be installed here (needs root and apt-get): "
-                    "apt-get install -y chromium")
+        pytest.skip(
+            "chromium is not installed and cannot be installed here (needs root and apt-get): "
+            "apt-get install -y chromium"
+        )
     for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
         result = subprocess.run(command, capture_output=True, text=True, timeout=900)
         if result.returncode != 0:
@@ -86,8 +94,10 @@ def chromium():
     return find_or_install_chromium()
 
 
-CAPTURE_ERRORS = ("<script>window.__errors = []; window.addEventListener('error', "
-                  "function (e) { window.__errors.push(String(e.message)); });</script>")
+CAPTURE_ERRORS = (
+    "<script>window.__errors = []; window.addEventListener('error', "
+    "function (e) { window.__errors.push(String(e.message)); });</script>"
+)
 SUMMARISE = """<script>window.addEventListener('load', function () { setTimeout(function () {
   var figures = Array.prototype.map.call(document.querySelectorAll('.plotly-graph-div'), function (d) {
     return {id: d.id, svg: d.querySelectorAll('svg.main-svg').length, traces: d.querySelectorAll('g.trace').length,
@@ -98,9 +108,21 @@ SUMMARISE = """<script>window.addEventListener('load', function () { setTimeout(
 
 
 def browser(chromium, profile, *arguments):
-    command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--hide-scrollbars", f"--user-data-dir={profile}", "--virtual-time-budget=10000", *arguments]
+    command = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=10000",
+        *arguments,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
@@ -111,8 +133,9 @@ def test_report_renders_in_headless_chromium(chromium, tmp_path):
     report.write_text(page)
     # A test copy records JavaScript errors (from before plotly.js loads) and what each figure rendered.
     probe = tmp_path / "probe.html"
-    probe.write_text(page.replace("<head>\n", "<head>\n" + CAPTURE_ERRORS + "\n", 1)
-                     .replace("</body>", SUMMARISE + "\n</body>", 1))
+    probe.write_text(
+        page.replace("<head>\n", "<head>\n" + CAPTURE_ERRORS + "\n", 1).replace("</body>", SUMMARISE + "\n</body>", 1)
+    )
     result = browser(chromium, tmp_path / "profile-1", "--dump-dom", probe.as_uri())
     assert result.returncode == 0, result.stderr[-2000:]
     found = re.search(r'<pre id="render-check">(.*?)</pre>', result.stdout, re.S)
@@ -127,8 +150,9 @@ def test_report_renders_in_headless_chromium(chromium, tmp_path):
     assert rendered["fig-accuracy"]["traces"] >= 4  # one per method (and the unseen-marker legend entry)
 
     screenshot = tmp_path / "report.png"
-    result = browser(chromium, tmp_path / "profile-2", f"--screenshot={screenshot}", "--window-size=1280,2600",
-                     report.as_uri())
+    result = browser(
+        chromium, tmp_path / "profile-2", f"--screenshot={screenshot}", "--window-size=1280,2600", report.as_uri()
+    )
     assert result.returncode == 0 and screenshot.stat().st_size > 20_000, result.stderr[-2000:]
     print(f"screenshot: {screenshot}")
 
@@ -156,7 +180,7 @@ def values(array) -> list:
 def paper_cells(page: str) -> str:
     """The methods × γ table of a page with the note under it."""
     start = page.index('<table class="paper">')
-    return page[start: page.index("</p>", start)]
+    return page[start : page.index("</p>", start)]
 
 
 def test_report_never_mixes_splits():
@@ -172,8 +196,9 @@ def test_report_never_mixes_splits():
     curves = [y for trace in figure_traces(page, "fig-training") for y in values(trace["y"])]
     assert sorted(curves) == pytest.approx([50.0, 55.0])  # the validation monitor rows, not the legacy test one (11)
     assert "validation accuracy (%)" in page and "1 on the test split (phase = train) are not shown" in page
-    accuracy = [y for trace in figure_traces(page, "fig-accuracy") if "y" in trace
-                for y in values(trace["y"]) if y is not None]
+    accuracy = [
+        y for trace in figure_traces(page, "fig-accuracy") if "y" in trace for y in values(trace["y"]) if y is not None
+    ]
     assert accuracy and max(accuracy) < 91 and min(accuracy) > 80  # 90 − 10·|γ|: the test rows only
 
     # only one split in the tables: that one is shown, and labelled
@@ -187,19 +212,32 @@ def test_tune_view_ranks_trials_by_validation_not_test():
     parts = []
     for trial, validation, test in (("trial_a", 0.80, 0.50), ("trial_b", 0.70, 0.95)):
         for split, accuracy in (("validation", validation), ("test", test)):
-            parts.append(rows("metamorphic", trial, split=split, gammas=[0.0, 0.5], accuracy=accuracy,
-                              trial_id=trial, trial_status="finished", **{"param.train.lr": 0.01}))
+            parts.append(
+                rows(
+                    "metamorphic",
+                    trial,
+                    split=split,
+                    gammas=[0.0, 0.5],
+                    accuracy=accuracy,
+                    trial_id=trial,
+                    trial_status="finished",
+                    **{"param.train.lr": 0.01},
+                )
+            )
     page = build_report(pd.concat(parts, ignore_index=True))
-    tune_table = page[page.index('<table class="tune">'):]
+    tune_table = page[page.index('<table class="tune">') :]
     assert tune_table.index("<td>trial_a</td>") < tune_table.index("<td>trial_b</td>")
     assert "<th>validation acc. seen γ</th>" in tune_table
-    row_a = tune_table[tune_table.index("<td>trial_a</td>"): tune_table.index("</tr>", tune_table.index("<td>trial_a</td>"))]
+    row_a = tune_table[
+        tune_table.index("<td>trial_a</td>") : tune_table.index("</tr>", tune_table.index("<td>trial_a</td>"))
+    ]
     assert "<td>77.50%</td><td>47.50%</td>" in row_a  # validation 0.8 − 0.1·0.25 on average; test beside it
     scores = values(figure_traces(page, "fig-tune")[0]["y"])
     assert scores == pytest.approx([77.5, 67.5])
 
 
 # ---- the skip floor and the health signals ------------------------------------------------------------
+
 
 def with_accuracy(frame: pd.DataFrame, accuracies: list[float]) -> pd.DataFrame:
     return frame.assign(accuracy=accuracies)
@@ -214,26 +252,30 @@ def test_a_result_not_clearly_above_skip_is_flagged_and_one_clearly_above_is_not
     metamorphic = with_accuracy(rows("metamorphic", "run-a", gammas=gammas), [0.951, 0.81, 0.779])
     skip = with_accuracy(rows("skip", "run-a/skip", gammas=gammas), [0.8] * 3)
     # two NeuMeta runs: their spread is the noise (std 1.41 points): 6 points above clears it, 0 does not
-    neumeta = [with_accuracy(rows("neumeta", f"n{i}", gammas=[0.0, 0.5]), values)
-               for i, values in enumerate(([0.85, 0.81], [0.87, 0.79]))]
+    neumeta = [
+        with_accuracy(rows("neumeta", f"n{i}", gammas=[0.0, 0.5]), values)
+        for i, values in enumerate(([0.85, 0.81], [0.87, 0.79]))
+    ]
     assert image_count(metamorphic["accuracy"]) == 1000
     page = build_report(pd.concat([metamorphic, skip, *neumeta], ignore_index=True))
-    table = page[page.index('<table class="paper">'): page.index("</table>")]
+    table = page[page.index('<table class="paper">') : page.index("</table>")]
     cells = dict(re.findall(r"<tr><td>([^<]+)</td>(.*?)</tr>", table))
     assert re.findall(r"<td[^>]*>([^<]*)</td>", cells["metamorphic"])[:3] == ["95.10", "81.00 ⚠", "77.90 ⚠"]
     assert re.findall(r"<td[^>]*>([^<]*)</td>", cells["neumeta"])[:3] == ["86.00 ± 1.41", "–", "80.00 ± 1.41 ⚠"]
     assert "⚠" not in cells["skip"]
-    warning = page[page.index('<div class="warn">'): page.index("</div>", page.index('<div class="warn">'))]
+    warning = page[page.index('<div class="warn">') : page.index("</div>", page.index('<div class="warn">'))]
     assert "3 of 5 results" in warning
-    assert ("metamorphic at γ=0.25: 81.00% against 80.00% (+1.00 points; noise 2.48 points: two binomial standard "
-            "errors, n ≥ 1000 images)") in warning
+    assert (
+        "metamorphic at γ=0.25: 81.00% against 80.00% (+1.00 points; noise 2.48 points: two binomial standard "
+        "errors, n ≥ 1000 images)"
+    ) in warning
     assert "metamorphic at γ=0.5: 77.90% against 80.00% (-2.10 points" in warning
     assert "neumeta at γ=0.5: 80.00% against 80.00% (+0.00 points; noise 1.41 points: std over 2 runs)" in warning
     assert "γ=0:" not in warning  # the results clearly above skip are not listed
     assert "least common denominator" in page  # the rule is stated on the page
 
     clear = build_report(pd.concat([with_accuracy(metamorphic, [0.951, 0.95, 0.95]), skip], ignore_index=True))
-    assert "⚠" not in clear[clear.index('<table class="paper">'):clear.index("</table>")]
+    assert "⚠" not in clear[clear.index('<table class="paper">') : clear.index("</table>")]
     assert '<div class="warn">' not in clear and "Every metamorphic result clears skip" in clear
     alone = build_report(metamorphic)  # no skip rows: nothing checked, nothing said
     assert "⚠" not in alone and "clears skip" not in alone

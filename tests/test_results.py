@@ -3,14 +3,22 @@
 import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
+from results_fixtures import example_frame, rows
 
 from raymeta.config.loading import load_config
 from raymeta.config.schema import method_name
+from raymeta.io.results import (
+    RESULT_COLUMNS,
+    SCHEMA,
+    ResultsError,
+    RunIdentity,
+    read_tables,
+    result_frame,
+    validate_frame,
+    write_table,
+)
 from raymeta.io.results import RESULT_COLUMNS as REEXPORTED
-from raymeta.io.results import (RESULT_COLUMNS, SCHEMA, ResultsError, RunIdentity, read_tables, result_frame,
-                                validate_frame, write_table)
 from raymeta.stages.identity import run_identity
-from results_fixtures import example_frame, rows
 
 
 def test_schema_round_trips_through_parquet(tmp_path):
@@ -25,32 +33,62 @@ def test_schema_round_trips_through_parquet(tmp_path):
     assert back[column].dropna().tolist() == expected[column].dropna().tolist()
     assert list(back.columns[: len(RESULT_COLUMNS)]) == RESULT_COLUMNS
     assert {c: str(back[c].dtype) for c in ("stage", "gamma", "seen", "params")} == {
-        "stage": "int64", "gamma": "float64", "seen": "bool", "params": "int64"}
+        "stage": "int64",
+        "gamma": "float64",
+        "seen": "bool",
+        "params": "int64",
+    }
     assert REEXPORTED == RESULT_COLUMNS and list(SCHEMA) == RESULT_COLUMNS
 
 
 def test_result_frame_follows_the_schema_for_final_and_train_rows():
-    identity = RunIdentity(run_id="r", method="metamorphic", config_hash="abc", dataset="digits",
-                           architecture="resnet14-8-8-8", gamma_pool=(0.0, 0.5))
+    identity = RunIdentity(
+        run_id="r",
+        method="metamorphic",
+        config_hash="abc",
+        dataset="digits",
+        architecture="resnet14-8-8-8",
+        gamma_pool=(0.0, 0.5),
+    )
     row = {"gamma": 0.75, "samples": 1, "accuracy": 0.5, "loss": 1.0, "params": 10, "macs": 20, "wall_time_s": 0.1}
-    frame = result_frame([row, {**row, "gamma": 0.5}], identity, stage=2, epoch=7, phase="train", split="validation",
-                         train_time_s=12.5)
+    frame = result_frame(
+        [row, {**row, "gamma": 0.5}], identity, stage=2, epoch=7, phase="train", split="validation", train_time_s=12.5
+    )
     assert list(frame.columns) == RESULT_COLUMNS
     assert frame.loc[0, "phase"] == "train" and frame.loc[0, "train_time_s"] == 12.5
     assert frame["seen"].tolist() == [False, True]  # against the identity's pool, bounds included
     assert frame.loc[0, "split"] == "validation"
     assert (frame.loc[0, "run_id"], frame.loc[0, "config_hash"], frame.loc[0, "architecture"]) == (
-        "r", "abc", "resnet14-8-8-8")
+        "r",
+        "abc",
+        "resnet14-8-8-8",
+    )
     with pytest.raises(ResultsError, match="split 'train' is not allowed: use validation or test"):
         result_frame([row], identity, stage=0, epoch=1, split="train")
 
 
 def test_a_row_may_carry_its_own_common_columns_and_the_optional_ones_only():
     """Deployment rows: the split and seen per row, a budget and per-block columns; an unknown key is an error."""
-    identity = RunIdentity(run_id="r", method="metamorphic", config_hash="abc", dataset="digits",
-                           architecture="resnet14-8-8-8", gamma_pool=(0.0, 0.5))
-    row = {"gamma": float("nan"), "samples": 1, "accuracy": 0.5, "loss": 1.0, "params": 10, "macs": 20,
-           "wall_time_s": 0.1, "seen": True, "budget": "macs<=20", "gamma.stage3.block1": 0.25}
+    identity = RunIdentity(
+        run_id="r",
+        method="metamorphic",
+        config_hash="abc",
+        dataset="digits",
+        architecture="resnet14-8-8-8",
+        gamma_pool=(0.0, 0.5),
+    )
+    row = {
+        "gamma": float("nan"),
+        "samples": 1,
+        "accuracy": 0.5,
+        "loss": 1.0,
+        "params": 10,
+        "macs": 20,
+        "wall_time_s": 0.1,
+        "seen": True,
+        "budget": "macs<=20",
+        "gamma.stage3.block1": 0.25,
+    }
     frame = result_frame([row, {**row, "split": "test"}], identity, stage=0, epoch=1, split="validation")
     assert frame["split"].tolist() == ["validation", "test"] and frame["seen"].all()
     assert list(frame.columns) == [*RESULT_COLUMNS, "budget", "gamma.stage3.block1"]
@@ -61,8 +99,14 @@ def test_a_row_may_carry_its_own_common_columns_and_the_optional_ones_only():
 def test_the_run_identity_comes_from_the_config():
     config = load_config(None, ["train.gamma_pool=[0.0,0.5]", "model.depth=14", "model.widths=[8,8,16]"])
     identity = run_identity(config, run_id="r", dataset="digits")
-    assert identity == RunIdentity(run_id="r", method=method_name(config), config_hash=config.hash(),
-                                   dataset="digits", architecture="resnet14-8-8-16", gamma_pool=(0.0, 0.5))
+    assert identity == RunIdentity(
+        run_id="r",
+        method=method_name(config),
+        config_hash=config.hash(),
+        dataset="digits",
+        architecture="resnet14-8-8-16",
+        gamma_pool=(0.0, 0.5),
+    )
     baseline = run_identity(config, run_id="b", dataset="digits", method="skip", config_hash="settings")
     assert (baseline.method, baseline.config_hash) == ("skip", "settings")
 
@@ -85,9 +129,15 @@ def test_a_missing_column_is_a_clear_error(tmp_path):
         read_tables(path)
 
 
-@pytest.mark.parametrize("column, value, found, expected", [
-    ("accuracy", "high", "string", "float"), ("stage", 1.5, "float", "int"), ("seen", "yes", "string", "bool"),
-    ("run_id", 3, "int", "string")])
+@pytest.mark.parametrize(
+    "column, value, found, expected",
+    [
+        ("accuracy", "high", "string", "float"),
+        ("stage", 1.5, "float", "int"),
+        ("seen", "yes", "string", "bool"),
+        ("run_id", 3, "int", "string"),
+    ],
+)
 def test_a_wrong_type_names_file_column_found_and_expected(tmp_path, column, value, found, expected):
     frame = rows("metamorphic", "a")
     frame[column] = value
@@ -151,7 +201,7 @@ def test_health_columns_are_optional_floats_that_survive_concatenation(tmp_path)
     write_table(rows("individual", "b"), tmp_path)  # a table without them
     frame = read_tables(tmp_path)
     trained = frame["phase"] == "train"
-    assert list(frame.columns[len(RESULT_COLUMNS):]) == ["alpha.stage3.block1", "rec.stages.2.1.conv1.weight"]
+    assert list(frame.columns[len(RESULT_COLUMNS) :]) == ["alpha.stage3.block1", "rec.stages.2.1.conv1.weight"]
     assert frame.loc[trained, "rec.stages.2.1.conv1.weight"].tolist() == [1.0, 1.0]
     assert frame.loc[~trained, "alpha.stage3.block1"].isna().all()
     assert str(frame["rec.stages.2.1.conv1.weight"].dtype) == "float64"

@@ -37,9 +37,16 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, artifact):
 
 
 def test_a_plain_checkpoint_round_trips_as_its_dataclass(tmp_path):
-    prior = PriorCheckpoint(config={"seed": 0}, prior_hash="abc", arch={"depth": 8}, dataset={"name": "x"},
-                            state_dict={"w": torch.ones(2)}, state=PretrainState(2, [{"loss": 0.5, "name": "x"}]),
-                            rng=torch.get_rng_state(), done=True)
+    prior = PriorCheckpoint(
+        config={"seed": 0},
+        prior_hash="abc",
+        arch={"depth": 8},
+        dataset={"name": "x"},
+        state_dict={"w": torch.ones(2)},
+        state=PretrainState(2, [{"loss": 0.5, "name": "x"}]),
+        rng=torch.get_rng_state(),
+        done=True,
+    )
     path = prior.save(tmp_path / "prior.pt")
     loaded = PriorCheckpoint.load(path, expect_hash="abc")
     assert torch.equal(loaded.state_dict["w"], torch.ones(2))
@@ -57,8 +64,12 @@ def test_an_exported_network_that_would_run_code_is_refused(tmp_path):
     from raymeta.stages.export import SPEC_NAME, STATE_NAME, load_exported
 
     marker = tmp_path / "ran"
-    spec = {"format": "raymeta-export", "architecture": {"depth": 8, "widths": [4, 8, 16], "in_channels": 1,
-            "num_classes": 10}, "batchnorm": False, "hidden_widths": {}}
+    spec = {
+        "format": "raymeta-export",
+        "architecture": {"depth": 8, "widths": [4, 8, 16], "in_channels": 1, "num_classes": 10},
+        "batchnorm": False,
+        "hidden_widths": {},
+    }
     (tmp_path / SPEC_NAME).write_text(json.dumps(spec))
     torch.save({"w": Payload(marker)}, tmp_path / STATE_NAME)
     with pytest.raises(Exception, match="(?i)weights only|unsupported global"):

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from ray_fixtures import RAY_TEST_ENV
 
 from raymeta.io.files import RunPaths, save_config
-from ray_fixtures import RAY_TEST_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports"
@@ -26,13 +26,25 @@ REPORTS = ROOT / "reports"
 def run_script(script: str, *args, timeout: float = 300, env: dict | None = None) -> str:
     """``python script args…`` from the repository root; its stdout, after checking that it succeeded. ``env``
     adds variables to the environment (None: removes one)."""
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-                   "OMP_NUM_THREADS": "1", **(env or {})}
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
     environment = {key: value for key, value in environment.items() if value is not None}
-    result = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT, env=environment,
-                            capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, (f"{script} {' '.join(map(str, args))} exited {result.returncode}\n"
-                                    f"stdout:\n{result.stdout[-2000:]}\nstderr:\n{result.stderr[-4000:]}")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / script), *map(str, args)],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, (
+        f"{script} {' '.join(map(str, args))} exited {result.returncode}\n"
+        f"stdout:\n{result.stdout[-2000:]}\nstderr:\n{result.stderr[-4000:]}"
+    )
     return result.stdout
 
 
@@ -47,6 +59,7 @@ def trained(per_block_run, tmp_path_factory) -> Path:
 
 
 # ---- reports/ ------------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_build_writes_every_page_whose_tables_are_committed(tmp_path):
@@ -91,8 +104,11 @@ def test_lead_check(trained):
 
 @pytest.mark.slow
 def test_ablation_table_of_the_committed_sweeps():
-    out = run_script("reports/fashion-ablation/ablation_table.py", REPORTS / "fashion-ablation" / "seed0",
-                     REPORTS / "fashion-ablation" / "seed1")
+    out = run_script(
+        "reports/fashion-ablation/ablation_table.py",
+        REPORTS / "fashion-ablation" / "seed0",
+        REPORTS / "fashion-ablation" / "seed1",
+    )
     assert "| recipe (all on) |" in out and "| NeuMeta (all off, M = 1) |" in out
 
 
@@ -123,10 +139,12 @@ def test_bench_table(trained, tmp_path):
 
 # ---- benchmarks/ ---------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_eval_time():
-    out = run_script("benchmarks/eval_time.py", "--repeats", 1, "--threads", 1, "--config", "jobs/debug.yaml",
-                     "eval.samples=3")
+    out = run_script(
+        "benchmarks/eval_time.py", "--repeats", 1, "--threads", 1, "--config", "jobs/debug.yaml", "eval.samples=3"
+    )
     assert "rows equal: accuracy identical" in out and "speed-up:" in out
 
 
@@ -139,8 +157,18 @@ def test_step_time():
 @pytest.mark.slow
 def test_deploy_search(trained, tmp_path):
     markdown = tmp_path / "fronts.md"
-    run_script("benchmarks/deploy_search.py", "--run", f"tiny={trained}", "--budget", "macs=1G", "--candidates", 6,
-               "--paired", "--markdown", markdown)
+    run_script(
+        "benchmarks/deploy_search.py",
+        "--run",
+        f"tiny={trained}",
+        "--budget",
+        "macs=1G",
+        "--candidates",
+        6,
+        "--paired",
+        "--markdown",
+        markdown,
+    )
     text = markdown.read_text()
     assert "### tiny: validation front by MACs" in text and "### tiny: paired test noise" in text
     assert (trained / "deploy" / "front" / "pareto.parquet").is_file()
@@ -149,15 +177,43 @@ def test_deploy_search(trained, tmp_path):
 @pytest.mark.slow
 @pytest.mark.ray
 def test_ray_overhead(tmp_path):
-    out = run_script("benchmarks/ray_overhead.py", "--config", "jobs/debug.yaml", "--limit-train", 0, "--epochs", 2,
-                     "--threads", 1, "--workers", 0, 1, "--run-root", tmp_path, timeout=600,
-                     env={**RAY_TEST_ENV, "RAY_ADDRESS": None})
+    out = run_script(
+        "benchmarks/ray_overhead.py",
+        "--config",
+        "jobs/debug.yaml",
+        "--limit-train",
+        0,
+        "--epochs",
+        2,
+        "--threads",
+        1,
+        "--workers",
+        0,
+        1,
+        "--run-root",
+        tmp_path,
+        timeout=600,
+        env={**RAY_TEST_ENV, "RAY_ADDRESS": None},
+    )
     assert "single process" in out and "Ray, 1 worker" in out and "Ray, 2 workers" not in out
 
 
 @pytest.mark.slow
 @pytest.mark.ray
 def test_sweep_overhead(tmp_path):
-    out = run_script("benchmarks/sweep_overhead.py", "--config", "jobs/debug.yaml", "--trials", 1, "--epochs", 1,
-                     "--threads", 1, "--run-root", tmp_path, timeout=600, env={**RAY_TEST_ENV, "RAY_ADDRESS": None})
+    out = run_script(
+        "benchmarks/sweep_overhead.py",
+        "--config",
+        "jobs/debug.yaml",
+        "--trials",
+        1,
+        "--epochs",
+        1,
+        "--threads",
+        1,
+        "--run-root",
+        tmp_path,
+        timeout=600,
+        env={**RAY_TEST_ENV, "RAY_ADDRESS": None},
+    )
     assert "median overhead per trial" in out

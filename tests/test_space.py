@@ -6,11 +6,10 @@ import pytest
 from ray import tune
 
 from raymeta.config.loading import load_config
-from raymeta.config.schema import Config
-from raymeta.errors import ConfigError
+from raymeta.config.schema import Config, SweepConfig
 from raymeta.drivers.space import SpaceError, load_space, max_total_epochs
-from raymeta.config.schema import SweepConfig
 from raymeta.drivers.sweep import _block_count, _plan_trials, effective_space, score_gammas, trial_config
+from raymeta.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACES = sorted((ROOT / "tune_spaces").glob("*.yaml"))
@@ -41,15 +40,18 @@ def test_the_ablation_grid_is_paper_table_1():
     space = load_space(ROOT / "tune_spaces/ablation.yaml")
     assert space.search == "grid" and space.scheduler == "fifo" and space.trial_count() == 7
     switches = ("incremental", "alpha_scaling", "inr_init", "separate_bias_inr", "finetune_head")
-    configs = {name: trial_config(Config(), space, {"variant": name}, Path("/tmp/x"), [0.0]).train
-               for name in space.variants}
+    configs = {
+        name: trial_config(Config(), space, {"variant": name}, Path("/tmp/x"), [0.0]).train for name in space.variants
+    }
     assert not any(getattr(configs["neumeta"], s) for s in switches) and configs["neumeta"].configs_per_step == 1
     assert all(getattr(configs["recipe"], s) for s in switches) and configs["recipe"].configs_per_step == 4
     # leave-one-out: each "recipe without X" differs from the recipe in X only
     for name, train in configs.items():
         if name.startswith("recipe without "):
-            component = name[len("recipe without "):]
-            differs = [s for s in switches + ("configs_per_step",) if getattr(train, s) != getattr(configs["recipe"], s)]
+            component = name[len("recipe without ") :]
+            differs = [
+                s for s in switches + ("configs_per_step",) if getattr(train, s) != getattr(configs["recipe"], s)
+            ]
             assert differs == [{"grad_accumulation": "configs_per_step"}.get(component, component)], name
 
 
@@ -59,31 +61,37 @@ def write(tmp_path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("text, message", [
-    ("params: {train.lr: {loguniform: [1e-4, 1e-2]}}\nsampels: 3\n", "unknown key 'sampels'"),
-    ("params: {model.depth: {choice: [20, 32]}}\n", "key 'model.depth' is not allowed"),
-    ("params: {train.lrate: {loguniform: [1e-4, 1e-2]}}\n", "unknown key 'train.lrate'"),
-    ("params: {train.lr: {loguniform: [0, 1e-2]}}\n", "needs a positive lower bound"),
-    ("params: {train.lr: {loguniform: [1e-2, 1e-4]}}\n", "low < high"),
-    ("params: {train.lr: {normal: [0, 1]}}\n", "one of loguniform"),
-    ("params: {train.configs_per_step: {uniform: [1, 8]}}\n", "train.configs_per_step is an integer setting"),
-    ("params: {train.configs_per_step: {randint: [0, 4]}}\n", "train.configs_per_step=0 is not allowed"),
-    ("params: {train.lr: {choice: [0.001, -1]}}\n", "params.train.lr=-1: train.lr=-1"),
-    ("params: {inr.hidden_width: {choice: []}}\n", "non-empty list"),
-    ("search: grid\nparams: {train.lr: {loguniform: [1e-4, 1e-2]}}\n", "every parameter must be grid or value"),
-    ("search: optuna\nparams: {train.lr: {grid: [1e-4, 1e-2]}}\n", "Optuna cannot run a grid"),
-    ("search: bayes\nparams: {train.lr: {choice: [1e-3]}}\n", "search='bayes' is not allowed"),
-    ("num_samples: 0\nparams: {train.lr: {choice: [1e-3]}}\n", "num_samples=0 is not allowed"),
-    ("scheduler: {name: pbt}\nparams: {train.lr: {choice: [1e-3]}}\n", "scheduler.name='pbt' is not allowed"),
-    ("scheduler: {name: asha, grace: 2}\nparams: {train.lr: {choice: [1e-3]}}\n", "unknown key scheduler.grace"),
-    ("scheduler: {reduction_factor: 1}\nparams: {train.lr: {choice: [1e-3]}}\n", "reduction_factor=1 is not allowed"),
-    ("variants: {a: {train.incremental: maybe}}\n", "variants.a: train.incremental='maybe' is not allowed"),
-    ("variants: {a: {data.name: digits}}\n", "key 'data.name' is not allowed"),
-    ("variants: {a: {train.lr: 1e-3}}\nparams: {train.lr: {choice: [1e-3]}}\n", "which params also varies"),
-    ("description: nothing\n", "the space varies nothing"),
-    ("params: [train.lr]\n", "params must map config keys"),
-    ("params: {train.lr: {loguniform: [1e-4, 1e-2]}\n", "does not parse as YAML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("params: {train.lr: {loguniform: [1e-4, 1e-2]}}\nsampels: 3\n", "unknown key 'sampels'"),
+        ("params: {model.depth: {choice: [20, 32]}}\n", "key 'model.depth' is not allowed"),
+        ("params: {train.lrate: {loguniform: [1e-4, 1e-2]}}\n", "unknown key 'train.lrate'"),
+        ("params: {train.lr: {loguniform: [0, 1e-2]}}\n", "needs a positive lower bound"),
+        ("params: {train.lr: {loguniform: [1e-2, 1e-4]}}\n", "low < high"),
+        ("params: {train.lr: {normal: [0, 1]}}\n", "one of loguniform"),
+        ("params: {train.configs_per_step: {uniform: [1, 8]}}\n", "train.configs_per_step is an integer setting"),
+        ("params: {train.configs_per_step: {randint: [0, 4]}}\n", "train.configs_per_step=0 is not allowed"),
+        ("params: {train.lr: {choice: [0.001, -1]}}\n", "params.train.lr=-1: train.lr=-1"),
+        ("params: {inr.hidden_width: {choice: []}}\n", "non-empty list"),
+        ("search: grid\nparams: {train.lr: {loguniform: [1e-4, 1e-2]}}\n", "every parameter must be grid or value"),
+        ("search: optuna\nparams: {train.lr: {grid: [1e-4, 1e-2]}}\n", "Optuna cannot run a grid"),
+        ("search: bayes\nparams: {train.lr: {choice: [1e-3]}}\n", "search='bayes' is not allowed"),
+        ("num_samples: 0\nparams: {train.lr: {choice: [1e-3]}}\n", "num_samples=0 is not allowed"),
+        ("scheduler: {name: pbt}\nparams: {train.lr: {choice: [1e-3]}}\n", "scheduler.name='pbt' is not allowed"),
+        ("scheduler: {name: asha, grace: 2}\nparams: {train.lr: {choice: [1e-3]}}\n", "unknown key scheduler.grace"),
+        (
+            "scheduler: {reduction_factor: 1}\nparams: {train.lr: {choice: [1e-3]}}\n",
+            "reduction_factor=1 is not allowed",
+        ),
+        ("variants: {a: {train.incremental: maybe}}\n", "variants.a: train.incremental='maybe' is not allowed"),
+        ("variants: {a: {data.name: digits}}\n", "key 'data.name' is not allowed"),
+        ("variants: {a: {train.lr: 1e-3}}\nparams: {train.lr: {choice: [1e-3]}}\n", "which params also varies"),
+        ("description: nothing\n", "the space varies nothing"),
+        ("params: [train.lr]\n", "params must map config keys"),
+        ("params: {train.lr: {loguniform: [1e-4, 1e-2]}\n", "does not parse as YAML"),
+    ],
+)
 def test_a_bad_space_is_one_error_naming_the_key(tmp_path, text, message):
     path = write(tmp_path, text)
     with pytest.raises(SpaceError) as error:
@@ -105,7 +113,9 @@ def test_values_are_checked_against_the_job_config(tmp_path):
 
 
 def test_tune_domains_and_trial_overrides(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 params:
   train.lambda_reg: {loguniform: [1.0e-6, 1.0e-2]}
   train.configs_per_step: {randint: [1, 4]}
@@ -115,7 +125,8 @@ params:
 variants:
   plain: {train.incremental: false}
   recipe: {train.incremental: true}
-""")
+""",
+    )
     space = load_space(path)
     domains = space.param_space()
     assert isinstance(domains["train.lambda_reg"], tune.search.sample.Float)
@@ -125,8 +136,16 @@ variants:
     assert domains["train.epochs_per_stage"] == 3
     assert space.trial_count() == 4 and space.searched_params[0] == "variant"
     assert "train.epochs_per_stage" not in space.searched_params
-    overrides = space.overrides({"variant": "plain", "train.blocks": ("stage2", "stage3"), "train.lambda_reg": 1e-3,
-                                 "train.configs_per_step": 2, "inr.hidden_width": 16, "train.epochs_per_stage": 3})
+    overrides = space.overrides(
+        {
+            "variant": "plain",
+            "train.blocks": ("stage2", "stage3"),
+            "train.lambda_reg": 1e-3,
+            "train.configs_per_step": 2,
+            "inr.hidden_width": 16,
+            "train.epochs_per_stage": 3,
+        }
+    )
     assert overrides["train.incremental"] is False and overrides["train.blocks"] == ["stage2", "stage3"]
     with pytest.raises(SpaceError, match="variant 'other'"):
         space.overrides({"variant": "other"})

@@ -36,8 +36,12 @@ def raymeta_imports(path: Path) -> list[tuple[int, str, list[str]]]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name, []) for alias in node.names if alias.name.split(".")[0] == "raymeta"]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
-                and node.module.split(".")[0] == "raymeta":
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and node.module
+            and node.module.split(".")[0] == "raymeta"
+        ):
             found.append((node.lineno, node.module, [alias.name for alias in node.names]))
         elif isinstance(node, ast.ImportFrom) and node.level > 0:
             found.append((node.lineno, "." * node.level + (node.module or ""), []))
@@ -96,14 +100,20 @@ def layer(name: str) -> int:
     parts = name.split(".")
     if len(parts) >= 2 and parts[1] in FOLDERS:
         return FOLDERS.index(parts[1]) + 1
-    raise AssertionError(f"{name} is in no layer: put it in a folder of FOLDERS, or in CORE/SHELL if it is a "
-                         f"module of the package root (tests/test_structure.py)")
+    raise AssertionError(
+        f"{name} is in no layer: put it in a folder of FOLDERS, or in CORE/SHELL if it is a "
+        f"module of the package root (tests/test_structure.py)"
+    )
 
 
 def test_every_module_has_a_layer_and_imports_only_below_or_beside_it():
     graph = import_graph()
-    upward = [f"{source} ({layer(source)}) imports {target} ({layer(target)})"
-              for source, targets in graph.items() for target in targets if layer(target) > layer(source)]
+    upward = [
+        f"{source} ({layer(source)}) imports {target} ({layer(target)})"
+        for source, targets in graph.items()
+        for target in targets
+        if layer(target) > layer(source)
+    ]
     assert not upward, "imports pointing up the layers:\n" + "\n".join(sorted(upward))
 
 
@@ -130,8 +140,10 @@ def test_the_resolution_check_sees_a_missing_module_and_a_missing_name(tmp_path)
     # the checker itself: a lazy import of a module that does not exist (as stages/export.py once shipped
     # `from raymeta.runtime import load_data`), and of a name a real module does not define, are both found
     source = tmp_path / "broken.py"
-    source.write_text("def f():\n    from raymeta.runtime import load_data\n"
-                      "    from raymeta.errors import NoSuchError\n    from raymeta.errors import ConfigError\n")
+    source.write_text(
+        "def f():\n    from raymeta.runtime import load_data\n"
+        "    from raymeta.errors import NoSuchError\n    from raymeta.errors import ConfigError\n"
+    )
     problems = unresolved_imports(source, set(all_modules()))
     assert len(problems) == 2
     assert "raymeta.runtime is no module" in problems[0] and "defines no NoSuchError" in problems[1]
@@ -145,8 +157,11 @@ def test_no_module_imports_one_that_imports_it_back():
         state[node] = "open"
         for target in sorted(graph[node]):
             if state.get(target) == "open":
-                circles.append(" → ".join(trail[trail.index(target):] + [node, target]) if target in trail
-                               else f"{node} → {target}")
+                circles.append(
+                    " → ".join(trail[trail.index(target) :] + [node, target])
+                    if target in trail
+                    else f"{node} → {target}"
+                )
             elif target not in state:
                 visit(target, trail + [node])
         state[node] = "done"
@@ -162,8 +177,13 @@ def test_the_layer_check_sees_a_lazy_upward_import(tmp_path):
     source = tmp_path / "a.py"
     source.write_text("def f():\n    from raymeta.cli import main\n")
     assert imports_of(source, {"raymeta.cli", "raymeta.io.files"}) == {"raymeta.cli"}
-    assert layer("raymeta.stages.train") > layer("raymeta.io.files") > layer("raymeta.config.schema") \
-        > layer("raymeta.method.models") > layer("raymeta.errors")
+    assert (
+        layer("raymeta.stages.train")
+        > layer("raymeta.io.files")
+        > layer("raymeta.config.schema")
+        > layer("raymeta.method.models")
+        > layer("raymeta.errors")
+    )
 
 
 def test_subpackage_init_files_hold_no_code():

@@ -6,8 +6,8 @@ import json
 import math
 import os
 import pickle
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -16,18 +16,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from ray_fixtures import RAY_TEST_ENV, embedded_ray
+from results_fixtures import rows
+from test_safe_loading import Payload
 
 from raymeta.cli import main
 from raymeta.config.loading import load_config
-from raymeta.io.results import read_tables
+from raymeta.drivers.space import load_space
+from raymeta.drivers.sweep import FINISHED, STOPPED, best_trial, final_score, rank_trials, run_sweep
+from raymeta.errors import ConfigError
 from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress
-from raymeta.drivers.space import load_space
-from raymeta.errors import ConfigError
-from raymeta.drivers.sweep import FINISHED, STOPPED, best_trial, final_score, rank_trials, run_sweep
-from test_safe_loading import Payload
-from ray_fixtures import RAY_TEST_ENV, embedded_ray
-from results_fixtures import rows
+from raymeta.io.results import read_tables
 
 QUIET = Progress(stream=open(os.devnull, "w"))
 SPACE = """
@@ -129,8 +129,14 @@ def test_a_killed_sweep_continues_without_running_finished_trials_again(tmp_path
     env = {**os.environ, **RAY_TEST_ENV, "RAY_TMPDIR": temp_dir}
     results = run_dir / "sweeps" / "lambdas" / "results"
     try:
-        first = subprocess.Popen(_sweep_command(run_dir), cwd=root, env=env, start_new_session=True,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        first = subprocess.Popen(
+            _sweep_command(run_dir),
+            cwd=root,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 240
         while not list(results.glob("*.parquet")) and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -147,8 +153,7 @@ def test_a_killed_sweep_continues_without_running_finished_trials_again(tmp_path
         with open(run_dir / "sweeps" / "lambdas" / "tune" / "tuner.pkl", "wb") as handle:
             pickle.dump(Payload(marker), handle)
 
-        second = subprocess.run(_sweep_command(run_dir), cwd=root, env=env, capture_output=True,
-                                text=True, timeout=300)
+        second = subprocess.run(_sweep_command(run_dir), cwd=root, env=env, capture_output=True, text=True, timeout=300)
         assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
         assert "continuing the sweep" in second.stdout
         # the finished trial was not trained or evaluated again; the other one ran to the end
@@ -183,9 +188,11 @@ def test_a_sweep_over_another_space_in_the_same_folder_is_refused(prepared_run, 
 def test_optuna_search_runs_trials(prepared_run, ray_cluster, tmp_path):
     pytest.importorskip("optuna")  # a test extra: installed by .ci/run
     space_file = tmp_path / "optuna.yaml"
-    space_file.write_text("search: optuna\nnum_samples: 2\nscheduler: fifo\n"
-                          "params:\n  train.lambda_reg: {loguniform: [1.0e-6, 1.0e-2]}\n"
-                          "  train.configs_per_step: {choice: [1, 2]}\n")
+    space_file.write_text(
+        "search: optuna\nnum_samples: 2\nscheduler: fifo\n"
+        "params:\n  train.lambda_reg: {loguniform: [1.0e-6, 1.0e-2]}\n"
+        "  train.configs_per_step: {choice: [1, 2]}\n"
+    )
     base = prepared_run("train.blocks=[last]")
     summary = run_sweep(load_space(space_file, base), with_sweep(base, verbose=0), QUIET)
     trials = summary["trials"]
@@ -211,11 +218,22 @@ def test_an_errored_trial_is_reported_and_the_others_still_count(prepared_run, r
 
 def _trial(trial_id: str, validation: float, test: float, status: str = FINISHED) -> dict:
     """A trial as the sweep summarises it, from final rows made by hand on both splits."""
-    frame = pd.concat([rows("metamorphic", trial_id, split="validation", accuracy=validation),
-                       rows("metamorphic", trial_id, split="test", accuracy=test),
-                       rows("metamorphic", trial_id, phase="train", gammas=[0.0], accuracy=0.99)], ignore_index=True)
-    return {"trial_id": trial_id, "status": status, "params": {}, "epochs": 10, "score": final_score(frame),
-            "test_score": final_score(frame, "test")}
+    frame = pd.concat(
+        [
+            rows("metamorphic", trial_id, split="validation", accuracy=validation),
+            rows("metamorphic", trial_id, split="test", accuracy=test),
+            rows("metamorphic", trial_id, phase="train", gammas=[0.0], accuracy=0.99),
+        ],
+        ignore_index=True,
+    )
+    return {
+        "trial_id": trial_id,
+        "status": status,
+        "params": {},
+        "epochs": 10,
+        "score": final_score(frame),
+        "test_score": final_score(frame, "test"),
+    }
 
 
 def test_the_best_trial_is_chosen_on_validation_even_when_its_test_score_is_worse():

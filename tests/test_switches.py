@@ -3,18 +3,18 @@
 import pytest
 import torch
 
-from raymeta.io.artifacts import MetamorphicCheckpoint
 from raymeta.config.loading import load_config
+from raymeta.io.artifacts import MetamorphicCheckpoint
+from raymeta.io.files import RunPaths
+from raymeta.io.progress import Progress
 from raymeta.method.ema import ExponentialAverage, inr_parameters
 from raymeta.method.inr import INRBank
 from raymeta.method.metamorphic import MetamorphicNetwork
 from raymeta.method.models import Architecture, ResNet, resolve_blocks
-from raymeta.io.files import RunPaths
-from raymeta.io.progress import Progress
-from raymeta.stages.networks import load_trained
 from raymeta.method.objective import configuration_loss, reconstruction_error
 from raymeta.method.sampling import pool_widths, sample_gammas
 from raymeta.method.schedule import initialise_new_blocks, plan_stages, prefit_new_blocks, set_warmup, warmup_position
+from raymeta.stages.networks import load_trained
 from raymeta.stages.train import objective_of, train
 
 QUIET = Progress(stream=open("/dev/null", "w"))
@@ -24,8 +24,9 @@ BLOCKS = [(1, 1), (2, 1)]
 def small_network(**kwargs) -> MetamorphicNetwork:
     torch.manual_seed(0)
     prior = ResNet(Architecture(14, (8, 8, 16), 3, 4), batchnorm=False).eval()
-    options = dict(inr_hidden=16, inr_depth=3, frequencies=3, separate_bias=True, alpha_scaling=True,
-                   finetune_head=True)
+    options = dict(
+        inr_hidden=16, inr_depth=3, frequencies=3, separate_bias=True, alpha_scaling=True, finetune_head=True
+    )
     options.update(kwargs)
     return MetamorphicNetwork(prior, BLOCKS, **options)
 
@@ -69,8 +70,16 @@ def test_without_alpha_scaling_the_branch_is_added_at_scale_one():
 # ---- reconstruction ------------------------------------------------------------------------------------
 def reconstruction_only(mode: str):
     """A small network, a config whose loss is the reconstruction term alone (``train.reconstruction=mode``), a batch."""
-    config = load_config(None, ["inr.coordinate_noise=0", "train.lambda_task=0", "train.lambda_reg=0",
-                                f"train.reconstruction={mode}", "train.lambda_distill=0"])
+    config = load_config(
+        None,
+        [
+            "inr.coordinate_noise=0",
+            "train.lambda_task=0",
+            "train.lambda_reg=0",
+            f"train.reconstruction={mode}",
+            "train.lambda_distill=0",
+        ],
+    )
     return small_network(), config, torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))
 
 
@@ -286,8 +295,9 @@ def test_trained_network_is_evaluated_with_the_averaged_inr_weights(prepared_run
     assert payload.ema["updates"] == 3  # restarted at stage 2, 3 steps since
     for name, shadow in payload.ema["shadow"].items():
         assert torch.equal(averaged[name].detach(), shadow)
-    assert any(not torch.equal(payload.net_state[name], shadow) for name, shadow in payload.ema["shadow"].items()), \
+    assert any(not torch.equal(payload.net_state[name], shadow) for name, shadow in payload.ema["shadow"].items()), (
         "the average differs from the last training weights"
+    )
     off = prepared_run("train.ema_decay=0")
     payload = MetamorphicCheckpoint.load(train(off, progress=QUIET))
     assert payload.ema is None
@@ -308,8 +318,16 @@ def test_incremental_adds_one_block_per_stage_and_non_incremental_trains_all_as_
 def test_finetune_head_trains_the_last_block_and_classifier_or_freezes_them(finetune_head):
     torch.manual_seed(0)
     prior = ResNet(Architecture(14, (8, 8, 16), 3, 4), batchnorm=False).eval()
-    net = MetamorphicNetwork(prior, [(1, 1)], inr_hidden=8, inr_depth=2, frequencies=2, separate_bias=True,
-                             alpha_scaling=True, finetune_head=finetune_head)
+    net = MetamorphicNetwork(
+        prior,
+        [(1, 1)],
+        inr_hidden=8,
+        inr_depth=2,
+        frequencies=2,
+        separate_bias=True,
+        alpha_scaling=True,
+        finetune_head=finetune_head,
+    )
     last = net.prior.block(*net.arch.last_position())  # not metamorphic here
     head = [*net.prior.fc.parameters(), *last.parameters()]
     assert all(p.requires_grad == finetune_head for p in head)
@@ -326,7 +344,7 @@ def test_resample_matrix_is_the_identity_at_the_prior_width_and_averages_otherwi
     for width in (3, 4, 5, 16):
         matrix = resample_matrix(8, width)
         torch.testing.assert_close(matrix.sum(1), torch.ones(width))
-    torch.testing.assert_close(resample_matrix(8, 4)[1], torch.tensor([0, 0, 0.5, 0.5, 0, 0, 0, 0.]))
+    torch.testing.assert_close(resample_matrix(8, 4)[1], torch.tensor([0, 0, 0.5, 0.5, 0, 0, 0, 0.0]))
 
 
 def test_prior_base_starts_as_the_prior_and_gamma_changes_the_function():
@@ -362,7 +380,9 @@ def test_warm_start_fits_only_the_new_blocks_to_the_prior():
     initialise_new_blocks(net, 0, 2, seed=0, stage=0, alpha_init=1.0, inr_init=True)
     net.set_active_blocks(2)
     before = {k: v.clone() for k, v in net.hyper.state_dict().items()}
-    block1 = {n: t for n, t in net.prior_tensors().items() if n.startswith(net.hyper.layers[2].module.rsplit(".", 1)[0])}
+    block1 = {
+        n: t for n, t in net.prior_tensors().items() if n.startswith(net.hyper.layers[2].module.rsplit(".", 1)[0])
+    }
     generated = net.generate(0.0)
     before_error = {n: ((generated[n] - t).norm() / t.norm()).item() for n, t in block1.items()}
     fitted = prefit_new_blocks(net, 1, 2, seed=0, stage=1, steps=150, lr=0.01, coordinate_noise=0.0)  # block 1
@@ -384,8 +404,16 @@ def test_block_output_distillation_pairs_each_generated_branch_with_the_prior_br
     assert len(features) == 2
     for branch, target in features:  # at γ = 0 with the base, each block computes the prior block's branch
         torch.testing.assert_close(branch, target)
-    config = load_config(None, ["train.lambda_feature=1", "train.lambda_distill=0", "train.lambda_task=0",
-                                "train.lambda_reg=0", "train.lambda_rec=0"])
+    config = load_config(
+        None,
+        [
+            "train.lambda_feature=1",
+            "train.lambda_distill=0",
+            "train.lambda_task=0",
+            "train.lambda_reg=0",
+            "train.lambda_rec=0",
+        ],
+    )
     objective, labels = objective_of(config), torch.zeros(2, dtype=torch.long)
     _, parts = configuration_loss(net, 0.5, x, labels, objective, None)
     assert parts["feature"] > 1e-4  # half width: no longer the prior's function

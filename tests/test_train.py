@@ -2,21 +2,21 @@ import io
 
 import pytest
 import torch
+from monitor_check import assert_monitor_is_validation
 
-from raymeta.io.artifacts import MetamorphicCheckpoint, SmoothedCheckpoint
 from raymeta.config.loading import load_config
 from raymeta.config.schema import ExportConfig
-from raymeta.method.presets import NEUMETA_SWITCHES
+from raymeta.io.artifacts import MetamorphicCheckpoint, SmoothedCheckpoint
 from raymeta.io.data import make_loader
-from raymeta.stages.evaluate import evaluate_gammas
 from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress
-from raymeta.stages.runtime import load_data, place_training_split
-from raymeta.stages.networks import load_trained
+from raymeta.method.presets import NEUMETA_SWITCHES
 from raymeta.method.sampling import sample_gammas
 from raymeta.method.schedule import plan_stages
+from raymeta.stages.evaluate import evaluate_gammas
+from raymeta.stages.networks import load_trained
+from raymeta.stages.runtime import load_data, place_training_split
 from raymeta.stages.train import train
-from monitor_check import assert_monitor_is_validation
 
 QUIET = Progress(stream=open("/dev/null", "w"))
 
@@ -43,10 +43,21 @@ def test_the_training_split_alone_is_moved_to_the_device_when_resident(resident)
 @pytest.mark.slow  # 300 training steps: ~9 s of CPU, a fifth of the fast tier's
 def test_reconstruction_alone_reproduces_the_smoothed_prior(prepared_run):
     config = prepared_run(
-        "train.lambda_task=0", "train.lambda_reg=0", "train.lambda_rec=1", "train.gamma_pool=[0.0,0.0]",
-        "train.configs_per_step=1", "train.incremental=false", "train.epochs_per_stage=60",
-        "train.steps_per_epoch=5", "train.lr=0.003", "inr.coordinate_noise=0", "inr.hidden_width=64",
-        "inr.depth=3", "inr.fourier_frequencies=6", "train.finetune_head=false", "data.limit_train=64",
+        "train.lambda_task=0",
+        "train.lambda_reg=0",
+        "train.lambda_rec=1",
+        "train.gamma_pool=[0.0,0.0]",
+        "train.configs_per_step=1",
+        "train.incremental=false",
+        "train.epochs_per_stage=60",
+        "train.steps_per_epoch=5",
+        "train.lr=0.003",
+        "inr.coordinate_noise=0",
+        "inr.hidden_width=64",
+        "inr.depth=3",
+        "inr.fourier_frequencies=6",
+        "train.finetune_head=false",
+        "data.limit_train=64",
     )
     net, _, _ = load_trained(train(config, progress=QUIET))
     generated = net.generate(0.0)
@@ -59,8 +70,13 @@ def test_reconstruction_alone_reproduces_the_smoothed_prior(prepared_run):
 @pytest.mark.slow
 def test_short_run_raises_accuracy_above_chance_at_seen_and_unseen_gammas(prepared_run):
     # A barely trained prior (near chance), so that the accuracy must come from training the INRs.
-    config = prepared_run("train.epochs_per_stage=4", "train.steps_per_epoch=8", "train.lr=0.003",
-                          "train.alpha_lr=0.05", "train.head_lr=0.01")
+    config = prepared_run(
+        "train.epochs_per_stage=4",
+        "train.steps_per_epoch=8",
+        "train.lr=0.003",
+        "train.alpha_lr=0.05",
+        "train.head_lr=0.01",
+    )
     paths = RunPaths(config.run_dir)
     smoothed = SmoothedCheckpoint.load(paths.smoothed)
     # Scramble the fine-tuned head so that the starting network is at chance level.
@@ -72,8 +88,9 @@ def test_short_run_raises_accuracy_above_chance_at_seen_and_unseen_gammas(prepar
     net, _, _ = load_trained(train(config, progress=QUIET))
     bundle = load_data(config, augment=False)
     loader = make_loader(bundle.test, 256, shuffle=False)
-    rows = evaluate_gammas(net, loader, "cpu", [0.0, 0.25, 0.5, 0.75], samples=1, noise=0.0, seed=0,
-                           image_size=bundle.info.image_size)
+    rows = evaluate_gammas(
+        net, loader, "cpu", [0.0, 0.25, 0.5, 0.75], samples=1, noise=0.0, seed=0, image_size=bundle.info.image_size
+    )
     chance = 1 / bundle.info.num_classes
     for row in rows:
         assert row["accuracy"] > chance + 0.3, row
@@ -136,8 +153,9 @@ def test_batch_slices_of_a_configuration_sum_to_its_whole_gradient(prepared_run,
 
     def gradients(units):
         net.zero_grad(set_to_none=True)
-        parts = accumulate_gradients(net, 3, units, [batch] * len(units), 1, objective_of(config), config.seed,
-                                     torch.device("cpu"))
+        parts = accumulate_gradients(
+            net, 3, units, [batch] * len(units), 1, objective_of(config), config.seed, torch.device("cpu")
+        )
         return [p.grad.clone() for p in parameters], parts
 
     whole, whole_parts = gradients([WorkUnit(0, 0.0)])
@@ -181,8 +199,8 @@ def test_monitor_rows_carry_the_health_signals_of_the_evaluated_weights(prepared
     # last epoch's equal raymeta.method.health on the final checkpoint (its EMA weights, as the monitor evaluates).
     import math
 
-    from raymeta.method.health import block_alphas, reconstruction_errors, worst_by_block
     from raymeta.io.results import read_tables
+    from raymeta.method.health import block_alphas, reconstruction_errors, worst_by_block
 
     config = prepared_run("train.alpha_lr=0.05")  # α must move off train.alpha_init for the check to mean anything
     stream = io.StringIO()
@@ -243,8 +261,11 @@ def test_a_format_1_checkpoint_loads_but_is_resumed_only_when_finished(prepared_
     old = MetamorphicCheckpoint.load(path).state.history  # it loads, its records read as they were written
     assert [r.metrics() for r in old] == [r.metrics() for r in current] and old[0].step_losses == {}
     assert old[0].alphas == current[0].alphas and old[0].monitor == current[0].monitor
-    with pytest.raises(CheckpointError, match=re.escape(str(path)) + r" is of format 1.*cannot be resumed exactly.*"
-                                              r"--restart"):
+    with pytest.raises(
+        CheckpointError,
+        match=re.escape(str(path)) + r" is of format 1.*cannot be resumed exactly.*"
+        r"--restart",
+    ):
         train(config, progress=QUIET)
 
     finished = train(config, resume=False, progress=QUIET)  # what --restart does
@@ -253,8 +274,9 @@ def test_a_format_1_checkpoint_loads_but_is_resumed_only_when_finished(prepared_
     assert train(config, progress=Progress(stream=stream)) == finished  # nothing left to draw: nothing refused
     assert "already finished" in stream.getvalue()
     assert set(evaluate_run(config, finished, QUIET)["split"]) == {"test"}
-    paths = run_export(ExportConfig(gamma=0.25, checkpoint=str(finished), output=str(tmp_path / "export"), onnx=False),
-                       QUIET)
+    paths = run_export(
+        ExportConfig(gamma=0.25, checkpoint=str(finished), output=str(tmp_path / "export"), onnx=False), QUIET
+    )
     assert paths["state_dict"].is_file()
 
 
@@ -266,6 +288,8 @@ def test_an_epoch_reads_each_example_once_and_what_cannot_step_is_refused():
     assert steps_per_epoch(461, 32, 2, 3, 1) == 3 == steps_per_epoch(461, 32, 2, 3, 4)  # capped; 4 workers fit
     with pytest.raises(ConfigError, match=r"data.batch_size=32 × train.configs_per_step=2 needs more than the 63"):
         steps_per_epoch(63, 32, 2, None, 1)
-    with pytest.raises(ConfigError, match="5 workers would cut each micro-batch of data.batch_size=2 into 5 slices: "
-                                          "use at most 2 workers"):
+    with pytest.raises(
+        ConfigError,
+        match="5 workers would cut each micro-batch of data.batch_size=2 into 5 slices: use at most 2 workers",
+    ):
         steps_per_epoch(461, 2, 1, None, 5)

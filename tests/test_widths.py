@@ -6,11 +6,11 @@ import torch
 from raymeta.config.loading import load_config
 from raymeta.config.migration import stored_config
 from raymeta.errors import ConfigError
-from raymeta.method.models import count_params_macs
 from raymeta.io.files import RunPaths
-from raymeta.stages.networks import load_trained
+from raymeta.method.models import count_params_macs
 from raymeta.method.sampling import pool_widths, sample_configurations, sample_gammas
 from raymeta.method.widths import block_gammas, canonical, format_gamma, parse_gamma
+from raymeta.stages.networks import load_trained
 
 
 @pytest.fixture(scope="module")

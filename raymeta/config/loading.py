@@ -115,8 +115,9 @@ def parse_override(text: str) -> tuple[str, object]:
 def _merge(base: dict, override: dict) -> dict:
     merged = dict(base)
     for key, value in override.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
-            else value
+        merged[key] = (
+            _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 
@@ -161,5 +162,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 def method_overrides(method: str) -> list[str]:
     """The ``group.key=value`` overrides of a ``--method``: raymeta (none), recipe (the papers' method with the
     full recipe's switches as configured), neumeta (the papers' method with every recipe switch off)."""
-    return [f"{key}={str(value).lower() if isinstance(value, bool) else value}"
-            for key, value in preset(method).items()]
+    return [
+        f"{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in preset(method).items()
+    ]

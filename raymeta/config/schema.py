@@ -67,8 +67,12 @@ class DataConfig:
     def __post_init__(self) -> None:
         _require(self.batch_size >= 1, "data.batch_size", self.batch_size, "a positive integer")
         _require(self.eval_batch_size >= 1, "data.eval_batch_size", self.eval_batch_size, "a positive integer")
-        _require(0 <= self.validation_fraction < 1, "data.validation_fraction", self.validation_fraction,
-                 "a number in [0, 1): the share of the training split held out for validation (0: none)")
+        _require(
+            0 <= self.validation_fraction < 1,
+            "data.validation_fraction",
+            self.validation_fraction,
+            "a number in [0, 1): the share of the training split held out for validation (0: none)",
+        )
         for key in ("limit_train", "limit_validation", "limit_test"):
             value = getattr(self, key)
             _require(value is None or value >= 1, f"data.{key}", value, "null or a positive integer")
@@ -82,10 +86,18 @@ class ModelConfig:
     """Widths of the three stages; the paper's high-capacity variant is [64, 128, 256]."""
 
     def __post_init__(self) -> None:
-        _require(self.depth >= 8 and (self.depth - 2) % 6 == 0, "model.depth", self.depth,
-                 "6n+2 with n ≥ 1 (8, 14, 20, …, 56)")
-        _require(len(self.widths) == 3 and all(w >= 1 for w in self.widths), "model.widths", self.widths,
-                 "three positive integers")
+        _require(
+            self.depth >= 8 and (self.depth - 2) % 6 == 0,
+            "model.depth",
+            self.depth,
+            "6n+2 with n ≥ 1 (8, 14, 20, …, 56)",
+        )
+        _require(
+            len(self.widths) == 3 and all(w >= 1 for w in self.widths),
+            "model.widths",
+            self.widths,
+            "three positive integers",
+        )
 
 
 @dataclass
@@ -144,12 +156,24 @@ class INRConfig:
         _require(self.base in ("none", "prior"), "inr.base", self.base, "none or prior")
         _require(self.hidden_width >= 1, "inr.hidden_width", self.hidden_width, "a positive integer")
         _require(self.depth >= 1, "inr.depth", self.depth, "a positive integer")
-        _require(0 <= self.fourier_frequencies <= 32, "inr.fourier_frequencies", self.fourier_frequencies,
-                 "an integer in [0, 32] (beyond 2^32 the float64 features are noise)")
-        _require(0 <= self.coordinate_noise <= 0.5, "inr.coordinate_noise", self.coordinate_noise,
-                 "a number in [0, 0.5] (noise is clamped to ±0.49 so it never changes the element)")
-        _require(self.input_activation in ("none", "relu", "elu"), "inr.input_activation", self.input_activation,
-                 "none, relu or elu")
+        _require(
+            0 <= self.fourier_frequencies <= 32,
+            "inr.fourier_frequencies",
+            self.fourier_frequencies,
+            "an integer in [0, 32] (beyond 2^32 the float64 features are noise)",
+        )
+        _require(
+            0 <= self.coordinate_noise <= 0.5,
+            "inr.coordinate_noise",
+            self.coordinate_noise,
+            "a number in [0, 0.5] (noise is clamped to ±0.49 so it never changes the element)",
+        )
+        _require(
+            self.input_activation in ("none", "relu", "elu"),
+            "inr.input_activation",
+            self.input_activation,
+            "none, relu or elu",
+        )
 
 
 GAMMA_SAMPLING = ("uniform", "per_block")
@@ -261,39 +285,59 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _require(len(self.blocks) >= 1, "train.blocks", self.blocks, "at least one block name")
         _require(self.epochs_per_stage >= 1, "train.epochs_per_stage", self.epochs_per_stage, "a positive integer")
-        _require(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "train.steps_per_epoch",
-                 self.steps_per_epoch, "null or a positive integer")
+        _require(
+            self.steps_per_epoch is None or self.steps_per_epoch >= 1,
+            "train.steps_per_epoch",
+            self.steps_per_epoch,
+            "null or a positive integer",
+        )
         for key in ("lr", "alpha_lr", "head_lr"):
             _require(getattr(self, key) > 0, f"train.{key}", getattr(self, key), "a positive number")
         for key in ("weight_decay", "warmup_epochs", "clip_value", "lambda_task", "lambda_rec", "lambda_reg"):
             _require(getattr(self, key) >= 0, f"train.{key}", getattr(self, key), "a number ≥ 0")
-        _require(self.reconstruction in ("mse", "relative"), "train.reconstruction", self.reconstruction,
-                 "mse or relative")
+        _require(
+            self.reconstruction in ("mse", "relative"), "train.reconstruction", self.reconstruction, "mse or relative"
+        )
         for key in ("lambda_distill", "lambda_feature", "prefit_steps"):
             _require(getattr(self, key) >= 0, f"train.{key}", getattr(self, key), "a number ≥ 0")
         for key in ("distill_temperature", "prefit_lr"):
             _require(getattr(self, key) > 0, f"train.{key}", getattr(self, key), "a positive number")
         _require(self.warmup in ("once", "per_stage"), "train.warmup", self.warmup, "once or per_stage")
         _require(self.precision in PRECISIONS, "train.precision", self.precision, " or ".join(PRECISIONS))
-        _require(self.gamma_sampling in GAMMA_SAMPLING, "train.gamma_sampling", self.gamma_sampling,
-                 " or ".join(GAMMA_SAMPLING))
-        _require(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay,
-                 "a number in [0, 1) (0 disables the EMA)")
+        _require(
+            self.gamma_sampling in GAMMA_SAMPLING,
+            "train.gamma_sampling",
+            self.gamma_sampling,
+            " or ".join(GAMMA_SAMPLING),
+        )
+        _require(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay, "a number in [0, 1) (0 disables the EMA)")
         _require(self.configs_per_step >= 1, "train.configs_per_step", self.configs_per_step, "a positive integer")
         low_high = self.gamma_pool
-        _require(len(low_high) == 2 and -1 <= low_high[0] <= low_high[1] < 1, "train.gamma_pool", low_high,
-                 "[low, high] with -1 ≤ low ≤ high < 1")
-        _require(self.monitor_gammas is None or (len(self.monitor_gammas) >= 1 and all(
-            -1 <= g < 1 for g in self.monitor_gammas)), "train.monitor_gammas", self.monitor_gammas,
-                 "null or a non-empty list of numbers in [-1, 1)")
+        _require(
+            len(low_high) == 2 and -1 <= low_high[0] <= low_high[1] < 1,
+            "train.gamma_pool",
+            low_high,
+            "[low, high] with -1 ≤ low ≤ high < 1",
+        )
+        _require(
+            self.monitor_gammas is None
+            or (len(self.monitor_gammas) >= 1 and all(-1 <= g < 1 for g in self.monitor_gammas)),
+            "train.monitor_gammas",
+            self.monitor_gammas,
+            "null or a non-empty list of numbers in [-1, 1)",
+        )
 
     @property
     def switches(self) -> dict[str, object]:
         """The ablation switches of paper Table 1 (all off with M = 1 is the NeuMeta baseline)."""
-        return {"incremental": self.incremental, "alpha_scaling": self.alpha_scaling,
-                "grad_accumulation": self.configs_per_step, "inr_init": self.inr_init,
-                "separate_bias_inr": self.separate_bias_inr, "finetune_head": self.finetune_head}
-
+        return {
+            "incremental": self.incremental,
+            "alpha_scaling": self.alpha_scaling,
+            "grad_accumulation": self.configs_per_step,
+            "inr_init": self.inr_init,
+            "separate_bias_inr": self.separate_bias_inr,
+            "finetune_head": self.finetune_head,
+        }
 
 
 @dataclass
@@ -304,16 +348,22 @@ class EvalConfig:
     """K noisy coordinate samples averaged per γ (1 = the noise-free coordinates; references use 100)."""
 
     def __post_init__(self) -> None:
-        _require(len(self.gammas) >= 1 and all(-1 <= g < 1 for g in self.gammas), "eval.gammas", self.gammas,
-                 "a non-empty list of numbers in [-1, 1)")
+        _require(
+            len(self.gammas) >= 1 and all(-1 <= g < 1 for g in self.gammas),
+            "eval.gammas",
+            self.gammas,
+            "a non-empty list of numbers in [-1, 1)",
+        )
         _require(self.samples >= 1, "eval.samples", self.samples, "a positive integer")
 
 
 # ---- how and where a run executes: outside the config hash, like run_dir ---------------------------------
 
+
 @dataclass
 class RayConfig:
     """How ``raymeta train`` / ``run`` train on Ray Train (flags --workers, --gpus-per-worker, …)."""
+
     workers: int | None = None
     """Ray Train workers; null: as many as the cluster allows, at most M = train.configs_per_step (more cut each
     micro-batch into slices); 0 trains in this process without Ray."""
@@ -333,20 +383,33 @@ class RayConfig:
     """Ray Train's own log level (INFO shows every report of every worker)."""
 
     def __post_init__(self) -> None:
-        _require(self.workers is None or self.workers >= 0, "ray.workers", self.workers,
-                 "null (as many as fit), 0 (no Ray) or a positive integer")
+        _require(
+            self.workers is None or self.workers >= 0,
+            "ray.workers",
+            self.workers,
+            "null (as many as fit), 0 (no Ray) or a positive integer",
+        )
         _require(self.gpus_per_worker >= 0, "ray.gpus_per_worker", self.gpus_per_worker, "0 or more")
-        _require(self.cpus_per_worker is None or self.cpus_per_worker > 0, "ray.cpus_per_worker",
-                 self.cpus_per_worker, "null or a positive number")
+        _require(
+            self.cpus_per_worker is None or self.cpus_per_worker > 0,
+            "ray.cpus_per_worker",
+            self.cpus_per_worker,
+            "null or a positive number",
+        )
         _require(self.max_failures >= -1, "ray.max_failures", self.max_failures, "-1 (forever) or more")
         _require(self.timeout_s >= 1, "ray.timeout_s", self.timeout_s, "a positive integer")
-        _require(self.log_level in ("DEBUG", "INFO", "WARNING", "ERROR"), "ray.log_level", self.log_level,
-                 "DEBUG, INFO, WARNING or ERROR")
+        _require(
+            self.log_level in ("DEBUG", "INFO", "WARNING", "ERROR"),
+            "ray.log_level",
+            self.log_level,
+            "DEBUG, INFO, WARNING or ERROR",
+        )
 
 
 @dataclass
 class SweepConfig:
     """How ``raymeta sweep`` runs its Ray Tune trials (flags --space, --workers, --num-samples, …)."""
+
     space: str | None = None
     """Search-space YAML, e.g. tune_spaces/lambdas.yaml (required by raymeta sweep, here or as --space)."""
     sweep_dir: str | None = None
@@ -379,15 +442,31 @@ class SweepConfig:
         _require(self.cpus_per_worker > 0, "sweep.cpus_per_worker", self.cpus_per_worker, "a positive number")
         _require(self.gpus_per_worker >= 0, "sweep.gpus_per_worker", self.gpus_per_worker, "0 or more")
         _require(self.trial_cpus > 0, "sweep.trial_cpus", self.trial_cpus, "a positive number")
-        _require(self.max_concurrent_trials is None or self.max_concurrent_trials >= 1, "sweep.max_concurrent_trials",
-                 self.max_concurrent_trials, "null or 1 or more")
-        _require(self.num_samples is None or self.num_samples >= 1, "sweep.num_samples", self.num_samples,
-                 "null or 1 or more")
-        _require(self.search in (None, "random", "grid", "optuna"), "sweep.search", self.search,
-                 "null, random, grid or optuna")
+        _require(
+            self.max_concurrent_trials is None or self.max_concurrent_trials >= 1,
+            "sweep.max_concurrent_trials",
+            self.max_concurrent_trials,
+            "null or 1 or more",
+        )
+        _require(
+            self.num_samples is None or self.num_samples >= 1,
+            "sweep.num_samples",
+            self.num_samples,
+            "null or 1 or more",
+        )
+        _require(
+            self.search in (None, "random", "grid", "optuna"),
+            "sweep.search",
+            self.search,
+            "null, random, grid or optuna",
+        )
         _require(self.scheduler in (None, "asha", "fifo"), "sweep.scheduler", self.scheduler, "null, asha or fifo")
-        _require(self.score_gammas is None or (len(self.score_gammas) >= 1 and all(-1 <= g < 1 for g in
-                 self.score_gammas)), "sweep.score_gammas", self.score_gammas, "null or a list of numbers in [-1, 1)")
+        _require(
+            self.score_gammas is None or (len(self.score_gammas) >= 1 and all(-1 <= g < 1 for g in self.score_gammas)),
+            "sweep.score_gammas",
+            self.score_gammas,
+            "null or a list of numbers in [-1, 1)",
+        )
         _require(self.trial_retries >= 0, "sweep.trial_retries", self.trial_retries, "0 or more")
         _require(self.verbose in (0, 1, 2), "sweep.verbose", self.verbose, "0, 1 or 2")
 
@@ -395,6 +474,7 @@ class SweepConfig:
 @dataclass
 class BaselineConfig:
     """Settings of ``raymeta baseline individual|prune|skip`` (flags --gammas, --epochs, …)."""
+
     gammas: list[float] | None = None
     """γ values of the baseline rows; null: eval.gammas (prune skips γ < 0)."""
     epochs: int | None = None
@@ -412,8 +492,12 @@ class BaselineConfig:
     """Training batches for the Taylor and Hessian importance gradients."""
 
     def __post_init__(self) -> None:
-        _require(self.gammas is None or (len(self.gammas) >= 1 and all(-1 <= g < 1 for g in self.gammas)),
-                 "baseline.gammas", self.gammas, "null or a non-empty list of numbers in [-1, 1)")
+        _require(
+            self.gammas is None or (len(self.gammas) >= 1 and all(-1 <= g < 1 for g in self.gammas)),
+            "baseline.gammas",
+            self.gammas,
+            "null or a non-empty list of numbers in [-1, 1)",
+        )
         _require(self.epochs is None or self.epochs >= 0, "baseline.epochs", self.epochs, "null or 0 or more")
         _require(self.lr is None or self.lr > 0, "baseline.lr", self.lr, "null or a positive number")
         _require(self.finetune_epochs >= 0, "baseline.finetune_epochs", self.finetune_epochs, "0 or more")
@@ -421,13 +505,12 @@ class BaselineConfig:
         _require(self.gradient_batches >= 1, "baseline.gradient_batches", self.gradient_batches, "1 or more")
 
 
-
-
 @dataclass
 class DeployConfig:
     """Settings of ``raymeta deploy``: the budget and how the search is run (flags --max-macs, --candidates, …).
 
     Exactly one budget is given (here or as its flag); the other two stay null."""
+
     max_macs: str | float | None = None
     """Budget of multiply-accumulates per image, e.g. 20M (a number with an optional k, M or G suffix)."""
     max_params: str | float | None = None
@@ -464,27 +547,45 @@ class DeployConfig:
         _require(self.device in ("cpu", "cuda"), "deploy.device", self.device, "cpu or cuda")
         _require(self.batch_size >= 1, "deploy.batch_size", self.batch_size, "a positive integer")
         _require(self.threads >= 1, "deploy.threads", self.threads, "a positive integer")
-        _require(self.gammas is None or (len(self.gammas) >= 1 and all(-1 <= g < 1 for g in self.gammas)),
-                 "deploy.gammas", self.gammas, "null or a non-empty list of numbers in [-1, 1)")
+        _require(
+            self.gammas is None or (len(self.gammas) >= 1 and all(-1 <= g < 1 for g in self.gammas)),
+            "deploy.gammas",
+            self.gammas,
+            "null or a non-empty list of numbers in [-1, 1)",
+        )
         _require(self.candidates >= 1, "deploy.candidates", self.candidates, "a positive integer")
-        _require(self.samples is None or self.samples >= 1, "deploy.samples", self.samples,
-                 "null or a positive integer (1 = noise-free weights)")
+        _require(
+            self.samples is None or self.samples >= 1,
+            "deploy.samples",
+            self.samples,
+            "null or a positive integer (1 = noise-free weights)",
+        )
 
     def budget(self) -> tuple[str, str]:
         """The one budget given, as (kind, text): kind macs, params or latency_ms."""
-        given = [(kind, str(value)) for kind, value in (("macs", self.max_macs), ("params", self.max_params),
-                                                         ("latency_ms", self.max_latency_ms)) if value is not None]
+        given = [
+            (kind, str(value))
+            for kind, value in (
+                ("macs", self.max_macs),
+                ("params", self.max_params),
+                ("latency_ms", self.max_latency_ms),
+            )
+            if value is not None
+        ]
         if len(given) != 1:
             named = ", ".join(f"max_{kind}={text}" for kind, text in given) or "none"
-            raise ConfigError(f"raymeta deploy needs exactly one budget, got {named}: --max-macs (e.g. 20M), "
-                              f"--max-params (e.g. 200k) or --max-latency-ms (e.g. 1.5), or deploy.max_… in the "
-                              f"job config")
+            raise ConfigError(
+                f"raymeta deploy needs exactly one budget, got {named}: --max-macs (e.g. 20M), "
+                f"--max-params (e.g. 200k) or --max-latency-ms (e.g. 1.5), or deploy.max_… in the "
+                f"job config"
+            )
         return given[0]
 
 
 @dataclass
 class ExportConfig:
     """Settings of ``raymeta export`` (flags --gamma, --samples, …)."""
+
     gamma: float | list[float] | None = None
     """Compression ratio γ of the exported network, or one γ per metamorphic block in train.blocks order (e.g.
     0.25,0.5). Required, here or as --gamma."""
@@ -501,10 +602,18 @@ class ExportConfig:
     def __post_init__(self) -> None:
         # γ's range and its number of values are the network's to check (hidden_width), where the message can
         # name the blocks
-        _require(self.gamma is None or isinstance(self.gamma, (int, float)) or len(self.gamma) >= 1, "export.gamma",
-                 self.gamma, "null, a number, or one number per metamorphic block")
-        _require(self.samples is None or self.samples >= 1, "export.samples", self.samples,
-                 "null or a positive integer (1 = noise-free weights)")
+        _require(
+            self.gamma is None or isinstance(self.gamma, (int, float)) or len(self.gamma) >= 1,
+            "export.gamma",
+            self.gamma,
+            "null, a number, or one number per metamorphic block",
+        )
+        _require(
+            self.samples is None or self.samples >= 1,
+            "export.samples",
+            self.samples,
+            "null or a positive integer (1 = noise-free weights)",
+        )
 
 
 @dataclass
@@ -532,8 +641,12 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig, metadata=HASH_EXCLUDE)
 
     def __post_init__(self) -> None:
-        _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
-                 self.device, "cpu, cuda, cuda:N or auto")
+        _require(
+            self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+            "device",
+            self.device,
+            "cpu, cuda, cuda:N or auto",
+        )
         _require(self.threads is None or self.threads >= 1, "threads", self.threads, "null or a positive integer")
 
     def to_dict(self) -> dict:

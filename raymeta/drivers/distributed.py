@@ -98,8 +98,7 @@ def train_worker(loop_config: dict) -> None:
     checkpoint, restored = None, ray.train.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as folder:
-            checkpoint = MetamorphicCheckpoint.load_to_resume(Path(folder) / CHECKPOINT_FILE,
-                                                              expect_hash=config.hash())
+            checkpoint = MetamorphicCheckpoint.load_to_resume(Path(folder) / CHECKPOINT_FILE, expect_hash=config.hash())
         progress(f"train: restored the latest Ray Train checkpoint ({restored.path})")
     elif loop_config["resume_path"]:
         checkpoint = MetamorphicCheckpoint.load_to_resume(loop_config["resume_path"], expect_hash=config.hash())
@@ -115,9 +114,15 @@ def train_worker(loop_config: dict) -> None:
             shutil.copy(paths.train_checkpoint, Path(folder) / CHECKPOINT_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
-    run_training(config, resume_from=checkpoint, on_epoch_end=on_epoch_end, progress=progress,
-                 collective=collective, stop_after_epochs=loop_config["stop_after_epochs"],
-                 step_hook=loop_config["step_hook"])
+    run_training(
+        config,
+        resume_from=checkpoint,
+        on_epoch_end=on_epoch_end,
+        progress=progress,
+        collective=collective,
+        stop_after_epochs=loop_config["stop_after_epochs"],
+        step_hook=loop_config["step_hook"],
+    )
 
 
 @contextlib.contextmanager
@@ -152,7 +157,9 @@ def run_name(config: Config) -> str:
 def _plan_workers(options: RayConfig, configs_per_step: int, resources: dict) -> tuple[int, float]:
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
     if options.gpus_per_worker > 0 and gpus < options.gpus_per_worker:
-        raise ConfigError(f"ray.gpus_per_worker={options.gpus_per_worker:g} (--gpus-per-worker), but the Ray cluster has {gpus:g} GPU(s): use a cluster with GPUs or --gpus-per-worker 0")
+        raise ConfigError(
+            f"ray.gpus_per_worker={options.gpus_per_worker:g} (--gpus-per-worker), but the Ray cluster has {gpus:g} GPU(s): use a cluster with GPUs or --gpus-per-worker 0"
+        )
     workers = options.workers
     if workers is None:
         if options.gpus_per_worker > 0:
@@ -161,20 +168,30 @@ def _plan_workers(options: RayConfig, configs_per_step: int, resources: dict) ->
             fit = int(cpus // (options.cpus_per_worker or 1))
         workers = max(1, min(configs_per_step, fit))
     if workers < 1:
-        raise ConfigError(f"ray.workers={workers} (--workers) is not allowed for Ray Train: use 1 or more (0 trains in this process)")
+        raise ConfigError(
+            f"ray.workers={workers} (--workers) is not allowed for Ray Train: use 1 or more (0 trains in this process)"
+        )
     cpus_per_worker = options.cpus_per_worker
     if cpus_per_worker is None:
         cpus_per_worker = max(1.0, math.floor(cpus / workers)) if cpus >= workers else cpus / workers
     if cpus_per_worker <= 0:
-        raise ConfigError(f"ray.cpus_per_worker={cpus_per_worker} (--cpus-per-worker) is not allowed: use a positive number")
+        raise ConfigError(
+            f"ray.cpus_per_worker={cpus_per_worker} (--cpus-per-worker) is not allowed: use a positive number"
+        )
     if options.gpus_per_worker == 0 and workers * cpus_per_worker > cpus + 1e-9:
         raise ConfigError(f"{workers} workers × {cpus_per_worker:g} CPUs need more than the cluster's {cpus:g} CPUs")
     return workers, cpus_per_worker
 
 
-def train_distributed(config: Config, *, resume: bool | None = None, stop_after_epochs: int | None = None,
-                      progress: Progress | None = None, callbacks: list | None = None,
-                      step_hook: StepHook | None = None) -> Path:
+def train_distributed(
+    config: Config,
+    *,
+    resume: bool | None = None,
+    stop_after_epochs: int | None = None,
+    progress: Progress | None = None,
+    callbacks: list | None = None,
+    step_hook: StepHook | None = None,
+) -> Path:
     """Train on Ray Train as ``config.ray`` says; returns the run's checkpoint path (``RUN_DIR/train/checkpoint.pt``).
 
     ``callbacks`` are Ray Train ``UserCallback``s of the controller (a Tune trial passes Tune's
@@ -206,8 +223,11 @@ def train_distributed(config: Config, *, resume: bool | None = None, stop_after_
         workers, cpus_per_worker = _plan_workers(options, config.train.configs_per_step, ray.cluster_resources())
         use_gpu = options.gpus_per_worker > 0
         resources = {"CPU": cpus_per_worker, **({"GPU": options.gpus_per_worker} if use_gpu else {})}
-        progress(f"train: Ray Train with {workers} worker(s) × {cpus_per_worker:g} CPU"
-                 + (f" + {options.gpus_per_worker:g} GPU" if use_gpu else "") + f"; run {name} under {storage}")
+        progress(
+            f"train: Ray Train with {workers} worker(s) × {cpus_per_worker:g} CPU"
+            + (f" + {options.gpus_per_worker:g} GPU" if use_gpu else "")
+            + f"; run {name} under {storage}"
+        )
         loop_config = {
             "config": config.to_dict(),
             "resume_path": str(paths.train_checkpoint) if checkpoint is not None else None,
@@ -222,19 +242,23 @@ def train_distributed(config: Config, *, resume: bool | None = None, stop_after_
             train_loop_config=loop_config,
             torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo", timeout_s=options.timeout_s),
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
-            run_config=RunConfig(name=name, storage_path=str(storage),
-                                 failure_config=FailureConfig(max_failures=options.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2),
-                                 logging_config=LoggingConfig(log_level=options.log_level),
-                                 callbacks=list(callbacks or []),
-                                 # rank 0's progress lines print once (not also through Train's logger)
-                                 worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}}),
+            run_config=RunConfig(
+                name=name,
+                storage_path=str(storage),
+                failure_config=FailureConfig(max_failures=options.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
+                logging_config=LoggingConfig(log_level=options.log_level),
+                callbacks=list(callbacks or []),
+                # rank 0's progress lines print once (not also through Train's logger)
+                worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
+            ),
         )
         try:
             result = trainer.fit()
         except ray.train.TrainingFailedError as error:
-            raise RaymetaError(f"distributed training failed (the last checkpoint is kept; run again to "
-                               f"continue): {error}") from None
+            raise RaymetaError(
+                f"distributed training failed (the last checkpoint is kept; run again to continue): {error}"
+            ) from None
         _copy_final_checkpoint(result.checkpoint, paths.train_checkpoint)
     progress(f"train: checkpoint {paths.train_checkpoint}")
     return paths.train_checkpoint

@@ -31,8 +31,7 @@ TUNABLE_GROUPS = {"train": TrainConfig, "inr": INRConfig}
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "lograndint", "choice", "grid", "value")
 SEARCHES = ("random", "grid", "optuna")
 SCHEDULERS = ("asha", "fifo")
-TOP_KEYS = ("description", "search", "num_samples", "max_concurrent_trials", "seed", "scheduler", "params",
-            "variants")
+TOP_KEYS = ("description", "search", "num_samples", "max_concurrent_trials", "seed", "scheduler", "params", "variants")
 SCHEDULER_KEYS = ("name", "grace_period", "reduction_factor", "max_t")
 VARIANT_PARAM = "variant"
 """The trial parameter that names the variant (``param.variant`` in result tables)."""
@@ -141,8 +140,11 @@ class SearchSpace:
 
     def fingerprint(self) -> str:
         """What decides a sweep's trials (everything but the description), for the resume check."""
-        content = {key: value for key, value in dataclasses.asdict(self).items()
-                   if key not in ("path", "name", "description", "max_concurrent_trials")}
+        content = {
+            key: value
+            for key, value in dataclasses.asdict(self).items()
+            if key not in ("path", "name", "description", "max_concurrent_trials")
+        }
         return json.dumps(content, sort_keys=True, default=str)
 
 
@@ -158,9 +160,11 @@ def _from_tune_value(value):
 def _field_type(key: str, where: str):
     group, _, name = key.partition(".")
     if group not in TUNABLE_GROUPS or not name:
-        raise SpaceError(f"{where}: key {key!r} is not allowed: a sweep shares one prior, so it may vary "
-                         f"{' and '.join(g + '.*' for g in TUNABLE_GROUPS)} keys only (data, model, pretrain, "
-                         f"smooth, seed and eval are fixed by the job config)")
+        raise SpaceError(
+            f"{where}: key {key!r} is not allowed: a sweep shares one prior, so it may vary "
+            f"{' and '.join(g + '.*' for g in TUNABLE_GROUPS)} keys only (data, model, pretrain, "
+            f"smooth, seed and eval are fixed by the job config)"
+        )
     hints = typing.get_type_hints(TUNABLE_GROUPS[group])
     if name not in hints:
         raise SpaceError(f"{where}: unknown key {key!r}; allowed keys in {group}: {', '.join(hints)}")
@@ -192,8 +196,10 @@ def _parse_param(key: str, spec, where: str) -> Param:
     if not isinstance(spec, dict):
         return Param(key, "value", (spec,))
     if len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
-        raise SpaceError(f"{where}: {key} must be a value or a mapping with one of {', '.join(DISTRIBUTIONS)}, "
-                         f"e.g. {{loguniform: [1e-4, 1e-2]}}; got {spec!r}")
+        raise SpaceError(
+            f"{where}: {key} must be a value or a mapping with one of {', '.join(DISTRIBUTIONS)}, "
+            f"e.g. {{loguniform: [1e-4, 1e-2]}}; got {spec!r}"
+        )
     kind, values = next(iter(spec.items()))
     if kind == "value":
         return Param(key, kind, (values,))
@@ -263,8 +269,10 @@ def load_space(path: str | Path, base: Config | None = None) -> SearchSpace:
         if value is None and key == "max_concurrent_trials":
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise SpaceError(f"{where}: {key}={value!r} is not allowed: an integer ≥ {minimum}"
-                             + (" or null (as many as the cluster fits)" if key == "max_concurrent_trials" else ""))
+            raise SpaceError(
+                f"{where}: {key}={value!r} is not allowed: an integer ≥ {minimum}"
+                + (" or null (as many as the cluster fits)" if key == "max_concurrent_trials" else "")
+            )
         setattr(space, key, value)
 
     scheduler = raw.get("scheduler", {}) or {}
@@ -286,8 +294,10 @@ def load_space(path: str | Path, base: Config | None = None) -> SearchSpace:
         raise SpaceError(f"{where}: scheduler.reduction_factor={factor!r} is not allowed: a number > 1")
     max_t = scheduler.get("max_t")
     if max_t is not None and (not isinstance(max_t, int) or isinstance(max_t, bool) or max_t < grace):
-        raise SpaceError(f"{where}: scheduler.max_t={max_t!r} is not allowed: null (the longest trial's epochs) "
-                         f"or an integer ≥ grace_period ({grace})")
+        raise SpaceError(
+            f"{where}: scheduler.max_t={max_t!r} is not allowed: null (the longest trial's epochs) "
+            f"or an integer ≥ grace_period ({grace})"
+        )
     space.grace_period, space.reduction_factor, space.max_t = grace, float(factor), max_t
 
     params = raw.get("params", {}) or {}
@@ -297,7 +307,9 @@ def load_space(path: str | Path, base: Config | None = None) -> SearchSpace:
         space.params[str(key)] = _parse_param(str(key), spec, f"{where}: params")
     variants = raw.get("variants", {}) or {}
     if not isinstance(variants, dict):
-        raise SpaceError(f"{where}: variants must map names to sets of overrides, e.g. neumeta: {{train.incremental: false}}")
+        raise SpaceError(
+            f"{where}: variants must map names to sets of overrides, e.g. neumeta: {{train.incremental: false}}"
+        )
     for name, overrides in variants.items():
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+\- ]*", name):
             raise SpaceError(f"{where}: variant name {name!r} is not allowed: letters, digits, space, _ . + -")
@@ -306,7 +318,9 @@ def load_space(path: str | Path, base: Config | None = None) -> SearchSpace:
         for key, value in overrides.items():
             _field_type(str(key), f"{where}: variants.{name}")
             if isinstance(value, dict):
-                raise SpaceError(f"{where}: variants.{name}.{key} must be a plain value (distributions go under params)")
+                raise SpaceError(
+                    f"{where}: variants.{name}.{key} must be a plain value (distributions go under params)"
+                )
         clash = sorted(set(overrides) & {k for k, p in space.params.items() if p.searched})
         if clash:
             raise SpaceError(f"{where}: variants.{name} sets {clash[0]}, which params also varies: set it in one place")
@@ -323,8 +337,10 @@ def check_search(space: SearchSpace, where: str) -> None:
     """Grid search runs every combination, so it takes grid and value parameters only; Optuna takes no grid."""
     for key, param in space.params.items():
         if space.search == "grid" and param.kind not in ("grid", "value"):
-            raise SpaceError(f"{where}: grid search runs every combination, so every parameter must be grid or "
-                             f"value; {key} is {param.kind}")
+            raise SpaceError(
+                f"{where}: grid search runs every combination, so every parameter must be grid or "
+                f"value; {key} is {param.kind}"
+            )
         if space.search == "optuna" and param.kind == "grid":
             raise SpaceError(f"{where}: Optuna cannot run a grid ({key} is grid): use choice, or search=random/grid")
 
@@ -348,6 +364,7 @@ def max_total_epochs(space: SearchSpace, base: Config, block_count) -> int:
 
     ``block_count(config)`` counts a configuration's metamorphic blocks.
     """
+
     def options(key: str, fixed: dict) -> list:
         if key in fixed:
             return [fixed[key]]
@@ -357,8 +374,10 @@ def max_total_epochs(space: SearchSpace, base: Config, block_count) -> int:
         return [getattr(getattr(base, group), name)]
 
     longest = 1
-    for fixed in (space.variants.values() or [{}]):
-        for epochs, blocks in itertools.product(options("train.epochs_per_stage", fixed), options("train.blocks", fixed)):
+    for fixed in space.variants.values() or [{}]:
+        for epochs, blocks in itertools.product(
+            options("train.epochs_per_stage", fixed), options("train.blocks", fixed)
+        ):
             trial = dataclasses.replace(base, train=dataclasses.replace(base.train, blocks=list(blocks)))
             longest = max(longest, int(epochs) * block_count(trial))
     return longest

@@ -67,8 +67,11 @@ def sweep_dir(config: Config, space: SearchSpace, options: SweepConfig) -> Path:
 
 def effective_space(space: SearchSpace, options: SweepConfig) -> SearchSpace:
     """The space with the command line's overrides (search, scheduler, samples, concurrency) applied."""
-    changes = {key: getattr(options, key) for key in ("num_samples", "search", "scheduler", "max_concurrent_trials")
-               if getattr(options, key) is not None}
+    changes = {
+        key: getattr(options, key)
+        for key in ("num_samples", "search", "scheduler", "max_concurrent_trials")
+        if getattr(options, key) is not None
+    }
     if not changes:
         return space
     updated = dataclasses.replace(space, **changes)
@@ -81,8 +84,10 @@ def score_gammas(config: Config, options: SweepConfig) -> list[float]:
     if gammas is None:
         gammas = [g for g in config.eval.gammas if is_seen(g, config.train.gamma_pool)] or list(config.train.gamma_pool)
     if not any(is_seen(g, config.train.gamma_pool) for g in gammas):
-        raise ConfigError(f"--score-gammas={','.join(f'{g:g}' for g in gammas)} has no γ inside the training pool "
-                          f"{config.train.gamma_pool}: the score is the mean accuracy over seen γ")
+        raise ConfigError(
+            f"--score-gammas={','.join(f'{g:g}' for g in gammas)} has no γ inside the training pool "
+            f"{config.train.gamma_pool}: the score is the mean accuracy over seen γ"
+        )
     return sorted(set(gammas))
 
 
@@ -106,8 +111,9 @@ def trial_method(space: SearchSpace, params: dict, config: Config) -> str:
     return str(params[VARIANT_PARAM]) if space.variants else method_name(config)
 
 
-def trial_frame(frame: pd.DataFrame, trial_id: str, status: str, columns: dict[str, object],
-                method: str) -> pd.DataFrame:
+def trial_frame(
+    frame: pd.DataFrame, trial_id: str, status: str, columns: dict[str, object], method: str
+) -> pd.DataFrame:
     frame = frame.assign(trial_id=trial_id, trial_status=status, method=method, run_id=trial_id)
     for column, value in columns.items():
         frame[column] = [value] * len(frame)
@@ -117,9 +123,11 @@ def trial_frame(frame: pd.DataFrame, trial_id: str, status: str, columns: dict[s
 def check_validation_split(config: Config) -> None:
     """A sweep scores and chooses trials on the validation split: a config without one is refused."""
     if config.data.validation_fraction <= 0:
-        raise ConfigError(f"data.validation_fraction={config.data.validation_fraction:g} is not allowed for a "
-                          f"sweep: trials are stopped early and the best one chosen on the validation split, so "
-                          f"it needs one; use a fraction in (0, 1), e.g. data.validation_fraction=0.1 (the default)")
+        raise ConfigError(
+            f"data.validation_fraction={config.data.validation_fraction:g} is not allowed for a "
+            f"sweep: trials are stopped early and the best one chosen on the validation split, so "
+            f"it needs one; use a fraction in (0, 1), e.g. data.validation_fraction=0.1 (the default)"
+        )
 
 
 def final_score(frame: pd.DataFrame, split: str = SELECTION_SPLIT) -> float:
@@ -134,8 +142,10 @@ def rank_trials(trials: list[dict]) -> list[dict]:
 
     Only ``score`` ranks; a trial's ``test_score`` is reported beside it and never consulted.
     """
-    return sorted(trials, key=lambda t: (t["status"] != FINISHED,
-                                         -(t["score"] if math.isfinite(t["score"]) else -1), t["trial_id"]))
+    return sorted(
+        trials,
+        key=lambda t: (t["status"] != FINISHED, -(t["score"] if math.isfinite(t["score"]) else -1), t["trial_id"]),
+    )
 
 
 def best_trial(trials: list[dict]) -> dict | None:
@@ -220,13 +230,16 @@ def run_trial(params: dict, setup: dict) -> None:
     trained = load_trained(checkpoint)
     frame = _evaluated_rows(config, trained, space, params, trial_id, FINISHED, progress)
     write_table(frame, finished.parent, name=finished.name)
-    progress(f"sweep: trial {trial_id} finished: mean accuracy over seen γ, validation {final_score(frame):.4f} "
-             f"(test {final_score(frame, 'test'):.4f}) → {finished}")
+    progress(
+        f"sweep: trial {trial_id} finished: mean accuracy over seen γ, validation {final_score(frame):.4f} "
+        f"(test {final_score(frame, 'test'):.4f}) → {finished}"
+    )
     tune.report(_last_report(frame, trained.checkpoint.state.history))
 
 
-def _evaluated_rows(config: Config, trained, space: SearchSpace, params: dict, trial_id: str, status: str,
-                    progress: Progress) -> pd.DataFrame:
+def _evaluated_rows(
+    config: Config, trained, space: SearchSpace, params: dict, trial_id: str, status: str, progress: Progress
+) -> pd.DataFrame:
     """A trial's final evaluation rows (of ``trained``, a loaded checkpoint) on the validation split (which
     ranks it) and the test split (reported only), plus its training-monitor rows, with the trial's columns."""
     columns = param_columns(space, params)
@@ -252,7 +265,8 @@ def ensure_prior(config: Config, progress: Progress) -> Path:
     same = smoothed is not None and (
         config_from_dict(smoothed.config).prior_hash() == config.prior_hash()
         and smoothed.config["smooth"] == config.to_dict()["smooth"]
-        and paths.smoothed.stat().st_mtime >= paths.prior.stat().st_mtime)
+        and paths.smoothed.stat().st_mtime >= paths.prior.stat().st_mtime
+    )
     if same:
         progress(f"sweep: reusing the smoothed prior {paths.smoothed}")
     else:
@@ -274,8 +288,10 @@ def _check_same_sweep(folder: Path, space: SearchSpace, base: Config, resume: bo
     saved = yaml.safe_load(record.read_text()) or {}
     if saved.get("space") != space.fingerprint() or saved.get("config_hash") != base.hash():
         what = "search space" if saved.get("space") != space.fingerprint() else "job config"
-        raise ConfigError(f"{folder} holds a sweep started with another {what}: use --restart to replace it, "
-                          f"or --sweep-dir to start this one elsewhere")
+        raise ConfigError(
+            f"{folder} holds a sweep started with another {what}: use --restart to replace it, "
+            f"or --sweep-dir to start this one elsewhere"
+        )
     return True
 
 
@@ -288,10 +304,13 @@ def _plan_trials(options: SweepConfig, resources: dict, wanted: int | None) -> i
     if gpus > 0:
         fit = min(fit, math.floor(have_gpus / gpus + 1e-9))
     if fit < 1:
-        raise ConfigError(f"one trial needs {cpus:g} CPUs ({options.trial_cpus:g} for its driver + {options.workers} "
-                          f"worker(s) × {options.cpus_per_worker:g})" + (f" and {gpus:g} GPUs" if gpus else "")
-                          + f", but the Ray cluster has {have_cpus:g} CPUs and {have_gpus:g} GPUs: lower --workers, "
-                          f"--cpus-per-worker or --trial-cpus")
+        raise ConfigError(
+            f"one trial needs {cpus:g} CPUs ({options.trial_cpus:g} for its driver + {options.workers} "
+            f"worker(s) × {options.cpus_per_worker:g})"
+            + (f" and {gpus:g} GPUs" if gpus else "")
+            + f", but the Ray cluster has {have_cpus:g} CPUs and {have_gpus:g} GPUs: lower --workers, "
+            f"--cpus-per-worker or --trial-cpus"
+        )
     return min(fit, wanted) if wanted else fit
 
 
@@ -307,11 +326,12 @@ def _searcher(space: SearchSpace, concurrent: int):
     ``TuneConfig.max_concurrent_trials`` for a generator it did not build itself)."""
     if space.search == "optuna":
         try:
-            from ray.tune.search.optuna import OptunaSearch
             import optuna  # noqa: F401
+            from ray.tune.search.optuna import OptunaSearch
         except ImportError:
-            raise ConfigError("search=optuna needs Optuna: pip install 'raymeta[optuna]' (or optuna), "
-                              "or use --search random") from None
+            raise ConfigError(
+                "search=optuna needs Optuna: pip install 'raymeta[optuna]' (or optuna), or use --search random"
+            ) from None
         from ray.tune.search import ConcurrencyLimiter
 
         return ConcurrencyLimiter(OptunaSearch(seed=space.seed), max_concurrent=concurrent)
@@ -325,8 +345,12 @@ def _scheduler(space: SearchSpace, max_t: int):
 
     if space.scheduler == "fifo":
         return FIFOScheduler()
-    return ASHAScheduler(time_attr=TIME_ATTR, max_t=max(max_t, space.grace_period),
-                         grace_period=space.grace_period, reduction_factor=space.reduction_factor)
+    return ASHAScheduler(
+        time_attr=TIME_ATTR,
+        max_t=max(max_t, space.grace_period),
+        grace_period=space.grace_period,
+        reduction_factor=space.reduction_factor,
+    )
 
 
 _DRIVER: dict = {"progress": Progress(), "total": 0, "ended": 0}
@@ -342,8 +366,10 @@ class SweepProgress(tune.Callback):
         score = (trial.last_result or {}).get(METRIC)
         epoch = (trial.last_result or {}).get(TIME_ATTR)
         detail = f" at epoch {epoch}, score {score:.4f}" if isinstance(score, float) and epoch else ""
-        _DRIVER["progress"](f"sweep: trial {trial.custom_trial_name or trial.trial_id} {what}{detail} "
-                            f"({_DRIVER['ended']} of {_DRIVER['total']} ended in this session)")
+        _DRIVER["progress"](
+            f"sweep: trial {trial.custom_trial_name or trial.trial_id} {what}{detail} "
+            f"({_DRIVER['ended']} of {_DRIVER['total']} ended in this session)"
+        )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._line(trial, "ended")
@@ -352,8 +378,9 @@ class SweepProgress(tune.Callback):
         self._line(trial, "errored")
 
 
-def run_sweep(space: SearchSpace, base: Config, progress: Progress | None = None, *,
-              resume: bool | None = None) -> dict:
+def run_sweep(
+    space: SearchSpace, base: Config, progress: Progress | None = None, *, resume: bool | None = None
+) -> dict:
     """Run (or continue) a sweep as ``base.sweep`` says; returns a summary with the sweep folder, trial table
     and best config. ``resume``: None continues the sweep in the folder if there is one; True requires one;
     False starts over."""
@@ -369,9 +396,18 @@ def run_sweep(space: SearchSpace, base: Config, progress: Progress | None = None
     resuming = _check_same_sweep(folder, space, base, resume)
     prior_dir = ensure_prior(base, progress)
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "sweep.yaml", yaml.safe_dump(
-        {"space_file": str(space.path), "space": space.fingerprint(), "config_hash": base.hash(),
-         "config": base.to_dict()}, sort_keys=False))
+    atomic_write_text(
+        folder / "sweep.yaml",
+        yaml.safe_dump(
+            {
+                "space_file": str(space.path),
+                "space": space.fingerprint(),
+                "config_hash": base.hash(),
+                "config": base.to_dict(),
+            },
+            sort_keys=False,
+        ),
+    )
 
     with ray_session(base.ray.address, progress, "sweep"):
         concurrent = _plan_trials(options, ray.cluster_resources(), space.max_concurrent_trials)
@@ -379,16 +415,31 @@ def run_sweep(space: SearchSpace, base: Config, progress: Progress | None = None
         max_t = space.max_t or max_total_epochs(space, base, _block_count) + 1
         total = space.trial_count()
         _DRIVER.update(progress=progress, total=total, ended=0)
-        progress(f"sweep: {space.name}: {total} trial(s), {space.search} search, {space.scheduler} scheduler"
-                 + (f" (ASHA on {METRIC} by {TIME_ATTR}, grace {space.grace_period}, max {max_t})"
-                    if space.scheduler == "asha" else "")
-                 + f"; {concurrent} at a time, each {options.workers} worker(s) × {options.cpus_per_worker:g} CPU"
-                 + (f" + {options.gpus_per_worker:g} GPU" if options.gpus_per_worker else "")
-                 + f" + {options.trial_cpus:g} CPU driver; score γ {', '.join(f'{g:g}' for g in gammas)}; {folder}")
-        train_options = {"workers": options.workers, "cpus_per_worker": options.cpus_per_worker,
-                         "gpus_per_worker": options.gpus_per_worker, "max_failures": 1}
-        setup = {"space": space, "base": base.to_dict(), "sweep_dir": str(folder), "prior_dir": str(prior_dir),
-                 "score_gammas": gammas, "train_options": train_options}
+        progress(
+            f"sweep: {space.name}: {total} trial(s), {space.search} search, {space.scheduler} scheduler"
+            + (
+                f" (ASHA on {METRIC} by {TIME_ATTR}, grace {space.grace_period}, max {max_t})"
+                if space.scheduler == "asha"
+                else ""
+            )
+            + f"; {concurrent} at a time, each {options.workers} worker(s) × {options.cpus_per_worker:g} CPU"
+            + (f" + {options.gpus_per_worker:g} GPU" if options.gpus_per_worker else "")
+            + f" + {options.trial_cpus:g} CPU driver; score γ {', '.join(f'{g:g}' for g in gammas)}; {folder}"
+        )
+        train_options = {
+            "workers": options.workers,
+            "cpus_per_worker": options.cpus_per_worker,
+            "gpus_per_worker": options.gpus_per_worker,
+            "max_failures": 1,
+        }
+        setup = {
+            "space": space,
+            "base": base.to_dict(),
+            "sweep_dir": str(folder),
+            "prior_dir": str(prior_dir),
+            "score_gammas": gammas,
+            "train_options": train_options,
+        }
         trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"CPU": options.trial_cpus})
         experiment = folder / "tune"
         # Continuing a sweep never restores Tune's own state (Tuner.restore unpickles it, and a crafted file in
@@ -405,19 +456,29 @@ def run_sweep(space: SearchSpace, base: Config, progress: Progress | None = None
             trainable,
             param_space=space.param_space(),
             tune_config=tune.TuneConfig(
-                metric=METRIC, mode=MODE, search_alg=_searcher(space, concurrent),
-                scheduler=_scheduler(space, max_t), num_samples=space.num_samples,
-                trial_name_creator=names, trial_dirname_creator=names),
+                metric=METRIC,
+                mode=MODE,
+                search_alg=_searcher(space, concurrent),
+                scheduler=_scheduler(space, max_t),
+                num_samples=space.num_samples,
+                trial_name_creator=names,
+                trial_dirname_creator=names,
+            ),
             run_config=tune.RunConfig(
-                name="tune", storage_path=str(folder), verbose=options.verbose,
+                name="tune",
+                storage_path=str(folder),
+                verbose=options.verbose,
                 failure_config=tune.FailureConfig(max_failures=options.trial_retries),
-                callbacks=[SweepProgress()]),
+                callbacks=[SweepProgress()],
+            ),
         )
         grid = tuner.fit()
         unfinished = max(total, len(grid)) - grid.num_terminated - grid.num_errors
         if unfinished:  # Ctrl-C: Tune saved the experiment and returned early
-            raise RaymetaError(f"the sweep stopped with {unfinished} of {max(total, len(grid))} trial(s) unfinished; run the "
-                               f"same command again to continue it ({folder})")
+            raise RaymetaError(
+                f"the sweep stopped with {unfinished} of {max(total, len(grid))} trial(s) unfinished; run the "
+                f"same command again to continue it ({folder})"
+            )
         return collect(grid, space, base, folder, gammas, progress)
 
 
@@ -444,31 +505,43 @@ def collect(grid, space: SearchSpace, base: Config, folder: Path, gammas: list[f
         frame = read_table(table) if table else None
         epochs = int(frame.loc[frame["phase"] == "final", "epoch"].max()) if frame is not None else 0
         nan = float("nan")
-        trials.append({"trial_id": trial_id, "status": status, "params": params, "epochs": epochs,
-                       "score": final_score(frame) if frame is not None else nan,
-                       "test_score": final_score(frame, "test") if frame is not None else nan,
-                       "error": _error_line(result.error)})
+        trials.append(
+            {
+                "trial_id": trial_id,
+                "status": status,
+                "params": params,
+                "epochs": epochs,
+                "score": final_score(frame) if frame is not None else nan,
+                "test_score": final_score(frame, "test") if frame is not None else nan,
+                "error": _error_line(result.error),
+            }
+        )
     trials = rank_trials(trials)
     _print_trials(trials, space, progress)
     best = best_trial(trials)
     if best is None:
         errors = "; ".join(f"{t['trial_id']}: {t['error']}" for t in trials if t["error"])
-        raise RaymetaError(f"no trial of the sweep finished{(': ' + errors) if errors else ''} "
-                           f"(run the same command again to retry; the trials' logs are under {folder / 'tune'})")
+        raise RaymetaError(
+            f"no trial of the sweep finished{(': ' + errors) if errors else ''} "
+            f"(run the same command again to retry; the trials' logs are under {folder / 'tune'})"
+        )
     best_path = write_best(base, space, best, folder, gammas)
-    progress(f"sweep: best trial {best['trial_id']} (mean validation accuracy over seen γ {best['score']:.4f}; "
-             f"test {best['test_score']:.4f}, not used to choose) → {best_path}")
+    progress(
+        f"sweep: best trial {best['trial_id']} (mean validation accuracy over seen γ {best['score']:.4f}; "
+        f"test {best['test_score']:.4f}, not used to choose) → {best_path}"
+    )
     report = None
     results = folder / "results"
     if results.is_dir() and any(results.glob("*.parquet")):
-
         report = write_report(read_tables(results), folder / "report.html", title=f"raymeta sweep {space.name}")
         progress(f"sweep: report {report}")
     errored = [t for t in trials if t["status"] == ERRORED]
     if errored:
         reasons = "".join(f"\n  {t['trial_id']}: {t['error']}" for t in errored)
-        progress(f"sweep: {len(errored)} trial(s) errored (logs under {folder / 'tune'}); run the same command "
-                 f"again to retry them:{reasons}")
+        progress(
+            f"sweep: {len(errored)} trial(s) errored (logs under {folder / 'tune'}); run the same command "
+            f"again to retry them:{reasons}"
+        )
     return {"sweep_dir": folder, "trials": trials, "best": best, "best_config": best_path, "report": report}
 
 
@@ -492,11 +565,14 @@ def _print_trials(trials: list[dict], space: SearchSpace, progress: Progress) ->
     lines = [head]
     for t in trials:
         values = "  ".join(_short(t["params"].get(name)) for name in names)
-        score, test = (f"{t[key]:.4f}" if math.isfinite(t.get(key, float("nan"))) else "–"
-                       for key in ("score", "test_score"))
+        score, test = (
+            f"{t[key]:.4f}" if math.isfinite(t.get(key, float("nan"))) else "–" for key in ("score", "test_score")
+        )
         lines.append(f"{t['trial_id']:<14} {t['status']:<14} {t['epochs']:>6} {score:>7} {test:>7}  {values}")
-    progress("sweep: trials (score: mean validation accuracy over the seen γ of eval.gammas, which ranks the "
-             "trials; test: the same on the test split, reported only)\n" + "\n".join(lines))
+    progress(
+        "sweep: trials (score: mean validation accuracy over the seen γ of eval.gammas, which ranks the "
+        "trials; test: the same on the test split, reported only)\n" + "\n".join(lines)
+    )
 
 
 def _short(value) -> str:
@@ -507,14 +583,18 @@ def write_best(base: Config, space: SearchSpace, best: dict, folder: Path, gamma
     """The best trial's full configuration as a job YAML whose run folder already holds the shared prior."""
     run_dir = folder / "best"
     config = trial_config(base, space, best["params"], run_dir, gammas)
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, monitor_gammas=base.train.monitor_gammas))
+    config = dataclasses.replace(
+        config, train=dataclasses.replace(config.train, monitor_gammas=base.train.monitor_gammas)
+    )
     link_prior(Path(base.run_dir), run_dir)
     chosen = ", ".join(f"{k}={_short(v)}" for k, v in space.overrides(best["params"]).items())
-    header = (f"# Best trial {best['trial_id']} of sweep {space.name} ({time.strftime('%Y-%m-%d %H:%M')}): mean final\n"
-              f"# validation accuracy over the seen γ {best['score']:.4f} after {best['epochs']} epochs (chosen on\n"
-              f"# the validation split; test {best.get('test_score', float('nan')):.4f}, reported only).\n"
-              f"# Chosen: {chosen}\n"
-              f"# {run_dir} holds the sweep's prior, so training starts at once:\n"
-              f"#   raymeta run --config {folder / 'best.yaml'}\n")
+    header = (
+        f"# Best trial {best['trial_id']} of sweep {space.name} ({time.strftime('%Y-%m-%d %H:%M')}): mean final\n"
+        f"# validation accuracy over the seen γ {best['score']:.4f} after {best['epochs']} epochs (chosen on\n"
+        f"# the validation split; test {best.get('test_score', float('nan')):.4f}, reported only).\n"
+        f"# Chosen: {chosen}\n"
+        f"# {run_dir} holds the sweep's prior, so training starts at once:\n"
+        f"#   raymeta run --config {folder / 'best.yaml'}\n"
+    )
     path = atomic_write_text(folder / "best.yaml", header + yaml.safe_dump(config.to_dict(), sort_keys=False))
     return path

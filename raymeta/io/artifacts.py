@@ -35,6 +35,7 @@ _FORMAT_1_LOSSES = ("loss", "task", "distill", "feature", "rec", "reg", "correct
 @dataclass
 class PretrainState:
     """Where pretraining stands: epochs done and one metrics record per epoch."""
+
     epoch: int = 0
     history: list[dict] = field(default_factory=list)
 
@@ -74,8 +75,14 @@ class EpochRecord:
     def metrics(self) -> dict[str, float]:
         """The epoch's numbers, flat (what each epoch reports to Ray Train and Tune): the placement, the mean loss
         parts, ``acc@<γ>`` per monitored γ and the ``score``."""
-        placement = {"stage": self.stage, "epoch": self.epoch, "global_epoch": self.global_epoch,
-                     "finished": self.finished, "step": self.step, "seconds": self.seconds}
+        placement = {
+            "stage": self.stage,
+            "epoch": self.epoch,
+            "global_epoch": self.global_epoch,
+            "finished": self.finished,
+            "step": self.step,
+            "seconds": self.seconds,
+        }
         accuracies = {f"acc@{row['gamma']:g}": row["accuracy"] for row in self.monitor}
         return {**placement, **self.losses, **accuracies, "score": self.score}
 
@@ -92,6 +99,7 @@ class EpochRecord:
 class TrainingState:
     """Where hypernetwork training stands: the stage, the epoch within it, the global optimiser step, and one
     :class:`EpochRecord` per finished epoch."""
+
     stage: int = 0
     epoch: int = 0
     step: int = 0
@@ -99,8 +107,12 @@ class TrainingState:
 
     @classmethod
     def from_plain(cls, value: dict) -> TrainingState:
-        return cls(stage=value.get("stage", 0), epoch=value.get("epoch", 0), step=value.get("step", 0),
-                   history=[EpochRecord.from_plain(record) for record in value.get("history", [])])
+        return cls(
+            stage=value.get("stage", 0),
+            epoch=value.get("epoch", 0),
+            step=value.get("step", 0),
+            history=[EpochRecord.from_plain(record) for record in value.get("history", [])],
+        )
 
 
 @dataclass
@@ -108,6 +120,7 @@ class Artifact:
     """Base of the checkpoint kinds: ``kind`` names the file's kind; ``format_version`` the layout it is written
     in (``load`` reads that one and every earlier one); ``hash_field`` the field holding the hash of the
     configuration that made it (checked by ``load(..., expect_hash=...)``)."""
+
     kind: ClassVar[str] = ""
     format_version: ClassVar[int] = 1
     hash_field: ClassVar[str | None] = None
@@ -135,8 +148,11 @@ class Artifact:
     def from_payload(cls: type[A], path: Path, payload: dict, *, expect_hash: str | None = None) -> A:
         """The checkpoint read from ``path`` as :func:`read_payload` returned it (see :meth:`load`)."""
         names = {item.name: item for item in dataclasses.fields(cls)}
-        required = [name for name, item in names.items()
-                    if item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING]
+        required = [
+            name
+            for name, item in names.items()
+            if item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING
+        ]
         missing = [name for name in required if name not in payload]
         if missing:
             raise CheckpointError(f"{cls.kind} checkpoint {path} lacks {', '.join(missing)}")
@@ -155,15 +171,18 @@ class Artifact:
         if expect_hash is not None and cls.hash_field is not None:
             stored = getattr(artifact, cls.hash_field)
             if stored != expect_hash:
-                raise ConfigError(f"the checkpoint {path} was made by another configuration ({cls.hash_field} "
-                                  f"{stored}, now {expect_hash}): pass --restart to overwrite it or use another "
-                                  f"run_dir")
+                raise ConfigError(
+                    f"the checkpoint {path} was made by another configuration ({cls.hash_field} "
+                    f"{stored}, now {expect_hash}): pass --restart to overwrite it or use another "
+                    f"run_dir"
+                )
         return artifact
 
 
 @dataclass
 class PriorCheckpoint(Artifact):
     """The prior: an ordinary ResNet (with BatchNorm) at γ = 0, with what resuming its training needs."""
+
     kind: ClassVar[str] = "prior"
     hash_field: ClassVar[str | None] = "prior_hash"
     _state_types: ClassVar[dict[str, type]] = {"state": PretrainState}
@@ -183,14 +202,17 @@ class PriorCheckpoint(Artifact):
 
     def require_done(self, path: str | Path) -> PriorCheckpoint:
         if not self.done:
-            raise CheckpointError(f"the prior {path} is unfinished (epoch {self.state.epoch} of "
-                                  f"{self.config['pretrain']['epochs']}): run raymeta pretrain to finish it")
+            raise CheckpointError(
+                f"the prior {path} is unfinished (epoch {self.state.epoch} of "
+                f"{self.config['pretrain']['epochs']}): run raymeta pretrain to finish it"
+            )
         return self
 
 
 @dataclass
 class SmoothedCheckpoint(Artifact):
     """The prior with BatchNorm folded into its convs and its channels permuted: what the INRs learn from."""
+
     kind: ClassVar[str] = "smoothed"
 
     config: dict
@@ -214,6 +236,7 @@ class MetamorphicCheckpoint(Artifact):
     streams: it loads (to evaluate or export it), but an unfinished one cannot be resumed exactly
     (:meth:`load_to_resume` refuses it).
     """
+
     kind: ClassVar[str] = "metamorphic"
     format_version: ClassVar[int] = 2
     hash_field: ClassVar[str | None] = "config_hash"
@@ -244,9 +267,11 @@ class MetamorphicCheckpoint(Artifact):
         payload = read_payload(path, cls.kind, cls.format_version)
         written = payload["format_version"]
         if written < cls.format_version and not payload.get("done", False):
-            raise CheckpointError(f"the training checkpoint {path} is of format {written}, made by an earlier raymeta "
-                                  f"whose random streams differ from format {cls.format_version}'s: it cannot be "
-                                  f"resumed exactly. Pass --restart to train this run afresh")
+            raise CheckpointError(
+                f"the training checkpoint {path} is of format {written}, made by an earlier raymeta "
+                f"whose random streams differ from format {cls.format_version}'s: it cannot be "
+                f"resumed exactly. Pass --restart to train this run afresh"
+            )
         return cls.from_payload(path, payload, expect_hash=expect_hash)
 
 
@@ -262,8 +287,10 @@ def read_payload(path: Path, kind: str, newest: int = 1) -> dict:
     except pickle.UnpicklingError as error:
         reason = _unpickler_reason(str(error))
         if reason.startswith("Unsupported global"):
-            raise CheckpointError(f"{kind} checkpoint {path} is refused: it holds objects other than tensors and "
-                                  f"plain data, and loading them could run code ({reason})") from None
+            raise CheckpointError(
+                f"{kind} checkpoint {path} is refused: it holds objects other than tensors and "
+                f"plain data, and loading them could run code ({reason})"
+            ) from None
         raise CheckpointError(f"{kind} checkpoint {path} is corrupt or not a raymeta checkpoint ({reason})") from None
     except Exception as error:  # torch raises several types for truncated or foreign files
         raise CheckpointError(f"{kind} checkpoint {path} is corrupt or not a raymeta checkpoint ({error})") from None
@@ -273,8 +300,9 @@ def read_payload(path: Path, kind: str, newest: int = 1) -> dict:
         raise CheckpointError(f"{path} holds a {payload.get('kind')!r} checkpoint, expected {kind!r}")
     version = payload["format_version"]
     if not isinstance(version, int) or not 1 <= version <= newest:
-        raise CheckpointError(f"{path} is of format version {version!r}; this raymeta reads {kind} checkpoints of "
-                              f"format 1 to {newest}")
+        raise CheckpointError(
+            f"{path} is of format version {version!r}; this raymeta reads {kind} checkpoints of format 1 to {newest}"
+        )
     return payload
 
 

@@ -273,8 +273,10 @@ def _check_limit(argument: str, value: int | None) -> None:
 def _check_fraction(value: object) -> None:
     """``validation_fraction`` must be a finite number in [0, 1)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ConfigError(f"data.validation_fraction={value!r} is not allowed: a number in [0, 1), the share of "
-                          f"the training split held out for validation (0: no validation split)")
+        raise ConfigError(
+            f"data.validation_fraction={value!r} is not allowed: a number in [0, 1), the share of "
+            f"the training split held out for validation (0: no validation split)"
+        )
 
 
 def _check_positive_int(argument: str, value: object, minimum: int = 1) -> None:
@@ -298,10 +300,11 @@ def validation_count(fraction: float, train_count: int, dataset: str) -> int:
     if train_count < 2:
         allowed = f"0 (no validation split): {dataset} has only {train_count} training example(s)"
     else:
-        allowed = (f"0 (no validation split) or a number in [{0.5 / train_count:.4g}, "
-                   f"{1 - 0.5 / train_count:.4g})")
-    raise ConfigError(f"data.validation_fraction={fraction!r} leaves {what}: {fraction!r} × {train_count} training "
-                      f"examples of {dataset} rounds to {count}; allowed: {allowed}")
+        allowed = f"0 (no validation split) or a number in [{0.5 / train_count:.4g}, {1 - 0.5 / train_count:.4g})"
+    raise ConfigError(
+        f"data.validation_fraction={fraction!r} leaves {what}: {fraction!r} × {train_count} training "
+        f"examples of {dataset} rounds to {count}; allowed: {allowed}"
+    )
 
 
 def stratified_quotas(counts: list[int], total: int) -> list[int]:
@@ -319,8 +322,9 @@ def stratified_quotas(counts: list[int], total: int) -> list[int]:
     return quotas
 
 
-def hold_out_validation(labels: torch.Tensor, fraction: float,
-                        dataset: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+def hold_out_validation(
+    labels: torch.Tensor, fraction: float, dataset: str
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Indices (validation, remaining training) of a training split with ``labels``; None for fraction 0.
 
     Stratified by class, drawn with ``VALIDATION_SEED``: a pure function of the labels and the fraction.
@@ -410,9 +414,7 @@ def _load_digits(seed: int, validation_fraction: float):
 # --- synthetic ----------------------------------------------------------------------------------------
 
 
-def _make_synthetic(
-    seed: int, sizes: tuple[int, int], image_size: int, channels: int, num_classes: int
-):
+def _make_synthetic(seed: int, sizes: tuple[int, int], image_size: int, channels: int, num_classes: int):
     """One random template per class; each example is its class template plus unit gaussian noise (not normalised).
 
     With templates and noise both of unit scale the classes are far apart in pixel space (nearest
@@ -506,20 +508,14 @@ def _read_idx(path: Path, expected_magic: int, image_size: int | None = None) ->
         raise DataError(f"idx {kind} file {path} is {len(content)} bytes long; expected at least a 4-byte header")
     magic = int.from_bytes(content[:4], "big")
     if magic != expected_magic:
-        raise DataError(
-            f"idx {kind} file {path} has magic number 0x{magic:08x}; expected 0x{expected_magic:08x}"
-        )
+        raise DataError(f"idx {kind} file {path} has magic number 0x{magic:08x}; expected 0x{expected_magic:08x}")
     num_dims = expected_magic & 0xFF
     header_size = 4 + 4 * num_dims
     if len(content) < header_size:
-        raise DataError(
-            f"idx {kind} file {path} is {len(content)} bytes long; expected a {header_size}-byte header"
-        )
+        raise DataError(f"idx {kind} file {path} is {len(content)} bytes long; expected a {header_size}-byte header")
     dims = [int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(num_dims)]
     if image_size is not None and dims[1:] != [image_size, image_size]:
-        raise DataError(
-            f"idx {kind} file {path} holds {dims[1]}x{dims[2]} images; expected {image_size}x{image_size}"
-        )
+        raise DataError(f"idx {kind} file {path} holds {dims[1]}x{dims[2]} images; expected {image_size}x{image_size}")
     expected_size = header_size + int(np.prod(dims))
     if len(content) != expected_size:
         raise DataError(
@@ -573,10 +569,14 @@ def _download_cifar(name: str, layout: _CifarLayout, data_dir: Path) -> None:
         raise DataError(f"downloading {name} from {layout.url} into {data_dir} failed: {error}") from error
 
 
-_CIFAR_PICKLE_GLOBALS = frozenset({
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-})
+_CIFAR_PICKLE_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+)
 """The only callables a CIFAR batch pickle names: what rebuilds a numpy array (under numpy 1's and 2's module
 names). Dicts, lists, bytes and numbers need none."""
 
@@ -629,8 +629,7 @@ def _read_cifar_pickle(path: Path, layout: _CifarLayout) -> tuple[torch.Tensor, 
         )
     if labels.size and (labels.min() < 0 or labels.max() >= layout.num_classes):
         raise DataError(
-            f"CIFAR file {path}: labels range over {labels.min()}..{labels.max()}; "
-            f"expected 0..{layout.num_classes - 1}"
+            f"CIFAR file {path}: labels range over {labels.min()}..{labels.max()}; expected 0..{layout.num_classes - 1}"
         )
     pixels = torch.from_numpy(np.ascontiguousarray(data)).reshape(-1, 3, CIFAR_IMAGE_SIZE, CIFAR_IMAGE_SIZE)
     return pixels, torch.from_numpy(labels)
@@ -728,8 +727,9 @@ def _augment_batch(images: torch.Tensor, spec: AugmentSpec, generator: torch.Gen
     return _crop_windows(images, offsets.to(images.device), mirror.to(images.device), height, width)
 
 
-def _crop_windows(padded: torch.Tensor, offsets: torch.Tensor, mirror: torch.Tensor, height: int,
-                  width: int) -> torch.Tensor:
+def _crop_windows(
+    padded: torch.Tensor, offsets: torch.Tensor, mirror: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
     """Window ``[top : top + height, left : left + width]`` of every image of ``padded`` [B, C, H', W'], with
     (top, left) = ``offsets[b]``, mirrored left to right where ``mirror[b]``: one gather over the flattened
     pixels (a pure copy, so bit-identical to slicing and flipping each image)."""

@@ -23,11 +23,25 @@ from raymeta.errors import RaymetaError
 from raymeta.io.files import atomic_write
 
 SCHEMA: dict[str, str] = {
-    "run_id": "string", "method": "string", "config_hash": "string", "git_commit": "string",
-    "dataset": "string", "architecture": "string", "phase": "string", "split": "string", "stage": "int",
+    "run_id": "string",
+    "method": "string",
+    "config_hash": "string",
+    "git_commit": "string",
+    "dataset": "string",
+    "architecture": "string",
+    "phase": "string",
+    "split": "string",
+    "stage": "int",
     "epoch": "int",
-    "gamma": "float", "seen": "bool", "samples": "int", "accuracy": "float", "loss": "float", "params": "int",
-    "macs": "int", "wall_time_s": "float", "train_time_s": "float",
+    "gamma": "float",
+    "seen": "bool",
+    "samples": "int",
+    "accuracy": "float",
+    "loss": "float",
+    "params": "int",
+    "macs": "int",
+    "wall_time_s": "float",
+    "train_time_s": "float",
 }
 """Column → kind. ``phase`` is "final" for an evaluation of a finished model and "train" for the per-epoch
 monitor rows written during training (samples = 1, stage = stage index, epoch = global epoch count);
@@ -49,9 +63,15 @@ in an epoch (incremental training), or a table written before the signals existe
 RESULT_COLUMNS = list(SCHEMA)
 """The required columns, in the order every table is written."""
 
-OPTIONAL_COLUMNS: dict[str, str] = {"trial_id": "string", "trial_status": "string", "latency_ms": "float",
-                                    "measured_latency_ms": "float", "search_kind": "string",
-                                    "search_status": "string", "budget": "string"}
+OPTIONAL_COLUMNS: dict[str, str] = {
+    "trial_id": "string",
+    "trial_status": "string",
+    "latency_ms": "float",
+    "measured_latency_ms": "float",
+    "search_kind": "string",
+    "search_status": "string",
+    "budget": "string",
+}
 """Columns a table may carry beyond the required ones (Ray Tune trials: the trial's id, and whether it
 finished, was stopped early by the scheduler or errored; an unfinished trial is evaluated at its last
 checkpoint). A deployment search (``raymeta deploy``, its ``pareto.parquet``) adds: ``latency_ms`` (the
@@ -77,8 +97,13 @@ WIDTH_PREFIX = "width."
 """Deployment-search rows: the hidden width of each metamorphic block, ``width.<block name>`` (a whole number,
 stored as float so that tables without the column concatenate with NaN)."""
 
-PREFIXES: dict[str, str | None] = {PARAM_PREFIX: None, ALPHA_PREFIX: "float", REC_PREFIX: "float",
-                                   GAMMA_PREFIX: "float", WIDTH_PREFIX: "float"}
+PREFIXES: dict[str, str | None] = {
+    PARAM_PREFIX: None,
+    ALPHA_PREFIX: "float",
+    REC_PREFIX: "float",
+    GAMMA_PREFIX: "float",
+    WIDTH_PREFIX: "float",
+}
 """Column-name prefix → kind of every column carrying it (None: any scalar type, kept as it is)."""
 
 PHASES = ("final", "train")
@@ -102,7 +127,9 @@ def _kind_of(series: pd.Series) -> str:
         return "int"
     if ptypes.is_float_dtype(dtype):
         return "float"
-    if ptypes.is_string_dtype(dtype) or (dtype == object and series.map(lambda v: isinstance(v, str)).all()):
+    if ptypes.is_string_dtype(dtype) or (
+        ptypes.is_object_dtype(dtype) and series.map(lambda v: isinstance(v, str)).all()
+    ):
         return "string"
     return str(dtype)
 
@@ -115,13 +142,17 @@ def validate_frame(frame: pd.DataFrame, source: str | Path = "<frame>") -> pd.Da
     """
     missing = [column for column in RESULT_COLUMNS if column not in frame.columns]
     if missing:
-        raise ResultsError(f"results table {source} lacks column(s) {', '.join(missing)}; "
-                           f"required columns: {', '.join(RESULT_COLUMNS)}")
+        raise ResultsError(
+            f"results table {source} lacks column(s) {', '.join(missing)}; "
+            f"required columns: {', '.join(RESULT_COLUMNS)}"
+        )
     extra = [c for c in frame.columns if c not in SCHEMA and c not in OPTIONAL_COLUMNS and _prefix(c) is None]
     if extra:
         prefixed = ", ".join(f"{prefix}<name>" for prefix in PREFIXES)
-        raise ResultsError(f"results table {source} has unknown column(s) {', '.join(map(str, extra))}; allowed "
-                           f"beyond the required ones: {', '.join(OPTIONAL_COLUMNS)} and {prefixed}")
+        raise ResultsError(
+            f"results table {source} has unknown column(s) {', '.join(map(str, extra))}; allowed "
+            f"beyond the required ones: {', '.join(OPTIONAL_COLUMNS)} and {prefixed}"
+        )
     expected = {**SCHEMA, **{c: k for c, k in OPTIONAL_COLUMNS.items() if c in frame.columns}}
     out = {}
     for column, kind in expected.items():
@@ -132,20 +163,20 @@ def validate_frame(frame: pd.DataFrame, source: str | Path = "<frame>") -> pd.Da
         if found == "int" and kind == "float":
             found = "float"
         if found != kind:
-            raise ResultsError(f"results table {source}: column {column!r} has type {found} "
-                               f"(dtype {series.dtype}), expected {kind}")
+            raise ResultsError(
+                f"results table {source}: column {column!r} has type {found} (dtype {series.dtype}), expected {kind}"
+            )
         if kind != "float" and column in SCHEMA and series.isna().any():
-            raise ResultsError(f"results table {source}: column {column!r} has missing values; only float "
-                               f"columns may hold NaN")
+            raise ResultsError(
+                f"results table {source}: column {column!r} has missing values; only float columns may hold NaN"
+            )
         out[column] = series.astype(_DTYPES[kind])
     bad_phase = sorted(set(out["phase"]) - set(PHASES))
     if bad_phase:
-        raise ResultsError(f"results table {source}: phase {bad_phase[0]!r} is not allowed: use "
-                           f"{' or '.join(PHASES)}")
+        raise ResultsError(f"results table {source}: phase {bad_phase[0]!r} is not allowed: use {' or '.join(PHASES)}")
     bad_split = sorted(set(out["split"]) - set(SPLITS))
     if bad_split:
-        raise ResultsError(f"results table {source}: split {bad_split[0]!r} is not allowed: use "
-                           f"{' or '.join(SPLITS)}")
+        raise ResultsError(f"results table {source}: split {bad_split[0]!r} is not allowed: use {' or '.join(SPLITS)}")
     for prefix, kind in PREFIXES.items():
         for column in sorted(c for c in frame.columns if _prefix(c) == prefix):
             series = frame[column]
@@ -154,8 +185,10 @@ def validate_frame(frame: pd.DataFrame, source: str | Path = "<frame>") -> pd.Da
                 continue
             found = kind if series.isna().all() else _kind_of(series)
             if found not in (kind, "int" if kind == "float" else kind):
-                raise ResultsError(f"results table {source}: column {column!r} has type {found} "
-                                   f"(dtype {series.dtype}), expected {kind}")
+                raise ResultsError(
+                    f"results table {source}: column {column!r} has type {found} "
+                    f"(dtype {series.dtype}), expected {kind}"
+                )
             out[column] = series.astype(_DTYPES[kind])
     return pd.DataFrame(out, index=frame.index).reset_index(drop=True)
 
@@ -175,8 +208,13 @@ def is_seen(gamma: float, pool: list[float]) -> bool:
 def git_commit() -> str:
     """The checkout's short commit (asked once per process: a run's rows all carry the code it started with)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -202,8 +240,16 @@ class RunIdentity:
         return is_seen(gamma, list(self.gamma_pool))
 
 
-def result_frame(rows: list[dict], identity: RunIdentity, *, stage: int, epoch: int, split: str,
-                 phase: str = "final", train_time_s: float = float("nan")) -> pd.DataFrame:
+def result_frame(
+    rows: list[dict],
+    identity: RunIdentity,
+    *,
+    stage: int,
+    epoch: int,
+    split: str,
+    phase: str = "final",
+    train_time_s: float = float("nan"),
+) -> pd.DataFrame:
     """Rows (gamma, samples, accuracy, loss, params, macs, wall_time_s) with the run's identity columns: the one
     builder of result rows.
 
@@ -212,11 +258,23 @@ def result_frame(rows: list[dict], identity: RunIdentity, *, stage: int, epoch: 
     (a deployment's rows carry their split, and ``seen`` of a per-block configuration, which has no single γ), and
     a row may carry the schema's optional and prefixed columns; anything else is an error of the schema.
     """
-    common = {"run_id": identity.run_id, "method": identity.method, "config_hash": identity.config_hash,
-              "git_commit": git_commit(), "dataset": identity.dataset, "architecture": identity.architecture,
-              "phase": phase, "split": split, "stage": stage, "epoch": epoch, "train_time_s": float(train_time_s)}
-    frame = pd.DataFrame([{**common, "seen": identity.seen(row["gamma"]), **row} for row in rows],
-                         columns=list(dict.fromkeys([*RESULT_COLUMNS, *(key for row in rows for key in row)])))
+    common = {
+        "run_id": identity.run_id,
+        "method": identity.method,
+        "config_hash": identity.config_hash,
+        "git_commit": git_commit(),
+        "dataset": identity.dataset,
+        "architecture": identity.architecture,
+        "phase": phase,
+        "split": split,
+        "stage": stage,
+        "epoch": epoch,
+        "train_time_s": float(train_time_s),
+    }
+    frame = pd.DataFrame(
+        [{**common, "seen": identity.seen(row["gamma"]), **row} for row in rows],
+        columns=list(dict.fromkeys([*RESULT_COLUMNS, *(key for row in rows for key in row)])),
+    )
     return validate_frame(frame, f"rows of run {identity.run_id}")
 
 

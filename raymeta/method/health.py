@@ -23,8 +23,10 @@ def reconstruction_errors(net: MetamorphicNetwork) -> dict[str, float]:
     coordinates), keyed by the tensor's module path (``stages.2.1.conv1.weight``). 0 is a perfect copy of the
     prior; 1 is what generating zeros scores. The square root of the training objective's relative error."""
     generated = net.generate(0.0)
-    return {name: float(relative_squared_error(generated[name], target.to(generated[name].device)).sqrt())
-            for name, target in net.prior_tensors().items()}
+    return {
+        name: float(relative_squared_error(generated[name], target.to(generated[name].device)).sqrt())
+        for name, target in net.prior_tensors().items()
+    }
 
 
 def block_alphas(net: MetamorphicNetwork) -> dict[str, float]:
@@ -42,4 +44,3 @@ def worst_by_block(errors: dict[str, float]) -> dict[str, float]:
         previous = worst.get(name, -math.inf)
         worst[name] = error if math.isnan(error) or error > previous else previous
     return worst
-

@@ -66,8 +66,7 @@ def coordinate_noise(shape: tuple[int, ...], noise: float, generator: torch.Gene
     return ((draw * 2 - 1) * noise).clamp(-NOISE_CLAMP, NOISE_CLAMP)
 
 
-def add_coordinate_noise(position: torch.Tensor, noise: float,
-                         generator: torch.Generator | None) -> torch.Tensor:
+def add_coordinate_noise(position: torch.Tensor, noise: float, generator: torch.Generator | None) -> torch.Tensor:
     """A new tensor (never in place: the cached coordinates stay intact) of noisy raw positions."""
     if noise <= 0:
         return position
@@ -93,8 +92,17 @@ class INRBank(nn.Module):
     Linear(H→out).
     """
 
-    def __init__(self, count: int, in_dim: int, hidden: int, depth: int, out_dim: int, *,
-                 input_activation: str = "none", residual_scale_init: float = 1.0):
+    def __init__(
+        self,
+        count: int,
+        in_dim: int,
+        hidden: int,
+        depth: int,
+        out_dim: int,
+        *,
+        input_activation: str = "none",
+        residual_scale_init: float = 1.0,
+    ):
         super().__init__()
         if input_activation not in INPUT_ACTIVATIONS:
             raise ValueError(f"input_activation={input_activation!r}: expected one of {INPUT_ACTIVATIONS}")
@@ -115,6 +123,7 @@ class INRBank(nn.Module):
     @torch.no_grad()
     def reset_mlp(self, index: int, generator: torch.Generator | None = None) -> None:
         """Random initialisation of one MLP (nn.Linear's uniform bounds)."""
+
         def uniform(tensor: torch.Tensor, fan_in: int) -> None:
             bound = 1.0 / math.sqrt(fan_in)
             tensor.copy_(torch.rand(tensor.shape, generator=generator, dtype=tensor.dtype) * 2 * bound - bound)
@@ -157,7 +166,7 @@ class INRBank(nn.Module):
         parameters = (self.w_in, self.b_in, self.w_res, self.b_res, self.s_res, self.w_out, self.b_out)
         first = indices[0]
         if indices == list(range(first, first + len(indices))):
-            chosen = tuple(p[first: first + len(indices)] for p in parameters)
+            chosen = tuple(p[first : first + len(indices)] for p in parameters)
         else:
             index = torch.tensor(indices, device=x.device)
             chosen = tuple(p.index_select(0, index) for p in parameters)
@@ -165,9 +174,19 @@ class INRBank(nn.Module):
         return run(x, *chosen, input_activation=self.input_activation)
 
 
-def bank_forward(x: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor, w_res: torch.Tensor, b_res: torch.Tensor,
-                 s_res: torch.Tensor, w_out: torch.Tensor, b_out: torch.Tensor, *,
-                 input_activation: str, batched: bool | None = None) -> torch.Tensor:
+def bank_forward(
+    x: torch.Tensor,
+    w_in: torch.Tensor,
+    b_in: torch.Tensor,
+    w_res: torch.Tensor,
+    b_res: torch.Tensor,
+    s_res: torch.Tensor,
+    w_out: torch.Tensor,
+    b_out: torch.Tensor,
+    *,
+    input_activation: str,
+    batched: bool | None = None,
+) -> torch.Tensor:
     """The MLPs of a bank on their coordinates, x: [n, P, in] → [n, P, out].
 
     Each layer is one matrix product with the bias added in the same call, and each residual update
@@ -190,8 +209,17 @@ def bank_forward(x: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor, w_res:
     return torch.baddbmm(b_out, h, w_out)
 
 
-def _mlp_forward(x: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor, w_res: torch.Tensor, b_res: torch.Tensor,
-                 s_res: torch.Tensor, w_out: torch.Tensor, b_out: torch.Tensor, input_activation: str) -> torch.Tensor:
+def _mlp_forward(
+    x: torch.Tensor,
+    w_in: torch.Tensor,
+    b_in: torch.Tensor,
+    w_res: torch.Tensor,
+    b_res: torch.Tensor,
+    s_res: torch.Tensor,
+    w_out: torch.Tensor,
+    b_out: torch.Tensor,
+    input_activation: str,
+) -> torch.Tensor:
     """One MLP of a bank, x: [P, in] → [P, out]: :func:`bank_forward`'s layers with plain products."""
     h = _activate(torch.addmm(b_in, x, w_in), input_activation)
     for j in range(w_res.shape[0]):
@@ -213,6 +241,7 @@ def compiled_bank_forward():
     the MLP count n with every incremental stage, and neither should trigger a recompile."""
     return torch.compile(bank_forward, dynamic=True)
 
+
 @dataclass
 class _Layout:
     """Coordinates of one bank for one set of shapes, and where each tensor's outputs lie."""
@@ -224,9 +253,18 @@ class _Layout:
 class Hypernetwork(nn.Module):
     """Generates the conv weights and biases of the metamorphic blocks for any hidden widths."""
 
-    def __init__(self, layers: list[BaseLayer], *, hidden: int, depth: int, frequencies: int,
-                 separate_bias: bool, input_activation: str = "none", residual_scale_init: float = 1.0,
-                 cache_size: int = 128):
+    def __init__(
+        self,
+        layers: list[BaseLayer],
+        *,
+        hidden: int,
+        depth: int,
+        frequencies: int,
+        separate_bias: bool,
+        input_activation: str = "none",
+        residual_scale_init: float = 1.0,
+        cache_size: int = 128,
+    ):
         super().__init__()
         self.layers = layers
         self.frequencies = frequencies
@@ -261,13 +299,19 @@ class Hypernetwork(nn.Module):
         weight_parts, bias_parts = [], []
         for index, layer in enumerate(active):
             out_c, in_c = layer.shape(hidden_widths[layer.block])
-            o, i = torch.meshgrid(torch.arange(out_c, dtype=torch.float64),
-                                  torch.arange(in_c, dtype=torch.float64), indexing="ij")
+            o, i = torch.meshgrid(
+                torch.arange(out_c, dtype=torch.float64), torch.arange(in_c, dtype=torch.float64), indexing="ij"
+            )
             shape_part = torch.tensor([total, out_c, in_c], dtype=torch.float64)
             weight = torch.stack([torch.full_like(o, index), o, i], dim=-1).reshape(-1, 3)
-            bias = torch.stack([torch.full((out_c,), float(index), dtype=torch.float64),
-                                torch.arange(out_c, dtype=torch.float64),
-                                torch.full((out_c,), float(in_c), dtype=torch.float64)], dim=-1)
+            bias = torch.stack(
+                [
+                    torch.full((out_c,), float(index), dtype=torch.float64),
+                    torch.arange(out_c, dtype=torch.float64),
+                    torch.full((out_c,), float(in_c), dtype=torch.float64),
+                ],
+                dim=-1,
+            )
             weight = torch.cat([weight, shape_part.expand(len(weight), 3)], dim=1)
             bias = torch.cat([bias, shape_part.expand(len(bias), 3)], dim=1)
             weight_parts.append((weight, (out_c, in_c, 3, 3)))
@@ -288,7 +332,7 @@ class Hypernetwork(nn.Module):
             raw = torch.zeros(len(rows), width, 6, dtype=torch.float64)
             for index, row in enumerate(rows):
                 raw[index, : len(row)] = row
-                raw[index, len(row):] = row[-1]  # padding repeats a real coordinate: finite, then dropped
+                raw[index, len(row) :] = row[-1]  # padding repeats a real coordinate: finite, then dropped
             layouts.append(_Layout(raw.to(device), segments))
         self._cache[key] = layouts
         if len(self._cache) > self._cache_size:
@@ -297,11 +341,19 @@ class Hypernetwork(nn.Module):
 
     def reference_shapes(self) -> torch.Tensor:
         """(O_ref, I_ref) per active layer: the prior's full-size shapes."""
-        return torch.tensor([[l.out_channels, l.in_channels] for l in self.layers[: self.active_layers]],
-                            dtype=torch.float64)
+        return torch.tensor(
+            [[layer.out_channels, layer.in_channels] for layer in self.layers[: self.active_layers]],
+            dtype=torch.float64,
+        )
 
-    def generate(self, hidden_widths: dict[tuple[int, int], int], *, noise: float = 0.0, samples: int = 1,
-                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def generate(
+        self,
+        hidden_widths: dict[tuple[int, int], int],
+        *,
+        noise: float = 0.0,
+        samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Weights and biases of every active base layer, keyed ``{module}.weight`` / ``{module}.bias``.
 
         With ``samples`` = K > 1 the K noisy coordinate sets are generated (in few passes) and averaged.
@@ -310,9 +362,14 @@ class Hypernetwork(nn.Module):
         """
         return self.generate_many([hidden_widths], noise=noise, samples=samples, generators=[generator])[0]
 
-    def generate_many(self, hidden_widths: list[dict[tuple[int, int], int]], *, noise: float = 0.0,
-                      samples: int = 1, generators: list[torch.Generator | None] | None = None,
-                      ) -> list[dict[str, torch.Tensor]]:
+    def generate_many(
+        self,
+        hidden_widths: list[dict[tuple[int, int], int]],
+        *,
+        noise: float = 0.0,
+        samples: int = 1,
+        generators: list[torch.Generator | None] | None = None,
+    ) -> list[dict[str, torch.Tensor]]:
         """:meth:`generate` for several configurations at once: entry j equals ``generate(hidden_widths[j],
         noise=noise, samples=samples, generator=generators[j])`` up to float rounding, and consumes
         ``generators[j]`` exactly as that call would.
@@ -332,21 +389,25 @@ class Hypernetwork(nn.Module):
         layouts = [self._layouts(widths, device) for widths in hidden_widths]
         references = self.reference_shapes().to(device)
         sums: list[list[list[torch.Tensor | None]]] = [
-            [[None] * len(layout.segments) for layout in config_layouts] for config_layouts in layouts]
-        rows_per_sample = [max(sum(_layer_rows(layout, i) for i in range(len(layout.segments))) for layout in bank)
-                           for bank in layouts]
+            [[None] * len(layout.segments) for layout in config_layouts] for config_layouts in layouts
+        ]
+        rows_per_sample = [
+            max(sum(_layer_rows(layout, i) for i in range(len(layout.segments))) for layout in bank) for bank in layouts
+        ]
         pass_rows = min(self.max_rows, self.cpu_pass_rows) if device.type == "cpu" else self.max_rows
         for units in self._plan_passes(rows_per_sample, samples, pass_rows):
             draws = [self._draw_noise(layouts[j], count, noise, generators[j]) for j, _, count in units]
             for b, bank in enumerate(self.banks()):
-                pieces = [(layouts[j][b], count, draw[b]) for (j, _, count), draw in zip(units, draws)]
+                pieces = [(layouts[j][b], count, draw[b]) for (j, _, count), draw in zip(units, draws, strict=True)]
                 outputs = self._run_bank(bank, pieces, references)
-                for (j, _, count), per_layer in zip(units, outputs):
+                for (j, _, _count), per_layer in zip(units, outputs, strict=True):
                     for i, out in enumerate(per_layer):
                         total = sums[j][b][i]
                         sums[j][b][i] = out if total is None else total + out
-        return [self._tensors(config_layouts, config_sums, samples)
-                for config_layouts, config_sums in zip(layouts, sums)]
+        return [
+            self._tensors(config_layouts, config_sums, samples)
+            for config_layouts, config_sums in zip(layouts, sums, strict=True)
+        ]
 
     @staticmethod
     def _plan_passes(rows_per_sample: list[int], samples: int, pass_rows: int) -> list[list[tuple[int, int, int]]]:
@@ -372,8 +433,9 @@ class Hypernetwork(nn.Module):
         return passes
 
     @staticmethod
-    def _draw_noise(layouts: list[_Layout], count: int, noise: float,
-                    generator: torch.Generator | None) -> list[torch.Tensor | None]:
+    def _draw_noise(
+        layouts: list[_Layout], count: int, noise: float, generator: torch.Generator | None
+    ) -> list[torch.Tensor | None]:
         """Noise of ``count`` samples per bank, [count, n, P_max, 3] (None without noise). Drawn sample by sample,
         every bank within a sample, so that K samples in one pass consume the generator exactly as K one-sample
         calls would, and :meth:`generate_many` exactly as :meth:`generate` (padded rows drawn too)."""
@@ -381,12 +443,15 @@ class Hypernetwork(nn.Module):
             return [None] * len(layouts)
         draws: list[list[torch.Tensor]] = [[] for _ in layouts]
         for _ in range(count):
-            for bank_draws, layout in zip(draws, layouts):
+            for bank_draws, layout in zip(draws, layouts, strict=True):
                 bank_draws.append(coordinate_noise(layout.raw[..., :3].shape, noise, generator))
-        return [torch.stack(bank_draws).to(layout.raw.device) for bank_draws, layout in zip(draws, layouts)]
+        return [
+            torch.stack(bank_draws).to(layout.raw.device) for bank_draws, layout in zip(draws, layouts, strict=True)
+        ]
 
-    def _run_bank(self, bank: INRBank, pieces: list[tuple[_Layout, int, torch.Tensor | None]],
-                  references: torch.Tensor) -> list[list[torch.Tensor]]:
+    def _run_bank(
+        self, bank: INRBank, pieces: list[tuple[_Layout, int, torch.Tensor | None]], references: torch.Tensor
+    ) -> list[list[torch.Tensor]]:
         """One bank over pieces (a configuration's layout, its sample count, their noise): per piece and layer,
         the outputs summed over the piece's samples, [rows, out]. Each MLP gets its pieces' rows end to end, and
         MLPs with the same number of rows share one batched pass."""
@@ -401,42 +466,47 @@ class Hypernetwork(nn.Module):
             out = bank.forward_subset(x, indices)
             for row, i in enumerate(indices):
                 parts = out[row].split([count * _layer_rows(layout, i) for layout, count, _ in pieces])
-                for p, (part, (layout, count, _)) in enumerate(zip(parts, pieces)):
+                for p, (part, (layout, count, _)) in enumerate(zip(parts, pieces, strict=True)):
                     outputs[p][i] = part.reshape(count, _layer_rows(layout, i), bank.out_dim).sum(dim=0)
         return outputs
 
-    def _layer_features(self, pieces: list[tuple[_Layout, int, torch.Tensor | None]], index: int,
-                        references: torch.Tensor) -> torch.Tensor:
+    def _layer_features(
+        self, pieces: list[tuple[_Layout, int, torch.Tensor | None]], index: int, references: torch.Tensor
+    ) -> torch.Tensor:
         """[1, rows, in]: the features of layer ``index``'s unpadded rows in every piece, pieces end to end."""
         parts = []
         for layout, count, draw in pieces:
             rows = _layer_rows(layout, index)
-            perturbation = None if draw is None else draw[:, index: index + 1, :rows]
-            parts.append(self._features(layout.raw[index: index + 1, :rows], references[index: index + 1],
-                                        perturbation, count))
+            perturbation = None if draw is None else draw[:, index : index + 1, :rows]
+            parts.append(
+                self._features(layout.raw[index : index + 1, :rows], references[index : index + 1], perturbation, count)
+            )
         return torch.cat(parts, dim=1)
 
     def _tensors(self, layouts: list[_Layout], sums: list[list[torch.Tensor]], samples: int) -> dict[str, torch.Tensor]:
         """The named weights and biases of one configuration from its banks' per-layer output sums over samples."""
         generated: dict[str, torch.Tensor] = {}
-        for layout, bank_sums in zip(layouts, sums):
+        for layout, bank_sums in zip(layouts, sums, strict=True):
             self._name_outputs(layout, [total / samples for total in bank_sums], generated)
         return generated
 
-    def _name_outputs(self, layout: _Layout, outputs: torch.Tensor | list[torch.Tensor],
-                      generated: dict[str, torch.Tensor]) -> None:
+    def _name_outputs(
+        self, layout: _Layout, outputs: torch.Tensor | list[torch.Tensor], generated: dict[str, torch.Tensor]
+    ) -> None:
         """Adds to ``generated`` the weights and biases in one bank's ``outputs`` (per layer, [rows, out]: the mean
         over samples), cut and shaped by ``layout``'s segments."""
-        for layer, segments, out in zip(self.layers, layout.segments, outputs):
+        # self.layers holds every generated layer, the layout only the active ones: zip stops at the shorter
+        for layer, segments, out in zip(self.layers, layout.segments, outputs, strict=False):
             for kind, start, count, shape in segments:
-                values = out[start: start + count]
+                values = out[start : start + count]
                 if kind == "weight":
                     generated[f"{layer.module}.weight"] = values.reshape(shape) / shape[1]
                 else:
                     generated[f"{layer.module}.bias"] = values[:, 0]
 
-    def _features(self, raw: torch.Tensor, references: torch.Tensor, perturbation: torch.Tensor | None,
-                  samples: int) -> torch.Tensor:
+    def _features(
+        self, raw: torch.Tensor, references: torch.Tensor, perturbation: torch.Tensor | None, samples: int
+    ) -> torch.Tensor:
         """Fourier features of [n, P, 6] raw coordinates; ``samples`` copies along P, each with its noise."""
         n, width = raw.shape[:2]
         position = raw[..., :3].expand(samples, n, width, 3)

@@ -18,9 +18,21 @@ from raymeta.method.widths import Gamma, block_gammas
 
 
 class MetamorphicNetwork(nn.Module):
-    def __init__(self, prior: ResNet, blocks: list[tuple[int, int]], *, inr_hidden: int, inr_depth: int,
-                 frequencies: int, separate_bias: bool, alpha_scaling: bool, finetune_head: bool,
-                 input_activation: str = "none", residual_scale_init: float = 1.0, base: str = "none"):
+    def __init__(
+        self,
+        prior: ResNet,
+        blocks: list[tuple[int, int]],
+        *,
+        inr_hidden: int,
+        inr_depth: int,
+        frequencies: int,
+        separate_bias: bool,
+        alpha_scaling: bool,
+        finetune_head: bool,
+        input_activation: str = "none",
+        residual_scale_init: float = 1.0,
+        base: str = "none",
+    ):
         super().__init__()
         if prior.batchnorm:
             raise ValueError("the prior must be BatchNorm-folded before it becomes metamorphic")
@@ -33,9 +45,15 @@ class MetamorphicNetwork(nn.Module):
             prefix = module_prefix(s, b)
             layers.append(BaseLayer(f"{prefix}.conv1", (s, b), True, width, width))
             layers.append(BaseLayer(f"{prefix}.conv2", (s, b), False, width, width))
-        self.hyper = Hypernetwork(layers, hidden=inr_hidden, depth=inr_depth, frequencies=frequencies,
-                                  separate_bias=separate_bias, input_activation=input_activation,
-                                  residual_scale_init=residual_scale_init)
+        self.hyper = Hypernetwork(
+            layers,
+            hidden=inr_hidden,
+            depth=inr_depth,
+            frequencies=frequencies,
+            separate_bias=separate_bias,
+            input_activation=input_activation,
+            residual_scale_init=residual_scale_init,
+        )
         if alpha_scaling:
             self.alphas = nn.Parameter(torch.zeros(len(self.blocks)))
         else:
@@ -91,19 +109,28 @@ class MetamorphicNetwork(nn.Module):
         gammas = dict(zip(self.blocks, block_gammas(gamma, self.block_names()), strict=True))
         return {(s, b): hidden_width(self.arch.widths[s], gammas[(s, b)]) for s, b in self.active()}
 
-    def generate(self, gamma: Gamma, *, noise: float = 0.0, samples: int = 1,
-                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def generate(
+        self, gamma: Gamma, *, noise: float = 0.0, samples: int = 1, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         return self.generate_many([gamma], noise=noise, samples=samples, generators=[generator])[0]
 
-    def generate_many(self, gammas: list[Gamma], *, noise: float = 0.0, samples: int = 1,
-                      generators: list[torch.Generator | None] | None = None) -> list[dict[str, torch.Tensor]]:
+    def generate_many(
+        self,
+        gammas: list[Gamma],
+        *,
+        noise: float = 0.0,
+        samples: int = 1,
+        generators: list[torch.Generator | None] | None = None,
+    ) -> list[dict[str, torch.Tensor]]:
         """:meth:`generate` at several γ in shared INR passes (:meth:`Hypernetwork.generate_many`): entry j equals
         ``generate(gammas[j], noise=noise, samples=samples, generator=generators[j])`` up to float rounding."""
         hidden = [self.hidden_widths(gamma) for gamma in gammas]
         generated = self.hyper.generate_many(hidden, noise=noise, samples=samples, generators=generators)
-        return [self._with_base(weights, widths) for weights, widths in zip(generated, hidden)]
+        return [self._with_base(weights, widths) for weights, widths in zip(generated, hidden, strict=True)]
 
-    def _with_base(self, weights: dict[str, torch.Tensor], hidden: dict[tuple[int, int], int]) -> dict[str, torch.Tensor]:
+    def _with_base(
+        self, weights: dict[str, torch.Tensor], hidden: dict[tuple[int, int], int]
+    ) -> dict[str, torch.Tensor]:
         """The INR's output ``weights`` plus the prior resampled to ``hidden`` when ``inr.base = prior`` (in place)."""
         if self.base == "prior":
             for name, value in self.prior_base(hidden).items():
@@ -151,8 +178,12 @@ class MetamorphicNetwork(nn.Module):
         return params + self.active_blocks, macs
 
     # ---- forward -----------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor],
-                features: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        weights: dict[str, torch.Tensor],
+        features: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> torch.Tensor:
         """Logits of the network with the generated ``weights``. With a ``features`` list, every active block
         appends (its scaled residual branch α·branch(x), the prior block's branch on the same x, without
         gradient): the pairs that block-output distillation compares."""
@@ -170,17 +201,21 @@ class MetamorphicNetwork(nn.Module):
         x = self.prior.forward_blocks(self.prior.forward_stem(x), stop=self.first_active())
         return x.contiguous()
 
-    def forward_after_prefix(self, x: torch.Tensor, weights: dict[str, torch.Tensor],
-                             features: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+    def forward_after_prefix(
+        self,
+        x: torch.Tensor,
+        weights: dict[str, torch.Tensor],
+        features: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> torch.Tensor:
         """:meth:`forward` from the output ``x`` of :meth:`frozen_prefix` on."""
         active = {position: index for index, position in enumerate(self.active())}
-        for s, b in self.arch.block_positions()[self.first_active():]:
+        for s, b in self.arch.block_positions()[self.first_active() :]:
             if (s, b) in active:
                 prefix = module_prefix(s, b)
-                inner = F.relu(F.conv2d(x, weights[f"{prefix}.conv1.weight"], weights[f"{prefix}.conv1.bias"],
-                                        padding=1))
-                branch = F.conv2d(inner, weights[f"{prefix}.conv2.weight"], weights[f"{prefix}.conv2.bias"],
-                                  padding=1)
+                inner = F.relu(
+                    F.conv2d(x, weights[f"{prefix}.conv1.weight"], weights[f"{prefix}.conv1.bias"], padding=1)
+                )
+                branch = F.conv2d(inner, weights[f"{prefix}.conv2.weight"], weights[f"{prefix}.conv2.bias"], padding=1)
                 branch = self.alphas[active[(s, b)]] * branch
                 if features is not None:
                     features.append((branch, self._prior_branch(x, s, b)))
@@ -200,8 +235,9 @@ class MetamorphicNetwork(nn.Module):
         prior = self.prior.block(stage, block)
         return prior.conv2(F.relu(prior.conv1(x.detach())))
 
-    def materialize(self, gamma: Gamma, *, samples: int = 1, noise: float = 0.0,
-                    generator: torch.Generator | None = None) -> ResNet:
+    def materialize(
+        self, gamma: Gamma, *, samples: int = 1, noise: float = 0.0, generator: torch.Generator | None = None
+    ) -> ResNet:
         """An ordinary (BN-free) ResNet with the weights generated at γ; α folded into conv2."""
         hidden = self.hidden_widths(gamma)
         with torch.no_grad():

@@ -121,8 +121,9 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """CIFAR-style ResNet; ``hidden_widths`` sets each block's inner width (default: the block width)."""
 
-    def __init__(self, arch: Architecture, *, batchnorm: bool = True,
-                 hidden_widths: dict[tuple[int, int], int] | None = None):
+    def __init__(
+        self, arch: Architecture, *, batchnorm: bool = True, hidden_widths: dict[tuple[int, int], int] | None = None
+    ):
         super().__init__()
         self.arch = arch
         self.batchnorm = batchnorm
@@ -206,8 +207,9 @@ def fold_batchnorm(model: ResNet) -> ResNet:
     return folded.eval()
 
 
-def count_params_macs(arch: Architecture, hidden_widths: dict[tuple[int, int], int] | None,
-                      image_size: int, *, batchnorm: bool = False) -> tuple[int, int]:
+def count_params_macs(
+    arch: Architecture, hidden_widths: dict[tuple[int, int], int] | None, image_size: int, *, batchnorm: bool = False
+) -> tuple[int, int]:
     """Parameters and multiply-accumulates of one forward pass of a ResNet on one image, by formula.
 
     ``hidden_widths`` maps (stage, block) to the block's inner width (missing: the block width).

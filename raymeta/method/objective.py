@@ -44,10 +44,18 @@ class Objective:
     precision: str
 
 
-def configuration_loss(net: MetamorphicNetwork, gamma: Gamma, images: torch.Tensor, labels: torch.Tensor,
-                       objective: Objective, generator: torch.Generator | None, *, share: float = 1.0,
-                       weight_terms: bool = True, teacher_logits: torch.Tensor | None = None,
-                       ) -> tuple[torch.Tensor, dict[str, float]]:
+def configuration_loss(
+    net: MetamorphicNetwork,
+    gamma: Gamma,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    objective: Objective,
+    generator: torch.Generator | None,
+    *,
+    share: float = 1.0,
+    weight_terms: bool = True,
+    teacher_logits: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of configuration ``gamma`` on one micro-batch, and its parts (:data:`LOSS_PARTS`).
 
     ``generator`` draws the coordinate noise. ``teacher_logits`` (the prior's logits on these images) turn on
@@ -66,8 +74,14 @@ def configuration_loss(net: MetamorphicNetwork, gamma: Gamma, images: torch.Tens
     features = [(branch.float(), target.float()) for branch, target in features] if features else features
     task = F.cross_entropy(logits, labels) * share
     total = objective.lambda_task * task
-    parts = {"task": task.item(), "reg": 0.0, "rec": 0.0, "distill": 0.0, "feature": 0.0,
-             "correct": (logits.argmax(1) == labels).float().mean().item() * share}
+    parts = {
+        "task": task.item(),
+        "reg": 0.0,
+        "rec": 0.0,
+        "distill": 0.0,
+        "feature": 0.0,
+        "correct": (logits.argmax(1) == labels).float().mean().item() * share,
+    }
     if features:
         feature = feature_loss(features) * share
         total = total + objective.lambda_feature * feature
@@ -83,8 +97,7 @@ def configuration_loss(net: MetamorphicNetwork, gamma: Gamma, images: torch.Tens
     total = total + objective.lambda_reg * regulariser
     parts["reg"] = regulariser.item()
     if net.is_full_width(gamma) and objective.lambda_rec > 0:
-        reconstruction = reconstruction_error(weights, net.prior_tensors(),
-                                              relative=objective.relative_reconstruction)
+        reconstruction = reconstruction_error(weights, net.prior_tensors(), relative=objective.relative_reconstruction)
         total = total + objective.lambda_rec * reconstruction
         parts["rec"] = reconstruction.item()
     parts["loss"] = total.item()
@@ -97,8 +110,9 @@ def autocast(precision: str, device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def reconstruction_error(generated: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], *,
-                         relative: bool = False) -> torch.Tensor:
+def reconstruction_error(
+    generated: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], *, relative: bool = False
+) -> torch.Tensor:
     """The mean over tensors of each tensor's MSE to its target, as NeuMeta's code computes it: a bias weighs
     as much as a kernel. (One MSE over all elements together would leave the biases, well under 1 % of the
     elements, all but unsupervised.) ``relative`` measures each tensor by :func:`relative_squared_error`
@@ -125,4 +139,4 @@ def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temper
     """``T²·KL(softmax(teacher/T) ‖ softmax(logits/T))``, the batch mean (Hinton et al.'s scaling)."""
     log_student = F.log_softmax(logits / temperature, dim=1)
     log_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
-    return F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean") * temperature ** 2
+    return F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean") * temperature**2

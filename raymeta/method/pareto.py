@@ -16,12 +16,19 @@ def pareto_front(costs: Sequence[float], accuracies: Sequence[float]) -> list[in
     accurate as a cheaper one is not on the front. A NaN cost sorts after every number and a NaN accuracy is never
     on the front (as pandas sorts them), so the order is defined for every input."""
     if len(costs) != len(accuracies):
-        raise ValueError(f"pareto_front: {len(costs)} costs but {len(accuracies)} accuracies; give one of each per point")
+        raise ValueError(
+            f"pareto_front: {len(costs)} costs but {len(accuracies)} accuracies; give one of each per point"
+        )
 
     def order(index: int) -> tuple:
         cost, accuracy = float(costs[index]), float(accuracies[index])
-        return (math.isnan(cost), 0.0 if math.isnan(cost) else cost,
-                math.isnan(accuracy), 0.0 if math.isnan(accuracy) else -accuracy, index)
+        return (
+            math.isnan(cost),
+            0.0 if math.isnan(cost) else cost,
+            math.isnan(accuracy),
+            0.0 if math.isnan(accuracy) else -accuracy,
+            index,
+        )
 
     front, best = [], -math.inf
     for index in sorted(range(len(costs)), key=order):

@@ -14,12 +14,24 @@ METHODS = ("raymeta", "recipe", "neumeta")
 """The ``--method`` choices: raymeta (the config as written), recipe (the papers' method with the full recipe's
 switches as configured), neumeta (the papers' method with every recipe switch off)."""
 
-NEUMETA_SWITCHES = {"incremental": False, "alpha_scaling": False, "configs_per_step": 1, "inr_init": False,
-                    "separate_bias_inr": False, "finetune_head": False}
+NEUMETA_SWITCHES = {
+    "incremental": False,
+    "alpha_scaling": False,
+    "configs_per_step": 1,
+    "inr_init": False,
+    "separate_bias_inr": False,
+    "finetune_head": False,
+}
 """The original NeuMeta baseline: every component of the full recipe switched off (``train.*`` keys)."""
 
-PAPER_METHOD = {"inr.base": "none", "train.alpha_init": 0.0, "train.reconstruction": "mse",
-                "train.lambda_distill": 0.0, "train.lambda_feature": 0.0, "train.prefit_steps": 0}
+PAPER_METHOD = {
+    "inr.base": "none",
+    "train.alpha_init": 0.0,
+    "train.reconstruction": "mse",
+    "train.lambda_distill": 0.0,
+    "train.lambda_feature": 0.0,
+    "train.prefit_steps": 0,
+}
 """The papers' method, where raymeta's defaults depart from it (docs/method.md): the INR
 generates the weights outright, each generated block starts switched off (α = 0), the reconstruction term is
 the per-tensor MSE, and nothing is distilled from the prior. ``--method recipe`` and ``--method neumeta`` apply

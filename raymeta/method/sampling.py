@@ -48,8 +48,15 @@ def sample_gammas(seed: int, step: int, count: int, pool: list[float], reference
     return gammas
 
 
-def sample_configurations(seed: int, step: int, count: int, pool: list[float], reference_width: int,
-                          sampling: str = "uniform", blocks: int = 1) -> list[Gamma]:
+def sample_configurations(
+    seed: int,
+    step: int,
+    count: int,
+    pool: list[float],
+    reference_width: int,
+    sampling: str = "uniform",
+    blocks: int = 1,
+) -> list[Gamma]:
     """The M configurations of optimiser step ``step``: :func:`sample_gammas` (uniform γ) or, with ``sampling`` =
     per_block, one γ per metamorphic block (``blocks`` of them), each drawn independently on the same grid of
     widths, with every block at γ = 0 first (when M ≥ 2)."""

@@ -34,15 +34,19 @@ def plan_stages(incremental: bool, epochs_per_stage: int, block_count: int) -> l
     return [Stage(0, block_count, epochs_per_stage * block_count)]
 
 
-def build_optimizer(net: MetamorphicNetwork, *, lr: float, weight_decay: float, alpha_lr: float,
-                    head_lr: float) -> torch.optim.AdamW:
+def build_optimizer(
+    net: MetamorphicNetwork, *, lr: float, weight_decay: float, alpha_lr: float, head_lr: float
+) -> torch.optim.AdamW:
     """AdamW over the network's parameter groups: the INRs at ``lr``, the residual scales α at ``alpha_lr``
     without weight decay, the fine-tuned head at ``head_lr``. Each group keeps its ``base_lr`` (what
     :func:`set_warmup` scales) and its ``name``; a group with no parameters is left out."""
     groups = net.parameter_groups()
     settings = {"inr": (lr, weight_decay), "alpha": (alpha_lr, 0.0), "head": (head_lr, weight_decay)}
-    param_groups = [{"params": groups[name], "lr": rate, "base_lr": rate, "weight_decay": decay, "name": name}
-                    for name, (rate, decay) in settings.items() if groups[name]]
+    param_groups = [
+        {"params": groups[name], "lr": rate, "base_lr": rate, "weight_decay": decay, "name": name}
+        for name, (rate, decay) in settings.items()
+        if groups[name]
+    ]
     return torch.optim.AdamW(param_groups)
 
 
@@ -74,8 +78,9 @@ def apply_update(net: MetamorphicNetwork, optimizer: torch.optim.Optimizer, clip
 
 
 @torch.no_grad()
-def initialise_new_blocks(net: MetamorphicNetwork, first: int, last: int, *, seed: int, stage: int,
-                          alpha_init: float, inr_init: bool) -> None:
+def initialise_new_blocks(
+    net: MetamorphicNetwork, first: int, last: int, *, seed: int, stage: int, alpha_init: float, inr_init: bool
+) -> None:
     """INRs of the new blocks first..last-1 (blocks 0..first-1 were trained in earlier stages), and their α.
 
     With ``inr_init``, a block whose predecessor has been trained starts as a copy of the predecessor's INRs
@@ -99,8 +104,17 @@ def initialise_new_blocks(net: MetamorphicNetwork, first: int, last: int, *, see
                     bank.zero_output(target)
 
 
-def prefit_new_blocks(net: MetamorphicNetwork, first: int, last: int, *, seed: int, stage: int, steps: int,
-                      lr: float, coordinate_noise: float) -> dict[str, float]:
+def prefit_new_blocks(
+    net: MetamorphicNetwork,
+    first: int,
+    last: int,
+    *,
+    seed: int,
+    stage: int,
+    steps: int,
+    lr: float,
+    coordinate_noise: float,
+) -> dict[str, float]:
     """Warm start: fit the INRs of the new blocks first..last-1 to the prior's tensors by the relative
     reconstruction error alone (``steps`` Adam steps, cosine-decayed from ``lr``), at γ = 0 with the training
     coordinate noise; returns each fitted tensor's relative RMS error afterwards (nothing when ``steps`` is 0).
@@ -111,8 +125,9 @@ def prefit_new_blocks(net: MetamorphicNetwork, first: int, last: int, *, seed: i
     """
     if steps <= 0 or last <= first:
         return {}
-    prefixes = tuple(f"{net.hyper.layers[2 * block + offset].module}." for block in range(first, last)
-                     for offset in (0, 1))
+    prefixes = tuple(
+        f"{net.hyper.layers[2 * block + offset].module}." for block in range(first, last) for offset in (0, 1)
+    )
     targets = {name: t for name, t in net.prior_tensors().items() if name.startswith(prefixes)}
     parameters = list(net.hyper.parameters())
     optimizer = torch.optim.Adam(parameters, lr=lr)

@@ -16,17 +16,21 @@ Model = Callable[[torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
-def accuracy_and_loss(model: Model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                      device: torch.device | str | None = None) -> tuple[float, float]:
+def accuracy_and_loss(
+    model: Model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device | str | None = None
+) -> tuple[float, float]:
     """Top-1 accuracy and mean cross-entropy of ``model`` over ``batches`` (a loader, or any iterable of
     (inputs, labels)); each batch is moved to ``device`` first unless it is None."""
     return accuracies_and_losses([model], batches, device)[0]
 
 
 @torch.no_grad()
-def accuracies_and_losses(models: list[Model], batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                          device: torch.device | str | None = None,
-                          prepare: Model | None = None) -> list[tuple[float, float]]:
+def accuracies_and_losses(
+    models: list[Model],
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device | str | None = None,
+    prepare: Model | None = None,
+) -> list[tuple[float, float]]:
     """:func:`accuracy_and_loss` of several models in one pass over ``batches``; ``prepare`` (e.g. a frozen prefix
     they share) runs once per batch and every model gets its output."""
     correct, loss, total = [0] * len(models), [0.0] * len(models), 0
@@ -42,4 +46,4 @@ def accuracies_and_losses(models: list[Model], batches: Iterable[tuple[torch.Ten
         total += len(labels)
     if total == 0:
         raise ValueError("cannot score a model on no examples: the batches were empty")
-    return [(right / total, summed / total) for right, summed in zip(correct, loss)]
+    return [(right / total, summed / total) for right, summed in zip(correct, loss, strict=True)]

@@ -48,8 +48,9 @@ def permutation_groups(arch: Architecture) -> list[list[Member]]:
 
 def _channel_features(state: dict[str, torch.Tensor], group: list[Member]) -> np.ndarray:
     """One row per channel: the channel's slices of every member tensor, concatenated."""
-    parts = [state[name].detach().double().movedim(axis, 0).reshape(state[name].shape[axis], -1)
-             for name, axis in group]
+    parts = [
+        state[name].detach().double().movedim(axis, 0).reshape(state[name].shape[axis], -1) for name, axis in group
+    ]
     return torch.cat(parts, dim=1).cpu().numpy()
 
 
@@ -77,8 +78,11 @@ def smooth_network(model: ResNet, *, restarts: int = 4, seed: int = 0) -> tuple[
         index = torch.as_tensor(order, dtype=torch.long)
         for name, axis in group:
             state[name] = state[name].index_select(axis, index)
-    smoothed = ResNet(model.arch, batchnorm=False,
-                      hidden_widths={p: model.block(*p).conv1.out_channels for p in model.arch.block_positions()})
+    smoothed = ResNet(
+        model.arch,
+        batchnorm=False,
+        hidden_widths={p: model.block(*p).conv1.out_channels for p in model.arch.block_positions()},
+    )
     smoothed.load_state_dict(state)
     smoothed.eval()
     return smoothed, SmoothingReport(before, total_variation(smoothed), len(groups))

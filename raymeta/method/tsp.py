@@ -62,9 +62,7 @@ def path_length(dist: np.ndarray, order: np.ndarray) -> float:
     return float(np.asarray(dist)[order[:-1], order[1:]].sum())
 
 
-def shortest_hamiltonian_path(
-    dist: np.ndarray, *, restarts: int = 4, seed: int = 0, exact_max: int = 12
-) -> np.ndarray:
+def shortest_hamiltonian_path(dist: np.ndarray, *, restarts: int = 4, seed: int = 0, exact_max: int = 12) -> np.ndarray:
     """Return an order (np.int64 permutation of 0..n-1) that visits every city once along a short open path.
 
     Inputs with n <= ``exact_max`` are solved exactly by Held-Karp. Larger ones are solved heuristically:

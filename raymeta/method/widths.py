@@ -31,9 +31,11 @@ def block_gammas(gamma, block_names: Sequence[str]) -> list[float]:
         raise ConfigError(f"compression ratio γ must be a number or one number per block, got {gamma!r}")
     values = list(gamma)
     if len(values) != len(block_names):
-        raise ConfigError(f"per-block γ {format_gamma(values)} has {len(values)} value(s) but the network has "
-                          f"{len(block_names)} metamorphic block(s) ({', '.join(block_names)}): give one γ per block, "
-                          f"in that order, or one γ for all")
+        raise ConfigError(
+            f"per-block γ {format_gamma(values)} has {len(values)} value(s) but the network has "
+            f"{len(block_names)} metamorphic block(s) ({', '.join(block_names)}): give one γ per block, "
+            f"in that order, or one γ for all"
+        )
     for value in values:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ConfigError(f"per-block γ {values!r}: every entry must be a finite number, got {value!r}")
@@ -60,8 +62,10 @@ def parse_gamma(text: str, option: str = "--gamma") -> Gamma:
     try:
         values = [float(part) for part in parts]
     except ValueError:
-        raise ConfigError(f"{option}={text!r} is not allowed: a number (uniform γ, e.g. 0.25) or one number per "
-                          f"metamorphic block, comma-separated (e.g. 0.25,0.5)") from None
+        raise ConfigError(
+            f"{option}={text!r} is not allowed: a number (uniform γ, e.g. 0.25) or one number per "
+            f"metamorphic block, comma-separated (e.g. 0.25,0.5)"
+        ) from None
     if not values:
         raise ConfigError(f"{option}={text!r} names no γ")
     return values[0] if len(values) == 1 else tuple(values)

@@ -51,13 +51,22 @@ from raymeta.stages.fitting import EpochEnd, Optimisation, batches_per_epoch, fi
 from raymeta.stages.identity import run_identity
 from raymeta.stages.monitor import monitor_gammas
 from raymeta.stages.networks import build_network, prior_network
-from raymeta.stages.runtime import (architecture, load_data, place_training_split, seed_everything, select_device,
-                                   validation_loader)
+from raymeta.stages.runtime import (
+    architecture,
+    load_data,
+    place_training_split,
+    seed_everything,
+    select_device,
+    validation_loader,
+)
 
 IMPORTANCES = ("random", "l1", "l2", "taylor", "hessian")
 """Torch-Pruning importance criteria offered by ``raymeta baseline prune``."""
 
 NEEDS_GRADIENTS = {"taylor", "hessian"}
+
+CPU = torch.device("cpu")
+"""The default device of the functions that take one."""
 
 
 def target_widths(arch: Architecture, blocks: list[tuple[int, int]], gamma: float) -> dict[tuple[int, int], int]:
@@ -80,8 +89,9 @@ def check_importances(names: list[str]) -> list[str]:
                 if part not in expanded:
                     expanded.append(part)
             elif part:
-                raise ConfigError(f"pruning importance {part!r} is unknown: allowed are {', '.join(IMPORTANCES)} "
-                                  f"or all")
+                raise ConfigError(
+                    f"pruning importance {part!r} is unknown: allowed are {', '.join(IMPORTANCES)} or all"
+                )
     if not expanded:
         raise ConfigError(f"no pruning importance given: allowed are {', '.join(IMPORTANCES)} or all")
     return expanded
@@ -90,16 +100,25 @@ def check_importances(names: list[str]) -> list[str]:
 def make_importance(name: str):
     import torch_pruning as tp
 
-    factories = {"random": tp.importance.RandomImportance, "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
-                 "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
-                 "taylor": tp.importance.GroupTaylorImportance, "hessian": tp.importance.GroupHessianImportance}
+    factories = {
+        "random": tp.importance.RandomImportance,
+        "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
+        "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+        "taylor": tp.importance.GroupTaylorImportance,
+        "hessian": tp.importance.GroupHessianImportance,
+    }
     if name not in factories:
         raise ConfigError(f"pruning importance {name!r} is unknown: allowed are {', '.join(IMPORTANCES)}")
     return factories[name]()
 
 
-def store_gradients(model: ResNet, importance: str, batches: list[tuple[torch.Tensor, torch.Tensor]],
-                    device: torch.device, hessian_samples: int = 64) -> None:
+def store_gradients(
+    model: ResNet,
+    importance: str,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    hessian_samples: int = 64,
+) -> None:
     """Leave in ``param.grad`` what the importance reads: the loss gradient (Taylor) or the mean squared
     per-example gradient, the diagonal empirical Fisher that approximates the Hessian (OBD).
 
@@ -118,25 +137,34 @@ def store_gradients(model: ResNet, importance: str, batches: list[tuple[torch.Te
     parameters = [p for p in model.parameters() if p.requires_grad]
     squares = [torch.zeros_like(p) for p in parameters]
     for index in range(len(images)):
-        loss = F.cross_entropy(model(images[index: index + 1]), labels[index: index + 1])
+        loss = F.cross_entropy(model(images[index : index + 1]), labels[index : index + 1])
         grads = torch.autograd.grad(loss, parameters)
-        for total, grad in zip(squares, grads):
+        for total, grad in zip(squares, grads, strict=True):
             total += grad.pow(2)
-    for parameter, total in zip(parameters, squares):
+    for parameter, total in zip(parameters, squares, strict=True):
         parameter.grad = total / len(images)
 
 
-def prune_to_gamma(prior: ResNet, blocks: list[tuple[int, int]], gamma: float, importance: str, *,
-                   batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None, device=torch.device("cpu"),
-                   seed: int = 0) -> ResNet:
+def prune_to_gamma(
+    prior: ResNet,
+    blocks: list[tuple[int, int]],
+    gamma: float,
+    importance: str,
+    *,
+    batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    device: torch.device = CPU,
+    seed: int = 0,
+) -> ResNet:
     """A copy of ``prior`` whose metamorphic blocks are pruned to exactly ``hidden_width(C, γ)`` channels."""
     import torch_pruning as tp
 
     widths = target_widths(prior.arch, blocks, gamma)
     for (s, b), width in widths.items():
         if width > prior.arch.widths[s]:
-            raise ConfigError(f"pruning cannot widen a block: γ={gamma} asks for {width} hidden channels in "
-                              f"{block_name(s, b)} of width {prior.arch.widths[s]}; allowed is γ ≥ 0")
+            raise ConfigError(
+                f"pruning cannot widen a block: γ={gamma} asks for {width} hidden channels in "
+                f"{block_name(s, b)} of width {prior.arch.widths[s]}; allowed is γ ≥ 0"
+            )
     model = copy.deepcopy(prior).to(device)
     if importance in NEEDS_GRADIENTS:
         if not batches:
@@ -167,8 +195,16 @@ def prune_to_gamma(prior: ResNet, blocks: list[tuple[int, int]], gamma: float, i
     return pruned.eval()
 
 
-def train_like_the_prior(model: ResNet, bundle, config: Config, *, epochs: int, lr: float, device: torch.device,
-                         on_epoch: Callable[[EpochEnd], object] | None = None) -> float:
+def train_like_the_prior(
+    model: ResNet,
+    bundle,
+    config: Config,
+    *,
+    epochs: int,
+    lr: float,
+    device: torch.device,
+    on_epoch: Callable[[EpochEnd], object] | None = None,
+) -> float:
     """Train ``model`` with the prior's recipe (:func:`~raymeta.stages.fitting.sgd_cosine` from ``lr`` over
     ``epochs``); returns training seconds.
 
@@ -177,8 +213,16 @@ def train_like_the_prior(model: ResNet, bundle, config: Config, *, epochs: int, 
     """
     steps = batches_per_epoch(len(bundle.train), config.data.batch_size)
     optimisation = sgd_cosine(model.parameters(), config, lr=lr, total_steps=epochs * steps)
-    return fit(model, bundle.train, optimisation, batch_size=config.data.batch_size, seed=config.seed,
-               epochs=range(epochs), device=device, on_epoch=on_epoch)
+    return fit(
+        model,
+        bundle.train,
+        optimisation,
+        batch_size=config.data.batch_size,
+        seed=config.seed,
+        epochs=range(epochs),
+        device=device,
+        on_epoch=on_epoch,
+    )
 
 
 def _finished(folder: Path, config_hash: str) -> set[tuple[str, float]]:
@@ -190,19 +234,54 @@ def _finished(folder: Path, config_hash: str) -> set[tuple[str, float]]:
     except ResultsError:
         return set()
     done = frame[(frame["config_hash"] == config_hash) & (frame["phase"] == "final") & (frame["split"] == "test")]
-    return {(m, round(g, 9)) for m, g in zip(done["method"], done["gamma"])}
+    return {(m, round(g, 9)) for m, g in zip(done["method"], done["gamma"], strict=True)}
 
 
 def _evaluate_row(model: ResNet, loader, device, gamma: float, widths, image_size: int) -> dict:
     start = time.perf_counter()
     accuracy, loss = accuracy_and_loss(model, loader, device)
     params, macs = count_params_macs(model.arch, widths, image_size)  # inference network, BatchNorm folded
-    return {"gamma": float(gamma), "samples": 1, "accuracy": accuracy, "loss": loss, "params": params,
-            "macs": macs, "wall_time_s": time.perf_counter() - start}
+    return {
+        "gamma": float(gamma),
+        "samples": 1,
+        "accuracy": accuracy,
+        "loss": loss,
+        "params": params,
+        "macs": macs,
+        "wall_time_s": time.perf_counter() - start,
+    }
 
 
-def run_individual(config: Config, bundle, gammas: list[float], out: Path, *, run_name: str, epochs: int,
-                   lr: float, device: torch.device, progress: Progress) -> list[Path]:
+def _validation_curve(model, loader, device, gamma, widths, image_size, identity, curve, progress, epochs):
+    """The per-epoch callback of an individual network: its validation row appended to ``curve`` (None without a
+    validation split)."""
+    if loader is None:
+        return None
+
+    def on_epoch(end: EpochEnd) -> None:
+        row = _evaluate_row(model, loader, device, gamma, widths, image_size)
+        curve.append(
+            result_frame(
+                [row], identity, stage=0, epoch=end.epoch, phase="train", split="validation", train_time_s=end.seconds
+            )
+        )
+        progress(f"baseline individual γ={gamma:g}: epoch {end.epoch}/{epochs}  validation acc {row['accuracy']:.4f}")
+
+    return on_epoch
+
+
+def run_individual(
+    config: Config,
+    bundle,
+    gammas: list[float],
+    out: Path,
+    *,
+    run_name: str,
+    epochs: int,
+    lr: float,
+    device: torch.device,
+    progress: Progress,
+) -> list[Path]:
     """Train an ordinary ResNet from scratch at each γ; one table per γ (finished γ are skipped).
 
     Each epoch is scored on the validation split (rows phase = train, split = validation; none without a
@@ -224,30 +303,65 @@ def run_individual(config: Config, bundle, gammas: list[float], out: Path, *, ru
         widths = target_widths(arch, blocks, gamma)
         seed_everything(config.seed)
         model = ResNet(arch, batchnorm=True, hidden_widths=widths).to(device)
-        identity = run_identity(config, method="individual", run_id=f"{run_name}/individual/gamma={gamma:g}",
-                                dataset=bundle.info.name, config_hash=settings_hash)
-        curve = []
-
-        def on_epoch(end: EpochEnd) -> None:
-            row = _evaluate_row(model, monitor_loader, device, gamma, widths, bundle.info.image_size)
-            curve.append(result_frame([row], identity, stage=0, epoch=end.epoch, phase="train", split="validation",
-                                      train_time_s=end.seconds))
-            progress(f"baseline individual γ={gamma:g}: epoch {end.epoch}/{epochs}  validation acc "
-                     f"{row['accuracy']:.4f}")
-
-        seconds = train_like_the_prior(model, bundle, config, epochs=epochs, lr=lr, device=device,
-                                       on_epoch=on_epoch if monitor_loader is not None else None)
+        identity = run_identity(
+            config,
+            method="individual",
+            run_id=f"{run_name}/individual/gamma={gamma:g}",
+            dataset=bundle.info.name,
+            config_hash=settings_hash,
+        )
+        curve: list[pd.DataFrame] = []
+        on_epoch = _validation_curve(
+            model,
+            monitor_loader,
+            device,
+            gamma,
+            widths,
+            bundle.info.image_size,
+            identity,
+            curve,
+            progress,
+            epochs,
+        )
+        seconds = train_like_the_prior(
+            model,
+            bundle,
+            config,
+            epochs=epochs,
+            lr=lr,
+            device=device,
+            on_epoch=on_epoch,
+        )
         row = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
         final = result_frame([row], identity, stage=0, epoch=epochs, split="test", train_time_s=seconds)
-        written.append(write_table(pd.concat([*curve, final], ignore_index=True), out,
-                                   name=f"individual-gamma={gamma:g}-{settings_hash}.parquet"))
-        progress(f"baseline individual γ={gamma:g}: accuracy {row['accuracy']:.4f} after {seconds:.1f}s → {written[-1]}")
+        written.append(
+            write_table(
+                pd.concat([*curve, final], ignore_index=True),
+                out,
+                name=f"individual-gamma={gamma:g}-{settings_hash}.parquet",
+            )
+        )
+        progress(
+            f"baseline individual γ={gamma:g}: accuracy {row['accuracy']:.4f} after {seconds:.1f}s → {written[-1]}"
+        )
     return written
 
 
-def run_pruning(config: Config, prior: ResNet, bundle, gammas: list[float], importances: list[str], out: Path, *,
-                run_name: str, finetune_epochs: int, finetune_lr: float, gradient_batches: int,
-                device: torch.device, progress: Progress) -> list[Path]:
+def run_pruning(
+    config: Config,
+    prior: ResNet,
+    bundle,
+    gammas: list[float],
+    importances: list[str],
+    out: Path,
+    *,
+    run_name: str,
+    finetune_epochs: int,
+    finetune_lr: float,
+    gradient_batches: int,
+    device: torch.device,
+    progress: Progress,
+) -> list[Path]:
     """Prune the prior to each γ with each importance; evaluate as pruned and (optionally) fine-tuned."""
     blocks = metamorphic_blocks(config, prior.arch)
     wider = [g for g in gammas if g < 0]
@@ -258,8 +372,15 @@ def run_pruning(config: Config, prior: ResNet, bundle, gammas: list[float], impo
         raise ConfigError("baseline prune needs at least one γ ≥ 0 (pruning cannot make a block wider)")
     for gamma in gammas:
         target_widths(prior.arch, blocks, gamma)
-    settings_hash = short_hash({"config": config.hash(), "baseline": "prune", "finetune_epochs": finetune_epochs,
-                                 "finetune_lr": finetune_lr, "gradient_batches": gradient_batches})
+    settings_hash = short_hash(
+        {
+            "config": config.hash(),
+            "baseline": "prune",
+            "finetune_epochs": finetune_epochs,
+            "finetune_lr": finetune_lr,
+            "gradient_batches": gradient_batches,
+        }
+    )
     done = _finished(out, settings_hash)
     test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
     first_epoch = EpochBatches(bundle.train, config.data.batch_size, seed=config.seed, epoch=0, drop_last=False)
@@ -274,39 +395,64 @@ def run_pruning(config: Config, prior: ResNet, bundle, gammas: list[float], impo
                 continue
             widths = target_widths(prior.arch, blocks, gamma)
             start = time.perf_counter()
-            model = prune_to_gamma(prior, blocks, gamma, importance, batches=batches, device=device,
-                                   seed=config.seed).to(device)
+            model = prune_to_gamma(
+                prior, blocks, gamma, importance, batches=batches, device=device, seed=config.seed
+            ).to(device)
             prune_seconds = time.perf_counter() - start
             row = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
-            identity = run_identity(config, method=method, run_id=f"{run_name}/{method}/gamma={gamma:g}",
-                                    dataset=bundle.info.name, config_hash=settings_hash)
+            identity = run_identity(
+                config,
+                method=method,
+                run_id=f"{run_name}/{method}/gamma={gamma:g}",
+                dataset=bundle.info.name,
+                config_hash=settings_hash,
+            )
             frames = [result_frame([row], identity, stage=0, epoch=0, split="test", train_time_s=prune_seconds)]
             message = f"baseline prune: {method} γ={gamma:g}: accuracy {row['accuracy']:.4f}"
             if finetune_epochs > 0:
-                seconds = train_like_the_prior(model, bundle, config, epochs=finetune_epochs, lr=finetune_lr,
-                                               device=device)
+                seconds = train_like_the_prior(
+                    model, bundle, config, epochs=finetune_epochs, lr=finetune_lr, device=device
+                )
                 tuned = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
-                tuned_identity = run_identity(config, method=f"{method}+ft",
-                                              run_id=f"{run_name}/{method}+ft/gamma={gamma:g}",
-                                              dataset=bundle.info.name, config_hash=settings_hash)
-                frames.append(result_frame([tuned], tuned_identity, stage=0, epoch=finetune_epochs, split="test",
-                                           train_time_s=prune_seconds + seconds))
+                tuned_identity = run_identity(
+                    config,
+                    method=f"{method}+ft",
+                    run_id=f"{run_name}/{method}+ft/gamma={gamma:g}",
+                    dataset=bundle.info.name,
+                    config_hash=settings_hash,
+                )
+                frames.append(
+                    result_frame(
+                        [tuned],
+                        tuned_identity,
+                        stage=0,
+                        epoch=finetune_epochs,
+                        split="test",
+                        train_time_s=prune_seconds + seconds,
+                    )
+                )
                 message += f", fine-tuned {tuned['accuracy']:.4f} ({seconds:.1f}s)"
-            written.append(write_table(pd.concat(frames, ignore_index=True), out,
-                                       name=f"{method}-gamma={gamma:g}-{settings_hash}.parquet"))
+            written.append(
+                write_table(
+                    pd.concat(frames, ignore_index=True), out, name=f"{method}-gamma={gamma:g}-{settings_hash}.parquet"
+                )
+            )
             progress(message)
     return written
 
 
 # ---- skip: the metamorphic blocks removed -----------------------------------------------------------
 
+
 def load_smoothed_prior(run_dir: str | Path) -> ResNet:
     """The run's smoothed, BatchNorm-folded prior: the network its metamorphic network is built from."""
     path = RunPaths(str(run_dir)).smoothed
     if not path.is_file():
-        raise CheckpointError(f"baseline skip needs the run's smoothed prior {path}, which does not exist: run "
-                              f"`raymeta smooth --run-dir {run_dir}` first (after `raymeta pretrain`), or "
-                              f"`raymeta run`")
+        raise CheckpointError(
+            f"baseline skip needs the run's smoothed prior {path}, which does not exist: run "
+            f"`raymeta smooth --run-dir {run_dir}` first (after `raymeta pretrain`), or "
+            f"`raymeta run`"
+        )
     return prior_network(SmoothedCheckpoint.load(path))
 
 
@@ -347,8 +493,16 @@ def metamorphic_epochs(config: Config, block_count: int) -> int:
     return sum(stage.epochs for stage in plan_stages(train.incremental, train.epochs_per_stage, block_count))
 
 
-def fit_head(model: ResNet, names: list[str], bundle, config: Config, *, epochs: int, device: torch.device,
-             on_epoch: Callable[[EpochEnd], object] | None = None) -> float:
+def fit_head(
+    model: ResNet,
+    names: list[str],
+    bundle,
+    config: Config,
+    *,
+    epochs: int,
+    device: torch.device,
+    on_epoch: Callable[[EpochEnd], object] | None = None,
+) -> float:
     """Train only the parameters ``names`` as the metamorphic run trains its head group; returns training seconds.
 
     AdamW at ``train.head_lr`` with ``train.weight_decay``, the run's linear warm-up over
@@ -363,15 +517,36 @@ def fit_head(model: ResNet, names: list[str], bundle, config: Config, *, epochs:
         parameter.requires_grad_(name in names)
     if not parameters or epochs == 0:
         return 0.0
-    optimizer = torch.optim.AdamW([{"params": parameters, "lr": train.head_lr, "base_lr": train.head_lr,
-                                    "weight_decay": train.weight_decay, "name": "head"}])
+    optimizer = torch.optim.AdamW(
+        [
+            {
+                "params": parameters,
+                "lr": train.head_lr,
+                "base_lr": train.head_lr,
+                "weight_decay": train.weight_decay,
+                "name": "head",
+            }
+        ]
+    )
     most = None if train.steps_per_epoch is None else train.steps_per_epoch * train.configs_per_step
     batches = batches_per_epoch(len(bundle.train), config.data.batch_size, drop_last=True, most=most)
-    optimisation = Optimisation(optimizer, before_step=lambda step: set_warmup(optimizer, step,
-                                                                               train.warmup_epochs * batches),
-                                clip_value=train.clip_value)
-    return fit(model, bundle.train, optimisation, batch_size=config.data.batch_size, seed=config.seed,
-               epochs=range(epochs), device=device, max_batches=batches, drop_last=True, on_epoch=on_epoch)
+    optimisation = Optimisation(
+        optimizer,
+        before_step=lambda step: set_warmup(optimizer, step, train.warmup_epochs * batches),
+        clip_value=train.clip_value,
+    )
+    return fit(
+        model,
+        bundle.train,
+        optimisation,
+        batch_size=config.data.batch_size,
+        seed=config.seed,
+        epochs=range(epochs),
+        device=device,
+        max_batches=batches,
+        drop_last=True,
+        on_epoch=on_epoch,
+    )
 
 
 def _repeated_rows(model: ResNet, loader, device, gammas: list[float], params: int, macs: int) -> list[dict]:
@@ -379,12 +554,32 @@ def _repeated_rows(model: ResNet, loader, device, gammas: list[float], params: i
     start = time.perf_counter()
     accuracy, loss = accuracy_and_loss(model, loader, device)
     seconds = time.perf_counter() - start
-    return [{"gamma": float(g), "samples": 1, "accuracy": accuracy, "loss": loss, "params": params, "macs": macs,
-             "wall_time_s": seconds} for g in gammas]
+    return [
+        {
+            "gamma": float(g),
+            "samples": 1,
+            "accuracy": accuracy,
+            "loss": loss,
+            "params": params,
+            "macs": macs,
+            "wall_time_s": seconds,
+        }
+        for g in gammas
+    ]
 
 
-def run_skip(config: Config, prior: ResNet, bundle, gammas: list[float], out: Path, *, run_name: str,
-             epochs: int, device: torch.device, progress: Progress) -> list[Path]:
+def run_skip(
+    config: Config,
+    prior: ResNet,
+    bundle,
+    gammas: list[float],
+    out: Path,
+    *,
+    run_name: str,
+    epochs: int,
+    device: torch.device,
+    progress: Progress,
+) -> list[Path]:
     """The skip baseline: :func:`skip_network` of the smoothed ``prior``, its fine-tuned part trained for
     ``epochs``; one test row per γ of ``gammas`` (the same network at each), written as one table.
 
@@ -395,9 +590,11 @@ def run_skip(config: Config, prior: ResNet, bundle, gammas: list[float], out: Pa
     if epochs < 0:
         raise ConfigError(f"--epochs={epochs} is not allowed: use 0 (no training) or more")
     if prior.arch.num_classes != bundle.info.num_classes or prior.arch.in_channels != bundle.info.in_channels:
-        raise ConfigError(f"the smoothed prior ({prior.arch.in_channels} input channels, {prior.arch.num_classes} "
-                          f"classes) does not fit data.name={config.data.name} ({bundle.info.in_channels}, "
-                          f"{bundle.info.num_classes}): use the run's own config")
+        raise ConfigError(
+            f"the smoothed prior ({prior.arch.in_channels} input channels, {prior.arch.num_classes} "
+            f"classes) does not fit data.name={config.data.name} ({bundle.info.in_channels}, "
+            f"{bundle.info.num_classes}): use the run's own config"
+        )
     blocks = metamorphic_blocks(config, prior.arch)
     for gamma in gammas:
         target_widths(prior.arch, blocks, gamma)  # the same γ grid rules as the other baselines
@@ -413,8 +610,9 @@ def run_skip(config: Config, prior: ResNet, bundle, gammas: list[float], out: Pa
     seed_everything(config.seed)
     model = skip_network(prior, blocks).to(device)
     params, macs = skip_params_macs(prior.arch, blocks, bundle.info.image_size)
-    identity = run_identity(config, method="skip", run_id=f"{run_name}/skip", dataset=bundle.info.name,
-                            config_hash=settings_hash)
+    identity = run_identity(
+        config, method="skip", run_id=f"{run_name}/skip", dataset=bundle.info.name, config_hash=settings_hash
+    )
     skipped = ", ".join(block_name(*p) for p in blocks)
     trained = f"{', '.join(names)} for {epochs} epoch(s)" if epochs else "nothing (train.finetune_head is off)"
     progress(f"baseline skip: blocks {skipped} removed; training {trained}")
@@ -425,19 +623,31 @@ def run_skip(config: Config, prior: ResNet, bundle, gammas: list[float], out: Pa
 
     def on_epoch(end: EpochEnd) -> None:
         rows = _repeated_rows(model, monitor_loader, device, monitor_gammas(config), params, macs)
-        curve.append(result_frame(rows, identity, stage=0, epoch=end.epoch, phase="train", split="validation",
-                                  train_time_s=end.seconds))
+        curve.append(
+            result_frame(
+                rows, identity, stage=0, epoch=end.epoch, phase="train", split="validation", train_time_s=end.seconds
+            )
+        )
         progress(f"baseline skip: epoch {end.epoch}/{epochs}  validation acc {rows[0]['accuracy']:.4f}")
 
-    seconds = fit_head(model, names, bundle, config, epochs=epochs, device=device,
-                       on_epoch=on_epoch if monitor_loader is not None else None)
+    seconds = fit_head(
+        model,
+        names,
+        bundle,
+        config,
+        epochs=epochs,
+        device=device,
+        on_epoch=on_epoch if monitor_loader is not None else None,
+    )
     test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
     rows = _repeated_rows(model, test_loader, device, todo, params, macs)
     final = result_frame(rows, identity, stage=0, epoch=epochs, split="test", train_time_s=seconds)
     name = f"skip-{settings_hash}-{short_hash(sorted(float(g) for g in todo))}.parquet"
     path = write_table(pd.concat([*curve, final], ignore_index=True), out, name=name)
-    progress(f"baseline skip: test accuracy {rows[0]['accuracy']:.4f} at every γ ({params} parameters, {macs} MACs) "
-             f"after {seconds:.1f}s → {path}")
+    progress(
+        f"baseline skip: test accuracy {rows[0]['accuracy']:.4f} at every γ ({params} parameters, {macs} MACs) "
+        f"after {seconds:.1f}s → {path}"
+    )
     return [path]
 
 
@@ -463,20 +673,46 @@ def run_baseline(kind: str, config: Config, progress: Progress, *, out: str | Pa
         bundle = place_training_split(load_data(config), config, device)
         epochs = settings.epochs or config.pretrain.epochs
         progress(f"baseline individual: {len(gammas)} γ values, {epochs} epochs each, on {bundle.info.name}")
-        return run_individual(config, bundle, gammas, out, run_name=name, epochs=epochs,
-                              lr=settings.lr or config.pretrain.lr, device=device, progress=progress)
+        return run_individual(
+            config,
+            bundle,
+            gammas,
+            out,
+            run_name=name,
+            epochs=epochs,
+            lr=settings.lr or config.pretrain.lr,
+            device=device,
+            progress=progress,
+        )
     if kind == "skip":
         prior = load_smoothed_prior(config.run_dir)
         bundle = place_training_split(load_data(config), config, device)
-        epochs = settings.epochs if settings.epochs is not None else metamorphic_epochs(
-            config, len(metamorphic_blocks(config, prior.arch)))
-        return run_skip(config, prior, bundle, gammas, out, run_name=name, epochs=epochs, device=device,
-                        progress=progress)
+        epochs = (
+            settings.epochs
+            if settings.epochs is not None
+            else metamorphic_epochs(config, len(metamorphic_blocks(config, prior.arch)))
+        )
+        return run_skip(
+            config, prior, bundle, gammas, out, run_name=name, epochs=epochs, device=device, progress=progress
+        )
     importances = check_importances(settings.importance)
     prior = prior_network(PriorCheckpoint.load(paths.prior).require_done(paths.prior))
     bundle = place_training_split(load_data(config), config, device)
-    progress(f"baseline prune: {', '.join(importances)} importance; γ {', '.join(f'{g:g}' for g in gammas)}; "
-             f"fine-tune {settings.finetune_epochs} epoch(s)")
-    return run_pruning(config, prior, bundle, gammas, importances, out, run_name=name,
-                       finetune_epochs=settings.finetune_epochs, finetune_lr=settings.finetune_lr,
-                       gradient_batches=settings.gradient_batches, device=device, progress=progress)
+    progress(
+        f"baseline prune: {', '.join(importances)} importance; γ {', '.join(f'{g:g}' for g in gammas)}; "
+        f"fine-tune {settings.finetune_epochs} epoch(s)"
+    )
+    return run_pruning(
+        config,
+        prior,
+        bundle,
+        gammas,
+        importances,
+        out,
+        run_name=name,
+        finetune_epochs=settings.finetune_epochs,
+        finetune_lr=settings.finetune_lr,
+        gradient_batches=settings.gradient_batches,
+        device=device,
+        progress=progress,
+    )

@@ -68,19 +68,31 @@ def steps_per_epoch(examples: int, batch_size: int, configs_per_step: int, cap: 
     step's micro-batches can be cut for (a slice needs one example at least)."""
     slices = -(-world_size // configs_per_step)
     if slices > batch_size:
-        raise ConfigError(f"{world_size} workers would cut each micro-batch of data.batch_size={batch_size} into "
-                          f"{slices} slices: use at most {configs_per_step * batch_size} workers")
+        raise ConfigError(
+            f"{world_size} workers would cut each micro-batch of data.batch_size={batch_size} into "
+            f"{slices} slices: use at most {configs_per_step * batch_size} workers"
+        )
     steps = examples // batch_size // configs_per_step
     steps = min(steps, cap) if cap is not None else steps
     if steps < 1:
-        raise ConfigError(f"data.batch_size={batch_size} × train.configs_per_step={configs_per_step} needs more than "
-                          f"the {examples} training examples: lower either")
+        raise ConfigError(
+            f"data.batch_size={batch_size} × train.configs_per_step={configs_per_step} needs more than "
+            f"the {examples} training examples: lower either"
+        )
     return steps
 
 
-def accumulate_gradients(net: MetamorphicNetwork, step: int, units: list[WorkUnit],
-                         batches: list[tuple[torch.Tensor, torch.Tensor]], total_configs: int, objective: Objective,
-                         seed: int, device: torch.device, teacher: torch.nn.Module | None = None) -> dict[str, float]:
+def accumulate_gradients(
+    net: MetamorphicNetwork,
+    step: int,
+    units: list[WorkUnit],
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    total_configs: int,
+    objective: Objective,
+    seed: int,
+    device: torch.device,
+    teacher: torch.nn.Module | None = None,
+) -> dict[str, float]:
     """Backward each unit on its micro-batch (or its slice of it), scaled by 1/M; the sum of the loss parts.
 
     A unit is a whole configuration or a slice of one; ``batches`` holds each unit's whole micro-batch. The
@@ -99,8 +111,17 @@ def accumulate_gradients(net: MetamorphicNetwork, step: int, units: list[WorkUni
         if teacher is not None:
             with torch.no_grad(), autocast(objective.precision, device):
                 teacher_logits = teacher(images).float()
-        loss, parts = configuration_loss(net, unit.gamma, images, labels, objective, generator,
-                                         share=share, weight_terms=unit.slice == 0, teacher_logits=teacher_logits)
+        loss, parts = configuration_loss(
+            net,
+            unit.gamma,
+            images,
+            labels,
+            objective,
+            generator,
+            share=share,
+            weight_terms=unit.slice == 0,
+            teacher_logits=teacher_logits,
+        )
         (loss / total_configs).backward()
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + value
@@ -115,15 +136,17 @@ def synchronise_gradients(parameters: list[torch.nn.Parameter], collective: Coll
     """
     if collective.world_size == 1:
         return
-    flat = [p.grad.flatten() if p.grad is not None else torch.zeros(p.numel(), device=p.device, dtype=p.dtype)
-            for p in parameters]
+    flat = [
+        p.grad.flatten() if p.grad is not None else torch.zeros(p.numel(), device=p.device, dtype=p.dtype)
+        for p in parameters
+    ]
     touched = torch.tensor([p.grad is not None for p in parameters], dtype=flat[0].dtype, device=flat[0].device)
     vector = collective.all_reduce_sum(torch.cat([*flat, touched]))
-    touched = vector[-len(parameters):]
+    touched = vector[-len(parameters) :]
     offset = 0
     for parameter, was_touched in zip(parameters, touched.tolist(), strict=True):
         count = parameter.numel()
-        parameter.grad = vector[offset:offset + count].view_as(parameter).clone() if was_touched else None
+        parameter.grad = vector[offset : offset + count].view_as(parameter).clone() if was_touched else None
         offset += count
 
 

@@ -46,8 +46,13 @@ from raymeta.method.pareto import pareto_front
 from raymeta.method.scoring import accuracy_and_loss
 from raymeta.method.widths import Gamma, block_gammas, canonical, format_gamma
 from raymeta.stages import latency
-from raymeta.stages.export import (ONNX_MISSING, export_network, generation_settings, load_exported,
-                                   materialize_like_evaluation)
+from raymeta.stages.export import (
+    ONNX_MISSING,
+    export_network,
+    generation_settings,
+    load_exported,
+    materialize_like_evaluation,
+)
 from raymeta.stages.identity import run_identity
 from raymeta.stages.networks import load_trained
 from raymeta.stages.runtime import load_data
@@ -94,11 +99,17 @@ def parse_budget(kind: str, text: str) -> Budget:
     option = "--max-" + kind.replace("_", "-")
     if kind not in BUDGET_KINDS:
         raise ConfigError(f"budget kind {kind!r} is not allowed: {', '.join(BUDGET_KINDS)}")
-    pattern = r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgG]?)\s*" if kind != "latency_ms" else \
-        r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(?:ms)?\s*()"
+    pattern = (
+        r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgG]?)\s*"
+        if kind != "latency_ms"
+        else r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(?:ms)?\s*()"
+    )
     match = re.fullmatch(pattern, str(text))
-    allowed = ("a positive number of milliseconds, e.g. 1.5" if kind == "latency_ms" else
-               "a positive number with an optional k, M or G suffix, e.g. 20M, 200k, 1.5e6")
+    allowed = (
+        "a positive number of milliseconds, e.g. 1.5"
+        if kind == "latency_ms"
+        else "a positive number with an optional k, M or G suffix, e.g. 20M, 200k, 1.5e6"
+    )
     if not match:
         raise ConfigError(f"{option}={text!r} is not allowed: {allowed}")
     value = float(match.group(1)) * SUFFIXES[match.group(2).lower()]
@@ -137,7 +148,7 @@ class EvaluationData:
     def batches(self, size: int):
         """(features, labels) in consecutive slices of ``size``."""
         for first in range(0, len(self.labels), size):
-            yield self.features[first:first + size], self.labels[first:first + size]
+            yield self.features[first : first + size], self.labels[first : first + size]
 
 
 @torch.no_grad()
@@ -145,8 +156,10 @@ def evaluation_data(net, bundle, split: str = "validation", batch_size: int = 51
     """``split`` of the run's data as :class:`EvaluationData` (the prefix run through the prior's own blocks)."""
     dataset = bundle.validation if split == "validation" else bundle.test
     if dataset is None:
-        raise ConfigError("raymeta deploy chooses on the validation split, and this run has none "
-                          "(data.validation_fraction=0): train with a validation split")
+        raise ConfigError(
+            "raymeta deploy chooses on the validation split, and this run has none "
+            "(data.validation_fraction=0): train with a validation split"
+        )
     start = net.first_active()
     features, labels = [], []
     for images, target in make_loader(dataset, batch_size, shuffle=False):
@@ -156,15 +169,17 @@ def evaluation_data(net, bundle, split: str = "validation", batch_size: int = 51
 
 
 @torch.no_grad()
-def score_candidate(net, gamma: Gamma, data: EvaluationData, settings: dict,
-                    batch_size: int = 500) -> tuple[float, float, float]:
+def score_candidate(
+    net, gamma: Gamma, data: EvaluationData, settings: dict, batch_size: int = 500
+) -> tuple[float, float, float]:
     """(accuracy, mean cross-entropy, seconds) of the network :func:`raymeta.stages.export.export_network` would write
     at ``gamma`` (K-sample weights drawn as ``raymeta evaluate`` draws them), on ``data``: its blocks from
     ``data.start`` on, then its head."""
     start = time.perf_counter()
     model = materialize_like_evaluation(net, gamma, **settings)
-    accuracy, loss = accuracy_and_loss(lambda x: model.forward_head(model.forward_blocks(x, start=data.start)),
-                                       data.batches(batch_size))
+    accuracy, loss = accuracy_and_loss(
+        lambda x: model.forward_head(model.forward_blocks(x, start=data.start)), data.batches(batch_size)
+    )
     return accuracy, loss, time.perf_counter() - start
 
 
@@ -221,13 +236,25 @@ def valid_grid(net, grid: tuple[float, ...]) -> tuple[float, ...]:
             continue
         kept.append(float(gamma))
     if not kept:
-        raise ConfigError(f"--gammas {format_gamma(grid)}: no value is a valid γ for every metamorphic block "
-                          f"(allowed: -1 ≤ γ < 1, leaving at least one hidden channel)")
+        raise ConfigError(
+            f"--gammas {format_gamma(grid)}: no value is a valid γ for every metamorphic block "
+            f"(allowed: -1 ≤ γ < 1, leaving at least one hidden channel)"
+        )
     return tuple(kept)
 
 
-def search(net, evaluate, budget: Budget, grid: tuple[float, ...], cost_of, *, max_candidates: int = 60,
-           population: int = 8, seed: int = 0, progress=print) -> SearchResult:
+def search(
+    net,
+    evaluate,
+    budget: Budget,
+    grid: tuple[float, ...],
+    cost_of,
+    *,
+    max_candidates: int = 60,
+    population: int = 8,
+    seed: int = 0,
+    progress=print,
+) -> SearchResult:
     """Uniform γ of the grid first, then per-block configurations within ``budget`` (exhaustive when they fit in
     ``max_candidates``, evolutionary otherwise); the best validation accuracy within the budget is chosen (the
     lower cost on a tie). ``cost_of(gamma)`` returns (params, macs, latency_ms); ``evaluate(list of γ)`` the
@@ -251,9 +278,14 @@ def search(net, evaluate, budget: Budget, grid: tuple[float, ...], cost_of, *, m
             candidate.accuracy, candidate.loss, candidate.seconds = accuracy, loss, seconds
             evaluated[candidate.gamma] = candidate
         best = max((c for c in evaluated.values() if within(c)), key=lambda c: c.accuracy, default=None)
-        progress(f"deploy: {what}: {len(batch)} evaluated ({len(evaluated)} in all, {time.perf_counter() - start:.1f}s)"
-                 + (f"; best within budget so far: γ={format_gamma(best.gamma)} validation acc {best.accuracy:.4f}"
-                    if best else "; none within the budget yet"))
+        progress(
+            f"deploy: {what}: {len(batch)} evaluated ({len(evaluated)} in all, {time.perf_counter() - start:.1f}s)"
+            + (
+                f"; best within budget so far: γ={format_gamma(best.gamma)} validation acc {best.accuracy:.4f}"
+                if best
+                else "; none within the budget yet"
+            )
+        )
 
     uniform = [make(gamma) for gamma in grid]
     smallest = min(uniform, key=lambda c: c.cost(budget.kind))  # the narrowest γ on every block: the cheapest
@@ -261,7 +293,8 @@ def search(net, evaluate, budget: Budget, grid: tuple[float, ...], cost_of, *, m
         raise ConfigError(
             f"no configuration fits the budget of {budget.describe()}: the smallest this run reaches on the γ grid "
             f"is {budget.describe(smallest.cost(budget.kind))} (γ={format_gamma(smallest.gamma)} on every metamorphic "
-            f"block); raise the budget, or extend the grid with --gammas (γ < 1)")
+            f"block); raise the budget, or extend the grid with --gammas (γ < 1)"
+        )
     run(uniform, "uniform γ")
     room = max(0, max_candidates - len(evaluated))
     if blocks == 1:
@@ -274,13 +307,17 @@ def search(net, evaluate, budget: Budget, grid: tuple[float, ...], cost_of, *, m
             progress(f"deploy: per-block: {mode}")
             run(list(feasible.values()), "per-block (exhaustive)")
         else:
-            mode = (f"evolutionary ({len(feasible)} per-block configurations within the budget, at most {room} "
-                    f"evaluated; population {population})")
+            mode = (
+                f"evolutionary ({len(feasible)} per-block configurations within the budget, at most {room} "
+                f"evaluated; population {population})"
+            )
             progress(f"deploy: per-block: {mode}")
             _evolve(evaluated, feasible.get, within, grid, blocks, run, room, population, seed)
     else:
-        mode = (f"evolutionary ({len(grid)}^{blocks} per-block configurations, at most {room} evaluated; population "
-                f"{population})")
+        mode = (
+            f"evolutionary ({len(grid)}^{blocks} per-block configurations, at most {room} evaluated; population "
+            f"{population})"
+        )
         progress(f"deploy: per-block: {mode}")
         cache: dict = {}
 
@@ -296,8 +333,9 @@ def search(net, evaluate, budget: Budget, grid: tuple[float, ...], cost_of, *, m
     return SearchResult(list(evaluated.values()), chosen, time.perf_counter() - start, mode)
 
 
-def _evolve(evaluated: dict, feasible, within, grid: tuple[float, ...], blocks: int, run, room: int,
-            population: int, seed: int) -> None:
+def _evolve(
+    evaluated: dict, feasible, within, grid: tuple[float, ...], blocks: int, run, room: int, population: int, seed: int
+) -> None:
     """Generations of children of the ``population`` best evaluated configurations within the budget: uniform
     crossover (half the time), then one block moved by ±1 or ±2 grid steps; only new configurations within the
     budget (``feasible(γ)`` returns their candidate, else None) are kept. Stops after ``room`` evaluations, or when
@@ -360,8 +398,9 @@ def deploy(run_dir: str | Path, options: DeployConfig, progress=print) -> dict:
     image_size = bundle.info.image_size
     names = net.block_names()
     widths = {(s, b): {net.hidden_widths(g)[(s, b)] for g in grid} for s, b in net.active()}
-    table = latency.latency_table(run_dir, net.arch, net.active(), image_size, device, options.batch_size, options.threads,
-                          widths, progress)
+    table = latency.latency_table(
+        run_dir, net.arch, net.active(), image_size, device, options.batch_size, options.threads, widths, progress
+    )
 
     def cost_of(gamma):
         params, macs = net.params_macs(gamma, image_size)
@@ -369,16 +408,21 @@ def deploy(run_dir: str | Path, options: DeployConfig, progress=print) -> dict:
 
     validation = evaluation_data(net, bundle, "validation", config.data.eval_batch_size)
     evaluator = _evaluator(net, validation, settings, options.address)
-    progress(f"deploy: budget {budget.describe()}; {len(names)} metamorphic block(s) ({', '.join(names)}); γ grid "
-             f"{format_gamma(grid)}; K={settings['samples']} sample(s); {len(validation.labels)} validation images; "
-             f"candidates evaluated {evaluator.name}")
-    result = search(net, evaluator, budget, grid, cost_of, max_candidates=options.candidates,
-                    seed=options.seed, progress=progress)
+    progress(
+        f"deploy: budget {budget.describe()}; {len(names)} metamorphic block(s) ({', '.join(names)}); γ grid "
+        f"{format_gamma(grid)}; K={settings['samples']} sample(s); {len(validation.labels)} validation images; "
+        f"candidates evaluated {evaluator.name}"
+    )
+    result = search(
+        net, evaluator, budget, grid, cost_of, max_candidates=options.candidates, seed=options.seed, progress=progress
+    )
     if result.chosen is None:  # the grid's cheapest fits, so this is unreachable unless evaluation failed
         raise ConfigError(f"no evaluated configuration fits the budget of {budget.describe()}")
     progress(f"deploy: searched {len(result.candidates)} candidates in {result.seconds:.1f}s ({result.mode})")
-    ranked = sorted((c for c in result.candidates if c.cost(budget.kind) <= budget.limit),
-                    key=lambda c: (-c.accuracy, c.cost(budget.kind)))
+    ranked = sorted(
+        (c for c in result.candidates if c.cost(budget.kind) <= budget.limit),
+        key=lambda c: (-c.accuracy, c.cost(budget.kind)),
+    )
     chosen, measured = None, float("nan")
     for candidate in ranked[:5]:  # the table estimates latency; the network itself is measured and must fit
         model = materialize_like_evaluation(net, candidate.gamma, **settings)
@@ -386,28 +430,44 @@ def deploy(run_dir: str | Path, options: DeployConfig, progress=print) -> dict:
         if budget.kind != "latency_ms" or measured <= budget.limit:
             chosen = candidate
             break
-        progress(f"deploy: γ={format_gamma(candidate.gamma)} measures {measured:.3f} ms (estimated "
-                 f"{candidate.latency_ms:.3f} ms), over the budget: trying the next best")
+        progress(
+            f"deploy: γ={format_gamma(candidate.gamma)} measures {measured:.3f} ms (estimated "
+            f"{candidate.latency_ms:.3f} ms), over the budget: trying the next best"
+        )
     if chosen is None:
-        raise ConfigError(f"the five best configurations within the estimated latency budget of {budget.describe()} "
-                          f"all measure over it on {table.description}; the last measured {measured:.3f} ms")
+        raise ConfigError(
+            f"the five best configurations within the estimated latency budget of {budget.describe()} "
+            f"all measure over it on {table.description}; the last measured {measured:.3f} ms"
+        )
     out = Path(options.output or paths.root / "deploy" / budget.tag())
-    exported = export_network(net, config, checkpoint.dataset, chosen.gamma, out, samples=settings["samples"],
-                              source=str(paths.train_checkpoint), onnx=options.onnx)
+    exported = export_network(
+        net,
+        config,
+        checkpoint.dataset,
+        chosen.gamma,
+        out,
+        samples=settings["samples"],
+        source=str(paths.train_checkpoint),
+        onnx=options.onnx,
+    )
     loaded, spec = load_exported(out)
     final_latency = _measure(loaded, image_size, device, options)
     if budget.kind == "latency_ms" and final_latency > budget.limit:
-        progress(f"deploy: warning — the exported network measured {final_latency:.3f} ms on the second "
-                 f"measurement, over the budget of {budget.describe()} (the first measured {measured:.3f} ms): the "
-                 f"machine's timing noise is of the order of the margin")
+        progress(
+            f"deploy: warning — the exported network measured {final_latency:.3f} ms on the second "
+            f"measurement, over the budget of {budget.describe()} (the first measured {measured:.3f} ms): the "
+            f"machine's timing noise is of the order of the margin"
+        )
     if options.report_test:
         test = evaluation_data(net, bundle, "test", config.data.eval_batch_size)
         members = {c.gamma: c for c in result.candidates if c.kind == "uniform"}
         for kind in ("macs", "latency_ms"):
             members.update({c.gamma: c for c in front_candidates(result.candidates, kind)})
         members[chosen.gamma] = chosen
-        progress(f"deploy: reporting: {len(members)} configurations (uniform γ and the validation fronts) on "
-                 f"{len(test.labels)} test images")
+        progress(
+            f"deploy: reporting: {len(members)} configurations (uniform γ and the validation fronts) on "
+            f"{len(test.labels)} test images"
+        )
         scores = _evaluator(net, test, settings, options.address)(list(members))
         for candidate, (accuracy, loss, _) in zip(members.values(), scores, strict=True):
             candidate.test = {"accuracy": accuracy, "loss": loss}
@@ -417,28 +477,55 @@ def deploy(run_dir: str | Path, options: DeployConfig, progress=print) -> dict:
         chosen.test = {"accuracy": accuracy, "loss": loss}
     state = checkpoint.state
     identity = run_identity(config, run_id=paths.root.name, dataset=bundle.info.name)
-    frame = pareto_rows(result.candidates, chosen, budget, net, identity, samples=settings["samples"],
-                        measured_latency_ms=final_latency, stage=state.stage, epoch=len(state.history),
-                        train_time_s=checkpoint.train_time_s)
+    frame = pareto_rows(
+        result.candidates,
+        chosen,
+        budget,
+        net,
+        identity,
+        samples=settings["samples"],
+        measured_latency_ms=final_latency,
+        stage=state.stage,
+        epoch=len(state.history),
+        train_time_s=checkpoint.train_time_s,
+    )
     table_file = write_table(frame, out, "pareto.parquet")
-    summary = {"budget": {"kind": budget.kind, "limit": budget.limit, "text": budget.describe()},
-               "gamma": spec["gamma"], "block_gammas": spec["block_gammas"], "hidden_widths": spec["hidden_widths"],
-               "validation_accuracy": chosen.accuracy, "test_accuracy": chosen.test.get("accuracy"),
-               "params": chosen.params, "macs": chosen.macs, "estimated_latency_ms": chosen.latency_ms,
-               "measured_latency_ms": final_latency, "latency_device": table.description,
-               "batch_size": options.batch_size, "threads": options.threads, "candidates": len(result.candidates),
-               "search_seconds": result.seconds, "search": result.mode, "evaluated": evaluator.name,
-               "grid": list(grid), "samples": settings["samples"],
-               "files": {name: str(path) for name, path in {**exported, "pareto": table_file}.items()}}
+    summary = {
+        "budget": {"kind": budget.kind, "limit": budget.limit, "text": budget.describe()},
+        "gamma": spec["gamma"],
+        "block_gammas": spec["block_gammas"],
+        "hidden_widths": spec["hidden_widths"],
+        "validation_accuracy": chosen.accuracy,
+        "test_accuracy": chosen.test.get("accuracy"),
+        "params": chosen.params,
+        "macs": chosen.macs,
+        "estimated_latency_ms": chosen.latency_ms,
+        "measured_latency_ms": final_latency,
+        "latency_device": table.description,
+        "batch_size": options.batch_size,
+        "threads": options.threads,
+        "candidates": len(result.candidates),
+        "search_seconds": result.seconds,
+        "search": result.mode,
+        "evaluated": evaluator.name,
+        "grid": list(grid),
+        "samples": settings["samples"],
+        "files": {name: str(path) for name, path in {**exported, "pareto": table_file}.items()},
+    }
     atomic_write_text(out / "deploy.json", json.dumps(summary, indent=2) + "\n")
     save_config(dataclasses.replace(config, run_dir=str(run_dir), deploy=options), out / "config.yaml")
     blocks = ", ".join(f"{block_name(s, b)} h={h}" for (s, b), h in net.hidden_widths(chosen.gamma).items())
-    progress(f"deploy: chose γ={format_gamma(chosen.gamma)} ({blocks}): validation acc {chosen.accuracy:.4f} "
-             f"(test {chosen.test.get('accuracy', float('nan')):.4f}, reported only), {format_cost('macs', chosen.macs)}, "
-             f"{format_cost('params', chosen.params)}, latency {final_latency:.3f} ms measured "
-             f"({chosen.latency_ms:.3f} ms estimated) on {table.description}, batch {options.batch_size}")
-    progress(f"deploy: wrote {out} (network.pt, network.json, network.pt2"
-             + (", network.onnx" if "onnx" in exported else "") + ", pareto.parquet, deploy.json, config.yaml)")
+    progress(
+        f"deploy: chose γ={format_gamma(chosen.gamma)} ({blocks}): validation acc {chosen.accuracy:.4f} "
+        f"(test {chosen.test.get('accuracy', float('nan')):.4f}, reported only), {format_cost('macs', chosen.macs)}, "
+        f"{format_cost('params', chosen.params)}, latency {final_latency:.3f} ms measured "
+        f"({chosen.latency_ms:.3f} ms estimated) on {table.description}, batch {options.batch_size}"
+    )
+    progress(
+        f"deploy: wrote {out} (network.pt, network.json, network.pt2"
+        + (", network.onnx" if "onnx" in exported else "")
+        + ", pareto.parquet, deploy.json, config.yaml)"
+    )
     if "onnx" not in exported and options.onnx is not False:
         progress(f"deploy: note — {ONNX_MISSING}")
     return summary
@@ -464,9 +551,19 @@ def _evaluator(net, data, settings: dict, address: str | None):
     return LocalEvaluator(net, data, settings)
 
 
-def pareto_rows(candidates: list[Candidate], chosen: Candidate, budget: Budget, net, identity: RunIdentity, *,
-                samples: int, measured_latency_ms: float, stage: int, epoch: int,
-                train_time_s: float) -> pd.DataFrame:
+def pareto_rows(
+    candidates: list[Candidate],
+    chosen: Candidate,
+    budget: Budget,
+    net,
+    identity: RunIdentity,
+    *,
+    samples: int,
+    measured_latency_ms: float,
+    stage: int,
+    epoch: int,
+    train_time_s: float,
+) -> pd.DataFrame:
     """Every candidate as a results row on the validation split (and on test where it was evaluated there), with
     ``gamma.<block>`` / ``width.<block>`` columns, the estimated latency, how it was found and whether it is within
     the budget (``search_status``: chosen, within budget, over budget). A per-block row has no single γ (NaN) and
@@ -476,17 +573,31 @@ def pareto_rows(candidates: list[Candidate], chosen: Candidate, budget: Budget, 
     for candidate in sorted(candidates, key=lambda c: (c.macs, format_gamma(c.gamma))):
         gammas = block_gammas(candidate.gamma, names)
         hidden = net.hidden_widths(candidate.gamma)
-        status = ("chosen" if candidate is chosen else
-                  "within budget" if candidate.cost(budget.kind) <= budget.limit else "over budget")
-        base = {"gamma": candidate.gamma if candidate.kind == "uniform" else float("nan"),
-                "seen": all(identity.seen(g) for g in gammas), "samples": samples, "params": candidate.params,
-                "macs": candidate.macs, "wall_time_s": candidate.seconds, "latency_ms": candidate.latency_ms,
-                "measured_latency_ms": measured_latency_ms if candidate is chosen else float("nan"),
-                "search_kind": candidate.kind, "search_status": status, "budget": f"{budget.kind}<={budget.limit:g}",
-                **{f"gamma.{name}": g for name, g in zip(names, gammas, strict=True)},
-                **{f"width.{block_name(s, b)}": h for (s, b), h in hidden.items()}}
+        status = (
+            "chosen"
+            if candidate is chosen
+            else "within budget"
+            if candidate.cost(budget.kind) <= budget.limit
+            else "over budget"
+        )
+        base = {
+            "gamma": candidate.gamma if candidate.kind == "uniform" else float("nan"),
+            "seen": all(identity.seen(g) for g in gammas),
+            "samples": samples,
+            "params": candidate.params,
+            "macs": candidate.macs,
+            "wall_time_s": candidate.seconds,
+            "latency_ms": candidate.latency_ms,
+            "measured_latency_ms": measured_latency_ms if candidate is chosen else float("nan"),
+            "search_kind": candidate.kind,
+            "search_status": status,
+            "budget": f"{budget.kind}<={budget.limit:g}",
+            **{f"gamma.{name}": g for name, g in zip(names, gammas, strict=True)},
+            **{f"width.{block_name(s, b)}": h for (s, b), h in hidden.items()},
+        }
         rows.append({**base, "split": "validation", "accuracy": candidate.accuracy, "loss": candidate.loss})
         if candidate.test:
-            rows.append({**base, "split": "test", "accuracy": candidate.test["accuracy"],
-                         "loss": candidate.test["loss"]})
+            rows.append(
+                {**base, "split": "test", "accuracy": candidate.test["accuracy"], "loss": candidate.test["loss"]}
+            )
     return result_frame(rows, identity, stage=stage, epoch=epoch, split="validation", train_time_s=train_time_s)

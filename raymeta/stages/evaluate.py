@@ -21,8 +21,9 @@ from raymeta.stages.runtime import load_data, select_device
 
 
 @torch.no_grad()
-def evaluate_gammas(net, loader, device, gammas: list[float], *, samples: int, noise: float, seed: int,
-                    image_size: int) -> list[dict]:
+def evaluate_gammas(
+    net, loader, device, gammas: list[float], *, samples: int, noise: float, seed: int, image_size: int
+) -> list[dict]:
     """One row per γ: accuracy, loss, parameters and MACs of the network generated at that γ.
 
     With K = ``samples`` > 1 the K noisy weight sets are generated and averaged; each γ's noise comes from its own
@@ -39,16 +40,24 @@ def evaluate_gammas(net, loader, device, gammas: list[float], *, samples: int, n
     net.eval()
     start = time.perf_counter()
     generators = [torch.Generator().manual_seed(seed) for _ in gammas]
-    weight_sets = net.generate_many(gammas, samples=samples, noise=noise if samples > 1 else 0.0,
-                                    generators=generators)
+    weight_sets = net.generate_many(gammas, samples=samples, noise=noise if samples > 1 else 0.0, generators=generators)
     models = [lambda x, weights=weights: net.forward_after_prefix(x, weights) for weights in weight_sets]
     scores = accuracies_and_losses(models, loader, device, prepare=net.frozen_prefix)
     seconds = (time.perf_counter() - start) / len(gammas)
     rows = []
-    for gamma, (accuracy, loss) in zip(gammas, scores):
+    for gamma, (accuracy, loss) in zip(gammas, scores, strict=True):
         params, macs = net.params_macs(gamma, image_size)
-        rows.append({"gamma": float(gamma), "samples": samples, "accuracy": accuracy, "loss": loss,
-                     "params": params, "macs": macs, "wall_time_s": seconds})
+        rows.append(
+            {
+                "gamma": float(gamma),
+                "samples": samples,
+                "accuracy": accuracy,
+                "loss": loss,
+                "params": params,
+                "macs": macs,
+                "wall_time_s": seconds,
+            }
+        )
     return rows
 
 
@@ -69,8 +78,9 @@ def check_split(split: str) -> str:
     return split
 
 
-def evaluate_trained(config: Config, trained: TrainedNetwork, progress: Progress,
-                     split: str | tuple[str, ...] = "test") -> pd.DataFrame:
+def evaluate_trained(
+    config: Config, trained: TrainedNetwork, progress: Progress, split: str | tuple[str, ...] = "test"
+) -> pd.DataFrame:
     """:func:`evaluate_run` for a checkpoint already loaded: ``trained`` is what ``load_trained`` returns.
 
     ``split`` may also be several splits (a sweep's trial: validation and test), evaluated in that order
@@ -86,9 +96,11 @@ def evaluate_trained(config: Config, trained: TrainedNetwork, progress: Progress
     net.to(device)
     bundle = load_data(trained_config, augment=False)
     if "validation" in splits and bundle.validation is None:
-        raise ConfigError(f"cannot evaluate on the validation split: the run was trained with "
-                          f"data.validation_fraction={trained_config.data.validation_fraction:g}, so it has none; "
-                          f"use --split test")
+        raise ConfigError(
+            f"cannot evaluate on the validation split: the run was trained with "
+            f"data.validation_fraction={trained_config.data.validation_fraction:g}, so it has none; "
+            f"use --split test"
+        )
     samples = config.eval.samples
     state = checkpoint.state
     identity = run_identity(trained_config, run_id=Path(config.run_dir).name, dataset=bundle.info.name)
@@ -97,11 +109,26 @@ def evaluate_trained(config: Config, trained: TrainedNetwork, progress: Progress
         dataset = bundle.test if name == "test" else bundle.validation
         loader = make_loader(dataset, config.data.eval_batch_size, shuffle=False)
         progress(f"evaluate: {len(config.eval.gammas)} γ values, K={samples} sample(s), {len(dataset)} {name} images")
-        rows = evaluate_gammas(net, loader, device, config.eval.gammas, samples=samples,
-                               noise=trained_config.inr.coordinate_noise, seed=config.seed,
-                               image_size=bundle.info.image_size)
-        frames.append(result_frame(rows, identity, split=name, stage=state.stage, epoch=len(state.history),
-                                   train_time_s=checkpoint.train_time_s))
+        rows = evaluate_gammas(
+            net,
+            loader,
+            device,
+            config.eval.gammas,
+            samples=samples,
+            noise=trained_config.inr.coordinate_noise,
+            seed=config.seed,
+            image_size=bundle.info.image_size,
+        )
+        frames.append(
+            result_frame(
+                rows,
+                identity,
+                split=name,
+                stage=state.stage,
+                epoch=len(state.history),
+                train_time_s=checkpoint.train_time_s,
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -109,13 +136,14 @@ def format_rows(frame: pd.DataFrame) -> str:
     """A plain-text table of accuracy against γ for the terminal (the split of each row in its last column)."""
     lines = [f"{'gamma':>7} {'seen':>6} {'accuracy':>9} {'loss':>8} {'params':>9} {'MACs':>12}  split"]
     for row in frame.itertuples():
-        lines.append(f"{row.gamma:7.3f} {('seen' if row.seen else 'unseen'):>6} {row.accuracy:9.4f} "
-                     f"{row.loss:8.4f} {row.params:9d} {row.macs:12d}  {row.split}")
+        lines.append(
+            f"{row.gamma:7.3f} {('seen' if row.seen else 'unseen'):>6} {row.accuracy:9.4f} "
+            f"{row.loss:8.4f} {row.params:9d} {row.macs:12d}  {row.split}"
+        )
     return "\n".join(lines)
 
 
-def run_evaluate(config: Config, progress: Progress, checkpoint: str | Path | None = None,
-                 split: str = "test") -> Path:
+def run_evaluate(config: Config, progress: Progress, checkpoint: str | Path | None = None, split: str = "test") -> Path:
     """The evaluate stage: the trained network of ``config.run_dir`` (or ``checkpoint``) at every γ of
     ``eval.gammas`` on ``split``; prints the rows and writes them to RUN_DIR/results as Parquet."""
     check_split(split)

@@ -84,16 +84,31 @@ def write_onnx(model: ResNet, image_size: int, path: str | Path) -> None:
         level = logging.getLogger("torch.onnx").level
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # its progress lines are not ours to print
         try:
-            program = torch.onnx.export(model, (example_input(model.arch, image_size),), dynamo=True,
-                                        dynamic_shapes=_batch_dimension(), input_names=["x"],
-                                        output_names=["logits"], verbose=False)
+            program = torch.onnx.export(
+                model,
+                (example_input(model.arch, image_size),),
+                dynamo=True,
+                dynamic_shapes=_batch_dimension(),
+                input_names=["x"],
+                output_names=["logits"],
+                verbose=False,
+            )
         finally:
             logging.getLogger("torch.onnx").setLevel(level)
     program.save(str(path))
 
 
-def export_network(net, config, dataset: dict, gamma: Gamma, out: str | Path, *, samples: int | None = None,
-                   source: str = "", onnx: bool | None = None) -> dict[str, Path]:
+def export_network(
+    net,
+    config,
+    dataset: dict,
+    gamma: Gamma,
+    out: str | Path,
+    *,
+    samples: int | None = None,
+    source: str = "",
+    onnx: bool | None = None,
+) -> dict[str, Path]:
     """Write ``network.json`` (what rebuilds it), ``network.pt`` (state dict), ``network.pt2`` (torch.export)
     and ``network.onnx`` (``onnx``: True requires it, False skips it, None writes it where it can).
 
@@ -109,11 +124,21 @@ def export_network(net, config, dataset: dict, gamma: Gamma, out: str | Path, *,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     hidden = {f"{s},{b}": h for (s, b), h in hidden_by_position.items()}
-    spec = {"format": "raymeta-export", "version": SPEC_VERSION, "architecture": dataclasses.asdict(net.arch),
-            "batchnorm": False, "hidden_widths": hidden, "gamma": gamma if isinstance(gamma, float) else list(gamma),
-            "block_gammas": dict(zip(net.block_names(), block_gammas(gamma, net.block_names()), strict=True)),
-            "image_size": image_size, "dataset": dataset, "generation": settings, "config_hash": config.hash(),
-            "source": source, "formats": {"state_dict": STATE_NAME, "program": PROGRAM_NAME}}
+    spec = {
+        "format": "raymeta-export",
+        "version": SPEC_VERSION,
+        "architecture": dataclasses.asdict(net.arch),
+        "batchnorm": False,
+        "hidden_widths": hidden,
+        "gamma": gamma if isinstance(gamma, float) else list(gamma),
+        "block_gammas": dict(zip(net.block_names(), block_gammas(gamma, net.block_names()), strict=True)),
+        "image_size": image_size,
+        "dataset": dataset,
+        "generation": settings,
+        "config_hash": config.hash(),
+        "source": source,
+        "formats": {"state_dict": STATE_NAME, "program": PROGRAM_NAME},
+    }
     paths = {"spec": out / SPEC_NAME, "state_dict": out / STATE_NAME, "program": out / PROGRAM_NAME}
     atomic_write(paths["state_dict"], lambda p: torch.save(model.state_dict(), p))
     program = export_program(model, image_size)
@@ -135,8 +160,10 @@ def run_export(settings: ExportConfig, progress: Progress, *, run_dir: str | Pat
     ``settings.gamma`` (a γ, or one γ per metamorphic block), written to ``settings.output`` (default
     RUN_DIR/export/gamma=G)."""
     if settings.gamma is None:
-        raise ConfigError("raymeta export needs a γ: --gamma 0.25 (or one γ per metamorphic block, --gamma 0.25,0.5), "
-                          "or export.gamma in the job config")
+        raise ConfigError(
+            "raymeta export needs a γ: --gamma 0.25 (or one γ per metamorphic block, --gamma 0.25,0.5), "
+            "or export.gamma in the job config"
+        )
     if not run_dir and not settings.checkpoint:
         raise ConfigError("raymeta export needs --run-dir (or --checkpoint) naming a trained run")
     checkpoint = Path(settings.checkpoint) if settings.checkpoint else RunPaths(run_dir).train_checkpoint
@@ -147,8 +174,16 @@ def run_export(settings: ExportConfig, progress: Progress, *, run_dir: str | Pat
     gamma = float(gamma) if isinstance(gamma, (int, float)) else gamma[0] if len(gamma) == 1 else tuple(gamma)
     widths = ", ".join(f"{h}" for h in net.hidden_widths(gamma).values())
     out = Path(settings.output or (checkpoint.parent.parent / "export" / f"gamma={format_gamma(gamma)}"))
-    paths = export_network(net, trained_config, saved.dataset, gamma, out, samples=settings.samples,
-                           source=str(checkpoint), onnx=settings.onnx)
+    paths = export_network(
+        net,
+        trained_config,
+        saved.dataset,
+        gamma,
+        out,
+        samples=settings.samples,
+        source=str(checkpoint),
+        onnx=settings.onnx,
+    )
     if "onnx" not in paths and settings.onnx is not False:
         progress(f"export: note — {ONNX_MISSING}")
     progress(f"export: γ={format_gamma(gamma)} (hidden widths {widths}) → {', '.join(str(p) for p in paths.values())}")
@@ -182,9 +217,13 @@ def check_program_archive(path: str | Path) -> None:
                 if name.endswith(("_weights_config.json", "_constants_config.json")):
                     entries = json.loads(archive.read(name)).get("config", {})
                     for key, meta in entries.items():
-                        if meta.get("use_pickle") or not str(meta.get("path_name", "")).startswith(("weight_", "tensor_")):
-                            raise ConfigError(f"{path}: {key} is stored as a pickled or custom object; raymeta loads "
-                                              f"only programs whose weights and constants are plain tensors")
+                        if meta.get("use_pickle") or not str(meta.get("path_name", "")).startswith(
+                            ("weight_", "tensor_")
+                        ):
+                            raise ConfigError(
+                                f"{path}: {key} is stored as a pickled or custom object; raymeta loads "
+                                f"only programs whose weights and constants are plain tensors"
+                            )
                 elif "/data/sample_inputs/" in name:
                     torch.load(io.BytesIO(archive.read(name)), weights_only=True)
     except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, KeyError) as error:

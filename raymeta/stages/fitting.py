@@ -60,21 +60,33 @@ def batches_per_epoch(train_size: int, batch_size: int, *, drop_last: bool = Fal
     return count
 
 
-def sgd_cosine(parameters: Iterable[torch.nn.Parameter], config: Config, *, lr: float,
-               total_steps: int) -> Optimisation:
+def sgd_cosine(
+    parameters: Iterable[torch.nn.Parameter], config: Config, *, lr: float, total_steps: int
+) -> Optimisation:
     """The prior's recipe: SGD with Nesterov momentum (``pretrain.momentum``, ``pretrain.weight_decay``), its rate
     decayed from ``lr`` by a cosine over ``total_steps`` steps. Also the recipe of the individual baselines and of
     the pruning fine-tune, so that they differ from the prior only in their widths."""
-    optimizer = torch.optim.SGD(parameters, lr=lr, momentum=config.pretrain.momentum,
-                                weight_decay=config.pretrain.weight_decay, nesterov=True)
+    optimizer = torch.optim.SGD(
+        parameters, lr=lr, momentum=config.pretrain.momentum, weight_decay=config.pretrain.weight_decay, nesterov=True
+    )
     total = max(1, total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
     return Optimisation(optimizer, scheduler)
 
 
-def fit(model: torch.nn.Module, dataset, optimisation: Optimisation, *, batch_size: int, seed: int,
-        epochs: range, device: torch.device, max_batches: int | None = None, drop_last: bool = False,
-        on_epoch: Callable[[EpochEnd], object] | None = None) -> float:
+def fit(
+    model: torch.nn.Module,
+    dataset,
+    optimisation: Optimisation,
+    *,
+    batch_size: int,
+    seed: int,
+    epochs: range,
+    device: torch.device,
+    max_batches: int | None = None,
+    drop_last: bool = False,
+    on_epoch: Callable[[EpochEnd], object] | None = None,
+) -> float:
     """Train ``model`` on ``dataset`` for the epochs ``epochs`` (``range(first, last)``: a resumed run starts
     after the epochs it has); returns the training seconds.
 

@@ -70,8 +70,9 @@ def _synchronise(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def time_forward(module: torch.nn.Module, example: torch.Tensor, device: torch.device,
-                 min_seconds: float | None = None) -> float:
+def time_forward(
+    module: torch.nn.Module, example: torch.Tensor, device: torch.device, min_seconds: float | None = None
+) -> float:
     """Wall time of ``module(example)`` in milliseconds (the lower quartile of the timed passes), after a warm-up
     (settings read at call time, so that tests can shorten them)."""
     module = module.to(device).eval()
@@ -100,8 +101,9 @@ def block_input_size(arch: Architecture, stage: int, image_size: int) -> int:
     return size
 
 
-def measure_network(model: ResNet, image_size: int, device: torch.device, batch_size: int = 1,
-                    min_seconds: float | None = None) -> float:
+def measure_network(
+    model: ResNet, image_size: int, device: torch.device, batch_size: int = 1, min_seconds: float | None = None
+) -> float:
     """Measured latency (ms) of one forward pass of ``model`` on a batch of ``batch_size`` images."""
     example = torch.randn(batch_size, model.arch.in_channels, image_size, image_size)
     return time_forward(model, example, device, min_seconds)
@@ -131,10 +133,20 @@ class LatencyTable:
         return total
 
     def to_json(self) -> dict:
-        return {"format": "raymeta-latency", "version": TABLE_VERSION, "device": self.device,
-                "description": self.description, "batch_size": self.batch_size, "threads": self.threads,
-                "image_size": self.image_size, "architecture": self.architecture, "blocks": self.blocks,
-                "torch": torch.__version__, "base_ms": self.base_ms, "block_ms": self.block_ms}
+        return {
+            "format": "raymeta-latency",
+            "version": TABLE_VERSION,
+            "device": self.device,
+            "description": self.description,
+            "batch_size": self.batch_size,
+            "threads": self.threads,
+            "image_size": self.image_size,
+            "architecture": self.architecture,
+            "blocks": self.blocks,
+            "torch": torch.__version__,
+            "base_ms": self.base_ms,
+            "block_ms": self.block_ms,
+        }
 
 
 def table_path(run_dir: str | Path, device: torch.device, batch_size: int, threads: int) -> Path:
@@ -153,9 +165,17 @@ def _write(path: Path, content: dict) -> None:
     atomic_write_text(path, json.dumps(content, indent=2, sort_keys=True) + "\n")
 
 
-def latency_table(run_dir: str | Path, arch: Architecture, blocks: list[tuple[int, int]], image_size: int,
-                  device: torch.device, batch_size: int, threads: int, widths: dict[tuple[int, int], set[int]],
-                  progress=None) -> LatencyTable:
+def latency_table(
+    run_dir: str | Path,
+    arch: Architecture,
+    blocks: list[tuple[int, int]],
+    image_size: int,
+    device: torch.device,
+    batch_size: int,
+    threads: int,
+    widths: dict[tuple[int, int], set[int]],
+    progress=None,
+) -> LatencyTable:
     """The cached table of ``run_dir`` for this device, batch size and thread count, measuring only what it lacks
     (every width in ``widths`` of each block, and the base); written back when anything was measured.
 
@@ -168,25 +188,45 @@ def latency_table(run_dir: str | Path, arch: Architecture, blocks: list[tuple[in
         raise ConfigError("--device cuda is not available on this machine: use cpu")
     path = table_path(run_dir, device, batch_size, threads)
     names = [block_name(s, b) for s, b in blocks]
-    arch_record = {"depth": arch.depth, "widths": list(arch.widths), "in_channels": arch.in_channels,
-                   "num_classes": arch.num_classes}
-    table = LatencyTable(device_key(device), device_description(device), batch_size, threads, image_size,
-                         arch_record, names)
+    arch_record = {
+        "depth": arch.depth,
+        "widths": list(arch.widths),
+        "in_channels": arch.in_channels,
+        "num_classes": arch.num_classes,
+    }
+    table = LatencyTable(
+        device_key(device), device_description(device), batch_size, threads, image_size, arch_record, names
+    )
     cached = _read(path)
-    if cached and all(cached.get(key) == value for key, value in (
-            ("version", TABLE_VERSION), ("architecture", arch_record), ("image_size", image_size), ("blocks", names),
-            ("torch", torch.__version__), ("description", table.description))):
+    if cached and all(
+        cached.get(key) == value
+        for key, value in (
+            ("version", TABLE_VERSION),
+            ("architecture", arch_record),
+            ("image_size", image_size),
+            ("blocks", names),
+            ("torch", torch.__version__),
+            ("description", table.description),
+        )
+    ):
         table.base_ms = float(cached["base_ms"])
-        table.block_ms = {name: {str(h): float(ms) for h, ms in cached["block_ms"].get(name, {}).items()}
-                          for name in names}
+        table.block_ms = {
+            name: {str(h): float(ms) for h, ms in cached["block_ms"].get(name, {}).items()} for name in names
+        }
     else:
         table.block_ms = {name: {} for name in names}
     with torch_threads(threads):
-        missing = [((s, b), h) for s, b in blocks for h in sorted(widths.get((s, b), set()) | {arch.widths[s]})
-                   if str(h) not in table.block_ms[block_name(s, b)]]
+        missing = [
+            ((s, b), h)
+            for s, b in blocks
+            for h in sorted(widths.get((s, b), set()) | {arch.widths[s]})
+            if str(h) not in table.block_ms[block_name(s, b)]
+        ]
         if missing and progress:
-            progress(f"deploy: measuring the latency of {len(missing)} block width(s) on {table.description} "
-                     f"(batch {batch_size}, {threads} thread(s)) → {path}")
+            progress(
+                f"deploy: measuring the latency of {len(missing)} block width(s) on {table.description} "
+                f"(batch {batch_size}, {threads} thread(s)) → {path}"
+            )
         for (s, b), h in missing:
             size = block_input_size(arch, s, image_size)
             block = BasicBlock(arch.widths[s], arch.widths[s], h, 1, batchnorm=False)

@@ -40,16 +40,25 @@ def monitor_score(rows: list[dict], config: Config) -> float:
     return sum(seen) / len(seen) if seen else float("nan")
 
 
-def evaluate_monitor(net: MetamorphicNetwork, loader, device, config: Config, image_size: int,
-                     collective: Collective) -> list[dict]:
+def evaluate_monitor(
+    net: MetamorphicNetwork, loader, device, config: Config, image_size: int, collective: Collective
+) -> list[dict]:
     """Accuracy at the monitored γ values (K = 1) on ``loader`` (the validation split), the γ values shared
     out over the ranks. No loader (no validation split): no rows."""
     if loader is None:
         return []
     net.eval()
     gammas = monitor_gammas(config)
-    rows = evaluate_gammas(net, loader, device, gammas[collective.rank::collective.world_size], samples=1,
-                           noise=0.0, seed=config.seed, image_size=image_size)
+    rows = evaluate_gammas(
+        net,
+        loader,
+        device,
+        gammas[collective.rank :: collective.world_size],
+        samples=1,
+        noise=0.0,
+        seed=config.seed,
+        image_size=image_size,
+    )
     gathered = [row for part in collective.all_gather_object(rows) for row in part]
     return sorted(gathered, key=lambda row: row["gamma"])
 
@@ -61,17 +70,21 @@ def epoch_summary(record: EpochRecord, stage: Stage, stage_count: int) -> str:
     accuracies = "  ".join(f"acc γ={row['gamma']:g} {row['accuracy']:.4f}" for row in record.monitor)
     alphas = " ".join(f"{a:.2f}" for a in record.alphas.values())
     worst = " ".join(f"{e:.2f}" for e in worst_by_block(record.rec_errors).values())
-    return (f"train: stage {stage.index + 1}/{stage_count} epoch {record.epoch}/{stage.epochs} "
-            f"step {record.step}  loss {losses['loss']:.4f} (task {losses['task']:.4f} "
-            f"distill {losses['distill']:.4f} feature {losses['feature']:.4f} rec {losses['rec']:.5f} "
-            f"reg {losses['reg']:.2f})  {accuracies}  α [{alphas}]  rec [{worst}]  [{record.seconds:.1f}s]")
+    return (
+        f"train: stage {stage.index + 1}/{stage_count} epoch {record.epoch}/{stage.epochs} "
+        f"step {record.step}  loss {losses['loss']:.4f} (task {losses['task']:.4f} "
+        f"distill {losses['distill']:.4f} feature {losses['feature']:.4f} rec {losses['rec']:.5f} "
+        f"reg {losses['reg']:.2f})  {accuracies}  α [{alphas}]  rec [{worst}]  [{record.seconds:.1f}s]"
+    )
 
 
 def health_columns(alphas: dict[str, float], errors: dict[str, float]) -> dict[str, float]:
     """The health signals (:mod:`raymeta.method.health`) as the optional columns of monitor rows:
     ``alpha.<block>`` and ``rec.<tensor>``."""
-    return {**{ALPHA_PREFIX + name: float(value) for name, value in alphas.items()},
-            **{REC_PREFIX + path: float(value) for path, value in errors.items()}}
+    return {
+        **{ALPHA_PREFIX + name: float(value) for name, value in alphas.items()},
+        **{REC_PREFIX + path: float(value) for path, value in errors.items()},
+    }
 
 
 def write_monitor_table(config: Config, state: TrainingState, dataset: str) -> Path | None:
@@ -93,21 +106,36 @@ def write_monitor_table(config: Config, state: TrainingState, dataset: str) -> P
         return None
     identity = run_identity(config, run_id=Path(config.run_dir).name, dataset=dataset)
     frame = result_frame(rows, identity, stage=0, epoch=0, phase="train", split="validation")
-    for column, values in zip(("stage", "epoch", "train_time_s"), zip(*placement), strict=True):
+    for column, values in zip(("stage", "epoch", "train_time_s"), zip(*placement, strict=True), strict=True):
         frame[column] = list(values)
     frame = pd.concat([frame, pd.DataFrame(health, index=frame.index, dtype="float64")], axis=1)
     return write_table(frame, RunPaths(config.run_dir).results, name="train-monitor.parquet")
 
 
-def training_checkpoint(config: Config, net: MetamorphicNetwork, dataset: DatasetInfo, state: TrainingState,
-                        optimizer: torch.optim.Optimizer, ema: ExponentialAverage | None,
-                        stage_count: int) -> MetamorphicCheckpoint:
+def training_checkpoint(
+    config: Config,
+    net: MetamorphicNetwork,
+    dataset: DatasetInfo,
+    state: TrainingState,
+    optimizer: torch.optim.Optimizer,
+    ema: ExponentialAverage | None,
+    stage_count: int,
+) -> MetamorphicCheckpoint:
     """The run as it stands after an epoch: all that evaluating it, or resuming it exactly, needs."""
     return MetamorphicCheckpoint(
-        config=config.to_dict(), config_hash=config.hash(), arch=dataclasses.asdict(net.arch),
-        dataset=dataclasses.asdict(dataset), state_dict=net.prior.state_dict(), net_state=net.state_dict(),
-        active_blocks=net.active_blocks, state=state, optimizer=optimizer.state_dict(),
-        ema=ema.state_dict() if ema is not None else None, rng=torch.get_rng_state(), done=state.stage >= stage_count)
+        config=config.to_dict(),
+        config_hash=config.hash(),
+        arch=dataclasses.asdict(net.arch),
+        dataset=dataclasses.asdict(dataset),
+        state_dict=net.prior.state_dict(),
+        net_state=net.state_dict(),
+        active_blocks=net.active_blocks,
+        state=state,
+        optimizer=optimizer.state_dict(),
+        ema=ema.state_dict() if ema is not None else None,
+        rng=torch.get_rng_state(),
+        done=state.stage >= stage_count,
+    )
 
 
 def existing_checkpoint(config: Config, resume: bool | None) -> MetamorphicCheckpoint | None:

@@ -17,12 +17,19 @@ from raymeta.method.models import Architecture, ResNet, resolve_blocks
 def build_network(config: Config, prior: ResNet) -> MetamorphicNetwork:
     """The metamorphic network of ``config`` over ``prior`` (BatchNorm-folded), its INRs freshly initialised."""
     blocks = resolve_blocks(config.train.blocks, prior.arch)
-    net = MetamorphicNetwork(prior, blocks, inr_hidden=config.inr.hidden_width, inr_depth=config.inr.depth,
-                              frequencies=config.inr.fourier_frequencies,
-                              separate_bias=config.train.separate_bias_inr,
-                              alpha_scaling=config.train.alpha_scaling, finetune_head=config.train.finetune_head,
-                              input_activation=config.inr.input_activation, base=config.inr.base,
-                              residual_scale_init=config.inr.residual_scale_init)
+    net = MetamorphicNetwork(
+        prior,
+        blocks,
+        inr_hidden=config.inr.hidden_width,
+        inr_depth=config.inr.depth,
+        frequencies=config.inr.fourier_frequencies,
+        separate_bias=config.train.separate_bias_inr,
+        alpha_scaling=config.train.alpha_scaling,
+        finetune_head=config.train.finetune_head,
+        input_activation=config.inr.input_activation,
+        base=config.inr.base,
+        residual_scale_init=config.inr.residual_scale_init,
+    )
     for bank in net.hyper.banks():
         bank.compiled = config.train.compile
     return net
@@ -39,6 +46,7 @@ def prior_network(checkpoint: PriorCheckpoint | SmoothedCheckpoint | Metamorphic
 
 class TrainedNetwork(NamedTuple):
     """A trained metamorphic network (INRs at their averaged weights), its configuration and its checkpoint."""
+
     net: MetamorphicNetwork
     config: Config
     checkpoint: MetamorphicCheckpoint

@@ -19,8 +19,14 @@ from raymeta.io.progress import Progress
 from raymeta.method.models import ResNet
 from raymeta.method.scoring import accuracy_and_loss
 from raymeta.stages.fitting import EpochEnd, batches_per_epoch, fit, sgd_cosine
-from raymeta.stages.runtime import (architecture, load_data, place_training_split, seed_everything, select_device,
-                                   validation_loader)
+from raymeta.stages.runtime import (
+    architecture,
+    load_data,
+    place_training_split,
+    seed_everything,
+    select_device,
+    validation_loader,
+)
 
 
 def _accuracy_note(metrics: dict) -> str:
@@ -32,8 +38,13 @@ def _accuracy_note(metrics: dict) -> str:
     return ""
 
 
-def pretrain(config: Config, progress: Progress | None = None, *, resume: bool | None = None,
-             stop_after_epochs: int | None = None) -> Path:
+def pretrain(
+    config: Config,
+    progress: Progress | None = None,
+    *,
+    resume: bool | None = None,
+    stop_after_epochs: int | None = None,
+) -> Path:
     """SGD with Nesterov momentum and cosine decay; checkpoint ``prior.pt`` every epoch.
 
     ``resume``: None continues (or reuses) a prior of the same configuration, True requires one,
@@ -47,8 +58,12 @@ def pretrain(config: Config, progress: Progress | None = None, *, resume: bool |
     arch = architecture(config, bundle.info)
     model = ResNet(arch).to(device)
     epochs = config.pretrain.epochs
-    optimisation = sgd_cosine(model.parameters(), config, lr=config.pretrain.lr,
-                              total_steps=epochs * batches_per_epoch(len(bundle.train), config.data.batch_size))
+    optimisation = sgd_cosine(
+        model.parameters(),
+        config,
+        lr=config.pretrain.lr,
+        total_steps=epochs * batches_per_epoch(len(bundle.train), config.data.batch_size),
+    )
     optimizer, scheduler = optimisation.optimizer, optimisation.scheduler
     state = PretrainState()
 
@@ -67,8 +82,10 @@ def pretrain(config: Config, progress: Progress | None = None, *, resume: bool |
         progress(f"pretrain: resuming {path} after epoch {state.epoch}")
 
     held_out = f" / {len(bundle.validation)} validation" if bundle.validation is not None else ""
-    progress(f"pretrain: ResNet-{arch.depth} {list(arch.widths)} on {bundle.info.name} "
-             f"({len(bundle.train)} train{held_out} images), {epochs} epochs")
+    progress(
+        f"pretrain: ResNet-{arch.depth} {list(arch.widths)} on {bundle.info.name} "
+        f"({len(bundle.train)} train{held_out} images), {epochs} epochs"
+    )
     # Per-epoch accuracy on the validation split (none without one): the test split is for final evaluation.
     monitor_loader = validation_loader(bundle, config)
     first = state.epoch
@@ -82,16 +99,39 @@ def pretrain(config: Config, progress: Progress | None = None, *, resume: bool |
             accuracy, validation_loss = accuracy_and_loss(model, monitor_loader, device)
             metrics.update(validation_accuracy=accuracy, validation_loss=validation_loss)
         state = PretrainState(end.epoch, [*state.history, metrics])
-        PriorCheckpoint(config=config.to_dict(), prior_hash=config.prior_hash(), arch=dataclasses.asdict(arch),
-                        dataset=dataclasses.asdict(bundle.info), state_dict=model.state_dict(), state=state,
-                        metrics=metrics, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                        rng=torch.get_rng_state(), done=end.epoch >= epochs).save(path)
-        progress(f"pretrain epoch {end.epoch}/{epochs}  train loss {metrics['train_loss']:.4f}"
-                 + (f"  validation acc {metrics['validation_accuracy']:.4f}  validation loss "
-                    f"{metrics['validation_loss']:.4f}" if monitor_loader is not None else ""))
+        PriorCheckpoint(
+            config=config.to_dict(),
+            prior_hash=config.prior_hash(),
+            arch=dataclasses.asdict(arch),
+            dataset=dataclasses.asdict(bundle.info),
+            state_dict=model.state_dict(),
+            state=state,
+            metrics=metrics,
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            rng=torch.get_rng_state(),
+            done=end.epoch >= epochs,
+        ).save(path)
+        progress(
+            f"pretrain epoch {end.epoch}/{epochs}  train loss {metrics['train_loss']:.4f}"
+            + (
+                f"  validation acc {metrics['validation_accuracy']:.4f}  validation loss "
+                f"{metrics['validation_loss']:.4f}"
+                if monitor_loader is not None
+                else ""
+            )
+        )
 
-    fit(model, bundle.train, optimisation, batch_size=config.data.batch_size, seed=config.seed,
-        epochs=range(first, last), device=device, on_epoch=on_epoch)
+    fit(
+        model,
+        bundle.train,
+        optimisation,
+        batch_size=config.data.batch_size,
+        seed=config.seed,
+        epochs=range(first, last),
+        device=device,
+        on_epoch=on_epoch,
+    )
     if last < epochs:
         progress(f"pretrain: stopping after {last - first} epoch(s) as asked; run again to resume")
         return path

@@ -26,8 +26,15 @@ import pandas as pd
 from raymeta.config.schema import Config
 from raymeta.io.files import RunPaths, atomic_write_text
 from raymeta.io.progress import Progress
-from raymeta.io.results import (ALPHA_PREFIX, PARAM_PREFIX, REC_PREFIX, ResultsError, read_tables, table_paths,
-                                validate_frame)
+from raymeta.io.results import (
+    ALPHA_PREFIX,
+    PARAM_PREFIX,
+    REC_PREFIX,
+    ResultsError,
+    read_tables,
+    table_paths,
+    validate_frame,
+)
 
 METHOD_ORDER = ("metamorphic", "recipe", "neumeta", "individual", "skip")
 """Methods listed first, in this order; the rest (pruning variants, …) follow alphabetically."""
@@ -41,8 +48,24 @@ CHECKED_METHODS = ("metamorphic", "recipe", "neumeta")
 LARGEST_TEST_SET = 1_000_000
 """Bound on the number of test images recovered from a run's accuracies (see :func:`image_count`)."""
 
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-           "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd")
+PALETTE = (
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#ff7f0e",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#393b79",
+    "#637939",
+    "#8c6d31",
+    "#843c39",
+    "#7b4173",
+    "#3182bd",
+)
 STAGE_COLOURS = ("#440154", "#3b528b", "#21918c", "#5ec962", "#b5a000", "#e8590c", "#c2255c", "#6741d9", "#0b7285")
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
@@ -103,17 +126,28 @@ def _left_out_note(frame: pd.DataFrame, phase: str, shown: str, what: str) -> st
     others = frame[(frame["phase"] == phase) & (frame["split"] != shown)]
     if others.empty:
         return ""
-    counts = ", ".join(f"{count} on the {split} split" for split, count in sorted(others["split"].value_counts().items()))
-    return (f"<p class=\"note\">{html.escape(what)} show the {shown} split only; {counts} (phase = {phase}) "
-            f"are not shown, so that splits are never mixed.</p>")
+    counts = ", ".join(
+        f"{count} on the {split} split" for split, count in sorted(others["split"].value_counts().items())
+    )
+    return (
+        f'<p class="note">{html.escape(what)} show the {shown} split only; {counts} (phase = {phase}) '
+        f"are not shown, so that splits are never mixed.</p>"
+    )
 
 
 def summarise(final: pd.DataFrame) -> pd.DataFrame:
     """Per (method, γ): mean/std/count of accuracy over runs, mean params and MACs, whether γ was seen."""
     grouped = final.groupby(["method", "gamma"], sort=True)
-    out = grouped.agg(accuracy=("accuracy", "mean"), std=("accuracy", "std"), n=("accuracy", "size"),
-                      loss=("loss", "mean"), params=("params", "mean"), macs=("macs", "mean"), seen=("seen", "all"),
-                      samples=("samples", "max"))
+    out = grouped.agg(
+        accuracy=("accuracy", "mean"),
+        std=("accuracy", "std"),
+        n=("accuracy", "size"),
+        loss=("loss", "mean"),
+        params=("params", "mean"),
+        macs=("macs", "mean"),
+        seen=("seen", "all"),
+        samples=("samples", "max"),
+    )
     return out.reset_index()
 
 
@@ -131,8 +165,11 @@ def training_pool(final: pd.DataFrame) -> tuple[float, float] | None:
 def _figure_html(figure, div_id: str) -> str:
     import plotly.io as pio
 
-    return '<div class="figure">' + pio.to_html(figure, include_plotlyjs=False, full_html=False, div_id=div_id,
-                                                config=PLOT_CONFIG, validate=True) + "</div>"
+    return (
+        '<div class="figure">'
+        + pio.to_html(figure, include_plotlyjs=False, full_html=False, div_id=div_id, config=PLOT_CONFIG, validate=True)
+        + "</div>"
+    )
 
 
 def accuracy_figure(summary: pd.DataFrame, pool, methods: list[str], colours: dict[str, str], split: str = "test"):
@@ -141,27 +178,59 @@ def accuracy_figure(summary: pd.DataFrame, pool, methods: list[str], colours: di
 
     figure = go.Figure()
     if pool is not None:
-        figure.add_vrect(x0=pool[0], x1=pool[1], fillcolor="#4c78a8", opacity=0.12, line_width=0, layer="below",
-                         annotation_text="training pool", annotation_position="top left")
+        figure.add_vrect(
+            x0=pool[0],
+            x1=pool[1],
+            fillcolor="#4c78a8",
+            opacity=0.12,
+            line_width=0,
+            layer="below",
+            annotation_text="training pool",
+            annotation_position="top left",
+        )
     for method in methods:
         rows = summary[summary["method"] == method]
         std = rows["std"].fillna(0.0) * 100
-        figure.add_trace(go.Scatter(
-            x=rows["gamma"], y=rows["accuracy"] * 100, name=method, mode="lines+markers",
-            line=line_style(method, colours[method]), error_y={"type": "data", "array": std, "visible": bool((rows["n"] > 1).any())},
-            marker={"size": 9, "symbol": ["circle" if s else "circle-open" for s in rows["seen"]],
-                    "line": {"width": 2, "color": colours[method]}},
-            customdata=list(zip(rows["n"], ["seen" if s else "unseen" for s in rows["seen"]], rows["samples"])),
-            hovertemplate="γ=%{x:.3f}<br>accuracy %{y:.2f}%<br>%{customdata[1]}, runs=%{customdata[0]}, "
-                          "K=%{customdata[2]}<extra>" + html.escape(method) + "</extra>"))
+        figure.add_trace(
+            go.Scatter(
+                x=rows["gamma"],
+                y=rows["accuracy"] * 100,
+                name=method,
+                mode="lines+markers",
+                line=line_style(method, colours[method]),
+                error_y={"type": "data", "array": std, "visible": bool((rows["n"] > 1).any())},
+                marker={
+                    "size": 9,
+                    "symbol": ["circle" if s else "circle-open" for s in rows["seen"]],
+                    "line": {"width": 2, "color": colours[method]},
+                },
+                customdata=list(
+                    zip(rows["n"], ["seen" if s else "unseen" for s in rows["seen"]], rows["samples"], strict=True)
+                ),
+                hovertemplate="γ=%{x:.3f}<br>accuracy %{y:.2f}%<br>%{customdata[1]}, runs=%{customdata[0]}, "
+                "K=%{customdata[2]}<extra>" + html.escape(method) + "</extra>",
+            )
+        )
     unseen = sorted(set(summary.loc[~summary["seen"], "gamma"]))
     if unseen:  # a legend entry that explains the open markers
-        figure.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="unseen γ (open marker)",
-                                    marker={"symbol": "circle-open", "size": 9, "color": "#444"}))
-    figure.update_layout(title=f"Top-1 {split} accuracy against compression ratio γ",
-                         xaxis_title="compression ratio γ (hidden width = round((1−γ)·C))",
-                         yaxis_title=f"{split} accuracy (%)", height=520,
-                         template="plotly_white", legend={"orientation": "v"}, margin={"t": 60})
+        figure.add_trace(
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="markers",
+                name="unseen γ (open marker)",
+                marker={"symbol": "circle-open", "size": 9, "color": "#444"},
+            )
+        )
+    figure.update_layout(
+        title=f"Top-1 {split} accuracy against compression ratio γ",
+        xaxis_title="compression ratio γ (hidden width = round((1−γ)·C))",
+        yaxis_title=f"{split} accuracy (%)",
+        height=520,
+        template="plotly_white",
+        legend={"orientation": "v"},
+        margin={"t": 60},
+    )
     return figure
 
 
@@ -173,12 +242,23 @@ def size_figure(summary: pd.DataFrame, methods: list[str], colours: dict[str, st
     for method in methods:
         rows = summary[summary["method"] == method]
         for column, key in ((1, "params"), (2, "macs")):
-            figure.add_trace(go.Scatter(x=rows["gamma"], y=rows[key], name=method, legendgroup=method,
-                                        showlegend=column == 1, mode="lines+markers",
-                                        line=line_style(method, colours[method])), row=1, col=column)
+            figure.add_trace(
+                go.Scatter(
+                    x=rows["gamma"],
+                    y=rows[key],
+                    name=method,
+                    legendgroup=method,
+                    showlegend=column == 1,
+                    mode="lines+markers",
+                    line=line_style(method, colours[method]),
+                ),
+                row=1,
+                col=column,
+            )
     figure.update_xaxes(title_text="compression ratio γ")
-    figure.update_layout(title="Network size against γ (inference network, BatchNorm folded)", height=430,
-                         template="plotly_white")
+    figure.update_layout(
+        title="Network size against γ (inference network, BatchNorm folded)", height=430, template="plotly_white"
+    )
     return figure
 
 
@@ -204,26 +284,41 @@ def training_figure(train: pd.DataFrame, methods: list[str], split: str = "valid
             else:
                 colour = PALETTE[gammas.index(gamma) % len(PALETTE)]
                 dash, name = "solid", f"γ={gamma:g}"
-            figure.add_trace(go.Scatter(
-                x=curve["epoch"], y=curve["accuracy"] * 100, mode="lines+markers", name=name,
-                legendgroup=f"{method}:{name}", showlegend=(method, name) not in legend_seen,
-                line={"color": colour, "dash": dash}, marker={"size": 4},
-                hovertemplate=f"{html.escape(str(run_id))}<br>{html.escape(name)}<br>epoch %{{x}}"
-                              "<br>accuracy %{y:.2f}%<extra></extra>"),
-                row=index // columns + 1, col=index % columns + 1)
+            figure.add_trace(
+                go.Scatter(
+                    x=curve["epoch"],
+                    y=curve["accuracy"] * 100,
+                    mode="lines+markers",
+                    name=name,
+                    legendgroup=f"{method}:{name}",
+                    showlegend=(method, name) not in legend_seen,
+                    line={"color": colour, "dash": dash},
+                    marker={"size": 4},
+                    hovertemplate=f"{html.escape(str(run_id))}<br>{html.escape(name)}<br>epoch %{{x}}"
+                    "<br>accuracy %{y:.2f}%<extra></extra>",
+                ),
+                row=index // columns + 1,
+                col=index % columns + 1,
+            )
             legend_seen.add((method, name))
     figure.update_xaxes(title_text="epoch")
     figure.update_yaxes(title_text=f"{split} accuracy (%)")
-    figure.update_layout(title=f"Training curves on the {split} split (phase = train rows; colour = stage of "
-                               "incremental training)",
-                         height=max(380, 330 * rows_count), template="plotly_white")
+    figure.update_layout(
+        title=f"Training curves on the {split} split (phase = train rows; colour = stage of incremental training)",
+        height=max(380, 330 * rows_count),
+        template="plotly_white",
+    )
     return figure
 
 
 HEALTH_SIGNALS = {
     ALPHA_PREFIX: ("α per metamorphic block against epoch", "residual scale α", 0.0, "α = 0: the block is off"),
-    REC_PREFIX: ("Relative reconstruction error at γ = 0 per generated tensor against epoch",
-                 "‖W_gen − W_prior‖ / ‖W_prior‖", 1.0, "1: no closer than zeros"),
+    REC_PREFIX: (
+        "Relative reconstruction error at γ = 0 per generated tensor against epoch",
+        "‖W_gen − W_prior‖ / ‖W_prior‖",
+        1.0,
+        "1: no closer than zeros",
+    ),
 }
 """Column prefix → (title, y-axis title, reference level, what the level means) of the health figures."""
 
@@ -256,24 +351,33 @@ def health_figure(train: pd.DataFrame, prefix: str):
     title, axis, level, meaning = HEALTH_SIGNALS[prefix]
     # The signals are the epoch's, repeated on each of its γ rows: one point per epoch.
     epochs = train.drop_duplicates(["method", "run_id", "epoch"]).sort_values(["method", "run_id", "epoch"])
-    blocks = sorted({_block_of(c[len(prefix):]) for c in columns}, key=_natural_key)
+    blocks = sorted({_block_of(c[len(prefix) :]) for c in columns}, key=_natural_key)
     several = epochs[["method", "run_id"]].drop_duplicates().shape[0] > 1
     figure = go.Figure()
-    figure.add_hline(y=level, line={"color": "#999", "dash": "dot"}, annotation_text=meaning,
-                     annotation_position="bottom right")
+    figure.add_hline(
+        y=level, line={"color": "#999", "dash": "dot"}, annotation_text=meaning, annotation_position="bottom right"
+    )
     for (method, run_id), rows in epochs.groupby(["method", "run_id"], sort=True):
         for column in columns:
             points = rows[["epoch", column]].dropna()  # none before the block became active
             if points.empty:
                 continue
-            name = column[len(prefix):]
+            name = column[len(prefix) :]
             block = _block_of(name)
             dash = next((d for kind, d in TENSOR_DASHES.items() if name.endswith(kind)), "solid")
             label = f"{run_id} ({method}): {name}" if several else name
-            figure.add_trace(go.Scatter(
-                x=points["epoch"], y=points[column], mode="lines+markers", name=label, legendgroup=block,
-                line={"color": PALETTE[blocks.index(block) % len(PALETTE)], "dash": dash}, marker={"size": 4},
-                hovertemplate=f"{html.escape(label)}<br>epoch %{{x}}<br>%{{y:.4f}}<extra></extra>"))
+            figure.add_trace(
+                go.Scatter(
+                    x=points["epoch"],
+                    y=points[column],
+                    mode="lines+markers",
+                    name=label,
+                    legendgroup=block,
+                    line={"color": PALETTE[blocks.index(block) % len(PALETTE)], "dash": dash},
+                    marker={"size": 4},
+                    hovertemplate=f"{html.escape(label)}<br>epoch %{{x}}<br>%{{y:.4f}}<extra></extra>",
+                )
+            )
     figure.update_xaxes(title_text="epoch")
     figure.update_yaxes(title_text=axis)
     figure.update_layout(title=title, height=420, template="plotly_white")
@@ -315,8 +419,10 @@ def skip_check(summary: pd.DataFrame, final: pd.DataFrame) -> list[dict]:
     2·√(p(1−p)/n) of its accuracy p, with n from :func:`image_count` over its run's rows. Unknown noise (n not
     recoverable) flags only a result at or below the reference.
     """
-    reference = {round(g, 9): a for g, a in summary.loc[summary["method"] == REFERENCE_METHOD, ["gamma", "accuracy"]]
-                 .itertuples(index=False)}
+    reference = {
+        round(g, 9): a
+        for g, a in summary.loc[summary["method"] == REFERENCE_METHOD, ["gamma", "accuracy"]].itertuples(index=False)
+    }
     images = {run: image_count(group) for run, group in final.groupby("run_id")["accuracy"]}
     checked = []
     for row in summary[summary["method"].isin(CHECKED_METHODS)].itertuples(index=False):
@@ -335,32 +441,50 @@ def skip_check(summary: pd.DataFrame, final: pd.DataFrame) -> list[dict]:
                 rule = f"two binomial standard errors, n ≥ {count} images"
         margin = row.accuracy - floor
         flagged = margin <= (noise if math.isfinite(noise) else 0.0)
-        checked.append({"method": row.method, "gamma": row.gamma, "accuracy": row.accuracy, "reference": floor,
-                        "margin": margin, "noise": noise, "rule": rule, "flagged": flagged})
+        checked.append(
+            {
+                "method": row.method,
+                "gamma": row.gamma,
+                "accuracy": row.accuracy,
+                "reference": floor,
+                "margin": margin,
+                "noise": noise,
+                "rule": rule,
+                "flagged": flagged,
+            }
+        )
     return checked
 
 
 def _skip_note(checked: list[dict], split: str) -> str:
     """The paragraph under the paper table: which results do not clear skip, and the rule that says so."""
-    rule = (f"A {' or '.join(CHECKED_METHODS)} result is flagged ⚠ when it does not beat {REFERENCE_METHOD} (the prior "
-            "with its metamorphic blocks removed, i.e. every α = 0, its fine-tuned part trained alike) at the same γ "
-            "by more than the run-to-run noise: the std over runs where the method has several at that γ, else two "
-            f"binomial standard errors 2·√(p(1−p)/n) of its {split} accuracy p. n is recovered from the run's own "
-            "accuracies (each is correct/n, so n is at least the least common denominator of its accuracies; that "
-            "bound is used, which can only widen the noise).")
+    rule = (
+        f"A {' or '.join(CHECKED_METHODS)} result is flagged ⚠ when it does not beat {REFERENCE_METHOD} (the prior "
+        "with its metamorphic blocks removed, i.e. every α = 0, its fine-tuned part trained alike) at the same γ "
+        "by more than the run-to-run noise: the std over runs where the method has several at that γ, else two "
+        f"binomial standard errors 2·√(p(1−p)/n) of its {split} accuracy p. n is recovered from the run's own "
+        "accuracies (each is correct/n, so n is at least the least common denominator of its accuracies; that "
+        "bound is used, which can only widen the noise)."
+    )
     flagged = [c for c in checked if c["flagged"]]
     if not flagged:
         what = sorted({c["method"] for c in checked}, key=CHECKED_METHODS.index)
-        return (f"<p class=\"note\">Every {' and '.join(what)} result clears {REFERENCE_METHOD} by more than the noise "
-                f"at every γ where both have one. {html.escape(rule)}</p>")
+        return (
+            f'<p class="note">Every {" and ".join(what)} result clears {REFERENCE_METHOD} by more than the noise '
+            f"at every γ where both have one. {html.escape(rule)}</p>"
+        )
     items = []
     for c in flagged:
         noise = f"{c['noise'] * 100:.2f} points" if math.isfinite(c["noise"]) else "unknown"
-        items.append(f"<li>{html.escape(c['method'])} at γ={c['gamma']:g}: {c['accuracy'] * 100:.2f}% against "
-                     f"{c['reference'] * 100:.2f}% ({c['margin'] * 100:+.2f} points; noise {noise}: "
-                     f"{html.escape(c['rule'])})</li>")
-    return (f"<div class=\"warn\">⚠ Not clearly above {REFERENCE_METHOD} ({len(flagged)} of {len(checked)} results "
-            f"checked):<ul>{''.join(items)}</ul></div>\n<p class=\"note\">{html.escape(rule)}</p>")
+        items.append(
+            f"<li>{html.escape(c['method'])} at γ={c['gamma']:g}: {c['accuracy'] * 100:.2f}% against "
+            f"{c['reference'] * 100:.2f}% ({c['margin'] * 100:+.2f} points; noise {noise}: "
+            f"{html.escape(c['rule'])})</li>"
+        )
+    return (
+        f'<div class="warn">⚠ Not clearly above {REFERENCE_METHOD} ({len(flagged)} of {len(checked)} results '
+        f'checked):<ul>{"".join(items)}</ul></div>\n<p class="note">{html.escape(rule)}</p>'
+    )
 
 
 def paper_table(summary: pd.DataFrame, final: pd.DataFrame, methods: list[str], split: str = "test") -> str:
@@ -374,8 +498,10 @@ def paper_table(summary: pd.DataFrame, final: pd.DataFrame, methods: list[str], 
     cost = training_cost(final)
     models = final.groupby("method")["run_id"].nunique()
     head = "".join(f"<th>γ={g:g}{' †' if g in unseen else ''}</th>" for g in gammas)
-    lines = [f"<table class=\"paper\"><thead><tr><th>method</th>{head}<th>training cost</th><th>models</th></tr>"
-             "</thead><tbody>"]
+    lines = [
+        f'<table class="paper"><thead><tr><th>method</th>{head}<th>training cost</th><th>models</th></tr>'
+        "</thead><tbody>"
+    ]
     for method in methods:
         rows = summary[summary["method"] == method].set_index("gamma")
         cells = []
@@ -392,17 +518,21 @@ def paper_table(summary: pd.DataFrame, final: pd.DataFrame, methods: list[str], 
             marker = ' class="best"' if abs(row["accuracy"] - best[gamma]) < 1e-12 else ""
             cells.append(f"<td{marker}>{text}</td>")
         note = " ‡" if method not in ("individual",) else ""
-        lines.append(f"<tr><td>{html.escape(method)}</td>{''.join(cells)}"
-                     f"<td>{_format_seconds(cost.get(method, float('nan')))}{note}</td><td>{models.get(method, 0)}</td></tr>")
+        lines.append(
+            f"<tr><td>{html.escape(method)}</td>{''.join(cells)}"
+            f"<td>{_format_seconds(cost.get(method, float('nan')))}{note}</td><td>{models.get(method, 0)}</td></tr>"
+        )
     lines.append("</tbody></table>")
     if checked:
         lines.append(_skip_note(checked, split))
-    lines.append(f"<p class=\"note\">Top-1 {split} accuracy (%); mean ± std where a method has several runs at a γ; "
-                 "bold: best at that γ. † unseen γ (outside the training pool of the metamorphic network). "
-                 "Training cost: the training seconds recorded in the rows, each model counted once "
-                 "(a metamorphic network is one model for every γ; individual and pruned networks are one model "
-                 "per γ). ‡ does not include the prior's pretraining, which metamorphic, NeuMeta and pruned "
-                 "networks all start from; pruning cost is the importance's gradients plus the fine-tune.</p>")
+    lines.append(
+        f'<p class="note">Top-1 {split} accuracy (%); mean ± std where a method has several runs at a γ; '
+        "bold: best at that γ. † unseen γ (outside the training pool of the metamorphic network). "
+        "Training cost: the training seconds recorded in the rows, each model counted once "
+        "(a metamorphic network is one model for every γ; individual and pruned networks are one model "
+        "per γ). ‡ does not include the prior's pretraining, which metamorphic, NeuMeta and pruned "
+        "networks all start from; pruning cost is the importance's gradients plus the fine-tune.</p>"
+    )
     return "\n".join(lines)
 
 
@@ -417,12 +547,16 @@ def tune_section(trials: pd.DataFrame) -> tuple[str, object | None]:
 
     validation, test = final_rows(trials, "validation"), final_rows(trials, "test")
     if validation.empty and test.empty:
-        return "<p class=\"note\">The tables have a trial_id column but no final rows of a trial.</p>", None
+        return '<p class="note">The tables have a trial_id column but no final rows of a trial.</p>', None
     both = pd.concat([validation, test], ignore_index=True)
     params = sorted(c for c in both.columns if c.startswith(PARAM_PREFIX))
     grouped = both.groupby("trial_id", sort=True)
-    table = grouped.agg(gammas=("gamma", "nunique"), method=("method", "first"),
-                        train_time_s=("train_time_s", "max"), epochs=("epoch", "max"))
+    table = grouped.agg(
+        gammas=("gamma", "nunique"),
+        method=("method", "first"),
+        train_time_s=("train_time_s", "max"),
+        epochs=("epoch", "max"),
+    )
     table["score"] = validation[validation["seen"]].groupby("trial_id")["accuracy"].mean()
     table["test_seen"] = test[test["seen"]].groupby("trial_id")["accuracy"].mean()
     table["test_all"] = test.groupby("trial_id")["accuracy"].mean()
@@ -430,36 +564,58 @@ def tune_section(trials: pd.DataFrame) -> tuple[str, object | None]:
     for column in params:
         table[column] = grouped[column].first()
     table = table.reset_index().sort_values(["score", "trial_id"], ascending=[False, True], na_position="last")
-    head = "".join(f"<th>{html.escape(c[len(PARAM_PREFIX):])}</th>" for c in params)
-    lines = [f"<table class=\"tune\"><thead><tr><th>trial</th><th>method</th>{head}<th>validation acc. seen γ</th>"
-             f"<th>test acc. seen γ</th><th>test acc. all γ</th><th>γ values</th><th>status</th><th>epochs</th>"
-             f"<th>training</th></tr></thead><tbody>"]
+    head = "".join(f"<th>{html.escape(c[len(PARAM_PREFIX) :])}</th>" for c in params)
+    lines = [
+        f'<table class="tune"><thead><tr><th>trial</th><th>method</th>{head}<th>validation acc. seen γ</th>'
+        f"<th>test acc. seen γ</th><th>test acc. all γ</th><th>γ values</th><th>status</th><th>epochs</th>"
+        f"<th>training</th></tr></thead><tbody>"
+    ]
     for row in table.itertuples(index=False):
         values = row._asdict()
         cells = "".join(f"<td>{html.escape(_format_value(values[_field(c, table)]))}</td>" for c in params)
-        lines.append(f"<tr><td>{html.escape(str(row.trial_id))}</td><td>{html.escape(str(row.method))}</td>{cells}"
-                     f"<td>{_percent(row.score)}</td><td>{_percent(row.test_seen)}</td><td>{_percent(row.test_all)}</td>"
-                     f"<td>{row.gammas}</td><td>{html.escape(str(row.status or ''))}</td><td>{row.epochs}</td>"
-                     f"<td>{_format_seconds(row.train_time_s)}</td></tr>")
+        lines.append(
+            f"<tr><td>{html.escape(str(row.trial_id))}</td><td>{html.escape(str(row.method))}</td>{cells}"
+            f"<td>{_percent(row.score)}</td><td>{_percent(row.test_seen)}</td><td>{_percent(row.test_all)}</td>"
+            f"<td>{row.gammas}</td><td>{html.escape(str(row.status or ''))}</td><td>{row.epochs}</td>"
+            f"<td>{_format_seconds(row.train_time_s)}</td></tr>"
+        )
     lines.append("</tbody></table>")
-    lines.append("<p class=\"note\">Trials are ranked by their mean final validation accuracy over the seen γ, "
-                 "which is also what chose the sweep's best.yaml; test accuracy is reported beside it and never "
-                 "used to choose. – : the trial has no final rows on that split.</p>")
+    lines.append(
+        '<p class="note">Trials are ranked by their mean final validation accuracy over the seen γ, '
+        "which is also what chose the sweep's best.yaml; test accuracy is reported beside it and never "
+        "used to choose. – : the trial has no final rows on that split.</p>"
+    )
     if not params:
         return "\n".join(lines), None
-    figure = make_subplots(rows=1, cols=len(params), shared_yaxes=True,
-                           subplot_titles=[c[len(PARAM_PREFIX):] for c in params])
+    figure = make_subplots(
+        rows=1, cols=len(params), shared_yaxes=True, subplot_titles=[c[len(PARAM_PREFIX) :] for c in params]
+    )
     for index, column in enumerate(params):
-        figure.add_trace(go.Scatter(x=table[column], y=table["score"] * 100, mode="markers", showlegend=False,
-                                    text=table["trial_id"], marker={"size": 10, "color": PALETTE[0]},
-                                    hovertemplate="%{text}<br>%{x}<br>%{y:.2f}%<extra></extra>"),
-                         row=1, col=index + 1)
+        figure.add_trace(
+            go.Scatter(
+                x=table[column],
+                y=table["score"] * 100,
+                mode="markers",
+                showlegend=False,
+                text=table["trial_id"],
+                marker={"size": 10, "color": PALETTE[0]},
+                hovertemplate="%{text}<br>%{x}<br>%{y:.2f}%<extra></extra>",
+            ),
+            row=1,
+            col=index + 1,
+        )
         values = pd.to_numeric(table[column], errors="coerce")
-        if table[column].dtype != bool and values.notna().all() and (values > 0).all() and values.max() > 100 * values.min():
+        if (
+            table[column].dtype != bool
+            and values.notna().all()
+            and (values > 0).all()
+            and values.max() > 100 * values.min()
+        ):
             figure.update_xaxes(type="log", row=1, col=index + 1)
     figure.update_yaxes(title_text="mean validation accuracy over seen γ (%)", col=1)
-    figure.update_layout(title="Tune trials: validation score against each tuned parameter", height=420,
-                         template="plotly_white")
+    figure.update_layout(
+        title="Tune trials: validation score against each tuned parameter", height=420, template="plotly_white"
+    )
     return "\n".join(lines), figure
 
 
@@ -483,10 +639,14 @@ def _overview(frame: pd.DataFrame) -> str:
         return ", ".join(html.escape(str(v)) for v in sorted(set(frame[column].astype(str))))
 
     final, train = (frame["phase"] == "final").sum(), (frame["phase"] == "train").sum()
-    splits = "; ".join(f"{count} on the {split} split" for split, count in sorted(frame["split"].value_counts().items()))
-    return (f"<p>{len(frame)} rows ({final} final evaluations, {train} training-monitor rows; {splits}) from "
-            f"{frame['run_id'].nunique()} run(s). Dataset: {values('dataset')}; architecture: "
-            f"{values('architecture')}; git commit(s): {values('git_commit')}.</p>")
+    splits = "; ".join(
+        f"{count} on the {split} split" for split, count in sorted(frame["split"].value_counts().items())
+    )
+    return (
+        f"<p>{len(frame)} rows ({final} final evaluations, {train} training-monitor rows; {splits}) from "
+        f"{frame['run_id'].nunique()} run(s). Dataset: {values('dataset')}; architecture: "
+        f"{values('architecture')}; git commit(s): {values('git_commit')}.</p>"
+    )
 
 
 def build_report(frame: pd.DataFrame, *, title: str = "raymeta report") -> str:
@@ -513,32 +673,40 @@ def build_report(frame: pd.DataFrame, *, title: str = "raymeta report") -> str:
     colours = method_colours(methods)
     body = [f"<h1>{html.escape(title)}</h1>", _overview(frame)]
     if final_split is None:
-        body.append("<p class=\"note\">No final evaluations (phase = final) in these tables.</p>")
+        body.append('<p class="note">No final evaluations (phase = final) in these tables.</p>')
     else:
         final = final_rows(compared, final_split)
         summary = summarise(final)
         final_methods = [m for m in methods if m in set(final["method"])]
-        body += [f"<h2>Accuracy against γ ({final_split} split)</h2>",
-                 _left_out_note(compared, "final", final_split, "The comparison of methods and sizes"),
-                 _figure_html(accuracy_figure(summary, training_pool(final), final_methods, colours, final_split),
-                              "fig-accuracy"),
-                 f"<h2>Methods × γ ({final_split} split)</h2>", paper_table(summary, final, final_methods, final_split),
-                 "<h2>Parameters and MACs against γ</h2>",
-                 _figure_html(size_figure(summary, final_methods, colours), "fig-size")]
+        body += [
+            f"<h2>Accuracy against γ ({final_split} split)</h2>",
+            _left_out_note(compared, "final", final_split, "The comparison of methods and sizes"),
+            _figure_html(
+                accuracy_figure(summary, training_pool(final), final_methods, colours, final_split), "fig-accuracy"
+            ),
+            f"<h2>Methods × γ ({final_split} split)</h2>",
+            paper_table(summary, final, final_methods, final_split),
+            "<h2>Parameters and MACs against γ</h2>",
+            _figure_html(size_figure(summary, final_methods, colours), "fig-size"),
+        ]
     body.append("<h2>Training curves" + (f" ({train_split} split)" if train_split else "") + "</h2>")
     if train_split is None:
-        body.append("<p class=\"note\">No training-monitor rows (phase = train) in these tables.</p>")
+        body.append('<p class="note">No training-monitor rows (phase = train) in these tables.</p>')
     else:
         monitor = train_rows(compared, train_split)
-        body += [_left_out_note(compared, "train", train_split, "The training curves"),
-                 _figure_html(training_figure(monitor, methods, train_split), "fig-training")]
+        body += [
+            _left_out_note(compared, "train", train_split, "The training curves"),
+            _figure_html(training_figure(monitor, methods, train_split), "fig-training"),
+        ]
         figures = {prefix: health_figure(monitor, prefix) for prefix in HEALTH_SIGNALS}
         if any(figure is not None for figure in figures.values()):
-            body.append("<p class=\"note\">The method's health, once per epoch on the weights the monitor "
-                        "evaluates: α of each metamorphic block (0: the block is off, as in the skip baseline), and "
-                        "the relative RMS error of each generated tensor at γ = 0 against the smoothed prior (0: a "
-                        "perfect copy; 1: no closer than generating zeros).</p>")
-        for (prefix, figure), div_id in zip(figures.items(), ("fig-alpha", "fig-reconstruction")):
+            body.append(
+                '<p class="note">The method\'s health, once per epoch on the weights the monitor '
+                "evaluates: α of each metamorphic block (0: the block is off, as in the skip baseline), and "
+                "the relative RMS error of each generated tensor at γ = 0 against the smoothed prior (0: a "
+                "perfect copy; 1: no closer than generating zeros).</p>"
+            )
+        for (_prefix, figure), div_id in zip(figures.items(), ("fig-alpha", "fig-reconstruction"), strict=False):
             if figure is not None:
                 body.append(_figure_html(figure, div_id))
     if "trial_id" in frame.columns:
@@ -555,11 +723,14 @@ def _page(title: str, body: list[str]) -> str:
     import plotly
     import plotly.offline
 
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<meta name=\"generator\" content=\"raymeta report (plotly {plotly.__version__})\">\n"
-            f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n"
-            f"<script type=\"text/javascript\">{plotly.offline.get_plotlyjs()}</script>\n</head>\n<body>\n"
-            + "\n".join(body) + "\n</body>\n</html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta name="generator" content="raymeta report (plotly {plotly.__version__})">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n"
+        f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script>\n</head>\n<body>\n'
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
 
 
 def write_report(frame: pd.DataFrame, output: str | Path, *, title: str = "raymeta report") -> Path:
@@ -585,6 +756,5 @@ def report_tables(tables: list[str], output: str | Path, progress: Progress, *, 
     paths = table_paths(tables)
     frame = read_tables(paths)
     output = write_report(frame, output, title=title)
-    progress(f"report: {len(frame)} rows from {len(paths)} table(s) → {output} "
-             f"({output.stat().st_size / 1e6:.1f} MB)")
+    progress(f"report: {len(frame)} rows from {len(paths)} table(s) → {output} ({output.stat().st_size / 1e6:.1f} MB)")
     return output

@@ -35,10 +35,17 @@ def seed_everything(seed: int) -> None:
 def load_data(config: Config, *, augment: bool | None = None):
     """The dataset named by ``config.data`` (see :func:`raymeta.io.data.load_dataset`)."""
     data = config.data
-    return load_dataset(data.name, data.data_dir, download=data.download,
-                        augment=data.augment if augment is None else augment,
-                        validation_fraction=data.validation_fraction, limit_train=data.limit_train,
-                        limit_validation=data.limit_validation, limit_test=data.limit_test, seed=config.seed)
+    return load_dataset(
+        data.name,
+        data.data_dir,
+        download=data.download,
+        augment=data.augment if augment is None else augment,
+        validation_fraction=data.validation_fraction,
+        limit_train=data.limit_train,
+        limit_validation=data.limit_validation,
+        limit_test=data.limit_test,
+        seed=config.seed,
+    )
 
 
 def place_training_split(bundle: DatasetBundle, config: Config, device: torch.device) -> DatasetBundle:
@@ -56,8 +63,10 @@ def validation_loader(bundle, config: Config, progress: Progress | None = None, 
     if bundle.validation is not None:
         return make_loader(bundle.validation, config.data.eval_batch_size, shuffle=False)
     if progress is not None and what:
-        progress(f"{what}: data.validation_fraction=0 leaves no validation split (the test split is kept for the "
-                 f"final evaluation)")
+        progress(
+            f"{what}: data.validation_fraction=0 leaves no validation split (the test split is kept for the "
+            f"final evaluation)"
+        )
     return None
 
 

@@ -22,14 +22,22 @@ def smooth(config: Config, progress: Progress) -> Path:
     if config.smooth.enabled:
         smoothed, report = smooth_network(folded, restarts=config.smooth.restarts, seed=config.seed)
         before, after = report.total_variation_before, report.total_variation_after
-        progress(f"smooth: {report.groups} channel groups; total variation {before:.1f} → {after:.1f} "
-                 f"({100 * (1 - after / before):.1f}% lower)")
+        progress(
+            f"smooth: {report.groups} channel groups; total variation {before:.1f} → {after:.1f} "
+            f"({100 * (1 - after / before):.1f}% lower)"
+        )
     else:
         smoothed, before = folded, total_variation(folded)
         after = before
         progress("smooth: permutation disabled (smooth.enabled=false); BatchNorm folded only")
-    SmoothedCheckpoint(config=config.to_dict(), arch=prior.arch, dataset=prior.dataset,
-                       state_dict=smoothed.state_dict(), total_variation_before=before,
-                       total_variation_after=after, prior_metrics=prior.metrics).save(paths.smoothed)
+    SmoothedCheckpoint(
+        config=config.to_dict(),
+        arch=prior.arch,
+        dataset=prior.dataset,
+        state_dict=smoothed.state_dict(),
+        total_variation_before=before,
+        total_variation_after=after,
+        prior_metrics=prior.metrics,
+    ).save(paths.smoothed)
     progress(f"smooth: saved {paths.smoothed}")
     return paths.smoothed

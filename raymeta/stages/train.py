@@ -30,13 +30,34 @@ from raymeta.method.metamorphic import MetamorphicNetwork
 from raymeta.method.models import block_name
 from raymeta.method.objective import LOSS_PARTS, Objective
 from raymeta.method.sampling import reference_width, sample_configurations
-from raymeta.method.schedule import (Stage, apply_update, build_optimizer, initialise_new_blocks, plan_stages,
-                                     prefit_new_blocks, set_warmup, trainable_parameters, warmup_position)
+from raymeta.method.schedule import (
+    Stage,
+    apply_update,
+    build_optimizer,
+    initialise_new_blocks,
+    plan_stages,
+    prefit_new_blocks,
+    set_warmup,
+    trainable_parameters,
+    warmup_position,
+)
 from raymeta.seeds import derive_seed
-from raymeta.stages.collective import (Collective, accumulate_gradients, my_configurations, steps_per_epoch,
-                                       synchronise_gradients, synchronise_parameters)
-from raymeta.stages.monitor import (epoch_summary, evaluate_monitor, existing_checkpoint, monitor_score, save_epoch,
-                                    training_checkpoint)
+from raymeta.stages.collective import (
+    Collective,
+    accumulate_gradients,
+    my_configurations,
+    steps_per_epoch,
+    synchronise_gradients,
+    synchronise_parameters,
+)
+from raymeta.stages.monitor import (
+    epoch_summary,
+    evaluate_monitor,
+    existing_checkpoint,
+    monitor_score,
+    save_epoch,
+    training_checkpoint,
+)
 from raymeta.stages.networks import build_network, prior_network
 from raymeta.stages.runtime import load_data, place_training_split, seed_everything, select_device, validation_loader
 
@@ -50,11 +71,17 @@ PROGRESS_SECONDS = 30.0
 def objective_of(config: Config) -> Objective:
     """The loss of Eq. 3 as ``config.train`` (and ``inr.coordinate_noise``) weigh it."""
     train = config.train
-    return Objective(lambda_task=train.lambda_task, lambda_distill=train.lambda_distill,
-                     distill_temperature=train.distill_temperature, lambda_feature=train.lambda_feature,
-                     lambda_rec=train.lambda_rec, relative_reconstruction=train.reconstruction == "relative",
-                     lambda_reg=train.lambda_reg, coordinate_noise=config.inr.coordinate_noise,
-                     precision=train.precision)
+    return Objective(
+        lambda_task=train.lambda_task,
+        lambda_distill=train.lambda_distill,
+        distill_temperature=train.distill_temperature,
+        lambda_feature=train.lambda_feature,
+        lambda_rec=train.lambda_rec,
+        relative_reconstruction=train.reconstruction == "relative",
+        lambda_reg=train.lambda_reg,
+        coordinate_noise=config.inr.coordinate_noise,
+        precision=train.precision,
+    )
 
 
 @dataclass
@@ -85,16 +112,21 @@ def set_up(config: Config, collective: Collective, progress: Progress) -> Setup:
     teacher = prior_network(smoothed).to(device) if train.lambda_distill > 0 else None
     ema = ExponentialAverage(inr_parameters(net), train.ema_decay) if train.ema_decay > 0 else None
     stages = plan_stages(train.incremental, train.epochs_per_stage, len(net.blocks))
-    steps = steps_per_epoch(len(bundle.train), config.data.batch_size, train.configs_per_step, train.steps_per_epoch,
-                            collective.world_size)
+    steps = steps_per_epoch(
+        len(bundle.train), config.data.batch_size, train.configs_per_step, train.steps_per_epoch, collective.world_size
+    )
     # Monitoring (and so a sweep's score) sees the validation split only; without one there is none.
     monitor = validation_loader(bundle, config, progress, "train: no per-epoch monitoring (no monitor rows, score NaN)")
     workers = f", {collective.world_size} workers" if collective.world_size > 1 else ""
-    progress(f"train: {len(stages)} stage(s) over blocks {', '.join(block_name(*p) for p in net.blocks)}; "
-             f"M={train.configs_per_step}{workers}, {steps} steps/epoch, switches {train.switches}")
+    progress(
+        f"train: {len(stages)} stage(s) over blocks {', '.join(block_name(*p) for p in net.blocks)}; "
+        f"M={train.configs_per_step}{workers}, {steps} steps/epoch, switches {train.switches}"
+    )
     if train.precision == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        progress("train: warning: train.precision=bf16 on a CPU without bf16 matrix units (AVX512-BF16 or AMX): "
-                 "emulated, several times slower than fp32 here (benchmarks/RESULTS.md)")
+        progress(
+            "train: warning: train.precision=bf16 on a CPU without bf16 matrix units (AVX512-BF16 or AMX): "
+            "emulated, several times slower than fp32 here (benchmarks/RESULTS.md)"
+        )
     return Setup(config, collective, device, bundle, net, teacher, ema, objective_of(config), stages, steps, monitor)
 
 
@@ -113,37 +145,66 @@ def restore(setup: Setup, checkpoint: MetamorphicCheckpoint, progress: Progress)
     return checkpoint.optimizer
 
 
-def start_stage(setup: Setup, stage: Stage, state: TrainingState, optimizer: torch.optim.Optimizer | None,
-                optimizer_state: dict | None, progress: Progress) -> torch.optim.Optimizer:
+def start_stage(
+    setup: Setup,
+    stage: Stage,
+    state: TrainingState,
+    optimizer: torch.optim.Optimizer | None,
+    optimizer_state: dict | None,
+    progress: Progress,
+) -> torch.optim.Optimizer:
     """Activate the stage's blocks; at its first epoch initialise (and warm-start) the new ones; returns the
     stage's optimiser (``optimizer_state``, from a checkpoint, loaded into it where it applies)."""
     config, net, train = setup.config, setup.net, setup.config.train
     net.set_active_blocks(stage.active_blocks)
     if state.epoch == 0:
         previous = setup.stages[stage.index - 1].active_blocks if stage.index > 0 else 0
-        initialise_new_blocks(net, previous, stage.active_blocks, seed=config.seed, stage=stage.index,
-                              alpha_init=train.alpha_init, inr_init=train.inr_init)
-        fitted = prefit_new_blocks(net, previous, stage.active_blocks, seed=config.seed, stage=stage.index,
-                                   steps=train.prefit_steps, lr=train.prefit_lr,
-                                   coordinate_noise=config.inr.coordinate_noise)
+        initialise_new_blocks(
+            net,
+            previous,
+            stage.active_blocks,
+            seed=config.seed,
+            stage=stage.index,
+            alpha_init=train.alpha_init,
+            inr_init=train.inr_init,
+        )
+        fitted = prefit_new_blocks(
+            net,
+            previous,
+            stage.active_blocks,
+            seed=config.seed,
+            stage=stage.index,
+            steps=train.prefit_steps,
+            lr=train.prefit_lr,
+            coordinate_noise=config.inr.coordinate_noise,
+        )
         if fitted:
-            progress(f"train: stage {stage.index + 1}/{len(setup.stages)} warm start, {train.prefit_steps} steps: "
-                     f"relative error of the new tensors at γ=0 {' '.join(f'{e:.3f}' for e in fitted.values())}")
+            progress(
+                f"train: stage {stage.index + 1}/{len(setup.stages)} warm start, {train.prefit_steps} steps: "
+                f"relative error of the new tensors at γ=0 {' '.join(f'{e:.3f}' for e in fitted.values())}"
+            )
     synchronise_parameters(net, setup.collective)
     if setup.ema is not None and state.epoch == 0:
         setup.ema.restart()  # new INRs joined: average from here
     if optimizer is None or train.warmup == "per_stage":
         # per_stage: a fresh optimiser, moments and warm-up every stage. once: one optimiser for the whole run,
         # so the blocks already trained go on at the rate they had (a fresh Adam at full rate throws them off).
-        optimizer = build_optimizer(net, lr=train.lr, weight_decay=train.weight_decay, alpha_lr=train.alpha_lr,
-                                    head_lr=train.head_lr)
+        optimizer = build_optimizer(
+            net, lr=train.lr, weight_decay=train.weight_decay, alpha_lr=train.alpha_lr, head_lr=train.head_lr
+        )
         if optimizer_state is not None and (train.warmup == "once" or state.epoch > 0):
             optimizer.load_state_dict(optimizer_state)
     return optimizer
 
 
-def train_epoch(setup: Setup, optimizer: torch.optim.Optimizer, batches: EpochBatches, state: TrainingState,
-                report: Progress, step_hook: StepHook | None = None) -> torch.Tensor:
+def train_epoch(
+    setup: Setup,
+    optimizer: torch.optim.Optimizer,
+    batches: EpochBatches,
+    state: TrainingState,
+    report: Progress,
+    step_hook: StepHook | None = None,
+) -> torch.Tensor:
     """One epoch of optimiser steps, each over M configurations on M micro-batches; returns every loss part
     (:data:`~raymeta.method.objective.LOSS_PARTS`) of every step, the mean over its configurations: [steps, parts].
 
@@ -158,14 +219,19 @@ def train_epoch(setup: Setup, optimizer: torch.optim.Optimizer, batches: EpochBa
     net.train()
     last_report = time.perf_counter()
     for step_in_epoch in range(steps):
-        set_warmup(optimizer, warmup_position(train.warmup, state.step, state.epoch, step_in_epoch, steps),
-                   train.warmup_epochs * steps)
-        gammas = sample_configurations(config.seed, state.step, M, train.gamma_pool, width, train.gamma_sampling,
-                                       len(net.blocks))
+        set_warmup(
+            optimizer,
+            warmup_position(train.warmup, state.step, state.epoch, step_in_epoch, steps),
+            train.warmup_epochs * steps,
+        )
+        gammas = sample_configurations(
+            config.seed, state.step, M, train.gamma_pool, width, train.gamma_sampling, len(net.blocks)
+        )
         mine = my_configurations(gammas, collective.rank, collective.world_size)
         micro_batches = [batches[step_in_epoch * M + unit.index] for unit in mine]
-        parts = accumulate_gradients(net, state.step, mine, micro_batches, M, setup.objective, config.seed,
-                                     setup.device, setup.teacher)
+        parts = accumulate_gradients(
+            net, state.step, mine, micro_batches, M, setup.objective, config.seed, setup.device, setup.teacher
+        )
         synchronise_gradients(parameters, collective)
         apply_update(net, optimizer, train.clip_value)
         if setup.ema is not None:
@@ -176,39 +242,68 @@ def train_epoch(setup: Setup, optimizer: torch.optim.Optimizer, batches: EpochBa
             step_hook(collective.rank, state.step)
         if time.perf_counter() - last_report > PROGRESS_SECONDS and step_in_epoch + 1 < steps:
             last_report = time.perf_counter()
-            report(f"step {step_in_epoch + 1}/{steps}  loss (rank {collective.rank}) "
-                   f"{losses[: step_in_epoch + 1, 0].mean().item() * collective.world_size:.4f}")
+            report(
+                f"step {step_in_epoch + 1}/{steps}  loss (rank {collective.rank}) "
+                f"{losses[: step_in_epoch + 1, 0].mean().item() * collective.world_size:.4f}"
+            )
     return collective.all_reduce_sum(losses)
 
 
-def run_epoch(setup: Setup, optimizer: torch.optim.Optimizer, stage: Stage, state: TrainingState,
-              progress: Progress, step_hook: StepHook | None) -> EpochRecord:
+def run_epoch(
+    setup: Setup,
+    optimizer: torch.optim.Optimizer,
+    stage: Stage,
+    state: TrainingState,
+    progress: Progress,
+    step_hook: StepHook | None,
+) -> EpochRecord:
     """Train one epoch, monitor the evaluated weights, append the epoch's record and advance ``state``."""
     config, net = setup.config, setup.net
     start = time.perf_counter()
-    batches = EpochBatches(setup.bundle.train, config.data.batch_size,
-                           seed=derive_seed(config.seed, "batches", stage.index), epoch=state.epoch)
+    batches = EpochBatches(
+        setup.bundle.train,
+        config.data.batch_size,
+        seed=derive_seed(config.seed, "batches", stage.index),
+        epoch=state.epoch,
+    )
     label = f"train: stage {stage.index + 1}/{len(setup.stages)} epoch {state.epoch + 1}/{stage.epochs}"
     losses = train_epoch(setup, optimizer, batches, state, lambda text: progress(f"{label} {text}"), step_hook)
     with setup.ema.applied() if setup.ema is not None else nullcontext():  # the signals of the evaluated weights
-        rows = evaluate_monitor(net, setup.monitor_loader, setup.device, config, setup.bundle.info.image_size,
-                                setup.collective)
+        rows = evaluate_monitor(
+            net, setup.monitor_loader, setup.device, config, setup.bundle.info.image_size, setup.collective
+        )
         alphas, rec_errors = block_alphas(net), reconstruction_errors(net)
     state.epoch += 1
-    record = EpochRecord(stage=stage.index, epoch=state.epoch, global_epoch=len(state.history) + 1, step=state.step,
-                         seconds=time.perf_counter() - start, finished=time.time(),
-                         losses=dict(zip(LOSS_PARTS, losses.mean(0).tolist(), strict=True)),
-                         step_losses=dict(zip(LOSS_PARTS, losses.T.tolist(), strict=True)), monitor=rows,
-                         score=monitor_score(rows, config), alphas=alphas, rec_errors=rec_errors)
+    record = EpochRecord(
+        stage=stage.index,
+        epoch=state.epoch,
+        global_epoch=len(state.history) + 1,
+        step=state.step,
+        seconds=time.perf_counter() - start,
+        finished=time.time(),
+        losses=dict(zip(LOSS_PARTS, losses.mean(0).tolist(), strict=True)),
+        step_losses=dict(zip(LOSS_PARTS, losses.T.tolist(), strict=True)),
+        monitor=rows,
+        score=monitor_score(rows, config),
+        alphas=alphas,
+        rec_errors=rec_errors,
+    )
     state.history.append(record)
     if state.epoch >= stage.epochs:
         state.stage, state.epoch = state.stage + 1, 0
     return record
 
 
-def run_training(config: Config, *, resume_from: MetamorphicCheckpoint | None, on_epoch_end, progress: Progress,
-                 collective: Collective | None = None, stop_after_epochs: int | None = None,
-                 step_hook: StepHook | None = None) -> TrainingState:
+def run_training(
+    config: Config,
+    *,
+    resume_from: MetamorphicCheckpoint | None,
+    on_epoch_end,
+    progress: Progress,
+    collective: Collective | None = None,
+    stop_after_epochs: int | None = None,
+    step_hook: StepHook | None = None,
+) -> TrainingState:
     """The stage schedule of one run, shared by both drivers; returns the final training state.
 
     ``resume_from`` is a checkpoint to continue from (or None). After every epoch, every rank calls
@@ -230,15 +325,32 @@ def run_training(config: Config, *, resume_from: MetamorphicCheckpoint | None, o
                 return state
             record = run_epoch(setup, optimizer, stage, state, progress, step_hook)
             epochs_run += 1
-            on_epoch_end(partial(training_checkpoint, config, setup.net, setup.bundle.info, state, optimizer,
-                                 setup.ema, len(setup.stages)), record)
+            on_epoch_end(
+                partial(
+                    training_checkpoint,
+                    config,
+                    setup.net,
+                    setup.bundle.info,
+                    state,
+                    optimizer,
+                    setup.ema,
+                    len(setup.stages),
+                ),
+                record,
+            )
             progress(epoch_summary(record, stage, len(setup.stages)))
     progress(f"train: done, {state.step} steps")
     return state
 
 
-def train(config: Config, *, resume: bool | None = None, stop_after_epochs: int | None = None,
-          progress: Progress | None = None, step_hook: StepHook | None = None) -> Path:
+def train(
+    config: Config,
+    *,
+    resume: bool | None = None,
+    stop_after_epochs: int | None = None,
+    progress: Progress | None = None,
+    step_hook: StepHook | None = None,
+) -> Path:
     """The single-process driver: train stage by stage, checkpoint every epoch. Returns the checkpoint path.
 
     ``resume``: None continues an existing checkpoint of the same configuration, True requires one,
@@ -249,7 +361,13 @@ def train(config: Config, *, resume: bool | None = None, stop_after_epochs: int 
     checkpoint = existing_checkpoint(config, resume)
     if checkpoint is not None:
         progress(f"train: resuming from {paths.train_checkpoint}")
-    run_training(config, resume_from=checkpoint, progress=progress, stop_after_epochs=stop_after_epochs,
-                 step_hook=step_hook, on_epoch_end=lambda make, record: save_epoch(config, make()))
+    run_training(
+        config,
+        resume_from=checkpoint,
+        progress=progress,
+        stop_after_epochs=stop_after_epochs,
+        step_hook=step_hook,
+        on_epoch_end=lambda make, record: save_epoch(config, make()),
+    )
     progress(f"train: checkpoint {paths.train_checkpoint}")
     return paths.train_checkpoint

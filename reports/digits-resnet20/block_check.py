@@ -11,12 +11,12 @@ from pathlib import Path
 
 import torch
 
-from raymeta.method import health
 from raymeta.io.data import make_loader
-from raymeta.stages.evaluate import evaluate_gammas
 from raymeta.io.files import RunPaths
-from raymeta.stages.runtime import load_data
+from raymeta.method import health
+from raymeta.stages.evaluate import evaluate_gammas
 from raymeta.stages.networks import load_trained
+from raymeta.stages.runtime import load_data
 
 
 @torch.no_grad()
@@ -27,12 +27,13 @@ def main(run: Path) -> None:
     gammas = sorted({0.0, config.train.gamma_pool[1]})
 
     def rows() -> dict[float, tuple[float, float]]:
-        found = evaluate_gammas(net, loader, "cpu", gammas, samples=1, noise=0.0, seed=0,
-                                image_size=bundle.info.image_size)
+        found = evaluate_gammas(
+            net, loader, "cpu", gammas, samples=1, noise=0.0, seed=0, image_size=bundle.info.image_size
+        )
         return {r["gamma"]: (r["accuracy"], r["loss"]) for r in found}
 
     def text(values: dict[float, tuple[float, float]]) -> str:
-        return " | ".join(f"{100 * a:.2f} ({l:.4f})" for a, l in values.values())
+        return " | ".join(f"{100 * a:.2f} ({loss:.4f})" for a, loss in values.values())
 
     print(f"{run} ({len(bundle.test)} test images): accuracy % (loss) at γ = {', '.join(f'{g:g}' for g in gammas)}\n")
     print("| removed | α | " + " | ".join(f"γ={g:g}" for g in gammas) + " |\n|---|---|" + "---|" * len(gammas))

@@ -16,13 +16,24 @@ import pandas as pd
 
 from raymeta.io.results import read_tables
 
-ORDER = ["neumeta", "recipe", "recipe without incremental", "recipe without alpha_scaling",
-         "recipe without grad_accumulation", "recipe without inr_init", "recipe without separate_bias_inr"]
-LABELS = {"neumeta": "NeuMeta (all off, M = 1)", "recipe": "recipe (all on)",
-          "recipe without incremental": "− incremental", "recipe without alpha_scaling": "− α scaling",
-          "recipe without grad_accumulation": "− gradient accumulation (M = 1)",
-          "recipe without inr_init": "− INR initialisation",
-          "recipe without separate_bias_inr": "− separate bias INRs"}
+ORDER = [
+    "neumeta",
+    "recipe",
+    "recipe without incremental",
+    "recipe without alpha_scaling",
+    "recipe without grad_accumulation",
+    "recipe without inr_init",
+    "recipe without separate_bias_inr",
+]
+LABELS = {
+    "neumeta": "NeuMeta (all off, M = 1)",
+    "recipe": "recipe (all on)",
+    "recipe without incremental": "− incremental",
+    "recipe without alpha_scaling": "− α scaling",
+    "recipe without grad_accumulation": "− gradient accumulation (M = 1)",
+    "recipe without inr_init": "− INR initialisation",
+    "recipe without separate_bias_inr": "− separate bias INRs",
+}
 
 
 def per_sweep(folder: str) -> pd.DataFrame:
@@ -37,7 +48,7 @@ def per_sweep(folder: str) -> pd.DataFrame:
             "unseen": 100 * test[~test["seen"]]["accuracy"].mean(),
             "validation": 100 * validation[validation["seen"]]["accuracy"].mean(),
             "train_s": test["train_time_s"].iloc[0],
-            "by_gamma": {g: 100 * a for g, a in zip(test["gamma"], test["accuracy"])},
+            "by_gamma": {g: 100 * a for g, a in zip(test["gamma"], test["accuracy"], strict=True)},
         }
     return pd.DataFrame(out).T
 
@@ -47,24 +58,41 @@ def main(folders: list[str]) -> None:
     names = ", ".join(folders)
     print(f"Sweeps: {names}. Test accuracy (%), mean ± std over the {len(sweeps)} sweeps.\n")
     gammas = sorted(sweeps[0]["by_gamma"].iloc[0])
-    header = ["variant", "seen γ", "Δ seen", "unseen γ", "Δ unseen", "validation (seen)",
-              *[f"γ={g:g}" for g in gammas], "training s"]
+    header = [
+        "variant",
+        "seen γ",
+        "Δ seen",
+        "unseen γ",
+        "Δ unseen",
+        "validation (seen)",
+        *[f"γ={g:g}" for g in gammas],
+        "training s",
+    ]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for variant in ORDER:
         if not all(variant in s.index for s in sweeps):
             continue
 
-        def stat(key: str, delta: bool = False) -> str:
-            values = pd.Series([s.loc[variant, key] - (s.loc["recipe", key] if delta else 0) for s in sweeps],
-                               dtype=float)
+        def stat(key: str, delta: bool = False, variant: str = variant) -> str:
+            values = pd.Series(
+                [s.loc[variant, key] - (s.loc["recipe", key] if delta else 0) for s in sweeps], dtype=float
+            )
             sign = "+" if delta else ""
             return f"{values.mean():{sign}.2f} ± {values.std(ddof=0):.2f}"
+
         by_gamma = [pd.Series([s.loc[variant, "by_gamma"][g] for s in sweeps]).mean() for g in gammas]
         seconds = " / ".join(f"{s.loc[variant, 'train_s']:.0f}" for s in sweeps)
-        cells = [LABELS.get(variant, variant), stat("seen"), "—" if variant == "recipe" else stat("seen", True),
-                 stat("unseen"), "—" if variant == "recipe" else stat("unseen", True), stat("validation"),
-                 *[f"{a:.2f}" for a in by_gamma], seconds]
+        cells = [
+            LABELS.get(variant, variant),
+            stat("seen"),
+            "—" if variant == "recipe" else stat("seen", True),
+            stat("unseen"),
+            "—" if variant == "recipe" else stat("unseen", True),
+            stat("validation"),
+            *[f"{a:.2f}" for a in by_gamma],
+            seconds,
+        ]
         print("| " + " | ".join(cells) + " |")
 
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from raymeta.method import health
 from raymeta.io.data import make_loader
-from raymeta.stages.evaluate import evaluate_gammas
 from raymeta.io.files import RunPaths
-from raymeta.stages.runtime import load_data
+from raymeta.method import health
+from raymeta.stages.evaluate import evaluate_gammas
 from raymeta.stages.networks import load_trained
+from raymeta.stages.runtime import load_data
 
 
 def main(run: Path) -> None:
@@ -35,8 +35,10 @@ def main(run: Path) -> None:
         return rows[0]["accuracy"]
 
     trained = net.alphas.detach().clone()
-    print(f"run {run}: method settings base={config.inr.base} alpha_init={config.train.alpha_init} "
-          f"reconstruction={config.train.reconstruction}")
+    print(
+        f"run {run}: method settings base={config.inr.base} alpha_init={config.train.alpha_init} "
+        f"reconstruction={config.train.reconstruction}"
+    )
     print("α per block:", {k: round(v, 3) for k, v in health.block_alphas(net).items()})
     print("relative RMS error at γ=0:", {k: round(v, 3) for k, v in health.reconstruction_errors(net).items()})
     print(f"test accuracy at γ=0: as trained {100 * accuracy():.2f}", end="")

@@ -18,18 +18,19 @@ from pathlib import Path
 
 import torch
 
-from raymeta.method import health
-from raymeta.io.artifacts import SmoothedCheckpoint
 from raymeta.config.loading import load_config
+from raymeta.io.artifacts import SmoothedCheckpoint
 from raymeta.io.data import make_loader
+from raymeta.io.files import RunPaths
+from raymeta.io.results import read_tables, result_frame, write_table
+from raymeta.method import health
+from raymeta.method.models import count_params_macs
 from raymeta.method.scoring import accuracy_and_loss
 from raymeta.stages.evaluate import evaluate_gammas
-from raymeta.method.models import count_params_macs
-from raymeta.io.results import read_tables, result_frame, write_table
-from raymeta.io.files import RunPaths
-from raymeta.stages.runtime import load_data
 from raymeta.stages.identity import run_identity
-from raymeta.stages.networks import prior_network, load_trained
+from raymeta.stages.networks import load_trained, prior_network
+from raymeta.stages.runtime import load_data
+
 
 def prior_rows(seed_dir: Path, runs: Path) -> None:
     """Write ``prior.parquet`` (the smoothed prior on the test split) beside the seed's tables, once."""
@@ -42,8 +43,15 @@ def prior_rows(seed_dir: Path, runs: Path) -> None:
     prior = prior_network(SmoothedCheckpoint.load(RunPaths(run).smoothed))
     accuracy, loss = accuracy_and_loss(prior, make_loader(bundle.test, 500, shuffle=False), "cpu")
     params, macs = count_params_macs(prior.arch, {}, bundle.info.image_size)
-    row = {"gamma": 0.0, "samples": 1, "accuracy": accuracy, "loss": loss, "params": params, "macs": macs,
-           "wall_time_s": 0.0}
+    row = {
+        "gamma": 0.0,
+        "samples": 1,
+        "accuracy": accuracy,
+        "loss": loss,
+        "params": params,
+        "macs": macs,
+        "wall_time_s": 0.0,
+    }
     identity = run_identity(config, method="prior", run_id=f"{run.name}/prior", dataset=bundle.info.name)
     frame = result_frame([row], identity, stage=0, epoch=config.pretrain.epochs, split="test")
     write_table(frame, seed_dir, name="prior.parquet")
@@ -58,8 +66,11 @@ def paper_rows(bench: Path, ablation: Path) -> None:
         frame = read_tables(seed_dir)
         frame = frame[frame["method"].isin(["recipe", "neumeta"])]
         extra = [c for c in frame.columns if c.startswith("param.") or c in ("trial_id", "trial_status")]
-        write_table(frame.drop(columns=extra), out,  # ordinary runs here, not a sweep's trials
-                    name=f"{seed_dir.name}.parquet")
+        write_table(
+            frame.drop(columns=extra),
+            out,  # ordinary runs here, not a sweep's trials
+            name=f"{seed_dir.name}.parquet",
+        )
 
 
 @torch.no_grad()
@@ -70,8 +81,10 @@ def mechanism(run: Path) -> str:
     bundle = load_data(config, augment=False)
     loader = make_loader(bundle.test, 500, shuffle=False)
     size = bundle.info.image_size
-    on = {r["gamma"]: r["accuracy"] for r in evaluate_gammas(net, loader, "cpu", [0.0, 0.5], samples=1, noise=0.0,
-                                                            seed=0, image_size=size)}
+    on = {
+        r["gamma"]: r["accuracy"]
+        for r in evaluate_gammas(net, loader, "cpu", [0.0, 0.5], samples=1, noise=0.0, seed=0, image_size=size)
+    }
     alphas = net.alphas.clone()
     net.alphas.data.zero_() if isinstance(net.alphas, torch.nn.Parameter) else net.alphas.zero_()
     off = evaluate_gammas(net, loader, "cpu", [0.0], samples=1, noise=0.0, seed=0, image_size=size)[0]["accuracy"]
@@ -80,17 +93,26 @@ def mechanism(run: Path) -> str:
     for bank in net.hyper.banks():  # the INRs' correction switched off: the prior base (and α, head) alone
         for index in range(bank.count):
             bank.zero_output(index)
-    base = {r["gamma"]: r["accuracy"] for r in evaluate_gammas(net, loader, "cpu", [0.5, 0.75], samples=1, noise=0.0,
-                                                              seed=0, image_size=size)}
+    base = {
+        r["gamma"]: r["accuracy"]
+        for r in evaluate_gammas(net, loader, "cpu", [0.5, 0.75], samples=1, noise=0.0, seed=0, image_size=size)
+    }
     net.hyper.load_state_dict(state)
-    on.update({0.75: evaluate_gammas(net, loader, "cpu", [0.75], samples=1, noise=0.0, seed=0,
-                                     image_size=size)[0]["accuracy"]})
+    on.update(
+        {
+            0.75: evaluate_gammas(net, loader, "cpu", [0.75], samples=1, noise=0.0, seed=0, image_size=size)[0][
+                "accuracy"
+            ]
+        }
+    )
     errors = health.reconstruction_errors(net)
     kernels = " ".join(f"{e:.3f}" for n, e in errors.items() if n.endswith("weight"))
     biases = " ".join(f"{e:.3f}" for n, e in errors.items() if n.endswith("bias"))
     alpha_text = " ".join(f"{name} {value:.2f}" for name, value in health.block_alphas(net).items())
-    return (f"| {run.name} | {alpha_text} | {100 * on[0.0]:.2f} | {100 * off:.2f} | {100 * on[0.5]:.2f} "
-            f"({100 * base[0.5]:.2f}) | {100 * on[0.75]:.2f} ({100 * base[0.75]:.2f}) | {kernels} | {biases} |")
+    return (
+        f"| {run.name} | {alpha_text} | {100 * on[0.0]:.2f} | {100 * off:.2f} | {100 * on[0.5]:.2f} "
+        f"({100 * base[0.5]:.2f}) | {100 * on[0.75]:.2f} ({100 * base[0.75]:.2f}) | {kernels} | {biases} |"
+    )
 
 
 def main(bench: Path, ablation: Path, runs_root: Path) -> None:
@@ -101,8 +123,9 @@ def main(bench: Path, ablation: Path, runs_root: Path) -> None:
     final = frame[(frame["phase"] == "final") & (frame["split"] == "test")]
     table = final.groupby(["method", "gamma"])["accuracy"].agg(["mean", "std", "count"]).reset_index()
     gammas = sorted(final.loc[final["method"] == "metamorphic", "gamma"].unique())
-    methods = [m for m in ("metamorphic", "recipe", "neumeta", "skip", "individual", "prior")
-               if m in set(table["method"])]
+    methods = [
+        m for m in ("metamorphic", "recipe", "neumeta", "skip", "individual", "prior") if m in set(table["method"])
+    ]
     methods += sorted(m for m in set(table["method"]) if m.startswith("prune"))
     cost = final.groupby(["method", "run_id"])["train_time_s"].max().groupby("method").mean()
 
@@ -118,28 +141,36 @@ def main(bench: Path, ablation: Path, runs_root: Path) -> None:
         return float(row.iloc[0]["mean"]) if not row.empty else float("nan")
 
     print("## Test accuracy (%), mean ± std over seeds\n")
-    print("| method | " + " | ".join(f"γ={g:g}" + ("" if 0 <= g <= 0.5 else " †") for g in gammas)
-          + " | training s |")
+    print("| method | " + " | ".join(f"γ={g:g}" + ("" if 0 <= g <= 0.5 else " †") for g in gammas) + " | training s |")
     print("|---|" + "---|" * (len(gammas) + 1))
     for method in methods:
         seconds = cost.get(method, float("nan"))
         print(f"| {method} | " + " | ".join(cell(method, g) for g in gammas) + f" | {seconds:.0f} |")
-    print("\n† unseen γ (outside the training pool [0, 0.5]). prior: the smoothed prior (γ = 0 only). skip: the prior"
-          " with every metamorphic block's residual branch removed, head fine-tuned as long as the metamorphic run."
-          " Training seconds: per model, mean over runs (baselines: per γ).\n")
+    print(
+        "\n† unseen γ (outside the training pool [0, 0.5]). prior: the smoothed prior (γ = 0 only). skip: the prior"
+        " with every metamorphic block's residual branch removed, head fine-tuned as long as the metamorphic run."
+        " Training seconds: per model, mean over runs (baselines: per γ).\n"
+    )
 
     print("## Targets\n")
     prior, skip = mean("prior", 0.0), mean("skip", 0.0)
     prunes = [m for m in methods if m.startswith("prune") and not m.endswith("+ft")]
     checks = [("γ=0 within 1.0 of the prior", mean("metamorphic", 0.0) - prior, -0.01)]
     for gamma in (0.25, 0.5):
-        checks.append((f"γ={gamma:g} within 1.5 of Individual", mean("metamorphic", gamma) - mean("individual", gamma),
-                       -0.015))
-    checks.append(("γ=0.75 (unseen) within 2.5 of Individual",
-                   mean("metamorphic", 0.75) - mean("individual", 0.75), -0.025))
+        checks.append(
+            (f"γ={gamma:g} within 1.5 of Individual", mean("metamorphic", gamma) - mean("individual", gamma), -0.015)
+        )
+    checks.append(
+        ("γ=0.75 (unseen) within 2.5 of Individual", mean("metamorphic", 0.75) - mean("individual", 0.75), -0.025)
+    )
     for gamma in (0.0, 0.25, 0.5):
-        checks.append((f"γ={gamma:g} above skip by ≥ (prior − skip)/2 = {100 * (prior - skip) / 2:.2f}",
-                       mean("metamorphic", gamma) - mean("skip", gamma), (prior - skip) / 2))
+        checks.append(
+            (
+                f"γ={gamma:g} above skip by ≥ (prior − skip)/2 = {100 * (prior - skip) / 2:.2f}",
+                mean("metamorphic", gamma) - mean("skip", gamma),
+                (prior - skip) / 2,
+            )
+        )
     for gamma in (0.25, 0.5, 0.75):
         best = max((mean(m, gamma) for m in prunes), default=float("nan"))
         checks.append((f"γ={gamma:g} ahead of every pruning without fine-tune", mean("metamorphic", gamma) - best, 0.0))
@@ -151,8 +182,10 @@ def main(bench: Path, ablation: Path, runs_root: Path) -> None:
     runs = sorted(p for p in runs_root.glob("seed*") if RunPaths(p).train_checkpoint.exists())
     if runs:
         print("\n## Mechanism (test split, K = 1)\n")
-        print("| run | α per block | acc γ=0 | acc γ=0, every α = 0 | acc γ=0.5 (INR correction off) | "
-              "acc γ=0.75 (INR correction off) | rel. error γ=0: kernels | biases |\n|---|---|---|---|---|---|---|---|")
+        print(
+            "| run | α per block | acc γ=0 | acc γ=0, every α = 0 | acc γ=0.5 (INR correction off) | "
+            "acc γ=0.75 (INR correction off) | rel. error γ=0: kernels | biases |\n|---|---|---|---|---|---|---|---|"
+        )
         for run in runs:
             print(mechanism(run), flush=True)
 
@@ -161,7 +194,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bench", type=Path, help="the benchmark's tables (reports/fashion-bench)")
     parser.add_argument("ablation", type=Path, help="the ablation's tables (reports/fashion-ablation)")
-    parser.add_argument("--runs", type=Path, default=Path("runs/fashion-bench"),
-                        help="the seeds' run folders (seedN): the prior's rows and the mechanism checks need them")
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=Path("runs/fashion-bench"),
+        help="the seeds' run folders (seedN): the prior's rows and the mechanism checks need them",
+    )
     args = parser.parse_args()
     main(args.bench, args.ablation, args.runs)
