@@ -28,7 +28,7 @@ class Objective:
     """The weight λ of every term, how the reconstruction is measured, and the step's arithmetic.
 
     ``relative_reconstruction`` divides each tensor's error by its target's mean square (see
-    :func:`reconstruction_error`); ``coordinate_noise`` is the standard deviation of the noise added to the INR
+    :func:`reconstruction_error`); ``coordinate_noise`` is the half-width of the uniform noise added to the INR
     coordinates while training; ``precision`` is ``fp32`` or ``bf16`` (see :func:`autocast`). No defaults here:
     the configuration's ``train`` group holds them (the training stage builds this from it).
     """
