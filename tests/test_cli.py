@@ -285,3 +285,11 @@ def test_a_deployment_records_the_config_it_ran_with_and_says_what_it_skipped(
     assert recorded.run_dir == per_block_run.run_dir and recorded.hash() == per_block_run.hash()
     assert (recorded.deploy.max_params, recorded.deploy.gammas, recorded.deploy.candidates) == ("1G", [0.0, 0.5], 4)
     assert recorded.deploy.output == str(out)
+
+
+def test_an_object_storage_run_dir_is_one_error_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--config", str(Path(__file__).parents[1] / "jobs/debug.yaml"), "--run-dir", "s3://b/r"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("raymeta: error: run_dir='s3://b/r' is not allowed")
+    assert list(tmp_path.iterdir()) == []  # no local folder named s3:

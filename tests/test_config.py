@@ -312,3 +312,19 @@ def test_a_field_left_out_at_its_default_is_hashed_at_any_other_value():
 )
 def test_the_prior_hash_holds_the_data_model_pretraining_and_seed(override, changes_prior):
     assert (load_config(None, [override]).prior_hash() != Config().prior_hash()) == changes_prior
+
+
+@pytest.mark.parametrize("key", ["run_dir", "ray.storage_path", "sweep.sweep_dir", "deploy.output", "export.output"])
+@pytest.mark.parametrize("uri", ["s3://bucket/runs/x", "gs://bucket/x", "abfs://container/x"])
+def test_a_folder_given_as_an_object_storage_uri_is_refused_naming_the_key(key, uri):
+    # Path("s3://bucket/x").resolve() is the local folder $PWD/s3:/bucket/x: refused, not written there
+    with pytest.raises(ConfigError) as error:
+        load_config(None, [f"{key}={uri}"])
+    scheme = uri.split(":")[0]
+    assert f"{key}={uri!r} is not allowed" in str(error.value)
+    assert f"{scheme}://" in str(error.value) and "NFS" in str(error.value)
+
+
+@pytest.mark.parametrize("path", ["runs/x", "/mnt/nfs/runs/x", "C:/runs/x", "runs/s3:/x"])
+def test_folder_paths_stay_allowed(path):
+    assert load_config(None, [f"run_dir={path}", f"ray.storage_path={path}"]).ray.storage_path == path

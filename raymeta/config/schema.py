@@ -10,6 +10,7 @@ and whether it changes results.
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 
 from raymeta.errors import ConfigError
@@ -31,6 +32,23 @@ PRIOR = {"prior": "include"}
 def _require(condition: bool, key: str, value, allowed: str) -> None:
     if not condition:
         raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def _require_folder(key: str, value: str | None) -> None:
+    """A folder raymeta writes to must be a path: files go through local file operations, so a URI such as
+    ``s3://bucket/x`` would silently become a local folder named ``s3:``. Refused with the way that works."""
+    match = _URI.match(value) if value is not None else None
+    _require(
+        match is None,
+        key,
+        value,
+        f"a folder path, local or on storage every node mounts (NFS); {match.group(1) if match else ''}:// and "
+        "other object-storage URIs are not supported, and would be written as a local folder named "
+        f"'{match.group(1) if match else ''}:'",
+    )
 
 
 @dataclass
@@ -390,6 +408,7 @@ class RayConfig:
             "null (as many as fit), 0 (no Ray) or a positive integer",
         )
         _require(self.gpus_per_worker >= 0, "ray.gpus_per_worker", self.gpus_per_worker, "0 or more")
+        _require_folder("ray.storage_path", self.storage_path)
         _require(
             self.cpus_per_worker is None or self.cpus_per_worker > 0,
             "ray.cpus_per_worker",
@@ -439,6 +458,7 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         _require(self.workers >= 1, "sweep.workers", self.workers, "1 or more (each trial trains on Ray Train)")
+        _require_folder("sweep.sweep_dir", self.sweep_dir)
         _require(self.cpus_per_worker > 0, "sweep.cpus_per_worker", self.cpus_per_worker, "a positive number")
         _require(self.gpus_per_worker >= 0, "sweep.gpus_per_worker", self.gpus_per_worker, "0 or more")
         _require(self.trial_cpus > 0, "sweep.trial_cpus", self.trial_cpus, "a positive number")
@@ -545,6 +565,7 @@ class DeployConfig:
 
     def __post_init__(self) -> None:
         _require(self.device in ("cpu", "cuda"), "deploy.device", self.device, "cpu or cuda")
+        _require_folder("deploy.output", self.output)
         _require(self.batch_size >= 1, "deploy.batch_size", self.batch_size, "a positive integer")
         _require(self.threads >= 1, "deploy.threads", self.threads, "a positive integer")
         _require(
@@ -600,6 +621,7 @@ class ExportConfig:
     """Output folder; null: RUN_DIR/export/gamma=G."""
 
     def __post_init__(self) -> None:
+        _require_folder("export.output", self.output)
         # γ's range and its number of values are the network's to check (hidden_width), where the message can
         # name the blocks
         _require(
@@ -648,6 +670,7 @@ class Config:
             "cpu, cuda, cuda:N or auto",
         )
         _require(self.threads is None or self.threads >= 1, "threads", self.threads, "null or a positive integer")
+        _require_folder("run_dir", self.run_dir)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
