@@ -415,19 +415,24 @@ def _add_baseline(sub) -> None:
         k.add_argument("--out", help="results folder (default: RUN_DIR/results)")
 
 
-def _add_export_report(sub) -> None:
-    p = sub.add_parser("export", help="a standalone network at one γ: state dict + spec, torch.export and ONNX")
-    _add_common(p)
-    settings = p.add_argument_group("export settings (the config's export: group)")
-    add_config_flags(settings, ExportConfig, "export", aliases={"output": ["-o"]})
+def _add_no_onnx(settings, group: str) -> None:
+    """``--no-onnx``: the short form of ``--onnx false`` for the export and deploy groups."""
     settings.add_argument(
         "--no-onnx",
-        dest=f"{FLAG_PREFIX}export.onnx",
+        dest=f"{FLAG_PREFIX}{group}.onnx",
         action="store_const",
         const="false",
         default=argparse.SUPPRESS,
         help="do not write network.onnx (the same as --onnx false)",
     )
+
+
+def _add_export_report(sub) -> None:
+    p = sub.add_parser("export", help="a standalone network at one γ: state dict + spec, torch.export and ONNX")
+    _add_common(p)
+    settings = p.add_argument_group("export settings (the config's export: group)")
+    add_config_flags(settings, ExportConfig, "export", aliases={"output": ["-o"]})
+    _add_no_onnx(settings, "export")
     p = sub.add_parser(
         "deploy",
         help="the best network within a MAC, parameter or latency budget, exported",
@@ -440,14 +445,7 @@ def _add_export_report(sub) -> None:
     _add_common(p)
     settings = p.add_argument_group("deploy settings (the config's deploy: group; exactly one budget)")
     add_config_flags(settings, DeployConfig, "deploy", aliases={"output": ["-o"]})
-    settings.add_argument(
-        "--no-onnx",
-        dest=f"{FLAG_PREFIX}deploy.onnx",
-        action="store_const",
-        const="false",
-        default=argparse.SUPPRESS,
-        help="do not write network.onnx (the same as --onnx false)",
-    )
+    _add_no_onnx(settings, "deploy")
     p = sub.add_parser("report", help="self-contained HTML report of result tables")
     p.add_argument("tables", nargs="+", help="Parquet files, folders (searched recursively) or glob patterns")
     p.add_argument("-o", "--output", required=True, help="HTML file to write, e.g. reports/NAME.html")
