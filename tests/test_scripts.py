@@ -151,7 +151,8 @@ def test_eval_time():
 @pytest.mark.slow
 def test_step_time():
     out = run_script("benchmarks/step_time.py", "--settings", "tiny", "--steps", 1, "--threads", 1)
-    assert "matmul peak" in out and "tiny fp32: step" in out and "inr_backward" in out
+    assert "matmul peak" in out and "tiny fp32: step" in out and "inr_backward" in out and "outside phases" in out
+    assert "step / floor" in out
 
 
 @pytest.mark.slow
