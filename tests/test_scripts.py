@@ -197,6 +197,8 @@ def test_ray_overhead(tmp_path):
         env={**RAY_TEST_ENV, "RAY_ADDRESS": None},
     )
     assert "single process" in out and "Ray, 1 worker" in out and "Ray, 2 workers" not in out
+    phases = out[out.index("Ray's fixed cost") :].splitlines()
+    assert "ray.init" in phases[1] and phases[2].startswith("Ray, 1 worker") and len(phases[2].split()) == 9
 
 
 @pytest.mark.slow
@@ -218,3 +220,12 @@ def test_sweep_overhead(tmp_path):
         env={**RAY_TEST_ENV, "RAY_ADDRESS": None},
     )
     assert "median overhead per trial" in out
+
+
+@pytest.mark.slow
+def test_quickstart_time(tmp_path):
+    # the in-process driver (ray.workers=0): the script's stage split and record reading, without Ray's minute
+    out = run_script(
+        "benchmarks/quickstart_time.py", "--config", "jobs/debug.yaml", "--run-dir", tmp_path / "run", "ray.workers=0"
+    )
+    assert "end to end" in out and "the workers' training loop" in out and "Ray's share" in out
