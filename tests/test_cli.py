@@ -287,9 +287,18 @@ def test_a_deployment_records_the_config_it_ran_with_and_says_what_it_skipped(
     assert recorded.deploy.output == str(out)
 
 
-def test_an_object_storage_run_dir_is_one_error_and_writes_nothing(tmp_path, capsys, monkeypatch):
+def test_a_run_dir_of_an_unknown_scheme_is_one_error_and_writes_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["train", "--config", str(Path(__file__).parents[1] / "jobs/debug.yaml"), "--run-dir", "s3://b/r"]) == 2
+    assert main(["train", "--config", str(Path(__file__).parents[1] / "jobs/debug.yaml"), "--run-dir", "s4://b/r"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and error[0].startswith("raymeta: error: run_dir='s3://b/r' is not allowed")
-    assert list(tmp_path.iterdir()) == []  # no local folder named s3:
+    assert len(error) == 1 and error[0].startswith("raymeta: error: run_dir='s4://b/r' is not allowed")
+    assert list(tmp_path.iterdir()) == []  # no local folder named s4:
+
+
+@pytest.mark.parametrize("command", [["baseline", "skip"], ["deploy", "--max-macs", "1M"], ["export", "--gamma", "0.5"]])
+def test_commands_that_write_locally_refuse_an_object_storage_run_dir(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main([*command, "--run-dir", "s3://bucket/runs/x", "data.name=synthetic"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and f"raymeta {command[0]}'s run_dir s3://bucket/runs/x is not allowed" in error[0]
+    assert list(tmp_path.iterdir()) == []

@@ -43,7 +43,7 @@ from raymeta.drivers.distributed import ray_session, train_distributed
 from raymeta.drivers.space import VARIANT_PARAM, SearchSpace, apply_overrides, check_search, max_total_epochs
 from raymeta.errors import CheckpointError, ConfigError, RaymetaError
 from raymeta.io.artifacts import EpochRecord, MetamorphicCheckpoint, SmoothedCheckpoint
-from raymeta.io.files import RunPaths, atomic_write, atomic_write_text, save_config
+from raymeta.io.files import RunPaths, atomic_write, atomic_write_text, require_local, save_config
 from raymeta.io.progress import Progress
 from raymeta.io.results import PARAM_PREFIX, is_seen, read_table, read_tables, write_table
 from raymeta.stages.evaluate import evaluate_trained
@@ -390,6 +390,7 @@ def run_sweep(
     progress = progress or Progress()
     space = effective_space(space, options)
     check_validation_split(base)
+    require_local(base.run_dir, "raymeta sweep's run_dir")
     base = dataclasses.replace(base, run_dir=str(Path(base.run_dir).resolve()))
     gammas = score_gammas(base, options)
     folder = sweep_dir(base, space, options)
