@@ -295,7 +295,9 @@ def test_a_run_dir_of_an_unknown_scheme_is_one_error_and_writes_nothing(tmp_path
     assert list(tmp_path.iterdir()) == []  # no local folder named s4:
 
 
-@pytest.mark.parametrize("command", [["baseline", "skip"], ["deploy", "--max-macs", "1M"], ["export", "--gamma", "0.5"]])
+@pytest.mark.parametrize(
+    "command", [["baseline", "skip"], ["deploy", "--max-macs", "1M"], ["export", "--gamma", "0.5"]]
+)
 def test_commands_that_write_locally_refuse_an_object_storage_run_dir(command, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main([*command, "--run-dir", "s3://bucket/runs/x", "data.name=synthetic"]) == 2

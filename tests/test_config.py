@@ -315,7 +315,9 @@ def test_the_prior_hash_holds_the_data_model_pretraining_and_seed(override, chan
 
 
 @pytest.mark.parametrize("key", ["run_dir", "ray.storage_path"])
-@pytest.mark.parametrize("uri", ["s3://bucket/runs/x", "gs://bucket/x", "abfs://container@account/x", "HDFS://nn:8020/x"])
+@pytest.mark.parametrize(
+    "uri", ["s3://bucket/runs/x", "gs://bucket/x", "abfs://container@account/x", "HDFS://nn:8020/x"]
+)
 def test_run_folders_may_be_object_storage_uris(key, uri):
     config = load_config(None, [f"{key}={uri}"])
     assert (config.run_dir if key == "run_dir" else config.ray.storage_path) == uri

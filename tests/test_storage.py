@@ -1,15 +1,37 @@
 """Run folders on object storage: a real S3 server (moto's, on 127.0.0.1) holds the files raymeta writes itself and
 Ray Train's; a stopped run continues from the bucket; the report and read_tables read from it."""
 
+import dataclasses
+
 import pandas as pd
 import pytest
+import torch
+from faults import KillOnce
+from ray_fixtures import embedded_ray
 from results_fixtures import rows
 from s3_fixtures import s3_bucket, s3_keys
 
 from raymeta.cli import main
+from raymeta.config.schema import RayConfig
+from raymeta.drivers.distributed import run_name, train_distributed
 from raymeta.errors import ConfigError
-from raymeta.io.files import RunPaths, StoragePath, atomic_write, atomic_write_text, location, require_local
+from raymeta.io.artifacts import MetamorphicCheckpoint
+from raymeta.io.files import (
+    RunPaths,
+    StoragePath,
+    atomic_write,
+    atomic_write_text,
+    copy_file,
+    location,
+    require_local,
+)
+from raymeta.io.progress import Progress
 from raymeta.io.results import ResultsError, read_tables, table_paths, write_table
+from raymeta.stages.evaluate import run_evaluate
+from raymeta.stages.report import run_report
+from raymeta.stages.train import train
+
+QUIET = Progress(stream=open("/dev/null", "w"))
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +91,55 @@ def test_result_tables_on_s3_are_read_by_folder_or_file_and_reported_there(bucke
     assert main(["report", folder, "--output", f"{bucket}/report.html", "--title", "from S3"]) == 0
     assert "2 table(s)" in capsys.readouterr().out
     assert "<title>from S3</title>" in location(f"{bucket}/report.html").read_text()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(bucket):
+    # started after the S3 server: Ray's workers inherit its endpoint and credentials from this process
+    yield from embedded_ray()
+
+
+@pytest.mark.ray
+def test_a_two_worker_run_on_s3_continues_from_the_bucket_and_is_reported_there(
+    prepared_run, bucket, ray_cluster, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # nothing may land in the working folder (no local folder named s3:)
+    overrides = ("train.epochs_per_stage=2", "train.steps_per_epoch=2")  # 2 stages × 2 epochs × 2 steps
+    local = prepared_run(*overrides)
+    run_dir = f"{bucket}/runs/a"
+    for name in ("prior", "smoothed"):
+        copy_file(getattr(RunPaths(local.run_dir), name), getattr(RunPaths(run_dir), name))
+    config = dataclasses.replace(local, run_dir=run_dir, ray=RayConfig(workers=2, cpus_per_worker=1, timeout_s=60))
+    paths = RunPaths(run_dir)
+
+    # stopped after 3 of 4 epochs: the checkpoint, the monitor table and Ray Train's run are in the bucket
+    assert train_distributed(config, stop_after_epochs=3, progress=QUIET) == paths.train_checkpoint
+    stopped = MetamorphicCheckpoint.load(paths.train_checkpoint)
+    assert stopped.state.step == 6 and not stopped.done
+    keys = s3_keys(bucket)
+    assert {"runs/a/train/checkpoint.pt", "runs/a/results/train-monitor.parquet"} <= set(keys)
+    ray_run = f"runs/a/ray/{run_name(config)}/"
+    assert any(key.startswith(ray_run) and key.endswith("/checkpoint.pt") for key in keys), keys
+
+    # run again: it continues from the bucket; a worker killed in the last epoch restarts from Ray's checkpoint
+    # there (max_failures=1), and the run still ends as the unbroken single-process run of the same config
+    marker = tmp_path.parent / f"{tmp_path.name}-fault-injected"
+    config = dataclasses.replace(config, ray=dataclasses.replace(config.ray, max_failures=1))
+    train_distributed(config, progress=QUIET, step_hook=KillOnce(rank=1, step=7, marker=marker))
+    assert marker.is_file(), "the fault was not injected"
+    final = MetamorphicCheckpoint.load(paths.train_checkpoint)
+    assert final.done and final.state.step == 8
+    assert [r.global_epoch for r in final.state.history] == [1, 2, 3, 4]  # no epoch lost or repeated
+    unbroken = MetamorphicCheckpoint.load(train(local, progress=QUIET))
+    for name, value in unbroken.net_state.items():
+        assert torch.allclose(value, final.net_state[name], rtol=1e-4, atol=1e-6), name
+
+    # evaluate and report from the bucket, into the bucket
+    run_evaluate(config, QUIET)
+    run_report(config, QUIET)
+    frame = read_tables(f"{run_dir}/results")
+    assert set(frame["phase"]) == {"final", "train"} and set(frame["run_id"]) == {"a"}
+    assert set(frame.loc[frame["phase"] == "final", "gamma"]) == set(config.eval.gammas)
+    assert "<title>raymeta run a</title>" in paths.report.read_text()
+    assert all(key.startswith(("runs/a/", "unit/", "tables/", "report.html")) for key in s3_keys(bucket))
+    assert list(tmp_path.iterdir()) == []
