@@ -39,6 +39,7 @@ import yaml
 from raymeta.config.docs import field_docs
 from raymeta.config.loading import load_config, method_overrides
 from raymeta.config.schema import BaselineConfig, Config, DeployConfig, ExportConfig, RayConfig, SweepConfig
+from raymeta.drivers.jobs import require_kept_output
 from raymeta.errors import ConfigError, RaymetaError
 from raymeta.io.files import RunPaths, location, require_local, save_config
 from raymeta.io.progress import Progress
@@ -200,7 +201,22 @@ def _config(args: argparse.Namespace) -> Config:
     overrides = method_overrides(getattr(args, "method", None) or "raymeta")
     if getattr(args, "run_dir", None):
         overrides.append(f"run_dir={args.run_dir}")
-    return load_config(args.config, overrides + list(args.overrides) + flag_overrides(args))
+    config = load_config(args.config, overrides + list(args.overrides) + flag_overrides(args))
+    if args.command != "validate":  # validate writes nothing
+        require_kept_output(_output_folders(args, config))
+    return config
+
+
+def _output_folders(args: argparse.Namespace, config: Config) -> dict[str, str | None]:
+    """The folders a command writes to, by the setting (or flag) that names them."""
+    folders = {"run_dir": config.run_dir, "ray.storage_path": config.ray.storage_path}
+    if args.command == "sweep":
+        folders["sweep.sweep_dir"] = config.sweep.sweep_dir
+    if args.command in ("deploy", "export"):
+        folders[f"{args.command}.output"] = getattr(config, args.command).output
+    if args.command == "baseline":
+        folders["--out"] = args.out
+    return folders
 
 
 def _resume(args: argparse.Namespace) -> bool | None:
@@ -281,6 +297,7 @@ def _deploy(args: argparse.Namespace, progress: Progress) -> None:
 def _report(args: argparse.Namespace, progress: Progress) -> None:
     from raymeta.stages.report import report_tables
 
+    require_kept_output({"--output": str(args.output)})
     report_tables(args.tables, args.output, progress, title=args.title)
 
 
