@@ -12,8 +12,11 @@ from results_fixtures import rows
 from s3_fixtures import s3_bucket, s3_keys
 
 from raymeta.cli import main
+from raymeta.config.loading import load_config
 from raymeta.config.schema import RayConfig
 from raymeta.drivers.distributed import run_name, train_distributed
+from raymeta.drivers.space import load_space
+from raymeta.drivers.sweep import FINISHED, run_sweep
 from raymeta.errors import ConfigError
 from raymeta.io.artifacts import MetamorphicCheckpoint
 from raymeta.io.files import (
@@ -142,4 +145,43 @@ def test_a_two_worker_run_on_s3_continues_from_the_bucket_and_is_reported_there(
     assert set(frame.loc[frame["phase"] == "final", "gamma"]) == set(config.eval.gammas)
     assert "<title>raymeta run a</title>" in paths.report.read_text()
     assert all(key.startswith(("runs/a/", "unit/", "tables/", "report.html")) for key in s3_keys(bucket))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.ray
+def test_a_two_trial_sweep_on_s3_lands_in_the_bucket(
+    prepared_run, bucket, ray_cluster, tmp_path, tmp_path_factory, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # nothing may land in the working folder
+    space_file = tmp_path_factory.mktemp("space") / "two.yaml"
+    space_file.write_text(
+        "num_samples: 2\nseed: 1\nscheduler: fifo\nparams:\n  train.lambda_rec: {loguniform: [0.1, 10]}\n"
+    )
+    local = prepared_run()
+    run_dir = f"{bucket}/runs/s"
+    for name in ("prior", "smoothed"):  # the sweep reuses the prior it finds in the bucket
+        copy_file(getattr(RunPaths(local.run_dir), name), getattr(RunPaths(run_dir), name))
+    base = dataclasses.replace(local, run_dir=run_dir)
+    base = dataclasses.replace(
+        base, sweep=dataclasses.replace(base.sweep, workers=1, cpus_per_worker=1, trial_cpus=1, verbose=0)
+    )
+    summary = run_sweep(load_space(space_file, base), base, QUIET)
+    assert summary["sweep_dir"] == location(f"{run_dir}/sweeps/two")
+    trials = summary["trials"]
+    assert len(trials) == 2 and all(t["status"] == FINISHED for t in trials), trials
+
+    keys = set(s3_keys(bucket))
+    sweep = "runs/s/sweeps/two"
+    assert {f"{sweep}/{name}" for name in ("sweep.yaml", "best.yaml", "report.html", "best/smoothed.pt")} <= keys
+    for trial in trials:
+        assert {
+            f"{sweep}/results/{trial['trial_id']}.parquet",
+            f"{sweep}/trials/{trial['trial_id']}/train/checkpoint.pt",
+        } <= keys
+    assert any(key.startswith(f"{sweep}/tune/") for key in keys)  # Tune's experiment
+    frame = read_tables(f"{run_dir}/sweeps/two/results")
+    assert set(frame["trial_id"]) == {t["trial_id"] for t in trials}
+    best = load_config(summary["best_config"])  # a job config read from the bucket
+    assert best.run_dir == f"{run_dir}/sweeps/two/best"
+    assert best.train.lambda_rec == pytest.approx(summary["best"]["params"]["train.lambda_rec"])
     assert list(tmp_path.iterdir()) == []

@@ -38,7 +38,7 @@ _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")
 """URI schemes of the filesystems ``pyarrow.fs`` opens (S3 and S3-compatible stores, Google Cloud Storage, Azure
-(ADLS Gen2 / Blob), HDFS): where run_dir and ray.storage_path may be."""
+(ADLS Gen2 / Blob), HDFS): where run_dir, sweep.sweep_dir and ray.storage_path may be."""
 
 
 def uri_scheme(value: str | None) -> str | None:
@@ -60,7 +60,7 @@ def _require_storage(key: str, value: str | None) -> None:
 
 
 def _require_folder(key: str, value: str | None) -> None:
-    """A folder only written through local file operations (export and deploy outputs): a URI would silently
+    """A folder only written through local file operations (the export and deploy outputs): a URI would silently
     become a local folder named ``s3:``, so it is refused with the way that works."""
     scheme = uri_scheme(value)
     _require(
@@ -68,7 +68,7 @@ def _require_folder(key: str, value: str | None) -> None:
         key,
         value,
         f"a folder path, local or on storage every node mounts (NFS); {scheme}:// and other object-storage URIs "
-        "are supported for run_dir and ray.storage_path (raymeta run, train, evaluate and report), not here",
+        "are supported for run_dir, sweep.sweep_dir and ray.storage_path, not here",
     )
 
 
@@ -479,7 +479,7 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         _require(self.workers >= 1, "sweep.workers", self.workers, "1 or more (each trial trains on Ray Train)")
-        _require_folder("sweep.sweep_dir", self.sweep_dir)
+        _require_storage("sweep.sweep_dir", self.sweep_dir)
         _require(self.cpus_per_worker > 0, "sweep.cpus_per_worker", self.cpus_per_worker, "a positive number")
         _require(self.gpus_per_worker >= 0, "sweep.gpus_per_worker", self.gpus_per_worker, "0 or more")
         _require(self.trial_cpus > 0, "sweep.trial_cpus", self.trial_cpus, "a positive number")

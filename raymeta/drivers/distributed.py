@@ -242,7 +242,7 @@ def train_distributed(
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
             run_config=RunConfig(
                 name=name,
-                **_ray_storage(storage),
+                **ray_storage(storage),
                 failure_config=FailureConfig(max_failures=options.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
                 logging_config=LoggingConfig(log_level=options.log_level),
@@ -262,8 +262,8 @@ def train_distributed(
     return paths.train_checkpoint
 
 
-def _ray_storage(storage: Path | StoragePath) -> dict:
-    """``RunConfig``'s storage: a local folder, or the object store's filesystem (the one raymeta's own files use)
+def ray_storage(storage: Path | StoragePath) -> dict:
+    """``RunConfig``'s storage (Train's or Tune's): a local folder, or the object store's filesystem (the one raymeta's own files use)
     with the path inside it."""
     if isinstance(storage, StoragePath):
         return {"storage_path": storage.fs_path, "storage_filesystem": storage.filesystem}

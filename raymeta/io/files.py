@@ -93,19 +93,13 @@ class StoragePath:
             raise RaymetaError(f"cannot read {self.uri}: {error}") from None
 
     def exists(self) -> bool:
-        import pyarrow.fs
-
-        return self._type() != pyarrow.fs.FileType.NotFound
+        return self._type() != _pyarrow_fs().FileType.NotFound
 
     def is_file(self) -> bool:
-        import pyarrow.fs
-
-        return self._type() == pyarrow.fs.FileType.File
+        return self._type() == _pyarrow_fs().FileType.File
 
     def is_dir(self) -> bool:
-        import pyarrow.fs
-
-        return self._type() == pyarrow.fs.FileType.Directory
+        return self._type() == _pyarrow_fs().FileType.Directory
 
     def resolve(self) -> StoragePath:
         return self
@@ -126,7 +120,11 @@ class StoragePath:
         return self.read_bytes().decode(encoding)
 
     def stat(self):
-        return types.SimpleNamespace(st_size=self.filesystem.get_file_info(self.fs_path).size)
+        """The file's size and modification time (``st_size``, ``st_mtime``), as ``Path.stat`` gives them."""
+        info = self.filesystem.get_file_info(self.fs_path)
+        if info.type == _pyarrow_fs().FileType.NotFound:
+            raise FileNotFoundError(f"{self.uri} does not exist")
+        return types.SimpleNamespace(st_size=info.size, st_mtime=info.mtime.timestamp() if info.mtime else 0.0)
 
     def unlink(self, missing_ok: bool = False) -> None:
         try:
@@ -144,12 +142,10 @@ class StoragePath:
         yield from self._files(pattern, recursive=False)
 
     def _files(self, pattern: str, *, recursive: bool) -> Iterator[StoragePath]:
-        import pyarrow.fs
-
-        selector = pyarrow.fs.FileSelector(self.fs_path, allow_not_found=True, recursive=recursive)
+        selector = _pyarrow_fs().FileSelector(self.fs_path, allow_not_found=True, recursive=recursive)
         root = self.fs_path.rstrip("/")
         for info in self.filesystem.get_file_info(selector):
-            if info.type == pyarrow.fs.FileType.File and fnmatch.fnmatch(info.base_name, pattern):
+            if info.type == _pyarrow_fs().FileType.File and fnmatch.fnmatch(info.base_name, pattern):
                 yield self / info.path[len(root) + 1 :]
 
 
@@ -163,12 +159,19 @@ def _credentials() -> tuple:
     return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("AWS_", "GOOGLE_", "AZURE_"))))
 
 
-@functools.lru_cache(maxsize=16)
-def _filesystem(root: str, credentials: tuple):
+def _pyarrow_fs():
+    """pyarrow.fs, imported when object storage is first used (not by every command: it takes half a second)."""
     import pyarrow.fs
 
+    return pyarrow.fs
+
+
+@functools.lru_cache(maxsize=16)
+def _filesystem(root: str, credentials: tuple):
+    import pyarrow
+
     try:
-        return pyarrow.fs.FileSystem.from_uri(root)
+        return _pyarrow_fs().FileSystem.from_uri(root)
     except (pyarrow.ArrowNotImplementedError, pyarrow.ArrowInvalid) as error:
         raise ConfigError(f"{root}: this pyarrow cannot open it ({error})") from None
     except OSError as error:
@@ -199,7 +202,7 @@ def require_local(path: str | Path | StoragePath, what: str) -> Path:
     if isinstance(found, StoragePath):
         raise ConfigError(
             f"{what} {found} is not allowed: {what} must be a local path or one every node mounts; object storage "
-            "(s3://, gs://, …) is supported by raymeta run, pretrain, smooth, train, evaluate and report"
+            "(s3://, gs://, …) is supported by raymeta run, pretrain, smooth, train, evaluate, sweep and report"
         )
     return found
 
