@@ -26,6 +26,7 @@ from raymeta.io.files import (
     atomic_write_text,
     copy_file,
     location,
+    remove_tree,
     require_local,
 )
 from raymeta.io.progress import Progress
@@ -73,6 +74,11 @@ def test_files_on_s3_are_written_whole_listed_and_read_back(bucket):
     # the old file is intact, the new one absent, and no temporary object is left behind
     assert s3_keys(bucket) == ["unit/a/note.txt"]
     assert (folder / "a" / "note.txt").read_text() == "second" and not (folder / "b.txt").exists()
+    (folder / "b.txt").unlink(missing_ok=True)
+    with pytest.raises(FileNotFoundError):
+        (folder / "b.txt").read_bytes()
+    remove_tree(folder / "a")
+    assert s3_keys(bucket) == [] and not folder.exists()
 
 
 @pytest.mark.slow

@@ -235,6 +235,7 @@ def _upload(target: StoragePath, write: Callable[[Path], object]) -> StoragePath
     filesystem = target.filesystem
     with tempfile.TemporaryDirectory(prefix="raymeta-upload-") as folder:
         local = Path(folder) / target.name
+        local.touch()  # as mkstemp leaves it for a local write: the file exists, empty
         write(local)
         try:
             with local.open("rb") as source, filesystem.open_output_stream(temporary.fs_path) as stream:
