@@ -28,10 +28,10 @@ from raymeta.io.files import (
     location,
     remove_tree,
     require_local,
+    save_config,
 )
 from raymeta.io.progress import Progress
 from raymeta.io.results import ResultsError, read_tables, table_paths, write_table
-from raymeta.stages.evaluate import run_evaluate
 from raymeta.stages.report import run_report
 from raymeta.stages.train import train
 
@@ -143,8 +143,9 @@ def test_a_two_worker_run_on_s3_continues_from_the_bucket_and_is_reported_there(
     for name, value in unbroken.net_state.items():
         assert torch.allclose(value, final.net_state[name], rtol=1e-4, atol=1e-6), name
 
-    # evaluate and report from the bucket, into the bucket
-    run_evaluate(config, QUIET)
+    # evaluate (the command, reading the run's config.yaml from the bucket) and report, into the bucket
+    save_config(config, paths.config)
+    assert main(["evaluate", "--run-dir", run_dir]) == 0
     run_report(config, QUIET)
     frame = read_tables(f"{run_dir}/results")
     assert set(frame["phase"]) == {"final", "train"} and set(frame["run_id"]) == {"a"}

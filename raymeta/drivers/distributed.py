@@ -263,8 +263,8 @@ def train_distributed(
 
 
 def ray_storage(storage: Path | StoragePath) -> dict:
-    """``RunConfig``'s storage (Train's or Tune's): a local folder, or the object store's filesystem (the one raymeta's own files use)
-    with the path inside it."""
+    """``RunConfig``'s storage (Train's or Tune's): a local folder, or the object store's filesystem (the one
+    raymeta's own files use) with the path inside it."""
     if isinstance(storage, StoragePath):
         return {"storage_path": storage.fs_path, "storage_filesystem": storage.filesystem}
     return {"storage_path": str(storage)}

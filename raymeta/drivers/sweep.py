@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -225,7 +226,7 @@ def _link_or_copy(source: Path, temporary: Path) -> None:
     try:
         os.link(source, temporary)  # the prior is shared, not copied, by every trial
     except OSError:  # another file system
-        temporary.write_bytes(source.read_bytes())
+        shutil.copy(source, temporary)
 
 
 def run_trial(params: dict, setup: dict) -> None:

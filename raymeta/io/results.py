@@ -300,7 +300,7 @@ def table_paths(sources: list[str | Path] | str | Path | StoragePath) -> list[Pa
         text = str(source)
         where = location(source)
         if where.is_dir():
-            matches = sorted(where.rglob("*.parquet"), key=str)
+            matches = sorted(where.rglob("*.parquet"), key=lambda p: str(p).split("/"))  # as Paths sort
         elif where.is_file():
             matches = [where]
         elif isinstance(where, StoragePath):
