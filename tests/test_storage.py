@@ -6,7 +6,6 @@ import dataclasses
 import pandas as pd
 import pytest
 import torch
-from faults import KillOnce
 from ray_fixtures import embedded_ray
 from results_fixtures import rows
 from s3_fixtures import s3_bucket, s3_keys
@@ -130,12 +129,10 @@ def test_a_two_worker_run_on_s3_continues_from_the_bucket_and_is_reported_there(
     ray_run = f"runs/a/ray/{run_name(config)}/"
     assert any(key.startswith(ray_run) and key.endswith("/checkpoint.pt") for key in keys), keys
 
-    # run again: it continues from the bucket; a worker killed in the last epoch restarts from Ray's checkpoint
-    # there (max_failures=1), and the run still ends as the unbroken single-process run of the same config
-    marker = tmp_path.parent / f"{tmp_path.name}-fault-injected"
-    config = dataclasses.replace(config, ray=dataclasses.replace(config.ray, max_failures=1))
-    train_distributed(config, progress=QUIET, step_hook=KillOnce(rank=1, step=7, marker=marker))
-    assert marker.is_file(), "the fault was not injected"
+    # run again: it continues from the bucket (Ray Train's run found there, by name) and ends as the unbroken
+    # single-process run of the same config. (A killed worker's restart from Ray's checkpoint is Ray's own path,
+    # tested on a local folder in test_distributed.py: here it would double the test's time.)
+    train_distributed(config, progress=QUIET)
     final = MetamorphicCheckpoint.load(paths.train_checkpoint)
     assert final.done and final.state.step == 8
     assert [r.global_epoch for r in final.state.history] == [1, 2, 3, 4]  # no epoch lost or repeated
