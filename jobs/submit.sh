@@ -4,7 +4,7 @@
 #   RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh jobs/fashion_mnist_resnet20.yaml --run-dir s3://BUCKET/runs/fmnist [raymeta run flags…]
 #   RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh jobs/fashion_mnist_resnet20.yaml --run-dir /shared/runs/fmnist   # NFS
 #   RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh --sweep tune_spaces/lambdas.yaml jobs/quickstart.yaml --run-dir s3://BUCKET/runs/qs [raymeta sweep flags…]
-#   RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh --sweep jobs/debug_sweep.yaml      # the space and settings in the config
+#   RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh --sweep jobs/debug_sweep.yaml --run-dir s3://BUCKET/runs/ds   # space in the config
 #
 # The job runs `raymeta run` (pretrain → smooth → train on Ray Train across the cluster → evaluate), or with
 # --sweep `raymeta sweep` (Ray Tune trials, each a Ray Train run; the space given here or the config's
