@@ -13,7 +13,7 @@ from s3_fixtures import s3_bucket, s3_keys
 from raymeta.cli import main
 from raymeta.config.loading import load_config
 from raymeta.config.schema import RayConfig
-from raymeta.drivers.distributed import run_name, train_distributed
+from raymeta.drivers.distributed import ray_storage, run_name, train_distributed
 from raymeta.drivers.space import load_space
 from raymeta.drivers.sweep import FINISHED, run_sweep
 from raymeta.errors import ConfigError
@@ -78,6 +78,15 @@ def test_files_on_s3_are_written_whole_listed_and_read_back(bucket):
         (folder / "b.txt").read_bytes()
     remove_tree(folder / "a")
     assert s3_keys(bucket) == [] and not (folder / "a").exists()
+
+
+def test_ray_gets_the_filesystem_raymeta_writes_through(bucket, tmp_path):
+    import pyarrow.fs
+
+    storage = ray_storage(location(f"{bucket}/ray"))
+    assert storage["storage_path"] == f"{bucket.removeprefix('s3://')}/ray"
+    assert isinstance(storage["storage_filesystem"], pyarrow.fs.S3FileSystem)
+    assert ray_storage(tmp_path) == {"storage_path": str(tmp_path)}  # a folder: Ray opens it itself
 
 
 @pytest.mark.slow
