@@ -14,6 +14,7 @@ from raymeta.io.data import make_loader
 from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress
 from raymeta.io.results import SPLITS, result_frame, write_table
+from raymeta.io.tracking import log_run_files
 from raymeta.method.scoring import accuracies_and_losses
 from raymeta.stages.identity import run_identity
 from raymeta.stages.networks import TrainedNetwork, load_trained
@@ -152,4 +153,5 @@ def run_evaluate(config: Config, progress: Progress, checkpoint: str | Path | No
     path = write_table(frame, paths.results)
     print(format_rows(frame), flush=True)
     progress(f"evaluate: wrote {path}")
+    log_run_files(config, [path], "results")
     return path

@@ -24,6 +24,7 @@ from raymeta.io.artifacts import EpochRecord, MetamorphicCheckpoint, SmoothedChe
 from raymeta.io.data import DatasetBundle, EpochBatches
 from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress
+from raymeta.io.tracking import check_trackers, tracking
 from raymeta.method.ema import ExponentialAverage, inr_parameters
 from raymeta.method.health import block_alphas, reconstruction_errors
 from raymeta.method.metamorphic import MetamorphicNetwork
@@ -358,16 +359,23 @@ def train(
     """
     progress = progress or Progress()
     paths = RunPaths(config.run_dir)
+    check_trackers(config)
     checkpoint = existing_checkpoint(config, resume)
     if checkpoint is not None:
         progress(f"train: resuming from {paths.train_checkpoint}")
-    run_training(
-        config,
-        resume_from=checkpoint,
-        progress=progress,
-        stop_after_epochs=stop_after_epochs,
-        step_hook=step_hook,
-        on_epoch_end=lambda make, record: save_epoch(config, make()),
-    )
+    with tracking(config) as tracker:
+
+        def on_epoch_end(make_checkpoint, record: EpochRecord) -> None:
+            save_epoch(config, make_checkpoint())
+            tracker.log_epoch(record)
+
+        run_training(
+            config,
+            resume_from=checkpoint,
+            progress=progress,
+            stop_after_epochs=stop_after_epochs,
+            step_hook=step_hook,
+            on_epoch_end=on_epoch_end,
+        )
     progress(f"train: checkpoint {paths.train_checkpoint}")
     return paths.train_checkpoint
