@@ -146,3 +146,30 @@ def test_a_single_process_run_tracks_to_mlflow_wandb_and_tensorboard(prepared_ru
     assert [step for step, _ in scalars["loss/loss"]] == [3, 6]
     assert {"val_accuracy/gamma_0", "alpha/stage2.block1", "rec/stage2.block1", "score"} <= set(scalars)
     assert scalars["loss/loss"][-1][1] == pytest.approx(history[-1].value, rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    from ray_fixtures import embedded_ray
+
+    yield from embedded_ray()
+
+
+@pytest.mark.ray  # one 2-worker Ray Train run: ~25 s
+def test_ray_train_rank_zero_continues_the_tracked_run_of_the_single_process(prepared_run, tracker_stores, ray_cluster):
+    from raymeta.config.schema import RayConfig
+    from raymeta.drivers.distributed import train_distributed
+    from raymeta.stages.train import train
+
+    config = prepared_run("tracking.mlflow=true", "tracking.tensorboard=true", f"tracking.mlflow_uri={tracker_stores}")
+    train(config, progress=QUIET, stop_after_epochs=1)  # the first epoch in this process, the second on Ray
+    on_ray = dataclasses.replace(config, ray=RayConfig(workers=2, cpus_per_worker=1, timeout_s=60, max_failures=0))
+    train_distributed(on_ray, progress=QUIET)
+
+    client, runs = mlflow_runs(tracker_stores)
+    assert len(runs) == 1, "the Ray Train run continues the tracked run (setup_mlflow on rank 0 only)"
+    history = client.get_metric_history(runs[0].info.run_id, "loss/loss")
+    assert [m.step for m in history] == [3, 6]  # rank 0 alone logs: one point per epoch
+    assert "alpha/stage3.block1" in runs[0].data.metrics
+    scalars = tensorboard_scalars(Path(config.run_dir) / "tensorboard")
+    assert [step for step, _ in scalars["loss/loss"]] == [3, 6]
