@@ -173,3 +173,29 @@ def test_ray_train_rank_zero_continues_the_tracked_run_of_the_single_process(pre
     assert "alpha/stage3.block1" in runs[0].data.metrics
     scalars = tensorboard_scalars(Path(config.run_dir) / "tensorboard")
     assert [step for step, _ in scalars["loss/loss"]] == [3, 6]
+
+
+def test_reports_to_tune_get_the_tracker_names_of_a_run():
+    from raymeta.io.tracking import report_metrics
+
+    report = {"acc@0.25": 0.5, "task": 1.0, "loss": 1.5, "score": 0.5, "global_epoch": 2}
+    assert report_metrics(report) == {
+        "val_accuracy/gamma_0.25": 0.5,
+        "loss/task": 1.0,
+        "loss/loss": 1.5,
+        "score": 0.5,
+        "global_epoch": 2,
+    }
+
+
+@pytest.mark.slow  # imports Ray Tune's integrations, and with them mlflow and wandb: ~5 s
+def test_a_sweep_tracks_its_trials_through_tunes_logger_callbacks(tmp_path):
+    from raymeta.drivers.tune_tracking import MLflowTrials, WandbTrials, tracking_callbacks
+
+    base = load_config(None, [*ALL_TRACKERS, "tracking.mlflow_experiment=sweeps", "tracking.wandb_project=p"])
+    mlflow_callback, wandb_callback = tracking_callbacks(base, tmp_path / "lambdas")
+    assert isinstance(mlflow_callback, MLflowTrials) and isinstance(wandb_callback, WandbTrials)
+    assert mlflow_callback.experiment_name == "sweeps" and mlflow_callback.tags["raymeta.config_hash"] == base.hash()
+    assert wandb_callback.project == "p" and wandb_callback.group == "lambdas"
+    assert wandb_callback.kwargs["dir"] == str(tmp_path / "lambdas")
+    assert tracking_callbacks(load_config(None, ["tracking.tensorboard=true"]), tmp_path) == []

@@ -225,7 +225,9 @@ def run_trial(params: dict, setup: dict) -> None:
     save_config(config, RunPaths(run_dir).config)
     overrides = ", ".join(f"{k}={v}" for k, v in space.overrides(params).items())
     progress(f"sweep: trial {trial_id}: {overrides}")
-    config = dataclasses.replace(config, ray=RayConfig(**setup["train_options"]))
+    # MLflow and W&B track the trial through Tune's logger callbacks (the driver's): not a second time here
+    trial_tracking = dataclasses.replace(config.tracking, mlflow=False, wandb=False)
+    config = dataclasses.replace(config, ray=RayConfig(**setup["train_options"]), tracking=trial_tracking)
     checkpoint = train_distributed(config, progress=progress, callbacks=[TuneReportCallback()])
     trained = load_trained(checkpoint)
     frame = _evaluated_rows(config, trained, space, params, trial_id, FINISHED, progress)
@@ -378,6 +380,14 @@ class SweepProgress(tune.Callback):
         self._line(trial, "errored")
 
 
+def _tracking_callbacks(base: Config, folder: Path) -> list:
+    if not base.tracking.enabled():
+        return []
+    from raymeta.drivers.tune_tracking import tracking_callbacks  # imports the trackers' packages: only when asked
+
+    return tracking_callbacks(base, folder)
+
+
 def run_sweep(
     space: SearchSpace, base: Config, progress: Progress | None = None, *, resume: bool | None = None
 ) -> dict:
@@ -469,7 +479,7 @@ def run_sweep(
                 storage_path=str(folder),
                 verbose=options.verbose,
                 failure_config=tune.FailureConfig(max_failures=options.trial_retries),
-                callbacks=[SweepProgress()],
+                callbacks=[SweepProgress(), *_tracking_callbacks(base, folder)],
             ),
         )
         grid = tuner.fit()

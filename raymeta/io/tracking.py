@@ -23,6 +23,7 @@ from pathlib import Path
 from raymeta.config.schema import Config, short_hash
 from raymeta.errors import ConfigError
 from raymeta.method.health import worst_by_block
+from raymeta.method.objective import LOSS_PARTS
 
 EXTRA = "tracking"
 """The optional dependency group that installs every tracker's package."""
@@ -88,6 +89,20 @@ def epoch_metrics(record) -> dict[str, float]:
     metrics.update({f"rec/{block}": value for block, value in worst_by_block(record.rec_errors).items()})
     metrics.update({"stage": record.stage + 1, "epoch_seconds": record.seconds})
     return {name: float(value) for name, value in metrics.items() if not math.isnan(float(value))}
+
+
+def report_metrics(report: dict) -> dict:
+    """An epoch's report to Ray Train and Tune (``EpochRecord.metrics``) under the names of :func:`epoch_metrics`:
+    ``acc@<γ>`` → ``val_accuracy/gamma_<γ>`` (MLflow refuses ``@``), each loss part → ``loss/<part>``; every
+    other key as it is. What Tune's logger callbacks log for a sweep's trials."""
+    renamed = {}
+    for key, value in report.items():
+        if key.startswith("acc@"):
+            key = f"val_accuracy/gamma_{key[len('acc@') :]}"
+        elif key in LOSS_PARTS:
+            key = f"loss/{key}"
+        renamed[key] = value
+    return renamed
 
 
 # ---- one backend per tracker ------------------------------------------------------------------------------------
