@@ -27,7 +27,7 @@ from raymeta.errors import CheckpointError, ConfigError, RaymetaError
 from raymeta.io.artifacts import MetamorphicCheckpoint, SmoothedCheckpoint
 from raymeta.io.files import RunPaths, atomic_write
 from raymeta.io.progress import Progress
-from raymeta.io.tracking import Tracker, check_trackers, tracking
+from raymeta.io.tracking import Tracker, resolve_tracking, tracking
 from raymeta.stages.collective import Collective
 from raymeta.stages.monitor import existing_checkpoint, save_epoch
 from raymeta.stages.train import StepHook, run_training
@@ -235,10 +235,9 @@ def train_distributed(
 
     options = config.ray
     progress = progress or Progress()
-    config = dataclasses.replace(config, run_dir=str(Path(config.run_dir).resolve()))
+    config = resolve_tracking(dataclasses.replace(config, run_dir=str(Path(config.run_dir).resolve())))
     paths = RunPaths(config.run_dir)
     SmoothedCheckpoint.load(paths.smoothed)  # fail here, not in the workers
-    check_trackers(config)
     # what can be refused without a cluster is refused before starting one
     _plan_workers(options, config.train.configs_per_step, {"CPU": 1e9, "GPU": 1e9})
     storage = Path(options.storage_path or paths.root / "ray").resolve()

@@ -46,6 +46,7 @@ from raymeta.io.artifacts import EpochRecord, MetamorphicCheckpoint, SmoothedChe
 from raymeta.io.files import RunPaths, atomic_write, atomic_write_text, save_config
 from raymeta.io.progress import Progress
 from raymeta.io.results import PARAM_PREFIX, is_seen, read_table, read_tables, write_table
+from raymeta.io.tracking import resolve_tracking
 from raymeta.stages.evaluate import evaluate_trained
 from raymeta.stages.networks import load_trained
 from raymeta.stages.pretrain import pretrain
@@ -400,7 +401,7 @@ def run_sweep(
     progress = progress or Progress()
     space = effective_space(space, options)
     check_validation_split(base)
-    base = dataclasses.replace(base, run_dir=str(Path(base.run_dir).resolve()))
+    base = resolve_tracking(dataclasses.replace(base, run_dir=str(Path(base.run_dir).resolve())))
     gammas = score_gammas(base, options)
     folder = sweep_dir(base, space, options)
     resuming = _check_same_sweep(folder, space, base, resume)

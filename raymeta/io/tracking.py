@@ -15,8 +15,12 @@ is one error naming it. Ray's integrations (``setup_mlflow``, ``setup_wandb``) a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import math
+import os
+import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -48,10 +52,43 @@ def require(tracker: str):
         ) from None
 
 
-def check_trackers(config: Config) -> None:
-    """Fail before any work when a tracker asked for cannot be imported."""
-    for tracker in config.tracking.enabled():
+def resolve_tracking(config: Config) -> Config:
+    """``config`` with its trackers checked and their places fixed on this, the driving, machine: each package
+    importable, the MLflow URI given (``tracking.mlflow_uri``, else ``MLFLOW_TRACKING_URI``) and local paths in it
+    made absolute, ``tracking.tensorboard_dir`` absolute. Ray workers run in folders of Ray's own, where a
+    relative path would put the records out of sight (and MLflow's default, ``sqlite:///mlflow.db`` in the
+    working directory, likewise): one error before any work instead."""
+    options = config.tracking
+    for tracker in options.enabled():
         require(tracker)
+    changes = {}
+    if options.mlflow:
+        uri = options.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            raise ConfigError(
+                "tracking.mlflow=true needs a tracking URI: tracking.mlflow_uri (--mlflow-uri) or MLFLOW_TRACKING_URI, "
+                "e.g. http://HOST:5000 (a server every node reaches), sqlite:////abs/mlflow.db (needs sqlalchemy), "
+                "or file:///abs/mlruns (MLflow's file store, with MLFLOW_ALLOW_FILE_STORE=true)"
+            )
+        changes["mlflow_uri"] = absolute_uri(uri)
+    if options.tensorboard_dir:
+        changes["tensorboard_dir"] = str(Path(options.tensorboard_dir).resolve())
+    return dataclasses.replace(config, tracking=dataclasses.replace(options, **changes)) if changes else config
+
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def absolute_uri(uri: str) -> str:
+    """An MLflow tracking URI with a local path in it made absolute: a bare path or ``file:`` (a file store),
+    ``sqlite:///relative.db``; servers, ``sqlite:////abs.db``, ``databricks`` and the like as they are."""
+    if uri.startswith("file:"):
+        return Path(uri[len("file://") :] if uri.startswith("file://") else uri[len("file:") :]).resolve().as_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
+    if uri == "databricks" or _SCHEME.match(uri):
+        return uri
+    return Path(uri).resolve().as_uri()
 
 
 def tracked_run_name(config: Config) -> str:
@@ -118,13 +155,16 @@ class MlflowBackend:
             mlflow.set_tracking_uri(options.mlflow_uri)
         experiment = mlflow.set_experiment(options.mlflow_experiment)
         tags = {HASH_TAG: config.hash(), RUN_DIR_TAG: str(Path(config.run_dir).resolve())}
-        previous = mlflow.search_runs(
-            experiment_ids=[experiment.experiment_id],
-            filter_string=" and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items()),
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-            output_format="list",
-        )
+        previous = [  # the run folder compared here: a path may hold what a filter string cannot
+            run
+            for run in mlflow.search_runs(
+                experiment_ids=[experiment.experiment_id],
+                filter_string=f"tags.`{HASH_TAG}` = '{config.hash()}'",
+                order_by=["attributes.start_time DESC"],
+                output_format="list",
+            )
+            if run.data.tags.get(RUN_DIR_TAG) == tags[RUN_DIR_TAG]
+        ][:1]
         if mlflow.active_run() is not None:
             mlflow.end_run()
         if previous:  # made active first: Ray's setup_mlflow then continues it rather than starting another
@@ -198,7 +238,10 @@ class TensorBoardBackend:
 
         tensorboardx = require("tensorboard")
         folder = Path(config.tracking.tensorboard_dir or Path(config.run_dir) / "tensorboard")
-        self.writer = tensorboardx.SummaryWriter(logdir=str(folder))
+        # the file name holds the start time to the second: a session of its own gets a suffix of its own, so that
+        # a resumed run started within the same second adds a file instead of writing over the last one's
+        suffix = f".{os.getpid()}.{time.time_ns()}"
+        self.writer = tensorboardx.SummaryWriter(logdir=str(folder), filename_suffix=suffix)
         self.writer.add_text("config", "```\n" + yaml.safe_dump(config.to_dict(), sort_keys=False) + "```")
         self.folder = folder
 
@@ -261,5 +304,5 @@ def log_run_files(config: Config, paths: list[Path], folder: str = "") -> None:
     continued by its key; nothing when tracking is off."""
     if not config.tracking.enabled():
         return
-    with tracking(config) as tracker:
+    with tracking(resolve_tracking(config)) as tracker:
         tracker.log_files(paths, folder)

@@ -24,7 +24,7 @@ from raymeta.io.artifacts import EpochRecord, MetamorphicCheckpoint, SmoothedChe
 from raymeta.io.data import DatasetBundle, EpochBatches
 from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress, format_duration, throughput
-from raymeta.io.tracking import check_trackers, tracking
+from raymeta.io.tracking import resolve_tracking, tracking
 from raymeta.method.ema import ExponentialAverage, inr_parameters
 from raymeta.method.health import block_alphas, reconstruction_errors
 from raymeta.method.metamorphic import MetamorphicNetwork
@@ -376,7 +376,7 @@ def train(
     """
     progress = progress or Progress()
     paths = RunPaths(config.run_dir)
-    check_trackers(config)
+    config = resolve_tracking(config)
     checkpoint = existing_checkpoint(config, resume)
     if checkpoint is not None:
         progress(f"train: resuming from {paths.train_checkpoint}")
