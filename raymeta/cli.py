@@ -227,6 +227,10 @@ def _pipeline(args: argparse.Namespace, progress: Progress) -> None:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         print(f"# config hash {config.hash()}")
         return
+    if config.tracking.enabled():  # a tracker that cannot work is refused before any work, not after it
+        from raymeta.io.tracking import resolve_tracking
+
+        config = resolve_tracking(config)
     Path(config.run_dir).mkdir(parents=True, exist_ok=True)
     if args.command != "evaluate":  # evaluate reads an existing run and never rewrites its config.yaml
         save_config(config, RunPaths(config.run_dir).config)

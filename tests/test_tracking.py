@@ -36,6 +36,7 @@ def test_a_tracker_without_its_package_is_one_error_naming_the_extra(monkeypatch
 
 
 def test_mlflow_needs_a_tracking_uri_and_local_ones_are_made_absolute(monkeypatch, tmp_path):
+    monkeypatch.setattr("raymeta.io.tracking.require", lambda tracker: None)  # the places only: no import of mlflow
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"tracking\.mlflow=true needs a tracking URI: tracking\.mlflow_uri"):
@@ -228,3 +229,12 @@ def test_a_sweep_tracks_its_trials_through_tunes_logger_callbacks(tmp_path):
     assert wandb_callback.project == "p" and wandb_callback.group == "lambdas"
     assert wandb_callback.kwargs["dir"] == str(tmp_path / "lambdas")
     assert tracking_callbacks(load_config(None, ["tracking.tensorboard=true"]), tmp_path) == []
+
+
+def test_a_command_asking_for_a_tracker_it_cannot_use_fails_before_any_work(tmp_path, monkeypatch, capsys):
+    from raymeta.cli import main
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["run", "--config", "jobs/debug.yaml", "--workers", "0", "--run-dir", str(tmp_path), "--mlflow"]) == 2
+    assert "tracking.mlflow=true needs a tracking URI" in capsys.readouterr().err
+    assert not (tmp_path / "prior.pt").exists()

@@ -654,9 +654,10 @@ class TrackingConfig:
     mlflow: bool = False
     """Log to MLflow (needs mlflow or mlflow-skinny: pip install 'raymeta[tracking]')."""
     mlflow_uri: str | None = None
-    """MLflow tracking URI: a server (http://host:5000), a database (sqlite:///mlflow.db) or a file store
-    (file:///abs/mlruns, which MLflow accepts with MLFLOW_ALLOW_FILE_STORE=true); null: MLFLOW_TRACKING_URI,
-    else MLflow's default. On a cluster, a server every node reaches."""
+    """MLflow tracking URI: a server (http://host:5000), a database (sqlite:////abs/mlflow.db, with sqlalchemy)
+    or a file store (file:///abs/mlruns, which MLflow accepts with MLFLOW_ALLOW_FILE_STORE=true); null:
+    MLFLOW_TRACKING_URI (one of the two is required; a local path in it is made absolute). On a cluster, a
+    server every node reaches."""
     mlflow_experiment: str = "raymeta"
     """MLflow experiment the runs go to (created when missing)."""
     wandb: bool = False

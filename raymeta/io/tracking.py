@@ -58,10 +58,7 @@ def resolve_tracking(config: Config) -> Config:
     made absolute, ``tracking.tensorboard_dir`` absolute. Ray workers run in folders of Ray's own, where a
     relative path would put the records out of sight (and MLflow's default, ``sqlite:///mlflow.db`` in the
     working directory, likewise): one error before any work instead."""
-    options = config.tracking
-    for tracker in options.enabled():
-        require(tracker)
-    changes = {}
+    options, changes = config.tracking, {}
     if options.mlflow:
         uri = options.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
         if not uri:
@@ -73,6 +70,8 @@ def resolve_tracking(config: Config) -> Config:
         changes["mlflow_uri"] = absolute_uri(uri)
     if options.tensorboard_dir:
         changes["tensorboard_dir"] = str(Path(options.tensorboard_dir).resolve())
+    for tracker in options.enabled():
+        require(tracker)
     return dataclasses.replace(config, tracking=dataclasses.replace(options, **changes)) if changes else config
 
 
