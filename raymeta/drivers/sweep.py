@@ -226,8 +226,12 @@ def run_trial(params: dict, setup: dict) -> None:
     save_config(config, RunPaths(run_dir).config)
     overrides = ", ".join(f"{k}={v}" for k, v in space.overrides(params).items())
     progress(f"sweep: trial {trial_id}: {overrides}")
-    # MLflow and W&B track the trial through Tune's logger callbacks (the driver's): not a second time here
-    trial_tracking = dataclasses.replace(config.tracking, mlflow=False, wandb=False)
+    # MLflow and W&B track the trial through Tune's logger callbacks (the driver's): not a second time here.
+    # TensorBoard: the trial's own events, in its run folder or in a folder of its own under tensorboard_dir
+    board = config.tracking.tensorboard_dir
+    trial_tracking = dataclasses.replace(
+        config.tracking, mlflow=False, wandb=False, tensorboard_dir=str(Path(board) / trial_id) if board else None
+    )
     config = dataclasses.replace(config, ray=RayConfig(**setup["train_options"]), tracking=trial_tracking)
     checkpoint = train_distributed(config, progress=progress, callbacks=[TuneReportCallback()])
     trained = load_trained(checkpoint)

@@ -92,7 +92,7 @@ def absolute_uri(uri: str) -> str:
 
 def tracked_run_name(config: Config) -> str:
     """The tracked run's name: the run folder's name and the config hash (``quickstart-1a0e6da0b975``)."""
-    return f"{Path(config.run_dir).name}-{config.hash()}"
+    return f"{Path(config.run_dir).resolve().name}-{config.hash()}"
 
 
 def tracked_run_key(config: Config) -> str:
