@@ -159,7 +159,11 @@ def test_a_single_process_run_tracks_to_mlflow_wandb_and_tensorboard(prepared_ru
     assert [m.step for m in history] == [3, 6]  # one per epoch, at the global step, across both sessions
     for name in ("val_accuracy/gamma_0", "val_accuracy/gamma_0.5", "alpha/stage2.block1", "rec/stage3.block1"):
         assert name in run.data.metrics, name
-    assert artifact_paths(client, run.info.run_id) == {f"results/{table.name}", report.name}
+    assert artifact_paths(client, run.info.run_id) == {
+        "results/train-monitor.parquet",
+        f"results/{table.name}",
+        report.name,
+    }
 
     offline = sorted((Path(config.run_dir) / "wandb").glob(f"offline-run-*-{tracked_run_key(config)}"))
     # one run id for the two training sessions, the evaluation's table and the report (a folder per session,
@@ -198,6 +202,7 @@ def test_ray_train_rank_zero_continues_the_tracked_run_of_the_single_process(pre
     history = client.get_metric_history(runs[0].info.run_id, "loss/loss")
     assert [m.step for m in history] == [3, 6]  # rank 0 alone logs: one point per epoch
     assert "alpha/stage3.block1" in runs[0].data.metrics
+    assert artifact_paths(client, runs[0].info.run_id) == {"results/train-monitor.parquet"}  # from rank 0
     scalars = tensorboard_scalars(Path(config.run_dir) / "tensorboard")
     assert [step for step, _ in scalars["loss/loss"]] == [3, 6]
     # W&B through setup_wandb on rank 0, offline: WANDB_MODE reached the workers, which Ray started before it was set

@@ -127,6 +127,7 @@ def train_worker(loop_config: dict) -> None:
             stop_after_epochs=loop_config["stop_after_epochs"],
             step_hook=loop_config["step_hook"],
         )
+        tracker.log_files([paths.results / "train-monitor.parquet"], "results")
 
 
 def _rank_zero_tracking(config: Config, rank: int):

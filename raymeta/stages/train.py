@@ -394,5 +394,6 @@ def train(
             step_hook=step_hook,
             on_epoch_end=on_epoch_end,
         )
+        tracker.log_files([paths.results / "train-monitor.parquet"], "results")
     progress(f"train: checkpoint {paths.train_checkpoint}")
     return paths.train_checkpoint
