@@ -33,12 +33,22 @@ import dataclasses
 import json
 import sys
 import typing
+from pathlib import Path
 
 import yaml
 
 from raymeta.config.docs import field_docs
 from raymeta.config.loading import load_config, method_overrides
-from raymeta.config.schema import BaselineConfig, Config, DeployConfig, ExportConfig, RayConfig, SweepConfig
+from raymeta.config.schema import (
+    TRACKERS,
+    BaselineConfig,
+    Config,
+    DeployConfig,
+    ExportConfig,
+    RayConfig,
+    SweepConfig,
+    TrackingConfig,
+)
 from raymeta.drivers.jobs import require_kept_output
 from raymeta.errors import ConfigError, RaymetaError
 from raymeta.io.files import RunPaths, location, require_local, save_config
@@ -233,6 +243,10 @@ def _pipeline(args: argparse.Namespace, progress: Progress) -> None:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         print(f"# config hash {config.hash()}")
         return
+    if config.tracking.enabled():  # a tracker that cannot work is refused before any work, not after it
+        from raymeta.io.tracking import resolve_tracking
+
+        config = resolve_tracking(config)
     location(config.run_dir).mkdir(parents=True, exist_ok=True)
     if args.command != "evaluate":  # evaluate reads an existing run and never rewrites its config.yaml
         save_config(config, RunPaths(config.run_dir).config)
@@ -279,7 +293,8 @@ def _export(args: argparse.Namespace, progress: Progress) -> None:
     _local_run_dir(args)
     config = _config(args)
     run_dir = args.run_dir or (config.run_dir if args.config else None)
-    run_export(config.export, progress, run_dir=run_dir)
+    paths = run_export(config.export, progress, run_dir=run_dir)
+    _log_outputs(config, run_dir, list(paths.values()), f"export/{Path(next(iter(paths.values()))).parent.name}")
 
 
 def _deploy(args: argparse.Namespace, progress: Progress) -> None:
@@ -291,7 +306,23 @@ def _deploy(args: argparse.Namespace, progress: Progress) -> None:
     run_dir = args.run_dir or (config.run_dir if args.config else None)
     if not run_dir:
         raise ConfigError("raymeta deploy needs --run-dir naming a trained run")
-    deploy(run_dir, config.deploy, progress)
+    summary = deploy(run_dir, config.deploy, progress)
+    files = [Path(path) for path in (summary or {}).get("files", {}).values()]
+    if files:
+        _log_outputs(config, run_dir, [*files, files[0].parent / "deploy.json"], f"deploy/{files[0].parent.name}")
+
+
+def _log_outputs(config: Config, run_dir: str | None, paths: list[Path], folder: str) -> None:
+    """Files an export or deploy wrote, to the trained run's tracked run: the one its config.yaml names, with
+    its tracking settings, or the command's when they switch a tracker on (``--mlflow``, …)."""
+    saved = RunPaths(run_dir).config if run_dir else None
+    if saved is None or not saved.is_file():
+        return
+    from raymeta.io.tracking import log_run_files
+
+    trained = load_config(saved)
+    tracking = config.tracking if config.tracking.enabled() else trained.tracking
+    log_run_files(dataclasses.replace(trained, run_dir=str(run_dir), tracking=tracking), paths, folder)
 
 
 def _report(args: argparse.Namespace, progress: Progress) -> None:
@@ -393,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
             add_config_flags(
                 p.add_argument_group("distributed training (Ray Train; the config's ray: group)"), RayConfig, "ray"
             )
+            _add_tracking(p)
         _add_resume(p, "a checkpoint")
     p = sub.add_parser("evaluate", help="accuracy at every γ of a grid, written to Parquet")
     _add_common(p, reads_run=True)
@@ -441,6 +473,11 @@ def _add_baseline(sub) -> None:
         k.add_argument("--out", help="results folder (default: RUN_DIR/results)")
 
 
+def _add_tracking(parser: argparse.ArgumentParser, names: typing.Iterable[str] | None = None) -> None:
+    settings = parser.add_argument_group("experiment tracking (the config's tracking: group)")
+    add_config_flags(settings, TrackingConfig, "tracking", names)
+
+
 def _add_no_onnx(settings, group: str) -> None:
     """``--no-onnx``: the short form of ``--onnx false`` for the export and deploy groups."""
     settings.add_argument(
@@ -459,6 +496,7 @@ def _add_export_report(sub) -> None:
     settings = p.add_argument_group("export settings (the config's export: group)")
     add_config_flags(settings, ExportConfig, "export", aliases={"output": ["-o"]})
     _add_no_onnx(settings, "export")
+    _add_tracking(p, TRACKERS)
     p = sub.add_parser(
         "deploy",
         help="the best network within a MAC, parameter or latency budget, exported",
@@ -472,6 +510,7 @@ def _add_export_report(sub) -> None:
     settings = p.add_argument_group("deploy settings (the config's deploy: group; exactly one budget)")
     add_config_flags(settings, DeployConfig, "deploy", aliases={"output": ["-o"]})
     _add_no_onnx(settings, "deploy")
+    _add_tracking(p, TRACKERS)
     p = sub.add_parser("report", help="self-contained HTML report of result tables")
     p.add_argument("tables", nargs="+", help="Parquet files, folders (searched recursively) or glob patterns")
     p.add_argument("-o", "--output", required=True, help="HTML file to write, e.g. reports/NAME.html")
@@ -491,6 +530,7 @@ def _add_sweep(sub) -> None:
     _add_common(p)
     add_config_flags(p.add_argument_group("sweep settings (the config's sweep: group)"), SweepConfig, "sweep")
     add_config_flags(p.add_argument_group("cluster (the config's ray: group)"), RayConfig, "ray", ["address"])
+    _add_tracking(p)
     _add_resume(p, "a sweep in the folder")
 
 

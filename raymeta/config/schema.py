@@ -659,6 +659,51 @@ class ExportConfig:
         )
 
 
+TRACKERS = ("mlflow", "wandb", "tensorboard")
+"""The experiment trackers a run can report to (``tracking.<name>: true``)."""
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment trackers a run reports to, any of them (all off by default; flags --mlflow, --wandb,
+    --tensorboard). Each gets the resolved config as parameters, every epoch's loss parts, validation accuracy
+    at the monitored γ, α and worst reconstruction error per block as metrics, and the result tables, the
+    report and exported networks as files. The tracked run is named by the config hash and the run folder, so
+    a resumed run continues it. In a sweep every trial is one tracked run (Tune's logger callbacks). What is
+    watched, not what is computed: outside the config hash."""
+
+    mlflow: bool = False
+    """Log to MLflow (needs mlflow or mlflow-skinny: pip install 'raymeta[tracking]')."""
+    mlflow_uri: str | None = None
+    """MLflow tracking URI: a server (http://host:5000), a database (sqlite:////abs/mlflow.db, with sqlalchemy)
+    or a file store (file:///abs/mlruns, which MLflow accepts with MLFLOW_ALLOW_FILE_STORE=true); null:
+    MLFLOW_TRACKING_URI (one of the two is required; a local path in it is made absolute). On a cluster, a
+    server every node reaches."""
+    mlflow_experiment: str = "raymeta"
+    """MLflow experiment the runs go to (created when missing)."""
+    wandb: bool = False
+    """Log to Weights & Biases (needs wandb: pip install 'raymeta[tracking]'); WANDB_MODE=offline writes the
+    run under RUN_DIR/wandb/ only, for ``wandb sync`` later."""
+    wandb_project: str = "raymeta"
+    """W&B project the runs go to."""
+    wandb_entity: str | None = None
+    """W&B entity (team or user); null: the account's default."""
+    tensorboard: bool = False
+    """Write TensorBoard event files (tensorboardX, installed with Ray Tune): ``tensorboard --logdir`` on
+    tensorboard_dir."""
+    tensorboard_dir: str | None = None
+    """Folder of the event files; null: RUN_DIR/tensorboard."""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.mlflow_experiment), "tracking.mlflow_experiment", self.mlflow_experiment, "a name")
+        _require(bool(self.wandb_project), "tracking.wandb_project", self.wandb_project, "a name")
+        _require_folder("tracking.tensorboard_dir", self.tensorboard_dir)
+
+    def enabled(self) -> list[str]:
+        """The trackers switched on, in :data:`TRACKERS` order."""
+        return [name for name in TRACKERS if getattr(self, name)]
+
+
 @dataclass
 class Config:
     run_dir: str = field(default="runs/default", metadata=HASH_EXCLUDE)
@@ -682,6 +727,7 @@ class Config:
     baseline: BaselineConfig = field(default_factory=BaselineConfig, metadata=HASH_EXCLUDE)
     deploy: DeployConfig = field(default_factory=DeployConfig, metadata=HASH_EXCLUDE)
     export: ExportConfig = field(default_factory=ExportConfig, metadata=HASH_EXCLUDE)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig, metadata=HASH_EXCLUDE)
 
     def __post_init__(self) -> None:
         _require(

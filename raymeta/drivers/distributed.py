@@ -26,6 +26,7 @@ from raymeta.errors import CheckpointError, ConfigError, RaymetaError
 from raymeta.io.artifacts import MetamorphicCheckpoint, SmoothedCheckpoint
 from raymeta.io.files import RunPaths, StoragePath, absolute, copy_file, location, remove_tree
 from raymeta.io.progress import Progress
+from raymeta.io.tracking import Tracker, resolve_tracking, tracking
 from raymeta.stages.collective import Collective
 from raymeta.stages.monitor import existing_checkpoint, save_epoch
 from raymeta.stages.train import StepHook, run_training
@@ -92,6 +93,7 @@ def train_worker(loop_config: dict) -> None:
     config = dataclasses.replace(config_from_dict(loop_config["config"]), device=str(device), threads=None)
     collective = TorchCollective(rank, world_size, device)
     progress = Progress() if rank == 0 else (lambda message: None)
+    paths = RunPaths(config.run_dir)
 
     checkpoint, restored = None, ray.train.get_checkpoint()
     if restored is not None:
@@ -102,25 +104,56 @@ def train_worker(loop_config: dict) -> None:
         checkpoint = MetamorphicCheckpoint.load_to_resume(loop_config["resume_path"], expect_hash=config.hash())
         progress(f"train: resuming from {loop_config['resume_path']}")
 
-    def on_epoch_end(make_checkpoint, record) -> None:
-        metrics = record.metrics()  # numbers only: what Ray Train (and so Tune) is told of every epoch
-        if rank != 0:
-            ray.train.report(metrics, checkpoint=None)
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            # written once here, then copied to the run folder (which may be on object storage)
-            save_epoch(config, make_checkpoint(), local_copy=Path(folder) / CHECKPOINT_FILE)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+    with _rank_zero_tracking(config, rank) as tracker:
 
-    run_training(
-        config,
-        resume_from=checkpoint,
-        on_epoch_end=on_epoch_end,
-        progress=progress,
-        collective=collective,
-        stop_after_epochs=loop_config["stop_after_epochs"],
-        step_hook=loop_config["step_hook"],
-    )
+        def on_epoch_end(make_checkpoint, record) -> None:
+            metrics = record.metrics()  # numbers only: what Ray Train (and so Tune) is told of every epoch
+            if rank != 0:
+                ray.train.report(metrics, checkpoint=None)
+                return
+            tracker.log_epoch(record)
+            with tempfile.TemporaryDirectory() as folder:
+                # written once here, then copied to the run folder (which may be on object storage)
+                save_epoch(config, make_checkpoint(), local_copy=Path(folder) / CHECKPOINT_FILE)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+        run_training(
+            config,
+            resume_from=checkpoint,
+            on_epoch_end=on_epoch_end,
+            progress=progress,
+            collective=collective,
+            stop_after_epochs=loop_config["stop_after_epochs"],
+            step_hook=loop_config["step_hook"],
+        )
+        tracker.log_files([paths.results / "train-monitor.parquet"], "results")
+
+
+def _rank_zero_tracking(config: Config, rank: int):
+    """Rank 0's trackers, through Ray's ``setup_mlflow`` / ``setup_wandb``; the other ranks track nothing."""
+    if rank != 0 or not config.tracking.enabled():
+        return contextlib.nullcontext(Tracker([]))
+    mlflow_setup = wandb_setup = None
+    if config.tracking.mlflow:
+        from ray.air.integrations.mlflow import setup_mlflow as mlflow_setup
+    if config.tracking.wandb:
+        from ray.air.integrations.wandb import setup_wandb as wandb_setup
+    return tracking(config, mlflow_setup=mlflow_setup, wandb_setup=wandb_setup)
+
+
+TRACKING_ENV_PREFIXES = ("MLFLOW_", "WANDB_")
+SECRET_MARKERS = ("KEY", "TOKEN", "PASSWORD", "SECRET")
+
+
+def tracking_environment() -> dict[str, str]:
+    """The trackers' settings in this process's environment (``MLFLOW_TRACKING_URI``, ``WANDB_MODE``, …), for
+    the workers, which may run on other nodes. Secrets (API keys, tokens, passwords) are not passed on: they
+    belong in each node's environment (or the cluster's runtime environment), not in a job's task specs."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if key.startswith(TRACKING_ENV_PREFIXES) and not any(marker in key for marker in SECRET_MARKERS)
+    }
 
 
 @contextlib.contextmanager
@@ -202,7 +235,7 @@ def train_distributed(
 
     options = config.ray
     progress = progress or Progress()
-    config = dataclasses.replace(config, run_dir=absolute(config.run_dir))
+    config = resolve_tracking(dataclasses.replace(config, run_dir=absolute(config.run_dir)))
     paths = RunPaths(config.run_dir)
     SmoothedCheckpoint.load(paths.smoothed)  # fail here, not in the workers
     # what can be refused without a cluster is refused before starting one
@@ -248,7 +281,7 @@ def train_distributed(
                 logging_config=LoggingConfig(log_level=options.log_level),
                 callbacks=list(callbacks or []),
                 # rank 0's progress lines print once (not also through Train's logger)
-                worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
+                worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", **tracking_environment()}},
             ),
         )
         try:

@@ -55,6 +55,7 @@ from raymeta.io.files import (
 )
 from raymeta.io.progress import Progress
 from raymeta.io.results import PARAM_PREFIX, is_seen, read_table, read_tables, write_table
+from raymeta.io.tracking import resolve_tracking
 from raymeta.stages.evaluate import evaluate_trained
 from raymeta.stages.networks import load_trained
 from raymeta.stages.pretrain import pretrain
@@ -250,7 +251,13 @@ def run_trial(params: dict, setup: dict) -> None:
     save_config(config, RunPaths(run_dir).config)
     overrides = ", ".join(f"{k}={v}" for k, v in space.overrides(params).items())
     progress(f"sweep: trial {trial_id}: {overrides}")
-    config = dataclasses.replace(config, ray=RayConfig(**setup["train_options"]))
+    # MLflow and W&B track the trial through Tune's logger callbacks (the driver's): not a second time here.
+    # TensorBoard: the trial's own events, in its run folder or in a folder of its own under tensorboard_dir
+    board = config.tracking.tensorboard_dir
+    trial_tracking = dataclasses.replace(
+        config.tracking, mlflow=False, wandb=False, tensorboard_dir=str(Path(board) / trial_id) if board else None
+    )
+    config = dataclasses.replace(config, ray=RayConfig(**setup["train_options"]), tracking=trial_tracking)
     checkpoint = train_distributed(config, progress=progress, callbacks=[TuneReportCallback()])
     trained = load_trained(checkpoint)
     frame = _evaluated_rows(config, trained, space, params, trial_id, FINISHED, progress)
@@ -402,6 +409,14 @@ class SweepProgress(tune.Callback):
         self._line(trial, "errored")
 
 
+def _tracking_callbacks(base: Config, folder: Path) -> list:
+    if not base.tracking.enabled():
+        return []
+    from raymeta.drivers.tune_tracking import tracking_callbacks  # imports the trackers' packages: only when asked
+
+    return tracking_callbacks(base, folder)
+
+
 def run_sweep(
     space: SearchSpace, base: Config, progress: Progress | None = None, *, resume: bool | None = None
 ) -> dict:
@@ -414,7 +429,7 @@ def run_sweep(
     progress = progress or Progress()
     space = effective_space(space, options)
     check_validation_split(base)
-    base = dataclasses.replace(base, run_dir=absolute(base.run_dir))
+    base = resolve_tracking(dataclasses.replace(base, run_dir=absolute(base.run_dir)))
     gammas = score_gammas(base, options)
     folder = sweep_dir(base, space, options)
     resuming = _check_same_sweep(folder, space, base, resume)
@@ -492,7 +507,7 @@ def run_sweep(
                 **ray_storage(folder),
                 verbose=options.verbose,
                 failure_config=tune.FailureConfig(max_failures=options.trial_retries),
-                callbacks=[SweepProgress()],
+                callbacks=[SweepProgress(), *_tracking_callbacks(base, folder)],
             ),
         )
         grid = tuner.fit()

@@ -42,7 +42,7 @@ from raymeta.errors import CheckpointError, ConfigError
 from raymeta.io.artifacts import PriorCheckpoint, SmoothedCheckpoint
 from raymeta.io.data import EpochBatches, make_loader
 from raymeta.io.files import RunPaths, require_local, save_config
-from raymeta.io.progress import Progress
+from raymeta.io.progress import Bar, Progress
 from raymeta.io.results import ResultsError, read_tables, result_frame, write_table
 from raymeta.method.models import Architecture, ResNet, block_name, count_params_macs, hidden_width, resolve_blocks
 from raymeta.method.schedule import plan_stages, set_warmup
@@ -204,6 +204,8 @@ def train_like_the_prior(
     lr: float,
     device: torch.device,
     on_epoch: Callable[[EpochEnd], object] | None = None,
+    label: str | None = None,
+    progress=None,
 ) -> float:
     """Train ``model`` with the prior's recipe (:func:`~raymeta.stages.fitting.sgd_cosine` from ``lr`` over
     ``epochs``); returns training seconds.
@@ -222,6 +224,8 @@ def train_like_the_prior(
         epochs=range(epochs),
         device=device,
         on_epoch=on_epoch,
+        label=label,
+        progress=progress,
     )
 
 
@@ -331,6 +335,8 @@ def run_individual(
             lr=lr,
             device=device,
             on_epoch=on_epoch,
+            label=f"baseline individual γ={gamma:g}",
+            progress=progress,
         )
         row = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
         final = result_frame([row], identity, stage=0, epoch=epochs, split="test", train_time_s=seconds)
@@ -386,58 +392,63 @@ def run_pruning(
     first_epoch = EpochBatches(bundle.train, config.data.batch_size, seed=config.seed, epoch=0, drop_last=False)
     batches = [first_epoch[position] for position in range(min(gradient_batches, len(first_epoch)))]
     written = []
-    for importance in importances:
-        for gamma in gammas:
-            method = f"prune-{importance}"
-            wanted = [method] + ([f"{method}+ft"] if finetune_epochs > 0 else [])
-            if all((m, round(float(gamma), 9)) in done for m in wanted):
-                progress(f"baseline prune: {method} γ={gamma:g} already in {out}, skipped")
-                continue
-            widths = target_widths(prior.arch, blocks, gamma)
-            start = time.perf_counter()
-            model = prune_to_gamma(
-                prior, blocks, gamma, importance, batches=batches, device=device, seed=config.seed
-            ).to(device)
-            prune_seconds = time.perf_counter() - start
-            row = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
-            identity = run_identity(
-                config,
-                method=method,
-                run_id=f"{run_name}/{method}/gamma={gamma:g}",
-                dataset=bundle.info.name,
-                config_hash=settings_hash,
-            )
-            frames = [result_frame([row], identity, stage=0, epoch=0, split="test", train_time_s=prune_seconds)]
-            message = f"baseline prune: {method} γ={gamma:g}: accuracy {row['accuracy']:.4f}"
-            if finetune_epochs > 0:
-                seconds = train_like_the_prior(
-                    model, bundle, config, epochs=finetune_epochs, lr=finetune_lr, device=device
-                )
-                tuned = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
-                tuned_identity = run_identity(
+    with Bar(len(importances) * len(gammas), "baseline prune", unit="network", progress=progress) as bar:
+        for importance in importances:
+            for gamma in gammas:
+                method = f"prune-{importance}"
+                wanted = [method] + ([f"{method}+ft"] if finetune_epochs > 0 else [])
+                if all((m, round(float(gamma), 9)) in done for m in wanted):
+                    progress(f"baseline prune: {method} γ={gamma:g} already in {out}, skipped")
+                    bar.update()
+                    continue
+                widths = target_widths(prior.arch, blocks, gamma)
+                start = time.perf_counter()
+                model = prune_to_gamma(
+                    prior, blocks, gamma, importance, batches=batches, device=device, seed=config.seed
+                ).to(device)
+                prune_seconds = time.perf_counter() - start
+                row = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
+                identity = run_identity(
                     config,
-                    method=f"{method}+ft",
-                    run_id=f"{run_name}/{method}+ft/gamma={gamma:g}",
+                    method=method,
+                    run_id=f"{run_name}/{method}/gamma={gamma:g}",
                     dataset=bundle.info.name,
                     config_hash=settings_hash,
                 )
-                frames.append(
-                    result_frame(
-                        [tuned],
-                        tuned_identity,
-                        stage=0,
-                        epoch=finetune_epochs,
-                        split="test",
-                        train_time_s=prune_seconds + seconds,
+                frames = [result_frame([row], identity, stage=0, epoch=0, split="test", train_time_s=prune_seconds)]
+                message = f"baseline prune: {method} γ={gamma:g}: accuracy {row['accuracy']:.4f}"
+                if finetune_epochs > 0:
+                    seconds = train_like_the_prior(
+                        model, bundle, config, epochs=finetune_epochs, lr=finetune_lr, device=device
+                    )
+                    tuned = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
+                    tuned_identity = run_identity(
+                        config,
+                        method=f"{method}+ft",
+                        run_id=f"{run_name}/{method}+ft/gamma={gamma:g}",
+                        dataset=bundle.info.name,
+                        config_hash=settings_hash,
+                    )
+                    frames.append(
+                        result_frame(
+                            [tuned],
+                            tuned_identity,
+                            stage=0,
+                            epoch=finetune_epochs,
+                            split="test",
+                            train_time_s=prune_seconds + seconds,
+                        )
+                    )
+                    message += f", fine-tuned {tuned['accuracy']:.4f} ({seconds:.1f}s)"
+                written.append(
+                    write_table(
+                        pd.concat(frames, ignore_index=True),
+                        out,
+                        name=f"{method}-gamma={gamma:g}-{settings_hash}.parquet",
                     )
                 )
-                message += f", fine-tuned {tuned['accuracy']:.4f} ({seconds:.1f}s)"
-            written.append(
-                write_table(
-                    pd.concat(frames, ignore_index=True), out, name=f"{method}-gamma={gamma:g}-{settings_hash}.parquet"
-                )
-            )
-            progress(message)
+                progress(message)
+                bar.update()
     return written
 
 
@@ -502,6 +513,8 @@ def fit_head(
     epochs: int,
     device: torch.device,
     on_epoch: Callable[[EpochEnd], object] | None = None,
+    label: str | None = None,
+    progress=None,
 ) -> float:
     """Train only the parameters ``names`` as the metamorphic run trains its head group; returns training seconds.
 
@@ -546,6 +559,8 @@ def fit_head(
         max_batches=batches,
         drop_last=True,
         on_epoch=on_epoch,
+        label=label,
+        progress=progress,
     )
 
 
@@ -638,6 +653,8 @@ def run_skip(
         epochs=epochs,
         device=device,
         on_epoch=on_epoch if monitor_loader is not None else None,
+        label="baseline skip",
+        progress=progress,
     )
     test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
     rows = _repeated_rows(model, test_loader, device, todo, params, macs)

@@ -15,6 +15,7 @@ from raymeta.errors import CheckpointError
 from raymeta.io.artifacts import EpochRecord, MetamorphicCheckpoint, TrainingState
 from raymeta.io.data import DatasetInfo
 from raymeta.io.files import RunPaths, copy_file
+from raymeta.io.progress import format_duration, throughput
 from raymeta.io.results import ALPHA_PREFIX, REC_PREFIX, result_frame, write_table
 from raymeta.method.ema import ExponentialAverage
 from raymeta.method.health import worst_by_block
@@ -63,9 +64,13 @@ def evaluate_monitor(
     return sorted(gathered, key=lambda row: row["gamma"])
 
 
-def epoch_summary(record: EpochRecord, stage: Stage, stage_count: int) -> str:
+def epoch_summary(
+    record: EpochRecord, stage: Stage, stage_count: int, *, steps: int, images: int, epochs_left: int
+) -> str:
     """The progress line of a finished epoch: its losses, monitored accuracies, α and worst reconstruction error
-    per block (at γ = 0)."""
+    per block (at γ = 0), its time, throughput (``steps`` optimiser steps and ``images`` training images over
+    the epoch's time, monitoring included) and the time left: ``epochs_left`` more epochs at this one's time
+    (later stages train more blocks, so their epochs take longer: an ETA from the last epoch errs short)."""
     losses = record.losses
     accuracies = "  ".join(f"acc γ={row['gamma']:g} {row['accuracy']:.4f}" for row in record.monitor)
     alphas = " ".join(f"{a:.2f}" for a in record.alphas.values())
@@ -74,7 +79,8 @@ def epoch_summary(record: EpochRecord, stage: Stage, stage_count: int) -> str:
         f"train: stage {stage.index + 1}/{stage_count} epoch {record.epoch}/{stage.epochs} "
         f"step {record.step}  loss {losses['loss']:.4f} (task {losses['task']:.4f} "
         f"distill {losses['distill']:.4f} feature {losses['feature']:.4f} rec {losses['rec']:.5f} "
-        f"reg {losses['reg']:.2f})  {accuracies}  α [{alphas}]  rec [{worst}]  [{record.seconds:.1f}s]"
+        f"reg {losses['reg']:.2f})  {accuracies}  α [{alphas}]  rec [{worst}]  [{record.seconds:.1f}s, "
+        f"{throughput(steps, images, record.seconds)}, ETA {format_duration(epochs_left * record.seconds)}]"
     )
 
 

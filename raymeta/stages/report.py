@@ -35,6 +35,7 @@ from raymeta.io.results import (
     table_paths,
     validate_frame,
 )
+from raymeta.io.tracking import log_run_files
 
 METHOD_ORDER = ("metamorphic", "recipe", "neumeta", "individual", "skip")
 """Methods listed first, in this order; the rest (pruning variants, …) follow alphabetically."""
@@ -750,6 +751,7 @@ def run_report(config: Config, progress: Progress) -> Path:
     paths = RunPaths(config.run_dir)
     output = write_report(read_tables(paths.results), paths.report, title=f"raymeta run {paths.root.name}")
     progress(f"report: {output} (open it in a browser; `raymeta report` combines runs and baselines)")
+    log_run_files(config, [output])
     return output
 
 

@@ -23,7 +23,8 @@ from raymeta.config.schema import Config
 from raymeta.io.artifacts import EpochRecord, MetamorphicCheckpoint, SmoothedCheckpoint, TrainingState
 from raymeta.io.data import DatasetBundle, EpochBatches
 from raymeta.io.files import RunPaths
-from raymeta.io.progress import Progress
+from raymeta.io.progress import Progress, format_duration, throughput
+from raymeta.io.tracking import resolve_tracking, tracking
 from raymeta.method.ema import ExponentialAverage, inr_parameters
 from raymeta.method.health import block_alphas, reconstruction_errors
 from raymeta.method.metamorphic import MetamorphicNetwork
@@ -217,7 +218,7 @@ def train_epoch(
     parameters, width = trainable_parameters(net), reference_width(net)
     losses = torch.zeros(steps, len(LOSS_PARTS), dtype=torch.float64)
     net.train()
-    last_report = time.perf_counter()
+    start = last_report = time.perf_counter()
     for step_in_epoch in range(steps):
         set_warmup(
             optimizer,
@@ -241,10 +242,13 @@ def train_epoch(
         if step_hook is not None:
             step_hook(collective.rank, state.step)
         if time.perf_counter() - last_report > PROGRESS_SECONDS and step_in_epoch + 1 < steps:
-            last_report = time.perf_counter()
+            last_report, done = time.perf_counter(), step_in_epoch + 1
+            seconds = last_report - start
             report(
-                f"step {step_in_epoch + 1}/{steps}  loss (rank {collective.rank}) "
-                f"{losses[: step_in_epoch + 1, 0].mean().item() * collective.world_size:.4f}"
+                f"step {done}/{steps}  loss (rank {collective.rank}) "
+                f"{losses[:done, 0].mean().item() * collective.world_size:.4f}  "
+                f"[{throughput(done, done * M * config.data.batch_size, seconds)}, "
+                f"epoch ETA {format_duration((steps - done) * seconds / done)}]"
             )
     return collective.all_reduce_sum(losses)
 
@@ -294,6 +298,11 @@ def run_epoch(
     return record
 
 
+def epochs_left(stages: list[Stage], state: TrainingState) -> int:
+    """The epochs the run has still to train, from ``state`` (after a finished epoch) to the end of the plan."""
+    return sum(stage.epochs for stage in stages[state.stage :]) - state.epoch
+
+
 def run_training(
     config: Config,
     *,
@@ -338,7 +347,16 @@ def run_training(
                 ),
                 record,
             )
-            progress(epoch_summary(record, stage, len(setup.stages)))
+            progress(
+                epoch_summary(
+                    record,
+                    stage,
+                    len(setup.stages),
+                    steps=setup.steps_per_epoch,
+                    images=setup.steps_per_epoch * config.train.configs_per_step * config.data.batch_size,
+                    epochs_left=epochs_left(setup.stages, state),
+                )
+            )
     progress(f"train: done, {state.step} steps")
     return state
 
@@ -358,16 +376,24 @@ def train(
     """
     progress = progress or Progress()
     paths = RunPaths(config.run_dir)
+    config = resolve_tracking(config)
     checkpoint = existing_checkpoint(config, resume)
     if checkpoint is not None:
         progress(f"train: resuming from {paths.train_checkpoint}")
-    run_training(
-        config,
-        resume_from=checkpoint,
-        progress=progress,
-        stop_after_epochs=stop_after_epochs,
-        step_hook=step_hook,
-        on_epoch_end=lambda make, record: save_epoch(config, make()),
-    )
+    with tracking(config) as tracker:
+
+        def on_epoch_end(make_checkpoint, record: EpochRecord) -> None:
+            save_epoch(config, make_checkpoint())
+            tracker.log_epoch(record)
+
+        run_training(
+            config,
+            resume_from=checkpoint,
+            progress=progress,
+            stop_after_epochs=stop_after_epochs,
+            step_hook=step_hook,
+            on_epoch_end=on_epoch_end,
+        )
+        tracker.log_files([paths.results / "train-monitor.parquet"], "results")
     progress(f"train: checkpoint {paths.train_checkpoint}")
     return paths.train_checkpoint
