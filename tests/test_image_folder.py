@@ -2,15 +2,21 @@
 position) whichever process decodes them, the transforms, the validation split and the normalisation."""
 
 import shutil
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from image_folders import CLASSES, write_image_folder
 
+import raymeta.stages.latency as latency
+from raymeta.cli import main
 from raymeta.errors import DataError
 from raymeta.io.data import epoch_batches, make_loader
 from raymeta.io.image_folder import FolderEpochBatches, load_image_folder, random_resized_window
 from raymeta.seeds import derive_seed
+
+DEBUG = str(Path(__file__).resolve().parents[1] / "jobs" / "debug.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +166,44 @@ def test_a_missing_root_names_it(tmp_path):
         load(tmp_path / "nowhere")
     with pytest.raises(DataError, match="needs data.data_dir"):
         load_image_folder(None, image_size=12)
+
+
+@pytest.mark.slow
+def test_every_stage_runs_on_an_image_folder(tmp_path, capsys, monkeypatch):
+    """pretrain → smooth → train → evaluate → report, the prune and skip baselines, export and deploy, all on
+    streamed images: everything that consumes data reads an image folder."""
+    monkeypatch.setattr(latency, "WARMUP_RUNS", 1)
+    monkeypatch.setattr(latency, "REPEATS", 3)
+    root = write_image_folder(tmp_path / "images", {"train": 12, "test": 4})
+    run = str(tmp_path / "run")
+    folder = [
+        "data.name=image_folder",
+        f"data.data_dir={root}",
+        "data.image_size=16",
+        "data.batch_size=8",
+        "data.validation_fraction=0.25",
+        "data.loader_workers=1",
+        "pretrain.epochs=1",
+        "eval.gammas=[0.0,0.5]",
+    ]
+    assert main(["run", "--config", DEBUG, "--run-dir", run, "--workers", "0", *folder]) == 0
+    out = capsys.readouterr().out
+    assert "on image_folder (27 train / 9 validation images)" in out and "12 test images" in out
+    (table,) = (Path(run) / "results").glob("eval-*.parquet")
+    rows = pd.read_parquet(table)
+    assert (rows["dataset"] == "image_folder").all() and rows["gamma"].tolist() == [0.0, 0.5]
+    assert rows["loss"].nunique() == 2 and rows["params"].is_monotonic_decreasing  # γ changes the network
+    assert (Path(run) / "report.html").is_file()
+    common = ["--run-dir", run]
+    assert main(["baseline", "prune", *common, "--importance", "l1", "--gammas=0.5", "--finetune-epochs", "0"]) == 0
+    assert main(["baseline", "skip", *common]) == 0
+    # (the individual baseline trains through the same fitting loop as pretrain and skip)
+    methods = {pd.read_parquet(path)["method"].iloc[0] for path in (Path(run) / "results").glob("*.parquet")}
+    assert {"prune-l1", "skip"} <= methods
+    assert main(["export", *common, "--gamma", "0.5", "--no-onnx", "-o", str(tmp_path / "export")]) == 0
+    macs = int(rows["macs"].iloc[0])
+    deployed = tmp_path / "deploy"
+    assert (
+        main(["deploy", *common, "--max-macs", str(macs), "--gammas", "0,0.5", "--no-onnx", "-o", str(deployed)]) == 0
+    )
+    assert "validation acc" in capsys.readouterr().out and (deployed / "network.pt").is_file()
