@@ -207,3 +207,8 @@ def test_every_stage_runs_on_an_image_folder(tmp_path, capsys, monkeypatch):
         main(["deploy", *common, "--max-macs", str(macs), "--gammas", "0,0.5", "--no-onnx", "-o", str(deployed)]) == 0
     )
     assert "validation acc" in capsys.readouterr().out and (deployed / "network.pt").is_file()
+
+
+def test_an_object_storage_root_says_to_mount_it():
+    with pytest.raises(DataError, match="s3:// URIs are not read directly"):
+        load_image_folder("s3://bucket/images", image_size=12)

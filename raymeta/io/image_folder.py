@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,21 +169,25 @@ class ImageFolderSplit(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._evaluation_image(decode_image(self.paths[index])), self.labels[index]
+        return self.evaluation_image(decode_image(self.paths[index])), self.labels[index]
 
     def _normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.transform.mean).view(3, 1, 1)
         std = torch.tensor(self.transform.std).view(3, 1, 1)
         return pixels.to(torch.float32).div_(255.0).sub_(mean).div_(std)
 
-    def _evaluation_image(self, pixels: torch.Tensor, normalise: bool = True) -> torch.Tensor:
+    def evaluation_image(self, pixels: torch.Tensor, normalise: bool = True) -> torch.Tensor:
+        """Decoded uint8 RGB ``pixels`` [3, H, W] resized (shorter side to resize_size), centre-cropped and
+        normalised: [3, S, S] float32."""
         from torchvision.transforms.v2.functional import center_crop, resize
 
         size = self.transform.image_size
         pixels = center_crop(resize(pixels, [self.transform.resize_size], antialias=True), [size, size])
         return self._normalise(pixels) if normalise else pixels
 
-    def _training_image(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def training_image(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Decoded uint8 RGB ``pixels`` [3, H, W] randomly crop-resized to [3, S, S], mirrored with probability
+        1/2 and normalised; the crop window, then the mirror, drawn from ``generator``."""
         from torchvision.transforms.v2.functional import horizontal_flip, resized_crop
 
         size = self.transform.image_size
@@ -199,7 +204,7 @@ class ImageFolderSplit(Dataset):
         for index in indices:
             pixels = decode_image(self.paths[index])
             images.append(
-                self._evaluation_image(pixels) if generator is None else self._training_image(pixels, generator)
+                self.evaluation_image(pixels) if generator is None else self.training_image(pixels, generator)
             )
         return torch.stack(images), self.labels[indices]
 
@@ -297,6 +302,13 @@ def load_image_folder(
     if root is None:
         raise DataError(
             "data.name=image_folder needs data.data_dir: the folder holding train/, test/ and optionally val/"
+        )
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", root)
+    if scheme is not None:
+        raise DataError(
+            f"data.data_dir={root!r}: image_folder reads a folder on a local or mounted filesystem (NFS, or the "
+            f"bucket mounted with s3fs, gcsfuse or the like on every node); {scheme.group(1)}:// URIs are not read "
+            "directly (docs/commands.md, 'Your own images')"
         )
     folder = Path(root)
     if not folder.is_dir():
