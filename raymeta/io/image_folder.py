@@ -25,10 +25,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from raymeta.errors import DataError
+from raymeta.errors import ConfigError, DataError
 from raymeta.io.data import (
     VALIDATION_SEED,
     DatasetBundle,
@@ -106,13 +108,23 @@ def scan_split(folder: Path, classes: list[str] | None = None) -> tuple[list[str
 def decode_image(path: Path) -> torch.Tensor:
     """The image at ``path`` as uint8 RGB [3, H, W]; an unreadable file is a DataError naming it."""
     from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms.v2.functional import pil_to_tensor
 
     try:
         with Image.open(path) as image:
-            return pil_to_tensor(image.convert("RGB"))
+            return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)  # a writable copy
     except (OSError, UnidentifiedImageError, ValueError) as error:
         raise DataError(f"cannot decode image {path}: {error}") from error
+
+
+def resize_pixels(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """uint8 ``pixels`` [3, H, W] resized to [3, height, width] (bilinear, antialiased when shrinking, as
+    torchvision's ``Resize``), as floats in [0, 255]: rounding back to uint8 would only lose precision."""
+    if pixels.shape[1:] == (height, width):
+        return pixels.to(torch.float32)
+    resized = F.interpolate(
+        pixels[None].to(torch.float32), size=(height, width), mode="bilinear", antialias=True, align_corners=False
+    )
+    return resized[0].clamp_(0, 255)
 
 
 def random_resized_window(
@@ -172,29 +184,33 @@ class ImageFolderSplit(Dataset):
         return self.evaluation_image(decode_image(self.paths[index])), self.labels[index]
 
     def _normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixel values in [0, 255] (float) to [0, 1], then per channel (x − mean) / std."""
         mean = torch.tensor(self.transform.mean).view(3, 1, 1)
         std = torch.tensor(self.transform.std).view(3, 1, 1)
-        return pixels.to(torch.float32).div_(255.0).sub_(mean).div_(std)
+        return pixels.div(255.0).sub_(mean).div_(std)
 
     def evaluation_image(self, pixels: torch.Tensor, normalise: bool = True) -> torch.Tensor:
         """Decoded uint8 RGB ``pixels`` [3, H, W] resized (shorter side to resize_size), centre-cropped and
         normalised: [3, S, S] float32."""
-        from torchvision.transforms.v2.functional import center_crop, resize
-
-        size = self.transform.image_size
-        pixels = center_crop(resize(pixels, [self.transform.resize_size], antialias=True), [size, size])
+        size, shorter = self.transform.image_size, self.transform.resize_size
+        height, width = pixels.shape[1:]
+        if height <= width:
+            height, width = shorter, int(shorter * width / height)
+        else:
+            height, width = int(shorter * height / width), shorter
+        pixels = resize_pixels(pixels, height, width)
+        top, left = round((height - size) / 2), round((width - size) / 2)  # torchvision's centre crop
+        pixels = pixels[:, top : top + size, left : left + size]
         return self._normalise(pixels) if normalise else pixels
 
     def training_image(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Decoded uint8 RGB ``pixels`` [3, H, W] randomly crop-resized to [3, S, S], mirrored with probability
         1/2 and normalised; the crop window, then the mirror, drawn from ``generator``."""
-        from torchvision.transforms.v2.functional import horizontal_flip, resized_crop
-
         size = self.transform.image_size
         top, left, height, width = random_resized_window(*pixels.shape[1:], self.transform.crop_scale, generator)
-        pixels = resized_crop(pixels, top, left, height, width, [size, size], antialias=True)
+        pixels = resize_pixels(pixels[:, top : top + height, left : left + width], size, size)
         if bool(torch.rand(1, generator=generator) < 0.5):
-            pixels = horizontal_flip(pixels)
+            pixels = pixels.flip(-1)
         return self._normalise(pixels)
 
     def decode_batch(self, indices: list[int], generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -336,6 +352,11 @@ def load_image_folder(
             train_samples = [train_samples[i] for i in train_index.tolist()]
 
     resize_size = resize_size if resize_size is not None else round(image_size / 0.875)
+    if resize_size < image_size:
+        raise ConfigError(
+            f"data.resize_size={resize_size} is smaller than data.image_size={image_size}: the centre crop is "
+            "taken from the resized image, so resize_size must be >= image_size"
+        )
     if mean is None or std is None:
         measured_mean, measured_std = measure_statistics(train_samples, image_size, resize_size, loader_workers)
         mean = mean if mean is not None else measured_mean
