@@ -2,8 +2,9 @@
 
 Every built-in dataset is held in memory as one normalised float tensor (the largest, CIFAR, is about 600 MB),
 so a training step never decodes images (your own images, ``image_folder``, are streamed from disk instead:
-:mod:`raymeta.io.image_folder`; :func:`epoch_batches` gives either's training batches). Training batches come from :class:`EpochBatches`, the one place that augments:
-a batch is gathered and augmented at once, a pure function of (seed, epoch, batch).
+:mod:`raymeta.io.image_folder`; :func:`epoch_batches` gives either's training batches). Their training batches
+come from :class:`EpochBatches`, the one place that augments them: a batch is gathered and augmented at once, a
+pure function of (seed, epoch, batch).
 
 Datasets:
 
