@@ -135,11 +135,13 @@ def test_stopped_run_continues_from_its_storage_path(prepared_run, ray_cluster):
 
 @pytest.fixture(scope="module")
 def folder_run(tmp_path_factory):
-    """A prior pretrained and smoothed on a tiny image folder, and a factory of runs that reuse it."""
-    root = write_image_folder(tmp_path_factory.mktemp("images"), {"train": 16, "test": 2})
+    """A prior pretrained and smoothed on a tiny image folder, and a factory of runs that reuse it. The folder is
+    given relative to ``base`` (the tests run from there): Ray's workers start elsewhere."""
+    base = tmp_path_factory.mktemp("folder")
+    write_image_folder(base / "images", {"train": 16, "test": 2})
     folder = [
         "data.name=image_folder",
-        f"data.data_dir={root}",
+        "data.data_dir=images",
         "data.image_size=16",
         "data.batch_size=4",
         "data.validation_fraction=0.25",
@@ -148,9 +150,11 @@ def folder_run(tmp_path_factory):
         "train.configs_per_step=4",
         "train.steps_per_epoch=2",
     ]
-    source = load_config(None, [*BASE, *folder, f"run_dir={tmp_path_factory.mktemp('folder-prior')}"])
-    pretrain(source, QUIET)
-    smooth(source, QUIET)
+    source = load_config(None, [*BASE, *folder, f"run_dir={base / 'prior'}"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(base)
+        pretrain(source, QUIET)
+        smooth(source, QUIET)
 
     def make(*overrides: str) -> Config:
         target = tmp_path_factory.mktemp("folder-run")
@@ -158,13 +162,16 @@ def folder_run(tmp_path_factory):
             (target / name).write_bytes((Path(source.run_dir) / name).read_bytes())
         return load_config(None, [*BASE, *folder, f"run_dir={target}", *overrides])
 
+    make.base = base
     return make
 
 
 @pytest.mark.ray
-def test_two_workers_give_the_single_process_update_on_a_streamed_image_folder(folder_run, ray_cluster):
+def test_two_workers_give_the_single_process_update_on_a_streamed_image_folder(folder_run, ray_cluster, monkeypatch):
     # M = 4 over 2 workers: each decodes only the micro-batches of its own two configurations, in its own
-    # DataLoader worker, with random-resized crops and mirrors, and the update is the single process's
+    # DataLoader worker, with random-resized crops and mirrors, and the update is the single process's;
+    # data.data_dir is relative to where the command runs, as the workers see it too
+    monkeypatch.chdir(folder_run.base)
     one, one_state = states(train(folder_run(), progress=QUIET))
     two, two_state = states(train_distributed(on_ray(folder_run()), progress=QUIET))
     assert one.state.step == two.state.step == 4 and two.done
