@@ -75,9 +75,11 @@ def _require_folder(key: str, value: str | None) -> None:
 @dataclass
 class DataConfig:
     name: str = "digits"
-    """Dataset: digits (bundled, default), synthetic, fashion_mnist, cifar10, cifar100."""
+    """Dataset: digits (bundled, default), synthetic, fashion_mnist, cifar10, cifar100 (held in memory), or
+    image_folder (your own images, streamed from disk: see data_dir)."""
     data_dir: str | None = None
-    """Folder holding the dataset files (fashion_mnist: idx files; cifar: the python-version folders)."""
+    """Folder holding the dataset files (fashion_mnist: idx files; cifar: the python-version folders;
+    image_folder: the root holding train/, test/ and optionally val/, one folder of images per class in each)."""
     download: bool = False
     """Download CIFAR into data_dir when its files are missing (never done unless asked)."""
     batch_size: int = 128
@@ -103,7 +105,51 @@ class DataConfig:
     room for the split. Nothing changes on the CPU. Where the data is held, not what is computed: outside the
     config hash."""
 
+    image_size: int = field(default=224, metadata=HASH_OMIT_IF_DEFAULT)
+    """image_folder only: the side of the square images the network sees. Training takes a random-resized crop
+    of this size (and a mirror), evaluation the centre crop after resizing to resize_size."""
+    resize_size: int | None = field(default=None, metadata=HASH_OMIT_IF_DEFAULT)
+    """image_folder only: evaluation resizes the shorter side to this many pixels before the centre crop (null:
+    image_size / 0.875 rounded, 256 for 224, the usual ImageNet ratio)."""
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0], metadata=HASH_OMIT_IF_DEFAULT)
+    """image_folder only: [min, max] share of an image's area a training crop covers (0.08–1, the usual
+    ImageNet range)."""
+    mean: list[float] | None = field(default=None, metadata=HASH_OMIT_IF_DEFAULT)
+    """image_folder only: per-channel (RGB) mean subtracted from pixels in [0, 1] (null: measured on the
+    training split, at most 1000 images drawn with a fixed seed)."""
+    std: list[float] | None = field(default=None, metadata=HASH_OMIT_IF_DEFAULT)
+    """image_folder only: per-channel (RGB) standard deviation pixels are divided by (null: measured, as mean)."""
+    loader_workers: int = field(default=2, metadata=HASH_EXCLUDE)
+    """image_folder only: DataLoader worker processes decoding images (per training process, so per Ray Train
+    worker; 0: decode in the training process). How images are read, not which: outside the config hash."""
+
     def __post_init__(self) -> None:
+        _require(self.image_size >= 1, "data.image_size", self.image_size, "a positive integer (pixels)")
+        _require(
+            self.resize_size is None or self.resize_size >= self.image_size,
+            "data.resize_size",
+            self.resize_size,
+            f"null or an integer >= data.image_size={self.image_size} (the centre crop is taken from it)",
+        )
+        _require(
+            isinstance(self.crop_scale, (list, tuple))
+            and len(self.crop_scale) == 2
+            and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1,
+            "data.crop_scale",
+            self.crop_scale,
+            "[min, max] with 0 < min <= max <= 1 (shares of the image area)",
+        )
+        for key, positive in (("mean", False), ("std", True)):
+            value = getattr(self, key)
+            _require(
+                value is None
+                or (isinstance(value, (list, tuple)) and len(value) == 3 and all(v > 0 or not positive for v in value)),
+                f"data.{key}",
+                value,
+                "null (measured on the training split) or three numbers, one per RGB channel"
+                + (", each > 0" if positive else ""),
+            )
+        _require(self.loader_workers >= 0, "data.loader_workers", self.loader_workers, "an integer >= 0")
         _require(self.batch_size >= 1, "data.batch_size", self.batch_size, "a positive integer")
         _require(self.eval_batch_size >= 1, "data.eval_batch_size", self.eval_batch_size, "a positive integer")
         _require(

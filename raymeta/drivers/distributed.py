@@ -86,6 +86,11 @@ def train_worker(loop_config: dict) -> None:
     import ray.train.torch
 
     _quiet_train_logs(loop_config["log_level"])
+    # Relative paths of the config (data.data_dir) mean what they mean to the command that started the run, not to
+    # the folder Ray starts its workers in. On a node without that folder the worker stays where Ray put it (a
+    # job's working_dir). Changing data_dir itself would change the config hash.
+    if Path(loop_config["working_dir"]).is_dir():
+        os.chdir(loop_config["working_dir"])
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(loop_config["threads"])
@@ -267,6 +272,7 @@ def train_distributed(
             "threads": config.threads or max(1, int(cpus_per_worker)),
             "use_gpu": use_gpu,
             "log_level": options.log_level,
+            "working_dir": os.getcwd(),
         }
         trainer = TorchTrainer(
             train_worker,

@@ -40,7 +40,7 @@ from torch import nn
 from raymeta.config.schema import Config, short_hash
 from raymeta.errors import CheckpointError, ConfigError
 from raymeta.io.artifacts import PriorCheckpoint, SmoothedCheckpoint
-from raymeta.io.data import EpochBatches, make_loader
+from raymeta.io.data import epoch_batches, make_loader
 from raymeta.io.files import RunPaths, require_local, save_config
 from raymeta.io.progress import Bar, Progress
 from raymeta.io.results import ResultsError, read_tables, result_frame, write_table
@@ -389,7 +389,7 @@ def run_pruning(
     )
     done = _finished(out, settings_hash)
     test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
-    first_epoch = EpochBatches(bundle.train, config.data.batch_size, seed=config.seed, epoch=0, drop_last=False)
+    first_epoch = epoch_batches(bundle.train, config.data.batch_size, seed=config.seed, epoch=0, drop_last=False)
     batches = [first_epoch[position] for position in range(min(gradient_batches, len(first_epoch)))]
     written = []
     with Bar(len(importances) * len(gammas), "baseline prune", unit="network", progress=progress) as bar:

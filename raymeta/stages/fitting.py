@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from raymeta.config.schema import Config
 from raymeta.errors import ConfigError
-from raymeta.io.data import EpochBatches
+from raymeta.io.data import epoch_batches
 from raymeta.io.progress import Bar
 
 
@@ -93,7 +93,7 @@ def fit(
     """Train ``model`` on ``dataset`` for the epochs ``epochs`` (``range(first, last)``: a resumed run starts
     after the epochs it has); returns the training seconds.
 
-    Epoch ``e`` reads the :class:`~raymeta.io.data.EpochBatches` of (``seed``, ``e``), augmented as the dataset
+    Epoch ``e`` reads the :func:`~raymeta.io.data.epoch_batches` of (``seed``, ``e``), augmented as the dataset
     says and on the dataset's device (then moved to ``device``), its partial last batch unless ``drop_last``, at
     most ``max_batches`` of them. The model trains in train mode and is left in eval mode after each epoch, when
     ``on_epoch`` gets its :class:`EpochEnd`. With a ``label``, a :class:`~raymeta.io.progress.Bar` counts the
@@ -111,9 +111,9 @@ def fit(
             start = time.perf_counter()
             model.train()
             running, seen = 0.0, 0
-            epoch_data = EpochBatches(dataset, batch_size, seed=seed, epoch=epoch, drop_last=drop_last)
-            for position in range(len(epoch_data) if max_batches is None else min(max_batches, len(epoch_data))):
-                images, labels = epoch_data[position]
+            epoch_data = epoch_batches(dataset, batch_size, seed=seed, epoch=epoch, drop_last=drop_last)
+            count = len(epoch_data) if max_batches is None else min(max_batches, len(epoch_data))
+            for images, labels in epoch_data.read(range(count)):
                 if optimisation.before_step is not None:
                     optimisation.before_step(step)
                 images, labels = images.to(device), labels.to(device)

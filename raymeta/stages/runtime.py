@@ -11,7 +11,8 @@ import torch
 
 from raymeta.config.schema import Config
 from raymeta.errors import ConfigError
-from raymeta.io.data import DatasetBundle, load_dataset, make_loader
+from raymeta.io.data import DatasetBundle, TensorImageDataset, load_dataset, make_loader
+from raymeta.io.image_folder import IMAGE_FOLDER, load_image_folder
 from raymeta.io.progress import Progress
 from raymeta.method.models import Architecture
 
@@ -33,8 +34,25 @@ def seed_everything(seed: int) -> None:
 
 
 def load_data(config: Config, *, augment: bool | None = None):
-    """The dataset named by ``config.data`` (see :func:`raymeta.io.data.load_dataset`)."""
+    """The dataset named by ``config.data``: an image folder streamed from disk
+    (:func:`raymeta.io.image_folder.load_image_folder`) or a built-in set in memory
+    (:func:`raymeta.io.data.load_dataset`)."""
     data = config.data
+    if data.name == IMAGE_FOLDER:
+        return load_image_folder(
+            data.data_dir,
+            image_size=data.image_size,
+            resize_size=data.resize_size,
+            crop_scale=tuple(data.crop_scale),
+            mean=tuple(data.mean) if data.mean is not None else None,
+            std=tuple(data.std) if data.std is not None else None,
+            augment=data.augment if augment is None else augment,
+            validation_fraction=data.validation_fraction,
+            limit_train=data.limit_train,
+            limit_validation=data.limit_validation,
+            limit_test=data.limit_test,
+            loader_workers=data.loader_workers,
+        )
     return load_dataset(
         data.name,
         data.data_dir,
@@ -50,8 +68,9 @@ def load_data(config: Config, *, augment: bool | None = None):
 
 def place_training_split(bundle: DatasetBundle, config: Config, device: torch.device) -> DatasetBundle:
     """``bundle`` with its training split moved to ``device`` once when ``data.resident`` is on, so a training step
-    copies nothing from the host (on the CPU nothing moves); otherwise ``bundle`` as it is."""
-    if not config.data.resident:
+    copies nothing from the host (on the CPU nothing moves); otherwise, or for a streamed split (an image
+    folder's, decoded batch by batch), ``bundle`` as it is."""
+    if not config.data.resident or not isinstance(bundle.train, TensorImageDataset):
         return bundle
     return dataclasses.replace(bundle, train=bundle.train.to(device))
 

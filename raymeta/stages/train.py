@@ -21,8 +21,9 @@ import torch
 
 from raymeta.config.schema import Config
 from raymeta.io.artifacts import EpochRecord, MetamorphicCheckpoint, SmoothedCheckpoint, TrainingState
-from raymeta.io.data import DatasetBundle, EpochBatches
+from raymeta.io.data import DatasetBundle, EpochBatches, epoch_batches
 from raymeta.io.files import RunPaths
+from raymeta.io.image_folder import FolderEpochBatches
 from raymeta.io.progress import Progress, format_duration, throughput
 from raymeta.io.tracking import resolve_tracking, tracking
 from raymeta.method.ema import ExponentialAverage, inr_parameters
@@ -46,6 +47,7 @@ from raymeta.seeds import derive_seed
 from raymeta.stages.collective import (
     Collective,
     accumulate_gradients,
+    my_batch_positions,
     my_configurations,
     steps_per_epoch,
     synchronise_gradients,
@@ -201,7 +203,7 @@ def start_stage(
 def train_epoch(
     setup: Setup,
     optimizer: torch.optim.Optimizer,
-    batches: EpochBatches,
+    batches: EpochBatches | FolderEpochBatches,
     state: TrainingState,
     report: Progress,
     step_hook: StepHook | None = None,
@@ -219,6 +221,8 @@ def train_epoch(
     losses = torch.zeros(steps, len(LOSS_PARTS), dtype=torch.float64)
     net.train()
     start = last_report = time.perf_counter()
+    # This rank's micro-batches of the whole epoch, in the order the steps use them (decoded ahead when streamed).
+    stream = batches.read(my_batch_positions(steps, M, collective.rank, collective.world_size))
     for step_in_epoch in range(steps):
         set_warmup(
             optimizer,
@@ -229,7 +233,7 @@ def train_epoch(
             config.seed, state.step, M, train.gamma_pool, width, train.gamma_sampling, len(net.blocks)
         )
         mine = my_configurations(gammas, collective.rank, collective.world_size)
-        micro_batches = [batches[step_in_epoch * M + unit.index] for unit in mine]
+        micro_batches = [next(stream) for _ in mine]  # batch step·M + k for each configuration k of mine
         parts = accumulate_gradients(
             net, state.step, mine, micro_batches, M, setup.objective, config.seed, setup.device, setup.teacher
         )
@@ -264,7 +268,7 @@ def run_epoch(
     """Train one epoch, monitor the evaluated weights, append the epoch's record and advance ``state``."""
     config, net = setup.config, setup.net
     start = time.perf_counter()
-    batches = EpochBatches(
+    batches = epoch_batches(
         setup.bundle.train,
         config.data.batch_size,
         seed=derive_seed(config.seed, "batches", stage.index),
