@@ -1,8 +1,9 @@
 """Intra-network smoothing (NeuMeta): permute channels so that neighbouring channels have similar weights.
 
 Channels coupled by residual additions form one group that must share one permutation: the residual
-stream of each stage (stem or projection output, every conv2 output, the inputs of the convs and of the
-classifier that read the stream) and, on their own, each block's hidden channels. A permutation applied
+stream of each stage (stem or projection output, every block's last conv's output, the inputs of the convs and
+of the classifier that read the stream) and, on their own, each block's hidden channels (a Bottleneck has two
+such sets: conv1's outputs with conv2's inputs, conv2's outputs with conv3's inputs). A permutation applied
 to a group's producers and inverted on its consumers leaves the network's function unchanged. Each
 group is ordered by the shortest Hamiltonian path between its channels under L1 distance; the input
 image channels and the class outputs are never permuted.
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from raymeta.method.models import Architecture, ResNet, module_prefix
+from raymeta.method.models import Architecture, ResNet, block_convs, block_hidden_widths
 from raymeta.method.tsp import l1_distance_matrix, shortest_hamiltonian_path
 
 Member = tuple[str, int]  # (state-dict name, axis holding the group's channels)
@@ -31,16 +32,26 @@ class SmoothingReport:
 def permutation_groups(arch: Architecture) -> list[list[Member]]:
     """Every channel group of a BN-folded ResNet, as (tensor name, channel axis) members."""
     groups: list[list[Member]] = []
-    stream: list[Member] = [("stem.conv.weight", 0), ("stem.conv.bias", 0)]
+    stem = arch.stem_convs()[0]
+    stream: list[Member] = [(f"{stem}.weight", 0), (f"{stem}.bias", 0)]
+    convs = block_convs(arch)
     for s, b in arch.block_positions():
-        prefix = module_prefix(s, b)
-        groups.append([(f"{prefix}.conv1.weight", 0), (f"{prefix}.conv1.bias", 0), (f"{prefix}.conv2.weight", 1)])
-        stream.append((f"{prefix}.conv1.weight", 1))
+        prefix = arch.module_prefix(s, b)
+        for producer, consumer in zip(convs, convs[1:], strict=False):  # the hidden channels between two convs
+            groups.append(
+                [
+                    (f"{prefix}.{producer.name}.weight", 0),
+                    (f"{prefix}.{producer.name}.bias", 0),
+                    (f"{prefix}.{consumer.name}.weight", 1),
+                ]
+            )
+        stream.append((f"{prefix}.{convs[0].name}.weight", 1))
         if arch.has_projection(s, b):
-            stream.append((f"{prefix}.shortcut.0.weight", 1))
+            shortcut = f"{prefix}.{arch.shortcut_name()}.0"
+            stream.append((f"{shortcut}.weight", 1))
             groups.append(stream)
-            stream = [(f"{prefix}.shortcut.0.weight", 0), (f"{prefix}.shortcut.0.bias", 0)]
-        stream += [(f"{prefix}.conv2.weight", 0), (f"{prefix}.conv2.bias", 0)]
+            stream = [(f"{shortcut}.weight", 0), (f"{shortcut}.bias", 0)]
+        stream += [(f"{prefix}.{convs[-1].name}.weight", 0), (f"{prefix}.{convs[-1].name}.bias", 0)]
     stream.append(("fc.weight", 1))
     groups.append(stream)
     return groups
@@ -78,11 +89,7 @@ def smooth_network(model: ResNet, *, restarts: int = 4, seed: int = 0) -> tuple[
         index = torch.as_tensor(order, dtype=torch.long)
         for name, axis in group:
             state[name] = state[name].index_select(axis, index)
-    smoothed = ResNet(
-        model.arch,
-        batchnorm=False,
-        hidden_widths={p: model.block(*p).conv1.out_channels for p in model.arch.block_positions()},
-    )
+    smoothed = ResNet(model.arch, batchnorm=False, hidden_widths=block_hidden_widths(model))
     smoothed.load_state_dict(state)
     smoothed.eval()
     return smoothed, SmoothingReport(before, total_variation(smoothed), len(groups))
