@@ -1,0 +1,173 @@
+"""torchvision's ResNet family (BasicBlock and Bottleneck) holds every property the CIFAR ResNets are tested for:
+zoo state dicts load as they are, folding and smoothing keep the function, the counts match a real network,
+γ = 0 reproduces the prior, h = 2C computes the prior's function, materialising and exporting keep it."""
+
+import pytest
+import torch
+import torchvision
+
+from raymeta.errors import ConfigError
+from raymeta.method.metamorphic import MetamorphicNetwork
+from raymeta.method.models import (
+    Architecture,
+    ResNet,
+    block_convs,
+    count_params_macs,
+    fold_batchnorm,
+    resolve_blocks,
+)
+from raymeta.method.schedule import initialise_new_blocks
+from raymeta.method.smoothing import permutation_groups, smooth_network, total_variation
+
+# Small members of each family (blocks per stage 1, 2, 1, 2; 32 px inputs): stage2.block1 and stage4.block1 are
+# the blocks without a projection.
+FAMILIES = {
+    "basic": Architecture(14, (8, 8, 16, 16), 3, 5, "basic", (1, 2, 1, 2)),
+    "bottleneck": Architecture(20, (4, 4, 8, 8), 3, 5, "bottleneck", (1, 2, 1, 2)),
+}
+SIZE = 32
+
+
+def randomise_batchnorm(model):
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+
+
+def folded_prior(arch):
+    torch.manual_seed(0)
+    model = ResNet(arch)
+    randomise_batchnorm(model)
+    return fold_batchnorm(model.eval())
+
+
+@pytest.mark.parametrize("block, layers", [("basic", [1, 2, 1, 1]), ("bottleneck", [1, 1, 2, 1])])
+def test_torchvision_state_dicts_load_as_they_are_and_compute_the_same(block, layers):
+    kind = torchvision.models.resnet.BasicBlock if block == "basic" else torchvision.models.resnet.Bottleneck
+    torch.manual_seed(0)
+    zoo = torchvision.models.resnet.ResNet(kind, layers, num_classes=7)
+    randomise_batchnorm(zoo)
+    depth = (2 if block == "basic" else 3) * sum(layers) + 2
+    model = ResNet(Architecture(depth, (64, 128, 256, 512), 3, 7, block, tuple(layers)))
+    model.load_state_dict(zoo.state_dict())  # strict: the same names and shapes
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), zoo.eval()(x))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_folding_and_smoothing_keep_the_function(family):
+    arch = FAMILIES[family]
+    torch.manual_seed(0)
+    model = ResNet(arch)
+    randomise_batchnorm(model)
+    model.eval()
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(4, 3, SIZE, SIZE)
+    torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-5)
+    smoothed, report = smooth_network(folded)
+    torch.testing.assert_close(smoothed(x), folded(x), rtol=1e-4, atol=1e-4)
+    assert report.total_variation_after < report.total_variation_before == total_variation(folded)
+    assert not torch.equal(smoothed.conv1.weight, folded.conv1.weight)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_smoothing_groups_cover_every_channel_axis_except_image_and_classes(family):
+    arch = FAMILIES[family]
+    members = [m for group in permutation_groups(arch) for m in group]
+    assert len(members) == len(set(members)), "a tensor axis must belong to exactly one group"
+    expected = set()
+    for name, tensor in ResNet(arch, batchnorm=False).state_dict().items():
+        expected |= {(name, 0)} | ({(name, 1)} if tensor.dim() >= 2 else set())
+    assert set(members) == expected - {("conv1.weight", 1), ("fc.weight", 0), ("fc.bias", 0)}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_parameter_and_mac_counts_match_a_real_network(family, batchnorm):
+    arch = FAMILIES[family]
+    hidden = {(1, 1): 3, (3, 1): 13}
+    model = ResNet(arch, batchnorm=batchnorm, hidden_widths=hidden).eval()
+    params, macs = count_params_macs(arch, hidden, SIZE, batchnorm=batchnorm)
+    assert params == sum(p.numel() for p in model.parameters())
+    counted = []
+
+    def hook(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d):
+            counted.append(output.numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1])
+        else:
+            counted.append(module.in_features * module.out_features)
+
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            module.register_forward_hook(hook)
+    model(torch.randn(1, 3, SIZE, SIZE))
+    assert macs == sum(counted)
+
+
+def test_blocks_of_four_stages_resolve_and_projections_are_refused():
+    arch = FAMILIES["bottleneck"]
+    assert resolve_blocks(["stage2.block1", "last"], arch) == [(1, 1), (3, 1)]
+    assert resolve_blocks(["full"], arch) == [(1, 1)]  # the last block is the fine-tuned one
+    with pytest.raises(ConfigError, match="projection"):
+        resolve_blocks(["stage1.block0"], arch)  # a Bottleneck network's first block projects 4→16 channels
+    with pytest.raises(ConfigError, match="stages 1..4"):
+        resolve_blocks(["stage5"], arch)
+    with pytest.raises(ConfigError, match="depth 20, not 21"):
+        Architecture(21, (4, 4, 8, 8), 3, 5, "bottleneck", (1, 2, 1, 2))
+
+
+def metamorphic(arch, **options) -> MetamorphicNetwork:
+    torch.manual_seed(0)
+    settings = dict(inr_hidden=16, inr_depth=2, frequencies=2, separate_bias=True, alpha_scaling=True)
+    settings.update(options)
+    return MetamorphicNetwork(folded_prior(arch), [(1, 1), (3, 1)], finetune_head=True, **settings)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_gamma_zero_is_the_prior_and_twice_the_width_computes_its_function(family):
+    arch = FAMILIES[family]
+    net = metamorphic(arch, base="prior")
+    initialise_new_blocks(net, 0, 2, seed=0, stage=0, alpha_init=1.0, inr_init=True)
+    x = torch.randn(3, 3, SIZE, SIZE)
+    with torch.no_grad():
+        prior = net.prior(x)
+        torch.testing.assert_close(net(x, net.generate(0.0)), prior)
+        doubled = net.generate(-1.0)  # h = 2C: every hidden channel twice
+        torch.testing.assert_close(net(x, doubled), prior, atol=1e-5, rtol=1e-5)
+        assert (net(x, net.generate(0.5)) - prior).abs().max() > 1e-3
+    for conv in block_convs(arch):  # every generated conv at its kernel size; hidden axes doubled
+        weight = doubled[f"layer4.1.{conv.name}.weight"]
+        reference = net.prior.layer4[1].get_submodule(conv.name).weight
+        assert weight.shape[2:] == (conv.kernel, conv.kernel)
+        assert weight.shape[0] == reference.shape[0] * (2 if conv.hidden_out else 1)
+        assert weight.shape[1] == reference.shape[1] * (2 if conv.hidden_in else 1)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_materialised_networks_compute_the_generated_one(family):
+    net = metamorphic(FAMILIES[family])
+    with torch.no_grad():
+        net.alphas.copy_(torch.tensor([0.7, -0.3]))
+    x = torch.randn(3, 3, SIZE, SIZE)
+    for gamma in (0.0, 0.5, (0.25, -0.5)):
+        plain = net.materialize(gamma)
+        with torch.no_grad():
+            torch.testing.assert_close(plain(x), net(x, net.generate(gamma)), rtol=1e-4, atol=1e-5)
+
+
+def test_an_input_map_travels_with_the_architecture_outside_the_state_dict():
+    arch = Architecture(14, (8, 8, 16), 3, 5, input_scale=(2.0, 1.0, 0.5), input_shift=(0.1, 0.0, -0.1))
+    plain = ResNet(Architecture(14, (8, 8, 16), 3, 5)).eval()
+    mapped = ResNet(arch).eval()
+    mapped.load_state_dict(plain.state_dict())  # the same keys
+    x = torch.randn(2, 3, 16, 16)
+    scale, shift = torch.tensor([2.0, 1.0, 0.5]).view(1, 3, 1, 1), torch.tensor([0.1, 0.0, -0.1]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(mapped(x), plain(x * scale + shift))
+        torch.testing.assert_close(fold_batchnorm(mapped)(x), mapped(x), rtol=1e-4, atol=1e-5)
+    assert Architecture.from_record(__import__("dataclasses").asdict(arch)) == arch
