@@ -178,6 +178,37 @@ class Architecture:
         return ("conv1", "bn1") if self.torchvision else ("stem.conv", "stem.bn")
 
 
+TORCHVISION_RESNETS = {
+    "resnet18": ("basic", (2, 2, 2, 2)),
+    "resnet34": ("basic", (3, 4, 6, 3)),
+    "resnet50": ("bottleneck", (3, 4, 6, 3)),
+    "resnet101": ("bottleneck", (3, 4, 23, 3)),
+}
+"""torchvision's ResNets: block family and blocks per stage."""
+
+
+def torchvision_architecture(
+    name: str,
+    in_channels: int,
+    num_classes: int,
+    *,
+    stage_blocks: tuple[int, ...] | None = None,
+    base_width: int | None = None,
+    input_scale: tuple[float, ...] | None = None,
+    input_shift: tuple[float, ...] | None = None,
+) -> Architecture:
+    """torchvision's ResNet ``name`` (resnet18 … resnet101), or a smaller one of its family (fewer blocks per
+    stage, a narrower base width)."""
+    if name not in TORCHVISION_RESNETS:
+        raise ConfigError(f"torchvision ResNet {name!r} is not known; allowed: {', '.join(TORCHVISION_RESNETS)}")
+    family, default_blocks = TORCHVISION_RESNETS[name]
+    blocks = tuple(stage_blocks or default_blocks)
+    base = base_width or 64
+    depth = (3 if family == "bottleneck" else 2) * sum(blocks) + 2
+    widths = (base, 2 * base, 4 * base, 8 * base)
+    return Architecture(depth, widths, in_channels, num_classes, family, blocks, input_scale, input_shift)
+
+
 @dataclass(frozen=True)
 class BlockConv:
     """One conv of a block's residual branch, in forward order."""

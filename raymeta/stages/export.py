@@ -240,8 +240,7 @@ def load_exported(folder: str | Path) -> tuple[ResNet, dict]:
     spec = json.loads(spec_path.read_text())
     if spec.get("format") != "raymeta-export":
         raise ConfigError(f"{spec_path} is not a raymeta export spec")
-    arch = spec["architecture"]
-    arch = Architecture(arch["depth"], tuple(arch["widths"]), arch["in_channels"], arch["num_classes"])
+    arch = Architecture.from_record(spec["architecture"])
     hidden = {tuple(int(i) for i in key.split(",")): int(h) for key, h in spec["hidden_widths"].items()}
     model = ResNet(arch, batchnorm=spec["batchnorm"], hidden_widths=hidden)
     model.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
