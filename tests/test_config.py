@@ -6,6 +6,7 @@ from raymeta.config.loading import load_config
 from raymeta.config.schema import Config, method_name
 from raymeta.errors import ConfigError
 from raymeta.method.models import Architecture, resolve_blocks
+from raymeta.stages.runtime import model_architecture
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +34,7 @@ def test_every_job_config_loads_and_validates(path):
         "raymeta"
         in path.read_text().splitlines()[1] + path.read_text().splitlines()[2] + path.read_text().splitlines()[3]
     )
-    arch = Architecture(config.model.depth, tuple(config.model.widths), 3, 10)
+    arch = model_architecture(config, 3, 10)
     assert resolve_blocks(config.train.blocks, arch)
 
 
@@ -227,6 +228,7 @@ JOB_HASHES = {
     "cifar100_resnet56": "baa21a32926c",
     "cifar100_resnet56_neumeta": "dd7d5f578431",
     "cifar100_resnet56_wide": "238b25b8d73e",
+    "cifar10_resnet20_hub": "8d551aaeab24",
     "debug": "d1944785f645",
     "debug_distributed": "d1944785f645",
     "debug_sweep": "374f5d26df06",

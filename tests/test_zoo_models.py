@@ -171,3 +171,32 @@ def test_an_input_map_travels_with_the_architecture_outside_the_state_dict():
         torch.testing.assert_close(mapped(x), plain(x * scale + shift))
         torch.testing.assert_close(fold_batchnorm(mapped)(x), mapped(x), rtol=1e-4, atol=1e-5)
     assert Architecture.from_record(__import__("dataclasses").asdict(arch)) == arch
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.family=resnet50", "model.depth=56"], "model.depth=56 is not allowed: left out with model.family"),
+        (["model.family=resnet18", "model.stage_blocks=[1,1,1]"], "four positive integers"),
+        (["model.stage_blocks=[1,1,1,1]"], "null with model.family=cifar"),
+        (["model.family=vgg16"], "cifar, resnet18, resnet34, resnet50, resnet101"),
+        (["pretrain.epochs=0"], "0 only with pretrain.init_from"),
+        (["pretrain.init_from=a.pt", "pretrain.input_mean=[0.5]"], "given together with pretrain.input_std"),
+    ],
+)
+def test_model_and_import_settings_are_checked(overrides, message):
+    from raymeta.config.loading import load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_a_torchvision_family_is_its_architecture_and_its_own_hash():
+    from raymeta.config.loading import load_config
+    from raymeta.config.schema import Config
+    from raymeta.stages.runtime import model_architecture
+
+    config = load_config(None, ["model.family=resnet50", "model.stage_blocks=[1,2,1,2]", "model.base_width=4"])
+    assert model_architecture(config, 3, 5) == Architecture(20, (4, 8, 16, 32), 3, 5, "bottleneck", (1, 2, 1, 2))
+    assert config.hash() != Config().hash() and config.prior_hash() != Config().prior_hash()
+    assert model_architecture(load_config(None, ["model.family=resnet18"]), 3, 1000).depth == 18
