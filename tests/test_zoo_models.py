@@ -200,3 +200,24 @@ def test_a_torchvision_family_is_its_architecture_and_its_own_hash():
     assert model_architecture(config, 3, 5) == Architecture(20, (4, 8, 16, 32), 3, 5, "bottleneck", (1, 2, 1, 2))
     assert config.hash() != Config().hash() and config.prior_hash() != Config().prior_hash()
     assert model_architecture(load_config(None, ["model.family=resnet18"]), 3, 1000).depth == 18
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_pruning_and_skip_baselines_take_every_family(family):
+    """Torch-Pruning cuts every hidden axis of a block to the width γ gives (a Bottleneck's two); the skip network
+    is the prior without the blocks' branches, its parameters counted by formula."""
+    from raymeta.stages.baselines import prune_to_gamma, skip_network, skip_params_macs
+
+    arch = FAMILIES[family]
+    torch.manual_seed(0)
+    prior = ResNet(arch).eval()
+    blocks = [(1, 1), (3, 1)]
+    pruned = prune_to_gamma(prior, blocks, 0.5, "l1")
+    for conv in block_convs(arch):
+        weight = pruned.layer4[1].get_submodule(conv.name).weight
+        full = prior.layer4[1].get_submodule(conv.name).weight
+        assert weight.shape[0] == full.shape[0] // (2 if conv.hidden_out else 1)
+        assert weight.shape[1] == full.shape[1] // (2 if conv.hidden_in else 1)
+    skipped = skip_network(fold_batchnorm(prior), blocks)
+    assert skip_params_macs(arch, blocks, SIZE)[0] == sum(p.numel() for p in skipped.parameters())
+    assert isinstance(skipped.layer4[1], torch.nn.Identity)
