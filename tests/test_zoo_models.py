@@ -221,3 +221,36 @@ def test_the_pruning_and_skip_baselines_take_every_family(family):
     skipped = skip_network(fold_batchnorm(prior), blocks)
     assert skip_params_macs(arch, blocks, SIZE)[0] == sum(p.numel() for p in skipped.parameters())
     assert isinstance(skipped.layer4[1], torch.nn.Identity)
+
+
+def groups_the_blocks_imply(arch):
+    """The channel groups as the block definition implies them: each pair of consecutive convs of a block shares
+    its hidden channels; a stage's stream couples its stem or projection output, every block's last conv's output,
+    the inputs of the convs that read it and, for the last stage, the classifier's input."""
+    convs = block_convs(arch)
+    groups, stream = [], {(f"{arch.stem_convs()[0]}.weight", 0), (f"{arch.stem_convs()[0]}.bias", 0)}
+    for s, b in arch.block_positions():
+        prefix = arch.module_prefix(s, b)
+        for first, second in zip(convs, convs[1:], strict=False):
+            groups.append(
+                {(f"{prefix}.{first.name}.weight", 0), (f"{prefix}.{first.name}.bias", 0)}
+                | {(f"{prefix}.{second.name}.weight", 1)}
+            )
+        stream.add((f"{prefix}.{convs[0].name}.weight", 1))
+        if arch.has_projection(s, b):
+            projection = f"{prefix}.{arch.shortcut_name()}.0"
+            groups.append(stream | {(f"{projection}.weight", 1)})
+            stream = {(f"{projection}.weight", 0), (f"{projection}.bias", 0)}
+        stream |= {(f"{prefix}.{convs[-1].name}.weight", 0), (f"{prefix}.{convs[-1].name}.bias", 0)}
+    groups.append(stream | {("fc.weight", 1)})
+    return {frozenset(group) for group in groups}
+
+
+@pytest.mark.parametrize("family", ["cifar", *FAMILIES])
+def test_the_dependency_graph_finds_the_groups_the_blocks_imply(family):
+    """permutation_groups asks Torch-Pruning's DependencyGraph; its groups are those of the block definition (a
+    Bottleneck's two hidden sets apart, each stage's stream across its residual additions)."""
+    arch = Architecture(14, (4, 8, 8), 3, 5) if family == "cifar" else FAMILIES[family]
+    found = permutation_groups(arch)
+    assert {frozenset(group) for group in found} == groups_the_blocks_imply(arch)
+    assert all(len(set(group)) == len(group) for group in found)

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
-from raymeta.method.models import Architecture, ResNet, block_convs, block_hidden_widths
+from raymeta.method.models import Architecture, ResNet, block_hidden_widths
 from raymeta.method.tsp import l1_distance_matrix, shortest_hamiltonian_path
 
 Member = tuple[str, int]  # (state-dict name, axis holding the group's channels)
@@ -29,32 +30,38 @@ class SmoothingReport:
     groups: int
 
 
+PERMUTATION_EXAMPLE_SIZE = 32
+"""Side of the example image the dependency graph traces: every family's feature maps stay at least 1×1."""
+
+
 def permutation_groups(arch: Architecture) -> list[list[Member]]:
-    """Every channel group of a BN-folded ResNet, as (tensor name, channel axis) members."""
-    groups: list[list[Member]] = []
-    stem = arch.stem_convs()[0]
-    stream: list[Member] = [(f"{stem}.weight", 0), (f"{stem}.bias", 0)]
-    convs = block_convs(arch)
-    for s, b in arch.block_positions():
-        prefix = arch.module_prefix(s, b)
-        for producer, consumer in zip(convs, convs[1:], strict=False):  # the hidden channels between two convs
-            groups.append(
-                [
-                    (f"{prefix}.{producer.name}.weight", 0),
-                    (f"{prefix}.{producer.name}.bias", 0),
-                    (f"{prefix}.{consumer.name}.weight", 1),
-                ]
-            )
-        stream.append((f"{prefix}.{convs[0].name}.weight", 1))
-        if arch.has_projection(s, b):
-            shortcut = f"{prefix}.{arch.shortcut_name()}.0"
-            stream.append((f"{shortcut}.weight", 1))
-            groups.append(stream)
-            stream = [(f"{shortcut}.weight", 0), (f"{shortcut}.bias", 0)]
-        stream += [(f"{prefix}.{convs[-1].name}.weight", 0), (f"{prefix}.{convs[-1].name}.bias", 0)]
-    stream.append(("fc.weight", 1))
-    groups.append(stream)
-    return groups
+    """Every channel group of a BN-folded ResNet, as (tensor name, channel axis) members, in state-dict order.
+
+    Torch-Pruning's DependencyGraph finds them: it traces the network and couples every axis that must move with a
+    conv's output channels (the next convs' inputs, and across residual additions the whole stream), so any family
+    of blocks gets its groups without a hand-written graph. The classifier's outputs (the classes) are left out,
+    and the image's channels are never a group's root."""
+    import torch_pruning as tp
+
+    model = ResNet(arch, batchnorm=False).eval()
+    names = {module: name for name, module in model.named_modules()}
+    order = {key: index for index, key in enumerate(model.state_dict())}
+    example = torch.zeros(1, arch.in_channels, PERMUTATION_EXAMPLE_SIZE, PERMUTATION_EXAMPLE_SIZE)
+    with torch.enable_grad():  # the graph is traced through autograd (smoothing itself runs without gradients)
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+    outputs = (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
+    inputs = (tp.prune_conv_in_channels, tp.prune_linear_in_channels)
+    groups = []
+    for group in graph.get_all_groups(ignored_layers=[model.fc], root_module_types=[nn.Conv2d, nn.Linear]):
+        members: set[Member] = set()
+        for dependency, _ in group:
+            module, handler = dependency.target.module, dependency.handler
+            if handler in outputs:
+                members |= {(f"{names[module]}.weight", 0), (f"{names[module]}.bias", 0)}
+            elif handler in inputs:
+                members.add((f"{names[module]}.weight", 1))
+        groups.append(sorted(members, key=lambda member: (order[member[0]], member[1])))
+    return sorted(groups, key=lambda group: (order[group[0][0]], group[0][1]))
 
 
 def _channel_features(state: dict[str, torch.Tensor], group: list[Member]) -> np.ndarray:
