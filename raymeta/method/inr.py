@@ -1,8 +1,8 @@
 """The hypernetwork: coordinates of generated elements, Fourier features, and banks of per-tensor MLPs.
 
-Every generated conv (3×3, or 1×1 in a Bottleneck) is one *base layer* with index l among the L generated layers. Its element
-(o, i) has raw coordinates ``(l, o, i, L, O, I)``; its bias element o has ``(l, o, I, L, O, I)``. The MLPs
-see ``(l/L, o/O, i/I, L/L_ref, O/O_ref, I/I_ref)`` (paper Eq. 1) through Fourier features.
+Every generated conv (3×3, or 1×1 in a Bottleneck) is one *base layer* with index l among the L generated
+layers. Its element (o, i) has raw coordinates ``(l, o, i, L, O, I)``; its bias element o has
+``(l, o, I, L, O, I)``. The MLPs see ``(l/L, o/O, i/I, L/L_ref, O/O_ref, I/I_ref)`` (paper Eq. 1) through Fourier features.
 
 Each weight and each bias of every base layer has its own MLP (block-based INR, HTTY §2.1): a weight
 bank (one MLP per conv kernel, 9 outputs) and a bias bank (one MLP per bias). With ``separate_bias`` the

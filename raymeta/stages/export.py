@@ -1,7 +1,7 @@
 """Export a metamorphic network at one configuration (a uniform γ, or one γ per metamorphic block) as a
 standalone ResNet: state dict + JSON spec, a ``torch.export`` program, and ONNX.
 
-The exported network is :meth:`MetamorphicNetwork.materialize` (α folded into conv2, BatchNorm already
+The exported network is :meth:`MetamorphicNetwork.materialize` (α folded into the branch's last conv, BatchNorm already
 folded in the prior), so it is an ordinary :class:`raymeta.method.models.ResNet` without BatchNorm: the state
 dict needs only ``raymeta/method/models.py`` to load (with ``weights_only=True``), the ``ExportedProgram`` file
 (``network.pt2``, :func:`torch.export.save`) needs only torch (:func:`load_program` checks an archive needs no

@@ -323,7 +323,14 @@ HEALTH_SIGNALS = {
 }
 """Column prefix → (title, y-axis title, reference level, what the level means) of the health figures."""
 
-TENSOR_DASHES = {"conv1.weight": "solid", "conv1.bias": "dot", "conv2.weight": "dash", "conv2.bias": "dashdot"}
+TENSOR_DASHES = {
+    "conv1.weight": "solid",
+    "conv1.bias": "dot",
+    "conv2.weight": "dash",
+    "conv2.bias": "dashdot",
+    "conv3.weight": "longdash",  # a Bottleneck's third conv
+    "conv3.bias": "longdashdot",
+}
 
 
 def _natural_key(text: str) -> tuple:
