@@ -188,6 +188,9 @@ def test_a_hub_entry_comes_from_the_hub_folder_and_its_normalisation_travels(tmp
     assert set(prior.metrics) == {"validation_accuracy", "validation_loss"}
     assert prior.state_dict["stages.2.0.shortcut.0.weight"].shape == (8, 4, 1, 1)  # torchvision names mapped
 
+    with pytest.raises(ConfigError, match="could not load cifar10_resnet99"):
+        import_weights("hub:someone/cifar-models:master:cifar10_resnet99", CIFAR, ResNet(CIFAR).state_dict())
+
     cifar = types.SimpleNamespace(name="cifar10", in_channels=3, mean=(0.5, 0.4, 0.3), std=(0.25, 0.2, 0.1))
     mapped = load_config(None, [f"pretrain.init_from={source}", "pretrain.input_mean=[0.4,0.4,0.4]",
                                 "pretrain.input_std=[0.5,0.2,0.2]"])  # fmt: skip

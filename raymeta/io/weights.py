@@ -110,10 +110,11 @@ def read_source(source: str) -> tuple[dict[str, torch.Tensor], dict]:
         repo, ref, entry = parts
         try:
             model = torch.hub.load(f"{repo}:{ref}", entry, pretrained=True, trust_repo=True, skip_validation=True)
-        except (OSError, RuntimeError) as error:
+        except (OSError, RuntimeError, AttributeError, TypeError) as error:  # no copy, no such entry, no weights
             raise ConfigError(
-                f"pretrain.init_from={source!r}: torch.hub could not load {entry} from {repo}:{ref} ({error}); "
-                f"on a connected machine it is fetched into {torch.hub.get_dir()}"
+                f"pretrain.init_from={source!r}: torch.hub could not load {entry}(pretrained=True) from "
+                f"{repo}:{ref} ({type(error).__name__}: {error}); on a connected machine the repository and its "
+                f"weights are fetched into {torch.hub.get_dir()}"
             ) from None
         if not isinstance(model, torch.nn.Module):
             raise ConfigError(
