@@ -33,15 +33,15 @@ import dataclasses
 import json
 import sys
 import typing
-from pathlib import Path
 
 import yaml
 
 from raymeta.config.docs import field_docs
 from raymeta.config.loading import load_config, method_overrides
 from raymeta.config.schema import BaselineConfig, Config, DeployConfig, ExportConfig, RayConfig, SweepConfig
+from raymeta.drivers.jobs import require_kept_output
 from raymeta.errors import ConfigError, RaymetaError
-from raymeta.io.files import RunPaths, save_config
+from raymeta.io.files import RunPaths, location, require_local, save_config
 from raymeta.io.progress import Progress
 from raymeta.method.presets import METHODS
 
@@ -197,11 +197,26 @@ def _config(args: argparse.Namespace) -> Config:
         and args.run_dir
         and RunPaths(args.run_dir).config.is_file()
     ):
-        args.config = str(RunPaths(args.run_dir).config)
+        args.config = RunPaths(args.run_dir).config
     overrides = method_overrides(getattr(args, "method", None) or "raymeta")
     if getattr(args, "run_dir", None):
         overrides.append(f"run_dir={args.run_dir}")
-    return load_config(args.config, overrides + list(args.overrides) + flag_overrides(args))
+    config = load_config(args.config, overrides + list(args.overrides) + flag_overrides(args))
+    if args.command != "validate":  # validate writes nothing
+        require_kept_output(_output_folders(args, config))
+    return config
+
+
+def _output_folders(args: argparse.Namespace, config: Config) -> dict[str, str | None]:
+    """The folders a command writes to, by the setting (or flag) that names them."""
+    folders = {"run_dir": config.run_dir, "ray.storage_path": config.ray.storage_path}
+    if args.command == "sweep":
+        folders["sweep.sweep_dir"] = config.sweep.sweep_dir
+    if args.command in ("deploy", "export"):
+        folders[f"{args.command}.output"] = getattr(config, args.command).output
+    if args.command == "baseline":
+        folders["--out"] = args.out
+    return folders
 
 
 def _resume(args: argparse.Namespace) -> bool | None:
@@ -218,7 +233,7 @@ def _pipeline(args: argparse.Namespace, progress: Progress) -> None:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         print(f"# config hash {config.hash()}")
         return
-    Path(config.run_dir).mkdir(parents=True, exist_ok=True)
+    location(config.run_dir).mkdir(parents=True, exist_ok=True)
     if args.command != "evaluate":  # evaluate reads an existing run and never rewrites its config.yaml
         save_config(config, RunPaths(config.run_dir).config)
     resume = _resume(args)
@@ -244,15 +259,24 @@ def _pipeline(args: argparse.Namespace, progress: Progress) -> None:
         run_pipeline(config, progress, resume=resume)
 
 
+def _local_run_dir(args: argparse.Namespace) -> None:
+    """Commands whose files go through local file operations refuse an object-storage --run-dir before reading
+    anything from it."""
+    if args.run_dir:
+        require_local(args.run_dir, f"raymeta {args.command}'s run_dir")
+
+
 def _baseline(args: argparse.Namespace, progress: Progress) -> None:
     from raymeta.stages.baselines import run_baseline
 
+    _local_run_dir(args)
     run_baseline(args.kind, _config(args), progress, out=args.out)
 
 
 def _export(args: argparse.Namespace, progress: Progress) -> None:
     from raymeta.stages.export import run_export
 
+    _local_run_dir(args)
     config = _config(args)
     run_dir = args.run_dir or (config.run_dir if args.config else None)
     run_export(config.export, progress, run_dir=run_dir)
@@ -261,6 +285,7 @@ def _export(args: argparse.Namespace, progress: Progress) -> None:
 def _deploy(args: argparse.Namespace, progress: Progress) -> None:
     from raymeta.stages.deploy import deploy
 
+    _local_run_dir(args)
     config = _config(args)
     config.deploy.budget()  # exactly one budget, before anything is loaded
     run_dir = args.run_dir or (config.run_dir if args.config else None)
@@ -272,6 +297,7 @@ def _deploy(args: argparse.Namespace, progress: Progress) -> None:
 def _report(args: argparse.Namespace, progress: Progress) -> None:
     from raymeta.stages.report import report_tables
 
+    require_kept_output({"--output": str(args.output)})
     report_tables(args.tables, args.output, progress, title=args.title)
 
 

@@ -317,15 +317,36 @@ def test_the_prior_hash_holds_the_data_model_pretraining_and_seed(override, chan
     assert (load_config(None, [override]).prior_hash() != Config().prior_hash()) == changes_prior
 
 
-@pytest.mark.parametrize("key", ["run_dir", "ray.storage_path", "sweep.sweep_dir", "deploy.output", "export.output"])
-@pytest.mark.parametrize("uri", ["s3://bucket/runs/x", "gs://bucket/x", "abfs://container/x"])
-def test_a_folder_given_as_an_object_storage_uri_is_refused_naming_the_key(key, uri):
-    # Path("s3://bucket/x").resolve() is the local folder $PWD/s3:/bucket/x: refused, not written there
+@pytest.mark.parametrize("key", ["run_dir", "ray.storage_path", "sweep.sweep_dir"])
+@pytest.mark.parametrize(
+    "uri", ["s3://bucket/runs/x", "gs://bucket/x", "abfs://container@account/x", "HDFS://nn:8020/x"]
+)
+def test_run_folders_may_be_object_storage_uris(key, uri):
+    config = load_config(None, [f"{key}={uri}"])
+    assert {
+        "run_dir": config.run_dir,
+        "ray.storage_path": config.ray.storage_path,
+        "sweep.sweep_dir": config.sweep.sweep_dir,
+    }[key] == uri
+
+
+@pytest.mark.parametrize("key", ["run_dir", "ray.storage_path", "sweep.sweep_dir"])
+@pytest.mark.parametrize("uri", ["ftp://host/x", "s4://bucket/x", "file:///tmp/x"])
+def test_a_uri_of_an_unknown_scheme_is_refused_naming_the_key_and_the_schemes(key, uri):
+    # Path("ftp://host/x").resolve() would be the local folder $PWD/ftp:/host/x: refused, not written there
+    with pytest.raises(ConfigError) as error:
+        load_config(None, [f"{key}={uri}"])
+    assert f"{key}={uri!r} is not allowed: a folder path, or a URI of object storage: s3://, gs://" in str(error.value)
+
+
+@pytest.mark.parametrize("key", ["deploy.output", "export.output"])
+@pytest.mark.parametrize("uri", ["s3://bucket/runs/x", "gs://bucket/x"])
+def test_folders_written_only_locally_refuse_uris_naming_the_key(key, uri):
     with pytest.raises(ConfigError) as error:
         load_config(None, [f"{key}={uri}"])
     scheme = uri.split(":")[0]
     assert f"{key}={uri!r} is not allowed" in str(error.value)
-    assert f"{scheme}://" in str(error.value) and "NFS" in str(error.value)
+    assert f"{scheme}://" in str(error.value) and "NFS" in str(error.value) and "not here" in str(error.value)
 
 
 @pytest.mark.parametrize("path", ["runs/x", "/mnt/nfs/runs/x", "C:/runs/x", "runs/s3:/x"])

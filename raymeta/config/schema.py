@@ -39,18 +39,39 @@ def _require(condition: bool, key: str, value, allowed: str) -> None:
 
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")
+"""URI schemes of the filesystems ``pyarrow.fs`` opens (S3 and S3-compatible stores, Google Cloud Storage, Azure
+(ADLS Gen2 / Blob), HDFS): where run_dir, sweep.sweep_dir and ray.storage_path may be."""
 
-def _require_folder(key: str, value: str | None) -> None:
-    """A folder raymeta writes to must be a path: files go through local file operations, so a URI such as
-    ``s3://bucket/x`` would silently become a local folder named ``s3:``. Refused with the way that works."""
+
+def uri_scheme(value: str | None) -> str | None:
+    """The scheme of a URI (``s3`` of ``s3://bucket/x``, lower-cased); None for a path."""
     match = _URI.match(value) if value is not None else None
+    return match.group(1).lower() if match else None
+
+
+def _require_storage(key: str, value: str | None) -> None:
+    """A folder raymeta writes to may be a path or a URI of object storage it knows; any other scheme is refused
+    (it would otherwise become a local folder named ``scheme:``)."""
+    scheme = uri_scheme(value)
     _require(
-        match is None,
+        scheme is None or scheme in STORAGE_SCHEMES,
         key,
         value,
-        f"a folder path, local or on storage every node mounts (NFS); {match.group(1) if match else ''}:// and "
-        "other object-storage URIs are not supported, and would be written as a local folder named "
-        f"'{match.group(1) if match else ''}:'",
+        "a folder path, or a URI of object storage: " + ", ".join(f"{s}://" for s in STORAGE_SCHEMES),
+    )
+
+
+def _require_folder(key: str, value: str | None) -> None:
+    """A folder only written through local file operations (the export and deploy outputs): a URI would silently
+    become a local folder named ``s3:``, so it is refused with the way that works."""
+    scheme = uri_scheme(value)
+    _require(
+        scheme is None,
+        key,
+        value,
+        f"a folder path, local or on storage every node mounts (NFS); {scheme}:// and other object-storage URIs "
+        "are supported for run_dir, sweep.sweep_dir and ray.storage_path, not here",
     )
 
 
@@ -489,7 +510,7 @@ class RayConfig:
             "null (as many as fit), 0 (no Ray) or a positive integer",
         )
         _require(self.gpus_per_worker >= 0, "ray.gpus_per_worker", self.gpus_per_worker, "0 or more")
-        _require_folder("ray.storage_path", self.storage_path)
+        _require_storage("ray.storage_path", self.storage_path)
         _require(
             self.cpus_per_worker is None or self.cpus_per_worker > 0,
             "ray.cpus_per_worker",
@@ -539,7 +560,7 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         _require(self.workers >= 1, "sweep.workers", self.workers, "1 or more (each trial trains on Ray Train)")
-        _require_folder("sweep.sweep_dir", self.sweep_dir)
+        _require_storage("sweep.sweep_dir", self.sweep_dir)
         _require(self.cpus_per_worker > 0, "sweep.cpus_per_worker", self.cpus_per_worker, "a positive number")
         _require(self.gpus_per_worker >= 0, "sweep.gpus_per_worker", self.gpus_per_worker, "0 or more")
         _require(self.trial_cpus > 0, "sweep.trial_cpus", self.trial_cpus, "a positive number")
@@ -751,7 +772,7 @@ class Config:
             "cpu, cuda, cuda:N or auto",
         )
         _require(self.threads is None or self.threads >= 1, "threads", self.threads, "null or a positive integer")
-        _require_folder("run_dir", self.run_dir)
+        _require_storage("run_dir", self.run_dir)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -15,7 +15,6 @@ import dataclasses
 import logging
 import math
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from raymeta.config.loading import config_from_dict
 from raymeta.config.schema import Config, RayConfig
 from raymeta.errors import CheckpointError, ConfigError, RaymetaError
 from raymeta.io.artifacts import MetamorphicCheckpoint, SmoothedCheckpoint
-from raymeta.io.files import RunPaths, atomic_write
+from raymeta.io.files import RunPaths, StoragePath, absolute, copy_file, location, remove_tree
 from raymeta.io.progress import Progress
 from raymeta.stages.collective import Collective
 from raymeta.stages.monitor import existing_checkpoint, save_epoch
@@ -93,7 +92,6 @@ def train_worker(loop_config: dict) -> None:
     config = dataclasses.replace(config_from_dict(loop_config["config"]), device=str(device), threads=None)
     collective = TorchCollective(rank, world_size, device)
     progress = Progress() if rank == 0 else (lambda message: None)
-    paths = RunPaths(config.run_dir)
 
     checkpoint, restored = None, ray.train.get_checkpoint()
     if restored is not None:
@@ -109,9 +107,9 @@ def train_worker(loop_config: dict) -> None:
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             return
-        save_epoch(config, make_checkpoint())
         with tempfile.TemporaryDirectory() as folder:
-            shutil.copy(paths.train_checkpoint, Path(folder) / CHECKPOINT_FILE)
+            # written once here, then copied to the run folder (which may be on object storage)
+            save_epoch(config, make_checkpoint(), local_copy=Path(folder) / CHECKPOINT_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
     run_training(
@@ -191,7 +189,7 @@ def train_distributed(
     progress: Progress | None = None,
     callbacks: list | None = None,
     step_hook: StepHook | None = None,
-) -> Path:
+) -> Path | StoragePath:
     """Train on Ray Train as ``config.ray`` says; returns the run's checkpoint path (``RUN_DIR/train/checkpoint.pt``).
 
     ``callbacks`` are Ray Train ``UserCallback``s of the controller (a Tune trial passes Tune's
@@ -204,15 +202,15 @@ def train_distributed(
 
     options = config.ray
     progress = progress or Progress()
-    config = dataclasses.replace(config, run_dir=str(Path(config.run_dir).resolve()))
+    config = dataclasses.replace(config, run_dir=absolute(config.run_dir))
     paths = RunPaths(config.run_dir)
     SmoothedCheckpoint.load(paths.smoothed)  # fail here, not in the workers
     # what can be refused without a cluster is refused before starting one
     _plan_workers(options, config.train.configs_per_step, {"CPU": 1e9, "GPU": 1e9})
-    storage = Path(options.storage_path or paths.root / "ray").resolve()
+    storage = location(absolute(options.storage_path or paths.root / "ray"))
     name = run_name(config)
     if resume is False:
-        shutil.rmtree(storage / name, ignore_errors=True)
+        remove_tree(storage / name)
     ray_run_exists = (storage / name).is_dir()
     checkpoint = None if (resume and ray_run_exists) else existing_checkpoint(config, resume)
     if checkpoint is not None and checkpoint.done:
@@ -244,7 +242,7 @@ def train_distributed(
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
             run_config=RunConfig(
                 name=name,
-                storage_path=str(storage),
+                **ray_storage(storage),
                 failure_config=FailureConfig(max_failures=options.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
                 logging_config=LoggingConfig(log_level=options.log_level),
@@ -264,7 +262,15 @@ def train_distributed(
     return paths.train_checkpoint
 
 
-def _copy_final_checkpoint(checkpoint, target: Path) -> None:
+def ray_storage(storage: Path | StoragePath) -> dict:
+    """``RunConfig``'s storage (Train's or Tune's): a local folder, or the object store's filesystem (the one
+    raymeta's own files use) with the path inside it."""
+    if isinstance(storage, StoragePath):
+        return {"storage_path": storage.fs_path, "storage_filesystem": storage.filesystem}
+    return {"storage_path": str(storage)}
+
+
+def _copy_final_checkpoint(checkpoint, target: Path | StoragePath) -> None:
     """Rank 0 may have run on another node: bring the last reported checkpoint into the run folder."""
     if checkpoint is None:
         if not target.is_file():
@@ -273,4 +279,4 @@ def _copy_final_checkpoint(checkpoint, target: Path) -> None:
     with checkpoint.as_directory() as folder:
         source = Path(folder) / CHECKPOINT_FILE
         if not target.is_file() or source.read_bytes() != target.read_bytes():
-            atomic_write(target, lambda temporary: shutil.copy(source, temporary))
+            copy_file(source, target)

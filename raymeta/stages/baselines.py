@@ -41,7 +41,7 @@ from raymeta.config.schema import Config, short_hash
 from raymeta.errors import CheckpointError, ConfigError
 from raymeta.io.artifacts import PriorCheckpoint, SmoothedCheckpoint
 from raymeta.io.data import EpochBatches, make_loader
-from raymeta.io.files import RunPaths, save_config
+from raymeta.io.files import RunPaths, require_local, save_config
 from raymeta.io.progress import Progress
 from raymeta.io.results import ResultsError, read_tables, result_frame, write_table
 from raymeta.method.models import (
@@ -672,6 +672,9 @@ def run_baseline(kind: str, config: Config, progress: Progress, *, out: str | Pa
     ``out`` (default RUN_DIR/results), with the settings of ``config.baseline``."""
     if kind not in BASELINES:
         raise ConfigError(f"baseline {kind!r} is not allowed: use {', '.join(BASELINES)}")
+    require_local(config.run_dir, "raymeta baseline's run_dir")
+    if out is not None:
+        require_local(out, "raymeta baseline's --out")
     settings = config.baseline
     gammas = list(settings.gammas) if settings.gammas is not None else list(config.eval.gammas)
     device = select_device(config)

@@ -39,7 +39,7 @@ import torch
 from raymeta.config.schema import DeployConfig
 from raymeta.errors import ConfigError
 from raymeta.io.data import make_loader
-from raymeta.io.files import RunPaths, atomic_write_text, save_config
+from raymeta.io.files import RunPaths, atomic_write_text, require_local, save_config
 from raymeta.io.results import RunIdentity, result_frame, write_table
 from raymeta.method.models import block_name
 from raymeta.method.pareto import pareto_front
@@ -385,6 +385,7 @@ def deploy(run_dir: str | Path, options: DeployConfig, progress=print) -> dict:
     """Search the run's configurations for the best validation accuracy within the budget of ``options``, export
     it, and write the Pareto table, ``deploy.json`` and ``config.yaml`` (the run's configuration with the deploy
     settings it ran with: ``raymeta deploy --config`` on it deploys again); returns what ``deploy.json`` holds."""
+    require_local(run_dir, "raymeta deploy's run_dir")
     budget = parse_budget(*options.budget())  # exactly one, given in the deploy: group or as its flag
     device = torch.device(options.device)
     paths = RunPaths(str(run_dir))

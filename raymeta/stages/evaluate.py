@@ -103,7 +103,7 @@ def evaluate_trained(
         )
     samples = config.eval.samples
     state = checkpoint.state
-    identity = run_identity(trained_config, run_id=Path(config.run_dir).name, dataset=bundle.info.name)
+    identity = run_identity(trained_config, run_id=RunPaths(config.run_dir).root.name, dataset=bundle.info.name)
     frames = []
     for name in splits:
         dataset = bundle.test if name == "test" else bundle.validation

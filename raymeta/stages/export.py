@@ -26,7 +26,7 @@ import torch
 
 from raymeta.config.schema import ExportConfig
 from raymeta.errors import ConfigError
-from raymeta.io.files import RunPaths, atomic_write
+from raymeta.io.files import RunPaths, atomic_write, require_local
 from raymeta.io.progress import Progress
 from raymeta.method.models import Architecture, ResNet
 from raymeta.method.widths import Gamma, block_gammas, canonical, format_gamma
@@ -166,7 +166,11 @@ def run_export(settings: ExportConfig, progress: Progress, *, run_dir: str | Pat
         )
     if not run_dir and not settings.checkpoint:
         raise ConfigError("raymeta export needs --run-dir (or --checkpoint) naming a trained run")
-    checkpoint = Path(settings.checkpoint) if settings.checkpoint else RunPaths(run_dir).train_checkpoint
+    checkpoint = (
+        require_local(settings.checkpoint, "raymeta export's --checkpoint")
+        if settings.checkpoint
+        else RunPaths(require_local(run_dir, "raymeta export's run_dir")).train_checkpoint
+    )
     net, trained_config, saved = load_trained(checkpoint)
     if not saved.done:
         progress("export: note — the checkpoint is from an unfinished run")

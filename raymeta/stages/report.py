@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from raymeta.config.schema import Config
-from raymeta.io.files import RunPaths, atomic_write_text
+from raymeta.io.files import RunPaths, StoragePath, atomic_write_text, location
 from raymeta.io.progress import Progress
 from raymeta.io.results import (
     ALPHA_PREFIX,
@@ -740,9 +740,11 @@ def _page(title: str, body: list[str]) -> str:
     )
 
 
-def write_report(frame: pd.DataFrame, output: str | Path, *, title: str = "raymeta report") -> Path:
-    """Write the report atomically (a temporary name, then rename)."""
-    output = Path(output)
+def write_report(
+    frame: pd.DataFrame, output: str | Path | StoragePath, *, title: str = "raymeta report"
+) -> Path | StoragePath:
+    """Write the report atomically (a temporary name, then rename), locally or to object storage."""
+    output = location(output)
     if output.suffix.lower() not in (".html", ".htm"):
         raise ResultsError(f"report output {output} must end in .html")
     page = build_report(frame, title=title)
@@ -758,7 +760,9 @@ def run_report(config: Config, progress: Progress) -> Path:
     return output
 
 
-def report_tables(tables: list[str], output: str | Path, progress: Progress, *, title: str = "raymeta report") -> Path:
+def report_tables(
+    tables: list[str], output: str | Path | StoragePath, progress: Progress, *, title: str = "raymeta report"
+) -> Path | StoragePath:
     """``raymeta report``: a self-contained HTML page from result tables (nothing else is read)."""
     paths = table_paths(tables)
     frame = read_tables(paths)
