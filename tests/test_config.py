@@ -6,6 +6,7 @@ from raymeta.config.loading import load_config
 from raymeta.config.schema import Config, method_name
 from raymeta.errors import ConfigError
 from raymeta.method.models import Architecture, resolve_blocks
+from raymeta.stages.runtime import model_architecture
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +34,7 @@ def test_every_job_config_loads_and_validates(path):
         "raymeta"
         in path.read_text().splitlines()[1] + path.read_text().splitlines()[2] + path.read_text().splitlines()[3]
     )
-    arch = Architecture(config.model.depth, tuple(config.model.widths), 3, 10)
+    arch = model_architecture(config, 3, 10)
     assert resolve_blocks(config.train.blocks, arch)
 
 
@@ -227,11 +228,13 @@ JOB_HASHES = {
     "cifar100_resnet56": "baa21a32926c",
     "cifar100_resnet56_neumeta": "dd7d5f578431",
     "cifar100_resnet56_wide": "238b25b8d73e",
+    "cifar10_resnet20_hub": "8d551aaeab24",
     "debug": "d1944785f645",
     "debug_distributed": "d1944785f645",
     "debug_sweep": "374f5d26df06",
     "fashion_mnist_bench": "7f8000c00b77",
     "fashion_mnist_resnet20": "99d33e9cb9d0",
+    "imagenet_resnet18": "9bc9f74193d0",  # with the image_folder data keys (data.image_size, …) in the schema
     "quickstart": "2ad6a5b455ea",
 }
 """The hash of every job config: runs made with them are found by it (checkpoints resume, tables join), so a change

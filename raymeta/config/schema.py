@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from raymeta.errors import ConfigError
 from raymeta.method.presets import NEUMETA_SWITCHES, PAPER_METHOD
 
+MODEL_FAMILIES = ("cifar", "resnet18", "resnet34", "resnet50", "resnet101")
+"""The networks a prior may be: raymeta's CIFAR ResNets and torchvision's ResNets."""
+
 HASH_EXCLUDE = {"hash": "exclude"}
 """Field metadata: the setting says how or where work runs, or what is watched, not what is computed, so the
 config hash leaves it out."""
@@ -166,11 +169,51 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     depth: int = 20
-    """ResNet depth 6n+2: 20 is ResNet-20 (n=3), 56 is ResNet-56 (n=9)."""
+    """ResNet depth 6n+2: 20 is ResNet-20 (n=3), 56 is ResNet-56 (n=9). The cifar family only."""
     widths: list[int] = field(default_factory=lambda: [16, 32, 64])
-    """Widths of the three stages; the paper's high-capacity variant is [64, 128, 256]."""
+    """Widths of the three stages; the paper's high-capacity variant is [64, 128, 256]. The cifar family only."""
+    family: str = field(default="cifar", metadata=HASH_OMIT_IF_DEFAULT)
+    """cifar (raymeta's CIFAR ResNets, depth and widths above), or one of torchvision's ResNets: resnet18,
+    resnet34 (BasicBlocks), resnet50, resnet101 (Bottlenecks; the metamorphic width is the bottleneck width),
+    with torchvision's module names, so zoo weights load as they are, and the ImageNet stem (7×7 stride-2 conv,
+    max pool)."""
+    stage_blocks: list[int] | None = field(default=None, metadata=HASH_OMIT_IF_DEFAULT)
+    """torchvision families: blocks in each of the four stages (null: the family's own, e.g. [2, 2, 2, 2] for
+    resnet18); fewer make a small network of the family for quick runs."""
+    base_width: int | None = field(default=None, metadata=HASH_OMIT_IF_DEFAULT)
+    """torchvision families: the first stage's width, the others 2×, 4×, 8× it (null: torchvision's 64)."""
 
     def __post_init__(self) -> None:
+        _require(
+            self.family in MODEL_FAMILIES,
+            "model.family",
+            self.family,
+            ", ".join(MODEL_FAMILIES),
+        )
+        if self.family != "cifar":
+            for key, default in (("depth", 20), ("widths", [16, 32, 64])):
+                _require(
+                    getattr(self, key) == default,
+                    f"model.{key}",
+                    getattr(self, key),
+                    f"left out with model.family={self.family} (it describes cifar ResNets): set the network's "
+                    "size with model.stage_blocks and model.base_width",
+                )
+            _require(
+                self.stage_blocks is None or (len(self.stage_blocks) == 4 and all(n >= 1 for n in self.stage_blocks)),
+                "model.stage_blocks",
+                self.stage_blocks,
+                "null or four positive integers",
+            )
+            _require(
+                self.base_width is None or self.base_width >= 1,
+                "model.base_width",
+                self.base_width,
+                "a positive integer",
+            )
+            return
+        for key in ("stage_blocks", "base_width"):
+            _require(getattr(self, key) is None, f"model.{key}", getattr(self, key), "null with model.family=cifar")
         _require(
             self.depth >= 8 and (self.depth - 2) % 6 == 0,
             "model.depth",
@@ -188,17 +231,55 @@ class ModelConfig:
 @dataclass
 class PretrainConfig:
     epochs: int = 30
-    """Epochs of ordinary training of the prior (the γ = 0 network, with BatchNorm)."""
+    """Epochs of ordinary training of the prior (the γ = 0 network, with BatchNorm); with init_from, of
+    fine-tuning the imported weights, and 0 uses them as they are."""
     lr: float = 0.1
     """Peak SGD learning rate (cosine decay to zero)."""
     momentum: float = 0.9
     """SGD momentum."""
     weight_decay: float = 5e-4
     """SGD weight decay."""
+    init_from: str | None = field(default=None, metadata=HASH_OMIT_IF_DEFAULT)
+    """Start the prior from existing weights (null: at random): torchvision:NAME[:WEIGHTS] (a torchvision model
+    with its zoo weights, e.g. torchvision:resnet18:IMAGENET1K_V1; DEFAULT when left out), hub:OWNER/REPO:REF:ENTRY
+    (a torch.hub entry, e.g. hub:chenyaofo/pytorch-cifar-models:master:cifar10_resnet20; it runs the repository's
+    hubconf.py, as torch.hub does), or a state-dict file (.pt, .pth or .safetensors; read weights-only). Keys are
+    mapped onto model.family's names and every shape checked."""
+    input_mean: list[float] | None = field(default=None, metadata=HASH_OMIT_IF_DEFAULT)
+    """The per-channel mean of the [0, 1] pixels the imported weights were trained on (null: a torchvision
+    model's weights' own, else the data's): the network maps the data's normalisation onto it."""
+    input_std: list[float] | None = field(default=None, metadata=HASH_OMIT_IF_DEFAULT)
+    """The per-channel standard deviation that goes with input_mean."""
 
     def __post_init__(self) -> None:
-        _require(self.epochs >= 1, "pretrain.epochs", self.epochs, "a positive integer")
+        _require(
+            self.epochs >= (0 if self.init_from else 1),
+            "pretrain.epochs",
+            self.epochs,
+            "a non-negative integer with pretrain.init_from (0: the imported weights as they are)"
+            if self.init_from
+            else "a positive integer (0 only with pretrain.init_from)",
+        )
         _require(self.lr > 0, "pretrain.lr", self.lr, "a positive number")
+        _require(
+            (self.input_mean is None) == (self.input_std is None),
+            "pretrain.input_mean",
+            self.input_mean,
+            "given together with pretrain.input_std (or both null)",
+        )
+        if self.input_std is not None:
+            _require(
+                self.init_from is not None,
+                "pretrain.input_std",
+                self.input_std,
+                "null without pretrain.init_from (a prior trained here uses the data's normalisation)",
+            )
+            _require(
+                len(self.input_std) == len(self.input_mean) and all(v > 0 for v in self.input_std),
+                "pretrain.input_std",
+                self.input_std,
+                "positive numbers, one per channel of input_mean",
+            )
 
 
 @dataclass

@@ -346,9 +346,10 @@ def _plan_trials(options: SweepConfig, resources: dict, wanted: int | None) -> i
 
 
 def _block_count(config: Config) -> int:
-    from raymeta.method.models import Architecture, resolve_blocks
+    from raymeta.method.models import resolve_blocks
+    from raymeta.stages.runtime import model_architecture
 
-    arch = Architecture(config.model.depth, tuple(config.model.widths), 3, 10)
+    arch = model_architecture(config, 3, 10)
     return len(resolve_blocks(config.train.blocks, arch))
 
 

@@ -199,6 +199,9 @@ class PriorCheckpoint(Artifact):
     rng: torch.Tensor | None = None
     done: bool = False
     batchnorm: bool = True
+    source: dict | None = None
+    """Where the prior's starting weights came from (``pretrain.init_from``: its value, kind, URL, repository or
+    file); None for a prior trained from a random start."""
 
     def require_done(self, path: str | Path) -> PriorCheckpoint:
         if not self.done:

@@ -111,6 +111,10 @@ class DatasetInfo:
     num_classes: int
     in_channels: int
     image_size: int  # images are square: image_size x image_size
+    mean: tuple[float, ...] | None = None
+    """Per-channel mean of the [0, 1] pixels the images were normalised with (None: not recorded)."""
+    std: tuple[float, ...] | None = None
+    """Per-channel standard deviation that goes with ``mean``."""
 
 
 @dataclass
@@ -555,7 +559,14 @@ def _load_cifar(name: str, data_dir: Path, download: bool):
     train_labels = torch.cat([labels for _, labels in train_batches])
     test_pixels, test_labels = _read_cifar_pickle(folder / layout.test_file, layout)
 
-    info = DatasetInfo(name=name, num_classes=layout.num_classes, in_channels=3, image_size=CIFAR_IMAGE_SIZE)
+    info = DatasetInfo(
+        name=name,
+        num_classes=layout.num_classes,
+        in_channels=3,
+        image_size=CIFAR_IMAGE_SIZE,
+        mean=layout.mean,
+        std=layout.std,
+    )
     return (
         info,
         _cifar_to_float(train_pixels, layout),

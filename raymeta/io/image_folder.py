@@ -371,7 +371,15 @@ def load_image_folder(
         samples = samples[:limit] if limit is not None else samples
         return ImageFolderSplit(samples, transform, augment=augmented, loader_workers=loader_workers)
 
-    info = DatasetInfo(name=IMAGE_FOLDER, num_classes=len(classes), in_channels=3, image_size=image_size)
+    # the normalisation recorded, so that an imported prior's own (pretrain.input_mean/std) can be mapped onto it
+    info = DatasetInfo(
+        name=IMAGE_FOLDER,
+        num_classes=len(classes),
+        in_channels=3,
+        image_size=image_size,
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
+    )
     return DatasetBundle(
         info=info,
         train=split(train_samples, limit_train, augment),

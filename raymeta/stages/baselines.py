@@ -5,8 +5,8 @@ The first two change only what a metamorphic block changes: the hidden width of 
 
 * **Individual**: an ordinary ResNet (with BatchNorm) trained from scratch at each γ with the prior's recipe.
 * **Pruning**: the prior pruned to each γ with Torch-Pruning (DepGraph): the lowest-scored output channels
-  of each metamorphic block's conv1 are removed, and DepGraph removes the matching bn1 channels and conv2
-  input channels. Torch-Pruning rather than our own index bookkeeping because it is the reference the
+  of each metamorphic block's conv1 (and a Bottleneck's conv2) are removed, and DepGraph removes the matching
+  BatchNorm channels and the next conv's input channels. Torch-Pruning rather than our own index bookkeeping because it is the reference the
   paper compares against (same importance criteria), and its dependency graph guarantees the coupled
   layers stay consistent. Each block is pruned as its own group to an exact width, so the result always
   has the hidden widths the metamorphic network generates at that γ (a global pruning ratio would not).
@@ -44,7 +44,15 @@ from raymeta.io.data import epoch_batches, make_loader
 from raymeta.io.files import RunPaths, require_local, save_config
 from raymeta.io.progress import Bar, Progress
 from raymeta.io.results import ResultsError, read_tables, result_frame, write_table
-from raymeta.method.models import Architecture, ResNet, block_name, count_params_macs, hidden_width, resolve_blocks
+from raymeta.method.models import (
+    Architecture,
+    ResNet,
+    block_convs,
+    block_name,
+    count_params_macs,
+    hidden_width,
+    resolve_blocks,
+)
 from raymeta.method.schedule import plan_stages, set_warmup
 from raymeta.method.scoring import accuracy_and_loss
 from raymeta.stages.fitting import EpochEnd, Optimisation, batches_per_epoch, fit, sgd_cosine
@@ -175,16 +183,18 @@ def prune_to_gamma(
     example = torch.zeros(1, prior.arch.in_channels, 8, 8, device=device)
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
     plans = []
+    hidden_outputs = [conv.name for conv in block_convs(prior.arch) if conv.hidden_out]  # a Bottleneck has two
     for (s, b), width in widths.items():  # score every block before pruning any, on the unpruned network
-        conv = model.block(s, b).conv1
-        if width == conv.out_channels:
-            continue
-        group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=list(range(conv.out_channels)))
-        scores = scorer(group)
-        if scores is None:
-            raise RuntimeError(f"{importance} importance gave no score for {block_name(s, b)}")
-        drop = torch.argsort(scores.detach().cpu(), stable=True)[: conv.out_channels - width]
-        plans.append((conv, sorted(int(i) for i in drop)))
+        for name in hidden_outputs:
+            conv = model.block(s, b).get_submodule(name)
+            if width == conv.out_channels:
+                continue
+            group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=list(range(conv.out_channels)))
+            scores = scorer(group)
+            if scores is None:
+                raise RuntimeError(f"{importance} importance gave no score for {block_name(s, b)}.{name}")
+            drop = torch.argsort(scores.detach().cpu(), stable=True)[: conv.out_channels - width]
+            plans.append((conv, sorted(int(i) for i in drop)))
     for conv, drop in plans:
         group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=drop)
         group.prune()
@@ -479,15 +489,16 @@ def skip_network(prior: ResNet, blocks: list[tuple[int, int]]) -> ResNet:
     for s, b in blocks:
         if prior.arch.has_projection(s, b):
             raise ConfigError(f"block {block_name(s, b)} has a projection shortcut: it cannot be skipped")
-        model.stages[s][b] = nn.Identity()
+        container, index = prior.arch.module_prefix(s, b).rsplit(".", 1)
+        model.get_submodule(container)[int(index)] = nn.Identity()
     return model.eval()
 
 
 def skip_params_macs(arch: Architecture, blocks: list[tuple[int, int]], image_size: int) -> tuple[int, int]:
-    """Parameters and MACs of :func:`skip_network`. A hidden width of 0 removes both convs' multiply-adds and
-    every weight but conv2's bias, which a removed block does not have either."""
+    """Parameters and MACs of :func:`skip_network`. A hidden width of 0 removes every conv's multiply-adds and
+    every weight but the last conv's bias, which a removed block does not have either."""
     params, macs = count_params_macs(arch, {position: 0 for position in blocks}, image_size)
-    return params - sum(arch.widths[s] for s, _ in blocks), macs
+    return params - sum(arch.out_width(s) for s, _ in blocks), macs
 
 
 def fine_tuned_names(config: Config, prior: ResNet) -> list[str]:

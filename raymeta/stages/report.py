@@ -36,6 +36,7 @@ from raymeta.io.results import (
     validate_frame,
 )
 from raymeta.io.tracking import log_run_files
+from raymeta.method.models import block_name, block_of_path
 
 METHOD_ORDER = ("metamorphic", "recipe", "neumeta", "individual", "skip")
 """Methods listed first, in this order; the rest (pruning variants, …) follow alphabetically."""
@@ -323,7 +324,14 @@ HEALTH_SIGNALS = {
 }
 """Column prefix → (title, y-axis title, reference level, what the level means) of the health figures."""
 
-TENSOR_DASHES = {"conv1.weight": "solid", "conv1.bias": "dot", "conv2.weight": "dash", "conv2.bias": "dashdot"}
+TENSOR_DASHES = {
+    "conv1.weight": "solid",
+    "conv1.bias": "dot",
+    "conv2.weight": "dash",
+    "conv2.bias": "dashdot",
+    "conv3.weight": "longdash",  # a Bottleneck's third conv
+    "conv3.bias": "longdashdot",
+}
 
 
 def _natural_key(text: str) -> tuple:
@@ -334,11 +342,10 @@ def _natural_key(text: str) -> tuple:
 
 
 def _block_of(name: str) -> str:
-    """``stage3.block1`` for an α column's name, or for a tensor path ``stages.2.1.conv1.weight``."""
-    parts = name.split(".")
-    if parts[0] == "stages" and len(parts) >= 3:
-        return f"stage{int(parts[1]) + 1}.block{parts[2]}"
-    return name
+    """``stage3.block1`` for an α column's name, or for a tensor path ``stages.2.1.conv1.weight`` (or
+    ``layer3.1.conv1.weight``)."""
+    position = block_of_path(name)
+    return name if position is None else block_name(*position)
 
 
 def health_figure(train: pd.DataFrame, prefix: str):
