@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Submit one experiment — or one sweep — to a Ray cluster as a Ray job and follow its logs:
 #
-#   RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh jobs/fashion_mnist_resnet20.yaml --run-dir /shared/runs/fmnist [raymeta run flags…]
-#   RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh --sweep tune_spaces/lambdas.yaml jobs/quickstart.yaml --run-dir /shared/runs/qs [raymeta sweep flags…]
-#   RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh --sweep jobs/debug_sweep.yaml      # the space and settings in the config
+#   RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh jobs/fashion_mnist_resnet20.yaml --run-dir s3://BUCKET/runs/fmnist [raymeta run flags…]
+#   RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh jobs/fashion_mnist_resnet20.yaml --run-dir /shared/runs/fmnist   # NFS
+#   RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh --sweep tune_spaces/lambdas.yaml jobs/quickstart.yaml --run-dir s3://BUCKET/runs/qs [raymeta sweep flags…]
+#   RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh --sweep jobs/debug_sweep.yaml --run-dir s3://BUCKET/runs/ds   # space in the config
 #
 # The job runs `raymeta run` (pretrain → smooth → train on Ray Train across the cluster → evaluate), or with
 # --sweep `raymeta sweep` (Ray Tune trials, each a Ray Train run; the space given here or the config's
 # sweep.space), in the runtime
 # environment of jobs/runtime_env.yaml, which ships this checkout and pip-installs the package.
-# On a multi-node cluster, --run-dir must be storage every node sees (NFS or similar).
+# --run-dir must be storage every node sees and that outlives the job: an object-storage URI (s3://, gs://,
+# abfs://; credentials from each node's environment) or an absolute path every node mounts (NFS). The job runs
+# in Ray's copy of this checkout, which Ray deletes with its session, so a relative run_dir is refused.
 # RAY_ADDRESS is the cluster's dashboard address (default http://127.0.0.1:8265); extra flags such as
 # --workers, --gpus-per-worker or group.key=value overrides are passed on to raymeta (the same settings can
 # live in the config's ray: and sweep: groups, so that the YAML records everything the job used).

@@ -39,9 +39,19 @@ import yaml
 
 from raymeta.config.docs import field_docs
 from raymeta.config.loading import load_config, method_overrides
-from raymeta.config.schema import BaselineConfig, Config, DeployConfig, ExportConfig, RayConfig, SweepConfig
+from raymeta.config.schema import (
+    TRACKERS,
+    BaselineConfig,
+    Config,
+    DeployConfig,
+    ExportConfig,
+    RayConfig,
+    SweepConfig,
+    TrackingConfig,
+)
+from raymeta.drivers.jobs import require_kept_output
 from raymeta.errors import ConfigError, RaymetaError
-from raymeta.io.files import RunPaths, save_config
+from raymeta.io.files import RunPaths, location, require_local, save_config
 from raymeta.io.progress import Progress
 from raymeta.method.presets import METHODS
 
@@ -197,11 +207,26 @@ def _config(args: argparse.Namespace) -> Config:
         and args.run_dir
         and RunPaths(args.run_dir).config.is_file()
     ):
-        args.config = str(RunPaths(args.run_dir).config)
+        args.config = RunPaths(args.run_dir).config
     overrides = method_overrides(getattr(args, "method", None) or "raymeta")
     if getattr(args, "run_dir", None):
         overrides.append(f"run_dir={args.run_dir}")
-    return load_config(args.config, overrides + list(args.overrides) + flag_overrides(args))
+    config = load_config(args.config, overrides + list(args.overrides) + flag_overrides(args))
+    if args.command != "validate":  # validate writes nothing
+        require_kept_output(_output_folders(args, config))
+    return config
+
+
+def _output_folders(args: argparse.Namespace, config: Config) -> dict[str, str | None]:
+    """The folders a command writes to, by the setting (or flag) that names them."""
+    folders = {"run_dir": config.run_dir, "ray.storage_path": config.ray.storage_path}
+    if args.command == "sweep":
+        folders["sweep.sweep_dir"] = config.sweep.sweep_dir
+    if args.command in ("deploy", "export"):
+        folders[f"{args.command}.output"] = getattr(config, args.command).output
+    if args.command == "baseline":
+        folders["--out"] = args.out
+    return folders
 
 
 def _resume(args: argparse.Namespace) -> bool | None:
@@ -218,7 +243,11 @@ def _pipeline(args: argparse.Namespace, progress: Progress) -> None:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         print(f"# config hash {config.hash()}")
         return
-    Path(config.run_dir).mkdir(parents=True, exist_ok=True)
+    if config.tracking.enabled():  # a tracker that cannot work is refused before any work, not after it
+        from raymeta.io.tracking import resolve_tracking
+
+        config = resolve_tracking(config)
+    location(config.run_dir).mkdir(parents=True, exist_ok=True)
     if args.command != "evaluate":  # evaluate reads an existing run and never rewrites its config.yaml
         save_config(config, RunPaths(config.run_dir).config)
     resume = _resume(args)
@@ -244,34 +273,62 @@ def _pipeline(args: argparse.Namespace, progress: Progress) -> None:
         run_pipeline(config, progress, resume=resume)
 
 
+def _local_run_dir(args: argparse.Namespace) -> None:
+    """Commands whose files go through local file operations refuse an object-storage --run-dir before reading
+    anything from it."""
+    if args.run_dir:
+        require_local(args.run_dir, f"raymeta {args.command}'s run_dir")
+
+
 def _baseline(args: argparse.Namespace, progress: Progress) -> None:
     from raymeta.stages.baselines import run_baseline
 
+    _local_run_dir(args)
     run_baseline(args.kind, _config(args), progress, out=args.out)
 
 
 def _export(args: argparse.Namespace, progress: Progress) -> None:
     from raymeta.stages.export import run_export
 
+    _local_run_dir(args)
     config = _config(args)
     run_dir = args.run_dir or (config.run_dir if args.config else None)
-    run_export(config.export, progress, run_dir=run_dir)
+    paths = run_export(config.export, progress, run_dir=run_dir)
+    _log_outputs(config, run_dir, list(paths.values()), f"export/{Path(next(iter(paths.values()))).parent.name}")
 
 
 def _deploy(args: argparse.Namespace, progress: Progress) -> None:
     from raymeta.stages.deploy import deploy
 
+    _local_run_dir(args)
     config = _config(args)
     config.deploy.budget()  # exactly one budget, before anything is loaded
     run_dir = args.run_dir or (config.run_dir if args.config else None)
     if not run_dir:
         raise ConfigError("raymeta deploy needs --run-dir naming a trained run")
-    deploy(run_dir, config.deploy, progress)
+    summary = deploy(run_dir, config.deploy, progress)
+    files = [Path(path) for path in (summary or {}).get("files", {}).values()]
+    if files:
+        _log_outputs(config, run_dir, [*files, files[0].parent / "deploy.json"], f"deploy/{files[0].parent.name}")
+
+
+def _log_outputs(config: Config, run_dir: str | None, paths: list[Path], folder: str) -> None:
+    """Files an export or deploy wrote, to the trained run's tracked run: the one its config.yaml names, with
+    its tracking settings, or the command's when they switch a tracker on (``--mlflow``, …)."""
+    saved = RunPaths(run_dir).config if run_dir else None
+    if saved is None or not saved.is_file():
+        return
+    from raymeta.io.tracking import log_run_files
+
+    trained = load_config(saved)
+    tracking = config.tracking if config.tracking.enabled() else trained.tracking
+    log_run_files(dataclasses.replace(trained, run_dir=str(run_dir), tracking=tracking), paths, folder)
 
 
 def _report(args: argparse.Namespace, progress: Progress) -> None:
     from raymeta.stages.report import report_tables
 
+    require_kept_output({"--output": str(args.output)})
     report_tables(args.tables, args.output, progress, title=args.title)
 
 
@@ -367,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
             add_config_flags(
                 p.add_argument_group("distributed training (Ray Train; the config's ray: group)"), RayConfig, "ray"
             )
+            _add_tracking(p)
         _add_resume(p, "a checkpoint")
     p = sub.add_parser("evaluate", help="accuracy at every γ of a grid, written to Parquet")
     _add_common(p, reads_run=True)
@@ -415,6 +473,11 @@ def _add_baseline(sub) -> None:
         k.add_argument("--out", help="results folder (default: RUN_DIR/results)")
 
 
+def _add_tracking(parser: argparse.ArgumentParser, names: typing.Iterable[str] | None = None) -> None:
+    settings = parser.add_argument_group("experiment tracking (the config's tracking: group)")
+    add_config_flags(settings, TrackingConfig, "tracking", names)
+
+
 def _add_no_onnx(settings, group: str) -> None:
     """``--no-onnx``: the short form of ``--onnx false`` for the export and deploy groups."""
     settings.add_argument(
@@ -433,6 +496,7 @@ def _add_export_report(sub) -> None:
     settings = p.add_argument_group("export settings (the config's export: group)")
     add_config_flags(settings, ExportConfig, "export", aliases={"output": ["-o"]})
     _add_no_onnx(settings, "export")
+    _add_tracking(p, TRACKERS)
     p = sub.add_parser(
         "deploy",
         help="the best network within a MAC, parameter or latency budget, exported",
@@ -446,6 +510,7 @@ def _add_export_report(sub) -> None:
     settings = p.add_argument_group("deploy settings (the config's deploy: group; exactly one budget)")
     add_config_flags(settings, DeployConfig, "deploy", aliases={"output": ["-o"]})
     _add_no_onnx(settings, "deploy")
+    _add_tracking(p, TRACKERS)
     p = sub.add_parser("report", help="self-contained HTML report of result tables")
     p.add_argument("tables", nargs="+", help="Parquet files, folders (searched recursively) or glob patterns")
     p.add_argument("-o", "--output", required=True, help="HTML file to write, e.g. reports/NAME.html")
@@ -465,6 +530,7 @@ def _add_sweep(sub) -> None:
     _add_common(p)
     add_config_flags(p.add_argument_group("sweep settings (the config's sweep: group)"), SweepConfig, "sweep")
     add_config_flags(p.add_argument_group("cluster (the config's ray: group)"), RayConfig, "ray", ["address"])
+    _add_tracking(p)
     _add_resume(p, "a sweep in the folder")
 
 

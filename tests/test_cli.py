@@ -1,5 +1,6 @@
 """End to end through the command line: the debug job, and the errors a user sees on bad input."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,8 @@ import pytest
 import raymeta.stages.latency as latency
 from raymeta.cli import main
 from raymeta.config.loading import load_config
+from raymeta.drivers.jobs import JOB_ENV, require_kept_output
+from raymeta.errors import ConfigError
 from raymeta.io.results import RESULT_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -287,9 +290,43 @@ def test_a_deployment_records_the_config_it_ran_with_and_says_what_it_skipped(
     assert recorded.deploy.output == str(out)
 
 
-def test_an_object_storage_run_dir_is_one_error_and_writes_nothing(tmp_path, capsys, monkeypatch):
+def test_a_run_dir_of_an_unknown_scheme_is_one_error_and_writes_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["train", "--config", str(Path(__file__).parents[1] / "jobs/debug.yaml"), "--run-dir", "s3://b/r"]) == 2
+    assert main(["train", "--config", str(Path(__file__).parents[1] / "jobs/debug.yaml"), "--run-dir", "s4://b/r"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and error[0].startswith("raymeta: error: run_dir='s3://b/r' is not allowed")
-    assert list(tmp_path.iterdir()) == []  # no local folder named s3:
+    assert len(error) == 1 and error[0].startswith("raymeta: error: run_dir='s4://b/r' is not allowed")
+    assert list(tmp_path.iterdir()) == []  # no local folder named s4:
+
+
+@pytest.mark.parametrize(
+    "command", [["baseline", "skip"], ["deploy", "--max-macs", "1M"], ["export", "--gamma", "0.5"]]
+)
+def test_commands_that_write_locally_refuse_an_object_storage_run_dir(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main([*command, "--run-dir", "s3://bucket/runs/x", "data.name=synthetic"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and f"raymeta {command[0]}'s run_dir s3://bucket/runs/x is not allowed" in error[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_submitted_job_refuses_a_relative_run_dir_before_it_starts(tmp_path, capsys, monkeypatch):
+    # Ray's job supervisor sets this in a submitted job's driver; its working directory is Ray's copy of the code
+    monkeypatch.setenv(JOB_ENV, json.dumps({"runtime_env": {}, "metadata": {"job_submission_id": "raysubmit_x1"}}))
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--config", str(Path(__file__).parents[1] / "jobs/debug.yaml")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "runs as the Ray job raysubmit_x1" in error[0]
+    assert f"run_dir='runs/debug' would be written to {tmp_path / 'runs/debug'}" in error[0]
+    assert "--run-dir /shared/runs/NAME" in error[0] and "--run-dir s3://BUCKET/runs/NAME" in error[0]
+    assert main(["report", "results", "--output", "page.html"]) == 2
+    assert "--output='page.html' would be written to" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
+
+
+def test_a_submitted_job_may_write_to_absolute_paths_and_uris(monkeypatch):
+    monkeypatch.setenv(JOB_ENV, "{}")
+    require_kept_output({"run_dir": "/shared/runs/x", "ray.storage_path": "s3://bucket/ray", "--out": None})
+    with pytest.raises(ConfigError, match=r"sweep.sweep_dir='sweeps/x' would be written to"):
+        require_kept_output({"run_dir": "/shared/runs/x", "sweep.sweep_dir": "sweeps/x"})
+    monkeypatch.delenv(JOB_ENV)
+    require_kept_output({"run_dir": "runs/x"})  # not a job: a relative run_dir is the user's own folder

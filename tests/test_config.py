@@ -6,6 +6,7 @@ from raymeta.config.loading import load_config
 from raymeta.config.schema import Config, method_name
 from raymeta.errors import ConfigError
 from raymeta.method.models import Architecture, resolve_blocks
+from raymeta.stages.runtime import model_architecture
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +34,7 @@ def test_every_job_config_loads_and_validates(path):
         "raymeta"
         in path.read_text().splitlines()[1] + path.read_text().splitlines()[2] + path.read_text().splitlines()[3]
     )
-    arch = Architecture(config.model.depth, tuple(config.model.widths), 3, 10)
+    arch = model_architecture(config, 3, 10)
     assert resolve_blocks(config.train.blocks, arch)
 
 
@@ -227,11 +228,13 @@ JOB_HASHES = {
     "cifar100_resnet56": "baa21a32926c",
     "cifar100_resnet56_neumeta": "dd7d5f578431",
     "cifar100_resnet56_wide": "238b25b8d73e",
+    "cifar10_resnet20_hub": "8d551aaeab24",
     "debug": "d1944785f645",
     "debug_distributed": "d1944785f645",
     "debug_sweep": "374f5d26df06",
     "fashion_mnist_bench": "7f8000c00b77",
     "fashion_mnist_resnet20": "99d33e9cb9d0",
+    "imagenet_resnet18": "9bc9f74193d0",  # with the image_folder data keys (data.image_size, …) in the schema
     "quickstart": "2ad6a5b455ea",
 }
 """The hash of every job config: runs made with them are found by it (checkpoints resume, tables join), so a change
@@ -314,15 +317,36 @@ def test_the_prior_hash_holds_the_data_model_pretraining_and_seed(override, chan
     assert (load_config(None, [override]).prior_hash() != Config().prior_hash()) == changes_prior
 
 
-@pytest.mark.parametrize("key", ["run_dir", "ray.storage_path", "sweep.sweep_dir", "deploy.output", "export.output"])
-@pytest.mark.parametrize("uri", ["s3://bucket/runs/x", "gs://bucket/x", "abfs://container/x"])
-def test_a_folder_given_as_an_object_storage_uri_is_refused_naming_the_key(key, uri):
-    # Path("s3://bucket/x").resolve() is the local folder $PWD/s3:/bucket/x: refused, not written there
+@pytest.mark.parametrize("key", ["run_dir", "ray.storage_path", "sweep.sweep_dir"])
+@pytest.mark.parametrize(
+    "uri", ["s3://bucket/runs/x", "gs://bucket/x", "abfs://container@account/x", "HDFS://nn:8020/x"]
+)
+def test_run_folders_may_be_object_storage_uris(key, uri):
+    config = load_config(None, [f"{key}={uri}"])
+    assert {
+        "run_dir": config.run_dir,
+        "ray.storage_path": config.ray.storage_path,
+        "sweep.sweep_dir": config.sweep.sweep_dir,
+    }[key] == uri
+
+
+@pytest.mark.parametrize("key", ["run_dir", "ray.storage_path", "sweep.sweep_dir"])
+@pytest.mark.parametrize("uri", ["ftp://host/x", "s4://bucket/x", "file:///tmp/x"])
+def test_a_uri_of_an_unknown_scheme_is_refused_naming_the_key_and_the_schemes(key, uri):
+    # Path("ftp://host/x").resolve() would be the local folder $PWD/ftp:/host/x: refused, not written there
+    with pytest.raises(ConfigError) as error:
+        load_config(None, [f"{key}={uri}"])
+    assert f"{key}={uri!r} is not allowed: a folder path, or a URI of object storage: s3://, gs://" in str(error.value)
+
+
+@pytest.mark.parametrize("key", ["deploy.output", "export.output"])
+@pytest.mark.parametrize("uri", ["s3://bucket/runs/x", "gs://bucket/x"])
+def test_folders_written_only_locally_refuse_uris_naming_the_key(key, uri):
     with pytest.raises(ConfigError) as error:
         load_config(None, [f"{key}={uri}"])
     scheme = uri.split(":")[0]
     assert f"{key}={uri!r} is not allowed" in str(error.value)
-    assert f"{scheme}://" in str(error.value) and "NFS" in str(error.value)
+    assert f"{scheme}://" in str(error.value) and "NFS" in str(error.value) and "not here" in str(error.value)
 
 
 @pytest.mark.parametrize("path", ["runs/x", "/mnt/nfs/runs/x", "C:/runs/x", "runs/s3:/x"])

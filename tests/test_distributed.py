@@ -8,16 +8,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import BASE
 from faults import KillOnce
+from image_folders import write_image_folder
 from monitor_check import assert_monitor_is_validation
 from ray_fixtures import embedded_ray
 
+from raymeta.config.loading import load_config
 from raymeta.config.schema import Config, RayConfig
 from raymeta.drivers.distributed import _plan_workers, run_name, train_distributed
 from raymeta.errors import ConfigError
 from raymeta.io.artifacts import MetamorphicCheckpoint
 from raymeta.io.progress import Progress
-from raymeta.stages.collective import WorkUnit, my_configurations
+from raymeta.stages.collective import WorkUnit, my_batch_positions, my_configurations
+from raymeta.stages.pretrain import pretrain
+from raymeta.stages.smooth import smooth
 from raymeta.stages.train import train
 
 QUIET = Progress(stream=open("/dev/null", "w"))
@@ -55,6 +60,9 @@ def test_configurations_are_shared_out_round_robin():
     units = [u for r in range(3) for u in my_configurations([0.0, 0.3], r, 3)]
     assert sorted((u.index, u.slice, u.slices) for u in units) == [(0, 0, 2), (0, 1, 2), (1, 0, 2), (1, 1, 2)]
     assert [len(my_configurations([0.0], r, 2)) for r in range(2)] == [1, 1]
+    # what each rank reads of an epoch: batch s·M + k for each of its configurations k, its shard of the epoch
+    assert my_batch_positions(2, 5, 0, 2) == [0, 2, 4, 5, 7, 9] and my_batch_positions(2, 5, 1, 2) == [1, 3, 6, 8]
+    assert my_batch_positions(2, 1, 1, 2) == [0, 1]  # slices of one micro-batch: both ranks read it
 
 
 def test_worker_plan_fits_the_cluster_and_refuses_what_cannot_work():
@@ -123,3 +131,51 @@ def test_stopped_run_continues_from_its_storage_path(prepared_run, ray_cluster):
     final, _ = states(train_distributed(on_ray(config), progress=QUIET))
     assert final.done and final.state.step == 8
     assert [r.global_epoch for r in final.state.history] == [1, 2, 3, 4]  # no epoch lost or repeated
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    """A prior pretrained and smoothed on a tiny image folder, and a factory of runs that reuse it. The folder is
+    given relative to ``base`` (the tests run from there): Ray's workers start elsewhere."""
+    base = tmp_path_factory.mktemp("folder")
+    write_image_folder(base / "images", {"train": 16, "test": 2})
+    folder = [
+        "data.name=image_folder",
+        "data.data_dir=images",
+        "data.image_size=16",
+        "data.batch_size=4",
+        "data.validation_fraction=0.25",
+        "data.loader_workers=1",
+        "pretrain.epochs=1",
+        "train.configs_per_step=4",
+        "train.steps_per_epoch=2",
+    ]
+    source = load_config(None, [*BASE, *folder, f"run_dir={base / 'prior'}"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(base)
+        pretrain(source, QUIET)
+        smooth(source, QUIET)
+
+    def make(*overrides: str) -> Config:
+        target = tmp_path_factory.mktemp("folder-run")
+        for name in ("prior.pt", "smoothed.pt"):
+            (target / name).write_bytes((Path(source.run_dir) / name).read_bytes())
+        return load_config(None, [*BASE, *folder, f"run_dir={target}", *overrides])
+
+    make.base = base
+    return make
+
+
+@pytest.mark.ray
+def test_two_workers_give_the_single_process_update_on_a_streamed_image_folder(folder_run, ray_cluster, monkeypatch):
+    # M = 4 over 2 workers: each decodes only the micro-batches of its own two configurations, in its own
+    # DataLoader worker, with random-resized crops and mirrors, and the update is the single process's;
+    # data.data_dir is relative to where the command runs, as the workers see it too
+    monkeypatch.chdir(folder_run.base)
+    one, one_state = states(train(folder_run(), progress=QUIET))
+    two, two_state = states(train_distributed(on_ray(folder_run()), progress=QUIET))
+    assert one.state.step == two.state.step == 4 and two.done
+    assert_same_parameters(one_state, two_state)
+    losses = [record.losses["loss"] for record in one.state.history]
+    assert losses == pytest.approx([record.losses["loss"] for record in two.state.history], rel=1e-4)
+    assert losses[0] != losses[1]  # two stages, each on other batches: the comparison is not of constants

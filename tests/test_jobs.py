@@ -194,6 +194,26 @@ def test_debug_job_submitted_to_a_local_cluster_writes_its_results(ray_head, tmp
 
 
 @pytest.mark.ray
+def test_a_job_with_a_relative_run_dir_is_refused_before_it_starts(ray_head, tmp_path):
+    runtime_env = tmp_path / "runtime_env.yaml"
+    runtime_env.write_text("working_dir: .\n")
+    # no --run-dir: jobs/debug.yaml's runs/debug would land in Ray's copy of the working dir, in its session folder
+    job = subprocess.run(
+        [str(ROOT / "jobs" / "submit.sh"), "jobs/debug.yaml"],
+        env={**ray_head["env"], "RUNTIME_ENV": str(runtime_env)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    log = job.stdout + job.stderr
+    assert job.returncode != 0 and "failed" in log, log[-4000:]
+    assert "runs as the Ray job raysubmit_" in log and "run_dir='runs/debug' would be written to" in log, log[-4000:]
+    assert "runtime_resources/working_dir_files/" in log and "--run-dir s3://BUCKET/runs/NAME" in log
+    assert "pretrain:" not in log  # refused before any stage ran
+
+
+@pytest.mark.ray
 @pytest.mark.slow
 def test_a_sweep_submitted_as_a_job_runs_its_trials_on_the_cluster(ray_head, tmp_path):
     run_dir, space = tmp_path / "run", tmp_path / "one.yaml"

@@ -52,7 +52,7 @@ def test_torch_and_torchvision_are_ranges_not_pins():
 
 @pytest.mark.parametrize("constraints", ["ci.txt", "torch-2.11.txt"])
 def test_the_pinned_versions_satisfy_the_declared_ranges(constraints):
-    requirements, pinned = declared(("test", "optuna", "export")), pins(constraints)
+    requirements, pinned = declared(("test", "optuna", "export", "tracking")), pins(constraints)
     for name, version in pinned.items():
         if name in requirements:
             assert requirements[name].specifier.contains(version, prereleases=True), (

@@ -176,6 +176,21 @@ def test_deploy_search(trained, tmp_path):
 
 
 @pytest.mark.slow
+def test_loader_throughput(tmp_path):
+    from test_data import write_fashion_mnist
+
+    write_fashion_mnist(tmp_path / "fashion", num_train=160, num_test=200, gz=True)  # every class in test
+    out = run_script(
+        "benchmarks/loader_throughput.py",
+        *("--fashion-dir", tmp_path / "fashion", "--images", 128, "--size", 16, "--batch", 32, "--repeats", 1),
+        *("--workers", 0, 1, "--folder", tmp_path / "images"),
+    )  # without --ray-data: a local Ray and its pipeline would cost this test ~15 s more
+    assert "wrote 128 training PNGs of 16x16" in out and "in memory (EpochBatches)" in out
+    assert "streamed, in the training process" in out and "streamed, 1 DataLoader worker(s)" in out
+    assert len(list((tmp_path / "images" / "train").rglob("*.png"))) == 128
+
+
+@pytest.mark.slow
 @pytest.mark.ray
 def test_ray_overhead(tmp_path):
     out = run_script(

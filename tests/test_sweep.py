@@ -185,21 +185,38 @@ def test_a_sweep_over_another_space_in_the_same_folder_is_refused(prepared_run, 
 
 
 @pytest.mark.ray
-def test_optuna_search_runs_trials(prepared_run, ray_cluster, tmp_path):
+def test_optuna_search_runs_trials_and_tracks_each(prepared_run, ray_cluster, tmp_path, monkeypatch):
     pytest.importorskip("optuna")  # a test extra: installed by .ci/run
+    from test_tracking import mlflow_runs, tensorboard_scalars
+
     space_file = tmp_path / "optuna.yaml"
     space_file.write_text(
         "search: optuna\nnum_samples: 2\nscheduler: fifo\n"
         "params:\n  train.lambda_reg: {loguniform: [1.0e-6, 1.0e-2]}\n"
         "  train.configs_per_step: {choice: [1, 2]}\n"
     )
-    base = prepared_run("train.blocks=[last]")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # an MLflow file store, as without a server
+    store = f"file://{tmp_path / 'mlruns'}"
+    base = prepared_run(
+        "train.blocks=[last]", "tracking.mlflow=true", "tracking.tensorboard=true", f"tracking.mlflow_uri={store}"
+    )
     summary = run_sweep(load_space(space_file, base), with_sweep(base, verbose=0), QUIET)
     trials = summary["trials"]
     assert len(trials) == 2 and all(t["status"] == FINISHED for t in trials)
     assert all(1e-6 <= t["params"]["train.lambda_reg"] <= 1e-2 for t in trials)
     final = read_tables(summary["sweep_dir"] / "results").query("phase == 'final'")
     assert set(final["param.train.configs_per_step"]) <= {1, 2}
+
+    # one MLflow run per trial (Tune's MLflowLoggerCallback; the trials' own training does not track again)
+    client, runs = mlflow_runs(store)
+    assert sorted(run.info.run_name for run in runs) == sorted(t["trial_id"] for t in trials)
+    for run in runs:
+        assert {"score", "val_accuracy/gamma_0", "loss/task"} <= set(run.data.metrics)
+        assert "train.lambda_reg" in run.data.params
+        assert run.data.tags["raymeta.config_hash"] == base.hash()
+    for trial in trials:  # each trial's training wrote its own TensorBoard events
+        scalars = tensorboard_scalars(summary["sweep_dir"] / "trials" / trial["trial_id"] / "tensorboard")
+        assert "loss/loss" in scalars and "val_accuracy/gamma_0" in scalars
 
 
 @pytest.mark.ray

@@ -146,7 +146,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     from another with ``extends: OTHER.yaml`` (relative to it) and change only what differs."""
     values: dict = {}
     if path is not None:
-        path = Path(path)
+        path = Path(path) if isinstance(path, str) else path  # a Path, or a file on object storage (its read_text)
         values = _read_yaml(path)
     for text in overrides:
         key, value = parse_override(text)

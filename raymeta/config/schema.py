@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from raymeta.errors import ConfigError
 from raymeta.method.presets import NEUMETA_SWITCHES, PAPER_METHOD
 
+MODEL_FAMILIES = ("cifar", "resnet18", "resnet34", "resnet50", "resnet101")
+"""The networks a prior may be: raymeta's CIFAR ResNets and torchvision's ResNets."""
+
 HASH_EXCLUDE = {"hash": "exclude"}
 """Field metadata: the setting says how or where work runs, or what is watched, not what is computed, so the
 config hash leaves it out."""
@@ -36,27 +39,50 @@ def _require(condition: bool, key: str, value, allowed: str) -> None:
 
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")
+"""URI schemes of the filesystems ``pyarrow.fs`` opens (S3 and S3-compatible stores, Google Cloud Storage, Azure
+(ADLS Gen2 / Blob), HDFS): where run_dir, sweep.sweep_dir and ray.storage_path may be."""
 
-def _require_folder(key: str, value: str | None) -> None:
-    """A folder raymeta writes to must be a path: files go through local file operations, so a URI such as
-    ``s3://bucket/x`` would silently become a local folder named ``s3:``. Refused with the way that works."""
+
+def uri_scheme(value: str | None) -> str | None:
+    """The scheme of a URI (``s3`` of ``s3://bucket/x``, lower-cased); None for a path."""
     match = _URI.match(value) if value is not None else None
+    return match.group(1).lower() if match else None
+
+
+def _require_storage(key: str, value: str | None) -> None:
+    """A folder raymeta writes to may be a path or a URI of object storage it knows; any other scheme is refused
+    (it would otherwise become a local folder named ``scheme:``)."""
+    scheme = uri_scheme(value)
     _require(
-        match is None,
+        scheme is None or scheme in STORAGE_SCHEMES,
         key,
         value,
-        f"a folder path, local or on storage every node mounts (NFS); {match.group(1) if match else ''}:// and "
-        "other object-storage URIs are not supported, and would be written as a local folder named "
-        f"'{match.group(1) if match else ''}:'",
+        "a folder path, or a URI of object storage: " + ", ".join(f"{s}://" for s in STORAGE_SCHEMES),
+    )
+
+
+def _require_folder(key: str, value: str | None) -> None:
+    """A folder only written through local file operations (the export and deploy outputs): a URI would silently
+    become a local folder named ``s3:``, so it is refused with the way that works."""
+    scheme = uri_scheme(value)
+    _require(
+        scheme is None,
+        key,
+        value,
+        f"a folder path, local or on storage every node mounts (NFS); {scheme}:// and other object-storage URIs "
+        "are supported for run_dir, sweep.sweep_dir and ray.storage_path, not here",
     )
 
 
 @dataclass
 class DataConfig:
     name: str = "digits"
-    """Dataset: digits (bundled, default), synthetic, fashion_mnist, cifar10, cifar100."""
+    """Dataset: digits (bundled, default), synthetic, fashion_mnist, cifar10, cifar100 (held in memory), or
+    image_folder (your own images, streamed from disk: see data_dir)."""
     data_dir: str | None = None
-    """Folder holding the dataset files (fashion_mnist: idx files; cifar: the python-version folders)."""
+    """Folder holding the dataset files (fashion_mnist: idx files; cifar: the python-version folders;
+    image_folder: the root holding train/, test/ and optionally val/, one folder of images per class in each)."""
     download: bool = False
     """Download CIFAR into data_dir when its files are missing (never done unless asked)."""
     batch_size: int = 128
@@ -82,7 +108,51 @@ class DataConfig:
     room for the split. Nothing changes on the CPU. Where the data is held, not what is computed: outside the
     config hash."""
 
+    image_size: int = field(default=224, metadata=HASH_OMIT_IF_DEFAULT)
+    """image_folder only: the side of the square images the network sees. Training takes a random-resized crop
+    of this size (and a mirror), evaluation the centre crop after resizing to resize_size."""
+    resize_size: int | None = field(default=None, metadata=HASH_OMIT_IF_DEFAULT)
+    """image_folder only: evaluation resizes the shorter side to this many pixels before the centre crop (null:
+    image_size / 0.875 rounded, 256 for 224, the usual ImageNet ratio)."""
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0], metadata=HASH_OMIT_IF_DEFAULT)
+    """image_folder only: [min, max] share of an image's area a training crop covers (0.08–1, the usual
+    ImageNet range)."""
+    mean: list[float] | None = field(default=None, metadata=HASH_OMIT_IF_DEFAULT)
+    """image_folder only: per-channel (RGB) mean subtracted from pixels in [0, 1] (null: measured on the
+    training split, at most 1000 images drawn with a fixed seed)."""
+    std: list[float] | None = field(default=None, metadata=HASH_OMIT_IF_DEFAULT)
+    """image_folder only: per-channel (RGB) standard deviation pixels are divided by (null: measured, as mean)."""
+    loader_workers: int = field(default=2, metadata=HASH_EXCLUDE)
+    """image_folder only: DataLoader worker processes decoding images (per training process, so per Ray Train
+    worker; 0: decode in the training process). How images are read, not which: outside the config hash."""
+
     def __post_init__(self) -> None:
+        _require(self.image_size >= 1, "data.image_size", self.image_size, "a positive integer (pixels)")
+        _require(
+            self.resize_size is None or self.resize_size >= self.image_size,
+            "data.resize_size",
+            self.resize_size,
+            f"null or an integer >= data.image_size={self.image_size} (the centre crop is taken from it)",
+        )
+        _require(
+            isinstance(self.crop_scale, (list, tuple))
+            and len(self.crop_scale) == 2
+            and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1,
+            "data.crop_scale",
+            self.crop_scale,
+            "[min, max] with 0 < min <= max <= 1 (shares of the image area)",
+        )
+        for key, positive in (("mean", False), ("std", True)):
+            value = getattr(self, key)
+            _require(
+                value is None
+                or (isinstance(value, (list, tuple)) and len(value) == 3 and all(v > 0 or not positive for v in value)),
+                f"data.{key}",
+                value,
+                "null (measured on the training split) or three numbers, one per RGB channel"
+                + (", each > 0" if positive else ""),
+            )
+        _require(self.loader_workers >= 0, "data.loader_workers", self.loader_workers, "an integer >= 0")
         _require(self.batch_size >= 1, "data.batch_size", self.batch_size, "a positive integer")
         _require(self.eval_batch_size >= 1, "data.eval_batch_size", self.eval_batch_size, "a positive integer")
         _require(
@@ -99,11 +169,51 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     depth: int = 20
-    """ResNet depth 6n+2: 20 is ResNet-20 (n=3), 56 is ResNet-56 (n=9)."""
+    """ResNet depth 6n+2: 20 is ResNet-20 (n=3), 56 is ResNet-56 (n=9). The cifar family only."""
     widths: list[int] = field(default_factory=lambda: [16, 32, 64])
-    """Widths of the three stages; the paper's high-capacity variant is [64, 128, 256]."""
+    """Widths of the three stages; the paper's high-capacity variant is [64, 128, 256]. The cifar family only."""
+    family: str = field(default="cifar", metadata=HASH_OMIT_IF_DEFAULT)
+    """cifar (raymeta's CIFAR ResNets, depth and widths above), or one of torchvision's ResNets: resnet18,
+    resnet34 (BasicBlocks), resnet50, resnet101 (Bottlenecks; the metamorphic width is the bottleneck width),
+    with torchvision's module names, so zoo weights load as they are, and the ImageNet stem (7×7 stride-2 conv,
+    max pool)."""
+    stage_blocks: list[int] | None = field(default=None, metadata=HASH_OMIT_IF_DEFAULT)
+    """torchvision families: blocks in each of the four stages (null: the family's own, e.g. [2, 2, 2, 2] for
+    resnet18); fewer make a small network of the family for quick runs."""
+    base_width: int | None = field(default=None, metadata=HASH_OMIT_IF_DEFAULT)
+    """torchvision families: the first stage's width, the others 2×, 4×, 8× it (null: torchvision's 64)."""
 
     def __post_init__(self) -> None:
+        _require(
+            self.family in MODEL_FAMILIES,
+            "model.family",
+            self.family,
+            ", ".join(MODEL_FAMILIES),
+        )
+        if self.family != "cifar":
+            for key, default in (("depth", 20), ("widths", [16, 32, 64])):
+                _require(
+                    getattr(self, key) == default,
+                    f"model.{key}",
+                    getattr(self, key),
+                    f"left out with model.family={self.family} (it describes cifar ResNets): set the network's "
+                    "size with model.stage_blocks and model.base_width",
+                )
+            _require(
+                self.stage_blocks is None or (len(self.stage_blocks) == 4 and all(n >= 1 for n in self.stage_blocks)),
+                "model.stage_blocks",
+                self.stage_blocks,
+                "null or four positive integers",
+            )
+            _require(
+                self.base_width is None or self.base_width >= 1,
+                "model.base_width",
+                self.base_width,
+                "a positive integer",
+            )
+            return
+        for key in ("stage_blocks", "base_width"):
+            _require(getattr(self, key) is None, f"model.{key}", getattr(self, key), "null with model.family=cifar")
         _require(
             self.depth >= 8 and (self.depth - 2) % 6 == 0,
             "model.depth",
@@ -121,17 +231,55 @@ class ModelConfig:
 @dataclass
 class PretrainConfig:
     epochs: int = 30
-    """Epochs of ordinary training of the prior (the γ = 0 network, with BatchNorm)."""
+    """Epochs of ordinary training of the prior (the γ = 0 network, with BatchNorm); with init_from, of
+    fine-tuning the imported weights, and 0 uses them as they are."""
     lr: float = 0.1
     """Peak SGD learning rate (cosine decay to zero)."""
     momentum: float = 0.9
     """SGD momentum."""
     weight_decay: float = 5e-4
     """SGD weight decay."""
+    init_from: str | None = field(default=None, metadata=HASH_OMIT_IF_DEFAULT)
+    """Start the prior from existing weights (null: at random): torchvision:NAME[:WEIGHTS] (a torchvision model
+    with its zoo weights, e.g. torchvision:resnet18:IMAGENET1K_V1; DEFAULT when left out), hub:OWNER/REPO:REF:ENTRY
+    (a torch.hub entry, e.g. hub:chenyaofo/pytorch-cifar-models:master:cifar10_resnet20; it runs the repository's
+    hubconf.py, as torch.hub does), or a state-dict file (.pt, .pth or .safetensors; read weights-only). Keys are
+    mapped onto model.family's names and every shape checked."""
+    input_mean: list[float] | None = field(default=None, metadata=HASH_OMIT_IF_DEFAULT)
+    """The per-channel mean of the [0, 1] pixels the imported weights were trained on (null: a torchvision
+    model's weights' own, else the data's): the network maps the data's normalisation onto it."""
+    input_std: list[float] | None = field(default=None, metadata=HASH_OMIT_IF_DEFAULT)
+    """The per-channel standard deviation that goes with input_mean."""
 
     def __post_init__(self) -> None:
-        _require(self.epochs >= 1, "pretrain.epochs", self.epochs, "a positive integer")
+        _require(
+            self.epochs >= (0 if self.init_from else 1),
+            "pretrain.epochs",
+            self.epochs,
+            "a non-negative integer with pretrain.init_from (0: the imported weights as they are)"
+            if self.init_from
+            else "a positive integer (0 only with pretrain.init_from)",
+        )
         _require(self.lr > 0, "pretrain.lr", self.lr, "a positive number")
+        _require(
+            (self.input_mean is None) == (self.input_std is None),
+            "pretrain.input_mean",
+            self.input_mean,
+            "given together with pretrain.input_std (or both null)",
+        )
+        if self.input_std is not None:
+            _require(
+                self.init_from is not None,
+                "pretrain.input_std",
+                self.input_std,
+                "null without pretrain.init_from (a prior trained here uses the data's normalisation)",
+            )
+            _require(
+                len(self.input_std) == len(self.input_mean) and all(v > 0 for v in self.input_std),
+                "pretrain.input_std",
+                self.input_std,
+                "positive numbers, one per channel of input_mean",
+            )
 
 
 @dataclass
@@ -408,7 +556,7 @@ class RayConfig:
             "null (as many as fit), 0 (no Ray) or a positive integer",
         )
         _require(self.gpus_per_worker >= 0, "ray.gpus_per_worker", self.gpus_per_worker, "0 or more")
-        _require_folder("ray.storage_path", self.storage_path)
+        _require_storage("ray.storage_path", self.storage_path)
         _require(
             self.cpus_per_worker is None or self.cpus_per_worker > 0,
             "ray.cpus_per_worker",
@@ -458,7 +606,7 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         _require(self.workers >= 1, "sweep.workers", self.workers, "1 or more (each trial trains on Ray Train)")
-        _require_folder("sweep.sweep_dir", self.sweep_dir)
+        _require_storage("sweep.sweep_dir", self.sweep_dir)
         _require(self.cpus_per_worker > 0, "sweep.cpus_per_worker", self.cpus_per_worker, "a positive number")
         _require(self.gpus_per_worker >= 0, "sweep.gpus_per_worker", self.gpus_per_worker, "0 or more")
         _require(self.trial_cpus > 0, "sweep.trial_cpus", self.trial_cpus, "a positive number")
@@ -638,6 +786,51 @@ class ExportConfig:
         )
 
 
+TRACKERS = ("mlflow", "wandb", "tensorboard")
+"""The experiment trackers a run can report to (``tracking.<name>: true``)."""
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment trackers a run reports to, any of them (all off by default; flags --mlflow, --wandb,
+    --tensorboard). Each gets the resolved config as parameters, every epoch's loss parts, validation accuracy
+    at the monitored γ, α and worst reconstruction error per block as metrics, and the result tables, the
+    report and exported networks as files. The tracked run is named by the config hash and the run folder, so
+    a resumed run continues it. In a sweep every trial is one tracked run (Tune's logger callbacks). What is
+    watched, not what is computed: outside the config hash."""
+
+    mlflow: bool = False
+    """Log to MLflow (needs mlflow or mlflow-skinny: pip install 'raymeta[tracking]')."""
+    mlflow_uri: str | None = None
+    """MLflow tracking URI: a server (http://host:5000), a database (sqlite:////abs/mlflow.db, with sqlalchemy)
+    or a file store (file:///abs/mlruns, which MLflow accepts with MLFLOW_ALLOW_FILE_STORE=true); null:
+    MLFLOW_TRACKING_URI (one of the two is required; a local path in it is made absolute). On a cluster, a
+    server every node reaches."""
+    mlflow_experiment: str = "raymeta"
+    """MLflow experiment the runs go to (created when missing)."""
+    wandb: bool = False
+    """Log to Weights & Biases (needs wandb: pip install 'raymeta[tracking]'); WANDB_MODE=offline writes the
+    run under RUN_DIR/wandb/ only, for ``wandb sync`` later."""
+    wandb_project: str = "raymeta"
+    """W&B project the runs go to."""
+    wandb_entity: str | None = None
+    """W&B entity (team or user); null: the account's default."""
+    tensorboard: bool = False
+    """Write TensorBoard event files (tensorboardX, installed with Ray Tune): ``tensorboard --logdir`` on
+    tensorboard_dir."""
+    tensorboard_dir: str | None = None
+    """Folder of the event files; null: RUN_DIR/tensorboard."""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.mlflow_experiment), "tracking.mlflow_experiment", self.mlflow_experiment, "a name")
+        _require(bool(self.wandb_project), "tracking.wandb_project", self.wandb_project, "a name")
+        _require_folder("tracking.tensorboard_dir", self.tensorboard_dir)
+
+    def enabled(self) -> list[str]:
+        """The trackers switched on, in :data:`TRACKERS` order."""
+        return [name for name in TRACKERS if getattr(self, name)]
+
+
 @dataclass
 class Config:
     run_dir: str = field(default="runs/default", metadata=HASH_EXCLUDE)
@@ -661,6 +854,7 @@ class Config:
     baseline: BaselineConfig = field(default_factory=BaselineConfig, metadata=HASH_EXCLUDE)
     deploy: DeployConfig = field(default_factory=DeployConfig, metadata=HASH_EXCLUDE)
     export: ExportConfig = field(default_factory=ExportConfig, metadata=HASH_EXCLUDE)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig, metadata=HASH_EXCLUDE)
 
     def __post_init__(self) -> None:
         _require(
@@ -670,7 +864,7 @@ class Config:
             "cpu, cuda, cuda:N or auto",
         )
         _require(self.threads is None or self.threads >= 1, "threads", self.threads, "null or a positive integer")
-        _require_folder("run_dir", self.run_dir)
+        _require_storage("run_dir", self.run_dir)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

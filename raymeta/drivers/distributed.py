@@ -15,7 +15,6 @@ import dataclasses
 import logging
 import math
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -25,8 +24,9 @@ from raymeta.config.loading import config_from_dict
 from raymeta.config.schema import Config, RayConfig
 from raymeta.errors import CheckpointError, ConfigError, RaymetaError
 from raymeta.io.artifacts import MetamorphicCheckpoint, SmoothedCheckpoint
-from raymeta.io.files import RunPaths, atomic_write
+from raymeta.io.files import RunPaths, StoragePath, absolute, copy_file, location, remove_tree
 from raymeta.io.progress import Progress
+from raymeta.io.tracking import Tracker, resolve_tracking, tracking
 from raymeta.stages.collective import Collective
 from raymeta.stages.monitor import existing_checkpoint, save_epoch
 from raymeta.stages.train import StepHook, run_training
@@ -89,6 +89,11 @@ def train_worker(loop_config: dict) -> None:
     import ray.train.torch
 
     _quiet_train_logs(loop_config["log_level"])
+    # Relative paths of the config (data.data_dir) mean what they mean to the command that started the run, not to
+    # the folder Ray starts its workers in. On a node without that folder the worker stays where Ray put it (a
+    # job's working_dir). Changing data_dir itself would change the config hash.
+    if Path(loop_config["working_dir"]).is_dir():
+        os.chdir(loop_config["working_dir"])
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(loop_config["threads"])
@@ -107,25 +112,56 @@ def train_worker(loop_config: dict) -> None:
         checkpoint = MetamorphicCheckpoint.load_to_resume(loop_config["resume_path"], expect_hash=config.hash())
         progress(f"train: resuming from {loop_config['resume_path']}")
 
-    def on_epoch_end(make_checkpoint, record) -> None:
-        metrics = record.metrics()  # numbers only: what Ray Train (and so Tune) is told of every epoch
-        if rank != 0:
-            ray.train.report(metrics, checkpoint=None)
-            return
-        save_epoch(config, make_checkpoint())
-        with tempfile.TemporaryDirectory() as folder:
-            shutil.copy(paths.train_checkpoint, Path(folder) / CHECKPOINT_FILE)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+    with _rank_zero_tracking(config, rank) as tracker:
 
-    run_training(
-        config,
-        resume_from=checkpoint,
-        on_epoch_end=on_epoch_end,
-        progress=progress,
-        collective=collective,
-        stop_after_epochs=loop_config["stop_after_epochs"],
-        step_hook=loop_config["step_hook"],
-    )
+        def on_epoch_end(make_checkpoint, record) -> None:
+            metrics = record.metrics()  # numbers only: what Ray Train (and so Tune) is told of every epoch
+            if rank != 0:
+                ray.train.report(metrics, checkpoint=None)
+                return
+            tracker.log_epoch(record)
+            with tempfile.TemporaryDirectory() as folder:
+                # written once here, then copied to the run folder (which may be on object storage)
+                save_epoch(config, make_checkpoint(), local_copy=Path(folder) / CHECKPOINT_FILE)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+        run_training(
+            config,
+            resume_from=checkpoint,
+            on_epoch_end=on_epoch_end,
+            progress=progress,
+            collective=collective,
+            stop_after_epochs=loop_config["stop_after_epochs"],
+            step_hook=loop_config["step_hook"],
+        )
+        tracker.log_files([paths.results / "train-monitor.parquet"], "results")
+
+
+def _rank_zero_tracking(config: Config, rank: int):
+    """Rank 0's trackers, through Ray's ``setup_mlflow`` / ``setup_wandb``; the other ranks track nothing."""
+    if rank != 0 or not config.tracking.enabled():
+        return contextlib.nullcontext(Tracker([]))
+    mlflow_setup = wandb_setup = None
+    if config.tracking.mlflow:
+        from ray.air.integrations.mlflow import setup_mlflow as mlflow_setup
+    if config.tracking.wandb:
+        from ray.air.integrations.wandb import setup_wandb as wandb_setup
+    return tracking(config, mlflow_setup=mlflow_setup, wandb_setup=wandb_setup)
+
+
+TRACKING_ENV_PREFIXES = ("MLFLOW_", "WANDB_")
+SECRET_MARKERS = ("KEY", "TOKEN", "PASSWORD", "SECRET")
+
+
+def tracking_environment() -> dict[str, str]:
+    """The trackers' settings in this process's environment (``MLFLOW_TRACKING_URI``, ``WANDB_MODE``, …), for
+    the workers, which may run on other nodes. Secrets (API keys, tokens, passwords) are not passed on: they
+    belong in each node's environment (or the cluster's runtime environment), not in a job's task specs."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if key.startswith(TRACKING_ENV_PREFIXES) and not any(marker in key for marker in SECRET_MARKERS)
+    }
 
 
 @contextlib.contextmanager
@@ -194,7 +230,7 @@ def train_distributed(
     progress: Progress | None = None,
     callbacks: list | None = None,
     step_hook: StepHook | None = None,
-) -> Path:
+) -> Path | StoragePath:
     """Train on Ray Train as ``config.ray`` says; returns the run's checkpoint path (``RUN_DIR/train/checkpoint.pt``).
 
     ``callbacks`` are Ray Train ``UserCallback``s of the controller (a Tune trial passes Tune's
@@ -207,15 +243,15 @@ def train_distributed(
 
     options = config.ray
     progress = progress or Progress()
-    config = dataclasses.replace(config, run_dir=str(Path(config.run_dir).resolve()))
+    config = resolve_tracking(dataclasses.replace(config, run_dir=absolute(config.run_dir)))
     paths = RunPaths(config.run_dir)
     SmoothedCheckpoint.load(paths.smoothed)  # fail here, not in the workers
     # what can be refused without a cluster is refused before starting one
     _plan_workers(options, config.train.configs_per_step, {"CPU": 1e9, "GPU": 1e9})
-    storage = Path(options.storage_path or paths.root / "ray").resolve()
+    storage = location(absolute(options.storage_path or paths.root / "ray"))
     name = run_name(config)
     if resume is False:
-        shutil.rmtree(storage / name, ignore_errors=True)
+        remove_tree(storage / name)
     ray_run_exists = (storage / name).is_dir()
     checkpoint = None if (resume and ray_run_exists) else existing_checkpoint(config, resume)
     if checkpoint is not None and checkpoint.done:
@@ -239,6 +275,7 @@ def train_distributed(
             "threads": config.threads or max(1, int(cpus_per_worker)),
             "use_gpu": use_gpu,
             "log_level": options.log_level,
+            "working_dir": os.getcwd(),
         }
         trainer = TorchTrainer(
             train_worker,
@@ -247,13 +284,13 @@ def train_distributed(
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
             run_config=RunConfig(
                 name=name,
-                storage_path=str(storage),
+                **ray_storage(storage),
                 failure_config=FailureConfig(max_failures=options.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
                 logging_config=LoggingConfig(log_level=options.log_level),
                 callbacks=list(callbacks or []),
                 # rank 0's progress lines print once (not also through Train's logger)
-                worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
+                worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", **tracking_environment()}},
             ),
         )
         try:
@@ -267,7 +304,15 @@ def train_distributed(
     return paths.train_checkpoint
 
 
-def _copy_final_checkpoint(checkpoint, target: Path) -> None:
+def ray_storage(storage: Path | StoragePath) -> dict:
+    """``RunConfig``'s storage (Train's or Tune's): a local folder, or the object store's filesystem (the one
+    raymeta's own files use) with the path inside it."""
+    if isinstance(storage, StoragePath):
+        return {"storage_path": storage.fs_path, "storage_filesystem": storage.filesystem}
+    return {"storage_path": str(storage)}
+
+
+def _copy_final_checkpoint(checkpoint, target: Path | StoragePath) -> None:
     """Rank 0 may have run on another node: bring the last reported checkpoint into the run folder."""
     if checkpoint is None:
         if not target.is_file():
@@ -276,4 +321,4 @@ def _copy_final_checkpoint(checkpoint, target: Path) -> None:
     with checkpoint.as_directory() as folder:
         source = Path(folder) / CHECKPOINT_FILE
         if not target.is_file() or source.read_bytes() != target.read_bytes():
-            atomic_write(target, lambda temporary: shutil.copy(source, temporary))
+            copy_file(source, target)

@@ -7,6 +7,7 @@ from pathlib import Path
 from raymeta.config.schema import Config
 from raymeta.drivers.distributed import train_distributed
 from raymeta.io.progress import Progress
+from raymeta.io.tracking import resolve_tracking
 from raymeta.stages.evaluate import run_evaluate
 from raymeta.stages.pretrain import pretrain
 from raymeta.stages.report import run_report
@@ -24,6 +25,7 @@ def train_stage(config: Config, progress: Progress, *, resume: bool | None = Non
 def run_pipeline(config: Config, progress: Progress, *, resume: bool | None = None) -> Path:
     """pretrain → smooth → train → evaluate (test split) → report; returns the report's path. Each stage reuses
     or continues what an earlier run of the same configuration left (``resume`` as for pretrain and train)."""
+    config = resolve_tracking(config)  # a tracker that cannot work is refused before the prior is trained
     pretrain(config, progress, resume=resume)
     smooth(config, progress)
     train_stage(config, progress, resume=resume)

@@ -39,13 +39,23 @@ from ray import tune
 
 from raymeta.config.loading import config_from_dict
 from raymeta.config.schema import Config, RayConfig, SweepConfig, method_name
-from raymeta.drivers.distributed import ray_session, train_distributed
+from raymeta.drivers.distributed import ray_session, ray_storage, train_distributed
 from raymeta.drivers.space import VARIANT_PARAM, SearchSpace, apply_overrides, check_search, max_total_epochs
 from raymeta.errors import CheckpointError, ConfigError, RaymetaError
 from raymeta.io.artifacts import EpochRecord, MetamorphicCheckpoint, SmoothedCheckpoint
-from raymeta.io.files import RunPaths, atomic_write, atomic_write_text, save_config
+from raymeta.io.files import (
+    RunPaths,
+    StoragePath,
+    absolute,
+    atomic_write,
+    atomic_write_text,
+    location,
+    remove_tree,
+    save_config,
+)
 from raymeta.io.progress import Progress
 from raymeta.io.results import PARAM_PREFIX, is_seen, read_table, read_tables, write_table
+from raymeta.io.tracking import resolve_tracking
 from raymeta.stages.evaluate import evaluate_trained
 from raymeta.stages.networks import load_trained
 from raymeta.stages.pretrain import pretrain
@@ -61,8 +71,9 @@ TIME_ATTR = "global_epoch"
 FINISHED, STOPPED, ERRORED = "finished", "stopped early", "errored"
 
 
-def sweep_dir(config: Config, space: SearchSpace, options: SweepConfig) -> Path:
-    return Path(options.sweep_dir or Path(config.run_dir) / "sweeps" / space.name).resolve()
+def sweep_dir(config: Config, space: SearchSpace, options: SweepConfig) -> Path | StoragePath:
+    """The sweep's folder, absolute (local) or a URI: every trial, on any node, names it the same."""
+    return location(absolute(options.sweep_dir or RunPaths(config.run_dir).root / "sweeps" / space.name))
 
 
 def effective_space(space: SearchSpace, options: SweepConfig) -> SearchSpace:
@@ -91,7 +102,9 @@ def score_gammas(config: Config, options: SweepConfig) -> list[float]:
     return sorted(set(gammas))
 
 
-def trial_config(base: Config, space: SearchSpace, params: dict, run_dir: Path, gammas: list[float]) -> Config:
+def trial_config(
+    base: Config, space: SearchSpace, params: dict, run_dir: Path | StoragePath, gammas: list[float]
+) -> Config:
     """The job config with the trial's variant and sampled parameters, training into ``run_dir``."""
     overrides = {**space.overrides(params), "train.monitor_gammas": list(gammas)}
     return dataclasses.replace(apply_overrides(base.to_dict(), overrides), run_dir=str(run_dir))
@@ -154,16 +167,29 @@ def best_trial(trials: list[dict]) -> dict | None:
     return finished[0] if finished else None
 
 
-def link_prior(source_dir: Path, target_dir: Path) -> None:
-    """Put the shared prior (prior.pt, smoothed.pt) into a run folder: a hard link where possible."""
+def link_prior(source_dir: Path | StoragePath, target_dir: Path | StoragePath) -> None:
+    """Put the shared prior (prior.pt, smoothed.pt) into a run folder: a hard link where possible; on one object
+    store, a server-side copy."""
     target_dir.mkdir(parents=True, exist_ok=True)
     for name in ("prior.pt", "smoothed.pt"):
         source, target = source_dir / name, target_dir / name
         if not source.is_file():
             continue
+        if isinstance(source, StoragePath) or isinstance(target, StoragePath):
+            _copy_between(source, target)
+            continue
         if target.is_file() and os.path.samefile(source, target):
             continue
         atomic_write(target, lambda temporary, source=source: _link_or_copy(source, temporary))
+
+
+def _copy_between(source: Path | StoragePath, target: Path | StoragePath) -> None:
+    """A copy where object storage is one side: within one store, server-side (the object under ``target``
+    appears whole, as a move does); else through a local temporary file."""
+    if isinstance(source, StoragePath) and isinstance(target, StoragePath) and source.authority == target.authority:
+        source.filesystem.copy_file(source.fs_path, target.fs_path)
+    else:
+        atomic_write(target, lambda temporary: temporary.write_bytes(source.read_bytes()))
 
 
 class TrialNames:
@@ -185,7 +211,7 @@ class TrialNames:
         return self.names[trial.trial_id]
 
 
-def _trial_results(sweep: Path, trial_id: str) -> tuple[Path, Path]:
+def _trial_results(sweep: Path | StoragePath, trial_id: str) -> tuple[Path | StoragePath, Path | StoragePath]:
     """A trial's finished table (written by the trial) and its partial one (written by the driver)."""
     return sweep / "results" / f"{trial_id}.parquet", sweep / "results" / f"{trial_id}.partial.parquet"
 
@@ -209,7 +235,7 @@ def run_trial(params: dict, setup: dict) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     space: SearchSpace = setup["space"]
-    sweep = Path(setup["sweep_dir"])
+    sweep = location(setup["sweep_dir"])
     trial_id = tune.get_context().get_trial_name()  # TrialNames: the same trial in every run of the sweep
     progress = Progress()
     run_dir = sweep / "trials" / trial_id
@@ -221,11 +247,17 @@ def run_trial(params: dict, setup: dict) -> None:
         tune.report(_last_report(read_table(finished), checkpoint.state.history))
         return
     partial.unlink(missing_ok=True)
-    link_prior(Path(setup["prior_dir"]), run_dir)
+    link_prior(location(setup["prior_dir"]), run_dir)
     save_config(config, RunPaths(run_dir).config)
     overrides = ", ".join(f"{k}={v}" for k, v in space.overrides(params).items())
     progress(f"sweep: trial {trial_id}: {overrides}")
-    config = dataclasses.replace(config, ray=RayConfig(**setup["train_options"]))
+    # MLflow and W&B track the trial through Tune's logger callbacks (the driver's): not a second time here.
+    # TensorBoard: the trial's own events, in its run folder or in a folder of its own under tensorboard_dir
+    board = config.tracking.tensorboard_dir
+    trial_tracking = dataclasses.replace(
+        config.tracking, mlflow=False, wandb=False, tensorboard_dir=str(Path(board) / trial_id) if board else None
+    )
+    config = dataclasses.replace(config, ray=RayConfig(**setup["train_options"]), tracking=trial_tracking)
     checkpoint = train_distributed(config, progress=progress, callbacks=[TuneReportCallback()])
     trained = load_trained(checkpoint)
     frame = _evaluated_rows(config, trained, space, params, trial_id, FINISHED, progress)
@@ -251,7 +283,7 @@ def _evaluated_rows(
     return trial_frame(pd.concat(frames, ignore_index=True), trial_id, status, columns, method)
 
 
-def ensure_prior(config: Config, progress: Progress) -> Path:
+def ensure_prior(config: Config, progress: Progress) -> Path | StoragePath:
     """Train (or reuse) the job config's prior and smooth it; the folder every trial links its prior from."""
     paths = RunPaths(config.run_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -274,12 +306,11 @@ def ensure_prior(config: Config, progress: Progress) -> Path:
     return paths.root.resolve()
 
 
-def _check_same_sweep(folder: Path, space: SearchSpace, base: Config, resume: bool | None) -> bool:
+def _check_same_sweep(folder: Path | StoragePath, space: SearchSpace, base: Config, resume: bool | None) -> bool:
     """Whether ``folder`` holds this sweep already (False: a new one). A different sweep there is an error."""
     record = folder / "sweep.yaml"
     if resume is False:
-        if folder.is_dir():
-            shutil.rmtree(folder)
+        remove_tree(folder)
         return False
     if not record.is_file():
         if resume:
@@ -315,9 +346,10 @@ def _plan_trials(options: SweepConfig, resources: dict, wanted: int | None) -> i
 
 
 def _block_count(config: Config) -> int:
-    from raymeta.method.models import Architecture, resolve_blocks
+    from raymeta.method.models import resolve_blocks
+    from raymeta.stages.runtime import model_architecture
 
-    arch = Architecture(config.model.depth, tuple(config.model.widths), 3, 10)
+    arch = model_architecture(config, 3, 10)
     return len(resolve_blocks(config.train.blocks, arch))
 
 
@@ -378,6 +410,14 @@ class SweepProgress(tune.Callback):
         self._line(trial, "errored")
 
 
+def _tracking_callbacks(base: Config, folder: Path) -> list:
+    if not base.tracking.enabled():
+        return []
+    from raymeta.drivers.tune_tracking import tracking_callbacks  # imports the trackers' packages: only when asked
+
+    return tracking_callbacks(base, folder)
+
+
 def run_sweep(
     space: SearchSpace, base: Config, progress: Progress | None = None, *, resume: bool | None = None
 ) -> dict:
@@ -390,7 +430,7 @@ def run_sweep(
     progress = progress or Progress()
     space = effective_space(space, options)
     check_validation_split(base)
-    base = dataclasses.replace(base, run_dir=str(Path(base.run_dir).resolve()))
+    base = resolve_tracking(dataclasses.replace(base, run_dir=absolute(base.run_dir)))
     gammas = score_gammas(base, options)
     folder = sweep_dir(base, space, options)
     resuming = _check_same_sweep(folder, space, base, resume)
@@ -449,8 +489,7 @@ def run_sweep(
         # continues from its last checkpoint.
         if resuming and experiment.is_dir():
             progress(f"sweep: continuing the sweep in {folder} (finished trials are not run again)")
-        if experiment.is_dir():
-            shutil.rmtree(experiment)
+        remove_tree(experiment)
         names = TrialNames()
         tuner = tune.Tuner(
             trainable,
@@ -466,10 +505,10 @@ def run_sweep(
             ),
             run_config=tune.RunConfig(
                 name="tune",
-                storage_path=str(folder),
+                **ray_storage(folder),
                 verbose=options.verbose,
                 failure_config=tune.FailureConfig(max_failures=options.trial_retries),
-                callbacks=[SweepProgress()],
+                callbacks=[SweepProgress(), *_tracking_callbacks(base, folder)],
             ),
         )
         grid = tuner.fit()
@@ -482,7 +521,9 @@ def run_sweep(
         return collect(grid, space, base, folder, gammas, progress)
 
 
-def collect(grid, space: SearchSpace, base: Config, folder: Path, gammas: list[float], progress: Progress) -> dict:
+def collect(
+    grid, space: SearchSpace, base: Config, folder: Path | StoragePath, gammas: list[float], progress: Progress
+) -> dict:
     """After Tune: evaluate stopped trials, pick the best finished one, write best.yaml and the report."""
     trials = []
     for result in grid:
@@ -579,14 +620,16 @@ def _short(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def write_best(base: Config, space: SearchSpace, best: dict, folder: Path, gammas: list[float]) -> Path:
+def write_best(
+    base: Config, space: SearchSpace, best: dict, folder: Path | StoragePath, gammas: list[float]
+) -> Path | StoragePath:
     """The best trial's full configuration as a job YAML whose run folder already holds the shared prior."""
     run_dir = folder / "best"
     config = trial_config(base, space, best["params"], run_dir, gammas)
     config = dataclasses.replace(
         config, train=dataclasses.replace(config.train, monitor_gammas=base.train.monitor_gammas)
     )
-    link_prior(Path(base.run_dir), run_dir)
+    link_prior(location(base.run_dir), run_dir)
     chosen = ", ".join(f"{k}={_short(v)}" for k, v in space.overrides(best["params"]).items())
     header = (
         f"# Best trial {best['trial_id']} of sweep {space.name} ({time.strftime('%Y-%m-%d %H:%M')}): mean final\n"

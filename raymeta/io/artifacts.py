@@ -24,7 +24,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 
 from raymeta.errors import CheckpointError, ConfigError
-from raymeta.io.files import atomic_write
+from raymeta.io.files import StoragePath, atomic_write, location, readable
 
 A = TypeVar("A", bound="Artifact")
 
@@ -133,15 +133,15 @@ class Artifact:
             payload[item.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
         return payload
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path | StoragePath) -> Path | StoragePath:
         """Write the checkpoint so that ``path`` is either the old or the new file, never half of one."""
         payload = self.to_payload()
         return atomic_write(path, lambda temporary: torch.save(payload, temporary))
 
     @classmethod
-    def load(cls: type[A], path: str | Path, *, expect_hash: str | None = None) -> A:
+    def load(cls: type[A], path: str | Path | StoragePath, *, expect_hash: str | None = None) -> A:
         """Read a checkpoint of this kind; with ``expect_hash``, refuse one made by another configuration."""
-        path = Path(path)
+        path = location(path)
         return cls.from_payload(path, read_payload(path, cls.kind, cls.format_version), expect_hash=expect_hash)
 
     @classmethod
@@ -199,6 +199,9 @@ class PriorCheckpoint(Artifact):
     rng: torch.Tensor | None = None
     done: bool = False
     batchnorm: bool = True
+    source: dict | None = None
+    """Where the prior's starting weights came from (``pretrain.init_from``: its value, kind, URL, repository or
+    file); None for a prior trained from a random start."""
 
     def require_done(self, path: str | Path) -> PriorCheckpoint:
         if not self.done:
@@ -260,10 +263,10 @@ class MetamorphicCheckpoint(Artifact):
         return sum(record.seconds for record in self.state.history)
 
     @classmethod
-    def load_to_resume(cls, path: str | Path, *, expect_hash: str) -> MetamorphicCheckpoint:
+    def load_to_resume(cls, path: str | Path | StoragePath, *, expect_hash: str) -> MetamorphicCheckpoint:
         """:meth:`load` for continuing the training: an unfinished checkpoint of an earlier format is refused, since
         its run drew its random numbers otherwise and could not go on as it began."""
-        path = Path(path)
+        path = location(path)
         payload = read_payload(path, cls.kind, cls.format_version)
         written = payload["format_version"]
         if written < cls.format_version and not payload.get("done", False):
@@ -275,7 +278,7 @@ class MetamorphicCheckpoint(Artifact):
         return cls.from_payload(path, payload, expect_hash=expect_hash)
 
 
-def read_payload(path: Path, kind: str, newest: int = 1) -> dict:
+def read_payload(path: Path | StoragePath, kind: str, newest: int = 1) -> dict:
     """The raw mapping of a raymeta checkpoint of ``kind`` in format 1 to ``newest``, read without running anything
     from the file."""
     if not path.is_file():
@@ -283,7 +286,7 @@ def read_payload(path: Path, kind: str, newest: int = 1) -> dict:
     try:
         # weights_only: tensors and plain data only. A checkpoint is passed between people and kept on shared
         # storage; unpickling anything else could run code from the file.
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(readable(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         reason = _unpickler_reason(str(error))
         if reason.startswith("Unsupported global"):

@@ -1,8 +1,10 @@
 """Datasets and deterministic data loaders.
 
-Every dataset is held in memory as one normalised float tensor (the largest, CIFAR, is about 600 MB), so a
-training step never decodes images. Training batches come from :class:`EpochBatches`, the one place that augments:
-a batch is gathered and augmented at once, a pure function of (seed, epoch, batch).
+Every built-in dataset is held in memory as one normalised float tensor (the largest, CIFAR, is about 600 MB),
+so a training step never decodes images (your own images, ``image_folder``, are streamed from disk instead:
+:mod:`raymeta.io.image_folder`; :func:`epoch_batches` gives either's training batches). Their training batches
+come from :class:`EpochBatches`, the one place that augments them: a batch is gathered and augmented at once, a
+pure function of (seed, epoch, batch).
 
 Datasets:
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 import gzip
 import math
 import pickle
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +111,10 @@ class DatasetInfo:
     num_classes: int
     in_channels: int
     image_size: int  # images are square: image_size x image_size
+    mean: tuple[float, ...] | None = None
+    """Per-channel mean of the [0, 1] pixels the images were normalised with (None: not recorded)."""
+    std: tuple[float, ...] | None = None
+    """Per-channel standard deviation that goes with ``mean``."""
 
 
 @dataclass
@@ -206,7 +212,10 @@ def load_dataset(
     sees inputs on the same scale as a full one (CIFAR uses its standard published statistics).
     """
     if name not in DATASET_NAMES:
-        raise ConfigError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
+        raise ConfigError(
+            f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)} (held in memory) or "
+            "image_folder (streamed: raymeta.io.image_folder.load_image_folder)"
+        )
     _check_limit("limit_train", limit_train)
     _check_limit("limit_validation", limit_validation)
     _check_limit("limit_test", limit_test)
@@ -550,7 +559,14 @@ def _load_cifar(name: str, data_dir: Path, download: bool):
     train_labels = torch.cat([labels for _, labels in train_batches])
     test_pixels, test_labels = _read_cifar_pickle(folder / layout.test_file, layout)
 
-    info = DatasetInfo(name=name, num_classes=layout.num_classes, in_channels=3, image_size=CIFAR_IMAGE_SIZE)
+    info = DatasetInfo(
+        name=name,
+        num_classes=layout.num_classes,
+        in_channels=3,
+        image_size=CIFAR_IMAGE_SIZE,
+        mean=layout.mean,
+        std=layout.std,
+    )
     return (
         info,
         _cifar_to_float(train_pixels, layout),
@@ -677,9 +693,7 @@ class EpochBatches:
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, *, seed: int, epoch: int, drop_last: bool = True):
-        _check_positive_int("batch_size", batch_size)
-        for argument, value in (("seed", seed), ("epoch", epoch)):
-            _check_positive_int(argument, value, minimum=0)
+        check_batch_arguments(batch_size, seed, epoch)
         if not isinstance(dataset, TensorImageDataset):
             raise DataError(f"EpochBatches needs an in-memory TensorImageDataset, got {type(dataset).__name__}")
         self.dataset = dataset
@@ -705,6 +719,27 @@ class EpochBatches:
             generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, position + 1))
             images = _augment_batch(images, spec, generator)
         return images, self.dataset.labels[indices]
+
+    def read(self, positions: Iterable[int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches at ``positions``, in that order (each gathered when it is reached)."""
+        return (self[position] for position in positions)
+
+
+def check_batch_arguments(batch_size: int, seed: int, epoch: int) -> None:
+    """A positive batch size, a seed and an epoch >= 0: what every epoch's batches are made from."""
+    _check_positive_int("batch_size", batch_size)
+    for argument, value in (("seed", seed), ("epoch", epoch)):
+        _check_positive_int(argument, value, minimum=0)
+
+
+def epoch_batches(dataset: Dataset, batch_size: int, *, seed: int, epoch: int, drop_last: bool = True):
+    """The training batches of one epoch of ``dataset``: :class:`EpochBatches` for an in-memory set, the
+    dataset's own for a streamed one (``dataset.epoch_batches``, e.g. an image folder's); either is addressable
+    by position (``batches[b]``, a pure function of (seed, epoch, b)) and streams a list of positions
+    (``batches.read(positions)``)."""
+    if isinstance(dataset, TensorImageDataset) or not hasattr(dataset, "epoch_batches"):
+        return EpochBatches(dataset, batch_size, seed=seed, epoch=epoch, drop_last=drop_last)
+    return dataset.epoch_batches(batch_size, seed=seed, epoch=epoch, drop_last=drop_last)
 
 
 def _augment_batch(images: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> torch.Tensor:
@@ -760,8 +795,10 @@ def make_loader(
     epoch: int = 0,
     drop_last: bool = False,
 ) -> DataLoader:
-    """A single-process DataLoader whose order depends only on ``(seed, epoch)``; it never augments (training
-    reads :class:`EpochBatches`), so it is what scoring and other passes over a split use.
+    """A DataLoader whose order depends only on ``(seed, epoch)``; it never augments (training reads
+    :func:`epoch_batches`), so it is what scoring and other passes over a split use. In-memory sets load in the
+    calling process; a streamed set (one with ``loader_workers``, an image folder's) decodes in that many
+    worker processes.
 
     Build one per epoch with that epoch's number. Iterating the same loader again repeats its order.
     The loader never draws from torch's global RNG.
@@ -778,6 +815,6 @@ def make_loader(
         batch_size=batch_size,
         sampler=sampler,
         drop_last=drop_last,
-        num_workers=0,
+        num_workers=getattr(dataset, "loader_workers", 0),
         generator=generator,
     )

@@ -20,7 +20,7 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from raymeta.errors import RaymetaError
-from raymeta.io.files import atomic_write
+from raymeta.io.files import StoragePath, atomic_write, location, readable
 
 SCHEMA: dict[str, str] = {
     "run_id": "string",
@@ -278,29 +278,36 @@ def result_frame(
     return validate_frame(frame, f"rows of run {identity.run_id}")
 
 
-def write_table(frame: pd.DataFrame, folder: str | Path, name: str | None = None) -> Path:
+def write_table(frame: pd.DataFrame, folder: str | Path | StoragePath, name: str | None = None) -> Path | StoragePath:
     """Validate and write a new Parquet file atomically; existing tables are never touched."""
-    folder = Path(folder)
+    folder = location(folder)
     path = folder / (name or f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.parquet")
     frame = validate_frame(frame, path)
     atomic_write(path, lambda temporary: frame.to_parquet(temporary, index=False))
     return path
 
 
-def table_paths(sources: list[str | Path] | str | Path) -> list[Path]:
-    """Parquet files named by paths, folders (searched recursively) or glob patterns, sorted, de-duplicated.
+def table_paths(sources: list[str | Path] | str | Path | StoragePath) -> list[Path | StoragePath]:
+    """Parquet files named by paths, folders (searched recursively) or glob patterns, sorted, de-duplicated. A
+    file or folder may be a URI on object storage (s3://bucket/runs/x/results); glob patterns are local only.
 
     Hidden files (temporary names of writes in progress) are skipped.
     """
-    if isinstance(sources, (str, Path)):
+    if isinstance(sources, (str, Path, StoragePath)):
         sources = [sources]
-    found: list[Path] = []
+    found: list[Path | StoragePath] = []
     for source in sources:
         text = str(source)
-        if Path(text).is_dir():
-            matches = sorted(Path(text).rglob("*.parquet"))
-        elif Path(text).is_file():
-            matches = [Path(text)]
+        where = location(source)
+        if where.is_dir():
+            matches = sorted(where.rglob("*.parquet"), key=lambda p: str(p).split("/"))  # as Paths sort
+        elif where.is_file():
+            matches = [where]
+        elif isinstance(where, StoragePath):
+            raise ResultsError(
+                f"results table {text} does not exist (on object storage give Parquet files or folders; glob "
+                "patterns are for local paths)"
+            )
         elif glob.has_magic(text):
             matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
         else:
@@ -313,11 +320,11 @@ def table_paths(sources: list[str | Path] | str | Path) -> list[Path]:
     return unique
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
+def read_table(path: str | Path | StoragePath) -> pd.DataFrame:
     """One results table, validated. A table written before the ``split`` column existed gets split = "test"
     on every row (its monitor rows too were measured on the test split then)."""
     try:
-        frame = pd.read_parquet(path)
+        frame = pd.read_parquet(readable(path))
     except Exception as error:  # pyarrow raises several types for truncated or foreign files
         raise ResultsError(f"results table {path} is not a readable Parquet file ({error})") from None
     if "split" not in frame.columns:
@@ -325,7 +332,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return validate_frame(frame, path)
 
 
-def read_tables(sources: list[str | Path] | str | Path) -> pd.DataFrame:
+def read_tables(sources: list[str | Path] | str | Path | StoragePath) -> pd.DataFrame:
     """Every row of every table named by ``sources`` (files, folders, globs), validated, as one DataFrame."""
     frames = [read_table(path) for path in table_paths(sources)]
     return pd.concat(frames, ignore_index=True)

@@ -13,7 +13,7 @@ import math
 import torch
 
 from raymeta.method.metamorphic import MetamorphicNetwork
-from raymeta.method.models import block_name
+from raymeta.method.models import block_name, block_of_path
 from raymeta.method.objective import relative_squared_error
 
 
@@ -39,8 +39,7 @@ def worst_by_block(errors: dict[str, float]) -> dict[str, float]:
     the tensors come. NaN (a diverged INR) wins over any number, so that it is never hidden."""
     worst: dict[str, float] = {}
     for path, error in errors.items():
-        _, stage, block, *_ = path.split(".")  # stages.{s}.{b}.conv1.weight
-        name = block_name(int(stage), int(block))
+        name = block_name(*block_of_path(path))  # stages.{s}.{b}.conv1.weight, layer{s+1}.{b}.conv1.weight
         previous = worst.get(name, -math.inf)
         worst[name] = error if math.isnan(error) or error > previous else previous
     return worst

@@ -1,8 +1,8 @@
 """The hypernetwork: coordinates of generated elements, Fourier features, and banks of per-tensor MLPs.
 
-Every generated 3×3 conv is one *base layer* with index l among the L generated layers. Its element
-(o, i) has raw coordinates ``(l, o, i, L, O, I)``; its bias element o has ``(l, o, I, L, O, I)``. The MLPs
-see ``(l/L, o/O, i/I, L/L_ref, O/O_ref, I/I_ref)`` (paper Eq. 1) through Fourier features.
+Every generated conv (3×3, or 1×1 in a Bottleneck) is one *base layer* with index l among the L generated
+layers. Its element (o, i) has raw coordinates ``(l, o, i, L, O, I)``; its bias element o has
+``(l, o, I, L, O, I)``. The MLPs see ``(l/L, o/O, i/I, L/L_ref, O/O_ref, I/I_ref)`` (paper Eq. 1) through Fourier features.
 
 Each weight and each bias of every base layer has its own MLP (block-based INR, HTTY §2.1): a weight
 bank (one MLP per conv kernel, 9 outputs) and a bias bank (one MLP per bias). With ``separate_bias`` the
@@ -24,27 +24,30 @@ import torch.nn.functional as F
 from torch import nn
 
 NOISE_CLAMP = 0.49
-KERNEL_ELEMENTS = 9  # 3×3 kernels: one coordinate predicts a whole kernel
+KERNEL_ELEMENTS = 9  # 3×3 kernels: one coordinate predicts a whole kernel (a 1×1 kernel is its centre)
+KERNEL_CENTRE = 4
 
 
 @dataclass(frozen=True)
 class BaseLayer:
-    """One generated conv: which module it replaces and its full-size (reference) shape."""
+    """One generated conv: which module it replaces, its full-size (reference) shape and which axes are hidden."""
 
     module: str
     """Module path in the ResNet, e.g. ``stages.2.1.conv1``."""
     block: tuple[int, int]
     """(stage, block) position of the metamorphic block it belongs to."""
-    hidden_is_output: bool
-    """True for conv1 (its output channels are the block's hidden width), False for conv2."""
+    hidden_out: bool
+    """Its output channels are the block's hidden channels (conv1; a Bottleneck's conv2 too)."""
+    hidden_in: bool
+    """Its input channels are hidden channels (conv2; a Bottleneck's conv3 too)."""
     out_channels: int
     in_channels: int
+    kernel: int = 3
+    """3 (a 3×3 kernel: all nine outputs of its MLP) or 1 (a 1×1 kernel: the centre output alone)."""
 
     def shape(self, hidden: int) -> tuple[int, int]:
         """(O, I) of this layer when its block's hidden width is ``hidden``."""
-        if self.hidden_is_output:
-            return hidden, self.in_channels
-        return self.out_channels, hidden
+        return (hidden if self.hidden_out else self.out_channels), (hidden if self.hidden_in else self.in_channels)
 
 
 def fourier_features(x: torch.Tensor, frequencies: int) -> torch.Tensor:
@@ -314,7 +317,7 @@ class Hypernetwork(nn.Module):
             )
             weight = torch.cat([weight, shape_part.expand(len(weight), 3)], dim=1)
             bias = torch.cat([bias, shape_part.expand(len(bias), 3)], dim=1)
-            weight_parts.append((weight, (out_c, in_c, 3, 3)))
+            weight_parts.append((weight, (out_c, in_c, layer.kernel, layer.kernel)))
             bias_parts.append((bias, (out_c,)))
         groups = [[[("weight", w)] for w in weight_parts], [[("bias", b)] for b in bias_parts]]
         layouts = []
@@ -508,6 +511,8 @@ class Hypernetwork(nn.Module):
             for kind, start, count, shape in segments:
                 values = out[start : start + count]
                 if kind == "weight":
+                    if shape[-1] == 1:  # a 1×1 kernel: the centre of the 3×3 the MLP predicts
+                        values = values[:, KERNEL_CENTRE : KERNEL_CENTRE + 1]
                     generated[f"{layer.module}.weight"] = values.reshape(shape) / shape[1]
                 else:
                     generated[f"{layer.module}.bias"] = values[:, 0]

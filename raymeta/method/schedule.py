@@ -93,11 +93,10 @@ def initialise_new_blocks(
         if net.alpha_scaling:
             net.alphas[block] = alpha_init
         predecessor_trained = 0 < block <= first
-        for offset in (0, 1):  # conv1 and conv2 of the block
-            target = 2 * block + offset
+        for source, target in zip(net.block_layers(block - 1), net.block_layers(block), strict=True):  # its convs
             for bank in net.hyper.banks():
                 if inr_init and predecessor_trained:
-                    bank.copy_mlp(2 * (block - 1) + offset, target)
+                    bank.copy_mlp(source, target)
                 else:
                     bank.reset_mlp(target, generator)
                 if net.base == "prior":  # a correction of the prior's weights: starts at zero
@@ -126,7 +125,7 @@ def prefit_new_blocks(
     if steps <= 0 or last <= first:
         return {}
     prefixes = tuple(
-        f"{net.hyper.layers[2 * block + offset].module}." for block in range(first, last) for offset in (0, 1)
+        f"{net.hyper.layers[index].module}." for block in range(first, last) for index in net.block_layers(block)
     )
     targets = {name: t for name, t in net.prior_tensors().items() if name.startswith(prefixes)}
     parameters = list(net.hyper.parameters())

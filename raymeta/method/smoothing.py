@@ -1,8 +1,9 @@
 """Intra-network smoothing (NeuMeta): permute channels so that neighbouring channels have similar weights.
 
 Channels coupled by residual additions form one group that must share one permutation: the residual
-stream of each stage (stem or projection output, every conv2 output, the inputs of the convs and of the
-classifier that read the stream) and, on their own, each block's hidden channels. A permutation applied
+stream of each stage (stem or projection output, every block's last conv's output, the inputs of the convs and
+of the classifier that read the stream) and, on their own, each block's hidden channels (a Bottleneck has two
+such sets: conv1's outputs with conv2's inputs, conv2's outputs with conv3's inputs). A permutation applied
 to a group's producers and inverted on its consumers leaves the network's function unchanged. Each
 group is ordered by the shortest Hamiltonian path between its channels under L1 distance; the input
 image channels and the class outputs are never permuted.
@@ -14,8 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
-from raymeta.method.models import Architecture, ResNet, module_prefix
+from raymeta.method.models import Architecture, ResNet, block_hidden_widths
 from raymeta.method.tsp import l1_distance_matrix, shortest_hamiltonian_path
 
 Member = tuple[str, int]  # (state-dict name, axis holding the group's channels)
@@ -28,22 +30,38 @@ class SmoothingReport:
     groups: int
 
 
+PERMUTATION_EXAMPLE_SIZE = 32
+"""Side of the example image the dependency graph traces: every family's feature maps stay at least 1×1."""
+
+
 def permutation_groups(arch: Architecture) -> list[list[Member]]:
-    """Every channel group of a BN-folded ResNet, as (tensor name, channel axis) members."""
-    groups: list[list[Member]] = []
-    stream: list[Member] = [("stem.conv.weight", 0), ("stem.conv.bias", 0)]
-    for s, b in arch.block_positions():
-        prefix = module_prefix(s, b)
-        groups.append([(f"{prefix}.conv1.weight", 0), (f"{prefix}.conv1.bias", 0), (f"{prefix}.conv2.weight", 1)])
-        stream.append((f"{prefix}.conv1.weight", 1))
-        if arch.has_projection(s, b):
-            stream.append((f"{prefix}.shortcut.0.weight", 1))
-            groups.append(stream)
-            stream = [(f"{prefix}.shortcut.0.weight", 0), (f"{prefix}.shortcut.0.bias", 0)]
-        stream += [(f"{prefix}.conv2.weight", 0), (f"{prefix}.conv2.bias", 0)]
-    stream.append(("fc.weight", 1))
-    groups.append(stream)
-    return groups
+    """Every channel group of a BN-folded ResNet, as (tensor name, channel axis) members, in state-dict order.
+
+    Torch-Pruning's DependencyGraph finds them: it traces the network and couples every axis that must move with a
+    conv's output channels (the next convs' inputs, and across residual additions the whole stream), so any family
+    of blocks gets its groups without a hand-written graph. The classifier's outputs (the classes) are left out,
+    and the image's channels are never a group's root."""
+    import torch_pruning as tp
+
+    model = ResNet(arch, batchnorm=False).eval()
+    names = {module: name for name, module in model.named_modules()}
+    order = {key: index for index, key in enumerate(model.state_dict())}
+    example = torch.zeros(1, arch.in_channels, PERMUTATION_EXAMPLE_SIZE, PERMUTATION_EXAMPLE_SIZE)
+    with torch.enable_grad():  # the graph is traced through autograd (smoothing itself runs without gradients)
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+    outputs = (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
+    inputs = (tp.prune_conv_in_channels, tp.prune_linear_in_channels)
+    groups = []
+    for group in graph.get_all_groups(ignored_layers=[model.fc], root_module_types=[nn.Conv2d, nn.Linear]):
+        members: set[Member] = set()
+        for dependency, _ in group:
+            module, handler = dependency.target.module, dependency.handler
+            if handler in outputs:
+                members |= {(f"{names[module]}.weight", 0), (f"{names[module]}.bias", 0)}
+            elif handler in inputs:
+                members.add((f"{names[module]}.weight", 1))
+        groups.append(sorted(members, key=lambda member: (order[member[0]], member[1])))
+    return sorted(groups, key=lambda group: (order[group[0][0]], group[0][1]))
 
 
 def _channel_features(state: dict[str, torch.Tensor], group: list[Member]) -> np.ndarray:
@@ -78,11 +96,7 @@ def smooth_network(model: ResNet, *, restarts: int = 4, seed: int = 0) -> tuple[
         index = torch.as_tensor(order, dtype=torch.long)
         for name, axis in group:
             state[name] = state[name].index_select(axis, index)
-    smoothed = ResNet(
-        model.arch,
-        batchnorm=False,
-        hidden_widths={p: model.block(*p).conv1.out_channels for p in model.arch.block_positions()},
-    )
+    smoothed = ResNet(model.arch, batchnorm=False, hidden_widths=block_hidden_widths(model))
     smoothed.load_state_dict(state)
     smoothed.eval()
     return smoothed, SmoothingReport(before, total_variation(smoothed), len(groups))

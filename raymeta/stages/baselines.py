@@ -5,8 +5,8 @@ The first two change only what a metamorphic block changes: the hidden width of 
 
 * **Individual**: an ordinary ResNet (with BatchNorm) trained from scratch at each γ with the prior's recipe.
 * **Pruning**: the prior pruned to each γ with Torch-Pruning (DepGraph): the lowest-scored output channels
-  of each metamorphic block's conv1 are removed, and DepGraph removes the matching bn1 channels and conv2
-  input channels. Torch-Pruning rather than our own index bookkeeping because it is the reference the
+  of each metamorphic block's conv1 (and a Bottleneck's conv2) are removed, and DepGraph removes the matching
+  BatchNorm channels and the next conv's input channels. Torch-Pruning rather than our own index bookkeeping because it is the reference the
   paper compares against (same importance criteria), and its dependency graph guarantees the coupled
   layers stay consistent. Each block is pruned as its own group to an exact width, so the result always
   has the hidden widths the metamorphic network generates at that γ (a global pruning ratio would not).
@@ -40,11 +40,19 @@ from torch import nn
 from raymeta.config.schema import Config, short_hash
 from raymeta.errors import CheckpointError, ConfigError
 from raymeta.io.artifacts import PriorCheckpoint, SmoothedCheckpoint
-from raymeta.io.data import EpochBatches, make_loader
-from raymeta.io.files import RunPaths, save_config
-from raymeta.io.progress import Progress
+from raymeta.io.data import epoch_batches, make_loader
+from raymeta.io.files import RunPaths, require_local, save_config
+from raymeta.io.progress import Bar, Progress
 from raymeta.io.results import ResultsError, read_tables, result_frame, write_table
-from raymeta.method.models import Architecture, ResNet, block_name, count_params_macs, hidden_width, resolve_blocks
+from raymeta.method.models import (
+    Architecture,
+    ResNet,
+    block_convs,
+    block_name,
+    count_params_macs,
+    hidden_width,
+    resolve_blocks,
+)
 from raymeta.method.schedule import plan_stages, set_warmup
 from raymeta.method.scoring import accuracy_and_loss
 from raymeta.stages.fitting import EpochEnd, Optimisation, batches_per_epoch, fit, sgd_cosine
@@ -175,16 +183,18 @@ def prune_to_gamma(
     example = torch.zeros(1, prior.arch.in_channels, 8, 8, device=device)
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
     plans = []
+    hidden_outputs = [conv.name for conv in block_convs(prior.arch) if conv.hidden_out]  # a Bottleneck has two
     for (s, b), width in widths.items():  # score every block before pruning any, on the unpruned network
-        conv = model.block(s, b).conv1
-        if width == conv.out_channels:
-            continue
-        group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=list(range(conv.out_channels)))
-        scores = scorer(group)
-        if scores is None:
-            raise RuntimeError(f"{importance} importance gave no score for {block_name(s, b)}")
-        drop = torch.argsort(scores.detach().cpu(), stable=True)[: conv.out_channels - width]
-        plans.append((conv, sorted(int(i) for i in drop)))
+        for name in hidden_outputs:
+            conv = model.block(s, b).get_submodule(name)
+            if width == conv.out_channels:
+                continue
+            group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=list(range(conv.out_channels)))
+            scores = scorer(group)
+            if scores is None:
+                raise RuntimeError(f"{importance} importance gave no score for {block_name(s, b)}.{name}")
+            drop = torch.argsort(scores.detach().cpu(), stable=True)[: conv.out_channels - width]
+            plans.append((conv, sorted(int(i) for i in drop)))
     for conv, drop in plans:
         group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=drop)
         group.prune()
@@ -204,6 +214,8 @@ def train_like_the_prior(
     lr: float,
     device: torch.device,
     on_epoch: Callable[[EpochEnd], object] | None = None,
+    label: str | None = None,
+    progress=None,
 ) -> float:
     """Train ``model`` with the prior's recipe (:func:`~raymeta.stages.fitting.sgd_cosine` from ``lr`` over
     ``epochs``); returns training seconds.
@@ -222,6 +234,8 @@ def train_like_the_prior(
         epochs=range(epochs),
         device=device,
         on_epoch=on_epoch,
+        label=label,
+        progress=progress,
     )
 
 
@@ -331,6 +345,8 @@ def run_individual(
             lr=lr,
             device=device,
             on_epoch=on_epoch,
+            label=f"baseline individual γ={gamma:g}",
+            progress=progress,
         )
         row = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
         final = result_frame([row], identity, stage=0, epoch=epochs, split="test", train_time_s=seconds)
@@ -383,61 +399,66 @@ def run_pruning(
     )
     done = _finished(out, settings_hash)
     test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
-    first_epoch = EpochBatches(bundle.train, config.data.batch_size, seed=config.seed, epoch=0, drop_last=False)
+    first_epoch = epoch_batches(bundle.train, config.data.batch_size, seed=config.seed, epoch=0, drop_last=False)
     batches = [first_epoch[position] for position in range(min(gradient_batches, len(first_epoch)))]
     written = []
-    for importance in importances:
-        for gamma in gammas:
-            method = f"prune-{importance}"
-            wanted = [method] + ([f"{method}+ft"] if finetune_epochs > 0 else [])
-            if all((m, round(float(gamma), 9)) in done for m in wanted):
-                progress(f"baseline prune: {method} γ={gamma:g} already in {out}, skipped")
-                continue
-            widths = target_widths(prior.arch, blocks, gamma)
-            start = time.perf_counter()
-            model = prune_to_gamma(
-                prior, blocks, gamma, importance, batches=batches, device=device, seed=config.seed
-            ).to(device)
-            prune_seconds = time.perf_counter() - start
-            row = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
-            identity = run_identity(
-                config,
-                method=method,
-                run_id=f"{run_name}/{method}/gamma={gamma:g}",
-                dataset=bundle.info.name,
-                config_hash=settings_hash,
-            )
-            frames = [result_frame([row], identity, stage=0, epoch=0, split="test", train_time_s=prune_seconds)]
-            message = f"baseline prune: {method} γ={gamma:g}: accuracy {row['accuracy']:.4f}"
-            if finetune_epochs > 0:
-                seconds = train_like_the_prior(
-                    model, bundle, config, epochs=finetune_epochs, lr=finetune_lr, device=device
-                )
-                tuned = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
-                tuned_identity = run_identity(
+    with Bar(len(importances) * len(gammas), "baseline prune", unit="network", progress=progress) as bar:
+        for importance in importances:
+            for gamma in gammas:
+                method = f"prune-{importance}"
+                wanted = [method] + ([f"{method}+ft"] if finetune_epochs > 0 else [])
+                if all((m, round(float(gamma), 9)) in done for m in wanted):
+                    progress(f"baseline prune: {method} γ={gamma:g} already in {out}, skipped")
+                    bar.update()
+                    continue
+                widths = target_widths(prior.arch, blocks, gamma)
+                start = time.perf_counter()
+                model = prune_to_gamma(
+                    prior, blocks, gamma, importance, batches=batches, device=device, seed=config.seed
+                ).to(device)
+                prune_seconds = time.perf_counter() - start
+                row = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
+                identity = run_identity(
                     config,
-                    method=f"{method}+ft",
-                    run_id=f"{run_name}/{method}+ft/gamma={gamma:g}",
+                    method=method,
+                    run_id=f"{run_name}/{method}/gamma={gamma:g}",
                     dataset=bundle.info.name,
                     config_hash=settings_hash,
                 )
-                frames.append(
-                    result_frame(
-                        [tuned],
-                        tuned_identity,
-                        stage=0,
-                        epoch=finetune_epochs,
-                        split="test",
-                        train_time_s=prune_seconds + seconds,
+                frames = [result_frame([row], identity, stage=0, epoch=0, split="test", train_time_s=prune_seconds)]
+                message = f"baseline prune: {method} γ={gamma:g}: accuracy {row['accuracy']:.4f}"
+                if finetune_epochs > 0:
+                    seconds = train_like_the_prior(
+                        model, bundle, config, epochs=finetune_epochs, lr=finetune_lr, device=device
+                    )
+                    tuned = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
+                    tuned_identity = run_identity(
+                        config,
+                        method=f"{method}+ft",
+                        run_id=f"{run_name}/{method}+ft/gamma={gamma:g}",
+                        dataset=bundle.info.name,
+                        config_hash=settings_hash,
+                    )
+                    frames.append(
+                        result_frame(
+                            [tuned],
+                            tuned_identity,
+                            stage=0,
+                            epoch=finetune_epochs,
+                            split="test",
+                            train_time_s=prune_seconds + seconds,
+                        )
+                    )
+                    message += f", fine-tuned {tuned['accuracy']:.4f} ({seconds:.1f}s)"
+                written.append(
+                    write_table(
+                        pd.concat(frames, ignore_index=True),
+                        out,
+                        name=f"{method}-gamma={gamma:g}-{settings_hash}.parquet",
                     )
                 )
-                message += f", fine-tuned {tuned['accuracy']:.4f} ({seconds:.1f}s)"
-            written.append(
-                write_table(
-                    pd.concat(frames, ignore_index=True), out, name=f"{method}-gamma={gamma:g}-{settings_hash}.parquet"
-                )
-            )
-            progress(message)
+                progress(message)
+                bar.update()
     return written
 
 
@@ -468,15 +489,16 @@ def skip_network(prior: ResNet, blocks: list[tuple[int, int]]) -> ResNet:
     for s, b in blocks:
         if prior.arch.has_projection(s, b):
             raise ConfigError(f"block {block_name(s, b)} has a projection shortcut: it cannot be skipped")
-        model.stages[s][b] = nn.Identity()
+        container, index = prior.arch.module_prefix(s, b).rsplit(".", 1)
+        model.get_submodule(container)[int(index)] = nn.Identity()
     return model.eval()
 
 
 def skip_params_macs(arch: Architecture, blocks: list[tuple[int, int]], image_size: int) -> tuple[int, int]:
-    """Parameters and MACs of :func:`skip_network`. A hidden width of 0 removes both convs' multiply-adds and
-    every weight but conv2's bias, which a removed block does not have either."""
+    """Parameters and MACs of :func:`skip_network`. A hidden width of 0 removes every conv's multiply-adds and
+    every weight but the last conv's bias, which a removed block does not have either."""
     params, macs = count_params_macs(arch, {position: 0 for position in blocks}, image_size)
-    return params - sum(arch.widths[s] for s, _ in blocks), macs
+    return params - sum(arch.out_width(s) for s, _ in blocks), macs
 
 
 def fine_tuned_names(config: Config, prior: ResNet) -> list[str]:
@@ -502,6 +524,8 @@ def fit_head(
     epochs: int,
     device: torch.device,
     on_epoch: Callable[[EpochEnd], object] | None = None,
+    label: str | None = None,
+    progress=None,
 ) -> float:
     """Train only the parameters ``names`` as the metamorphic run trains its head group; returns training seconds.
 
@@ -546,6 +570,8 @@ def fit_head(
         max_batches=batches,
         drop_last=True,
         on_epoch=on_epoch,
+        label=label,
+        progress=progress,
     )
 
 
@@ -638,6 +664,8 @@ def run_skip(
         epochs=epochs,
         device=device,
         on_epoch=on_epoch if monitor_loader is not None else None,
+        label="baseline skip",
+        progress=progress,
     )
     test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
     rows = _repeated_rows(model, test_loader, device, todo, params, macs)
@@ -661,6 +689,9 @@ def run_baseline(kind: str, config: Config, progress: Progress, *, out: str | Pa
     ``out`` (default RUN_DIR/results), with the settings of ``config.baseline``."""
     if kind not in BASELINES:
         raise ConfigError(f"baseline {kind!r} is not allowed: use {', '.join(BASELINES)}")
+    require_local(config.run_dir, "raymeta baseline's run_dir")
+    if out is not None:
+        require_local(out, "raymeta baseline's --out")
     settings = config.baseline
     gammas = list(settings.gammas) if settings.gammas is not None else list(config.eval.gammas)
     device = select_device(config)

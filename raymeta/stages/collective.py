@@ -57,9 +57,24 @@ def my_configurations(gammas: list[Gamma], rank: int, world_size: int) -> list[W
     micro-batch is cut into S = ⌈N/M⌉ equal slices and the M·S units (configuration-major) are dealt out the
     same way; a slice's loss is weighted by its share of the batch, so the units always sum to the whole step.
     """
-    slices = -(-world_size // len(gammas))
-    units = [WorkUnit(index, gammas[index], part, slices) for index in range(len(gammas)) for part in range(slices)]
+    return [
+        WorkUnit(index, gammas[index], part, slices) for index, part, slices in _my_slots(len(gammas), rank, world_size)
+    ]
+
+
+def _my_slots(configs_per_step: int, rank: int, world_size: int) -> list[tuple[int, int, int]]:
+    """(configuration index, slice, slices) of each unit of rank ``rank``: :func:`my_configurations` without the γ."""
+    slices = -(-world_size // configs_per_step)
+    units = [(index, part, slices) for index in range(configs_per_step) for part in range(slices)]
     return units[rank::world_size]
+
+
+def my_batch_positions(steps: int, configs_per_step: int, rank: int, world_size: int) -> list[int]:
+    """The positions in an epoch's training batches that rank ``rank`` reads, in the order it reads them:
+    configuration k of step s reads batch s·M + k, so a rank reads (and decodes) only its own configurations'
+    micro-batches, its shard of the epoch. Which configurations a rank runs never depends on their γ."""
+    slots = _my_slots(configs_per_step, rank, world_size)
+    return [step * configs_per_step + index for step in range(steps) for index, _, _ in slots]
 
 
 def steps_per_epoch(examples: int, batch_size: int, configs_per_step: int, cap: int | None, world_size: int) -> int:

@@ -39,7 +39,8 @@ import torch
 from raymeta.config.schema import DeployConfig
 from raymeta.errors import ConfigError
 from raymeta.io.data import make_loader
-from raymeta.io.files import RunPaths, atomic_write_text, save_config
+from raymeta.io.files import RunPaths, atomic_write_text, require_local, save_config
+from raymeta.io.progress import Bar
 from raymeta.io.results import RunIdentity, result_frame, write_table
 from raymeta.method.models import block_name
 from raymeta.method.pareto import pareto_front
@@ -191,8 +192,14 @@ class LocalEvaluator:
     def __init__(self, net, data, settings: dict):
         self.net, self.data, self.settings = net, data, settings
 
-    def __call__(self, gammas: list[Gamma]) -> list[tuple[float, float, float]]:
-        return [score_candidate(self.net, gamma, self.data, self.settings) for gamma in gammas]
+    def __call__(self, gammas: list[Gamma], on_each=None) -> list[tuple[float, float, float]]:
+        """(accuracy, loss, seconds) of each configuration; ``on_each(1)`` after each."""
+        scores = []
+        for gamma in gammas:
+            scores.append(score_candidate(self.net, gamma, self.data, self.settings))
+            if on_each is not None:
+                on_each(1)
+        return scores
 
 
 class RayEvaluator:
@@ -208,8 +215,14 @@ class RayEvaluator:
         self.task = ray.remote(num_cpus=1)(_remote_score)
         self.name = f"as Ray tasks ({int(ray.cluster_resources().get('CPU', 0))} CPUs in the cluster)"
 
-    def __call__(self, gammas: list[Gamma]) -> list[tuple[float, float, float]]:
-        return self.ray.get([self.task.remote(self.net_ref, gamma, self.data_ref, self.settings) for gamma in gammas])
+    def __call__(self, gammas: list[Gamma], on_each=None) -> list[tuple[float, float, float]]:
+        """(accuracy, loss, seconds) of each configuration; ``on_each(n)`` as n more tasks finish."""
+        tasks = [self.task.remote(self.net_ref, gamma, self.data_ref, self.settings) for gamma in gammas]
+        pending = list(tasks) if on_each is not None else []
+        while pending:
+            finished, pending = self.ray.wait(pending, num_returns=1)
+            on_each(len(finished))
+        return self.ray.get(tasks)
 
 
 def _remote_score(net, gamma, data, settings):
@@ -257,8 +270,8 @@ def search(
 ) -> SearchResult:
     """Uniform γ of the grid first, then per-block configurations within ``budget`` (exhaustive when they fit in
     ``max_candidates``, evolutionary otherwise); the best validation accuracy within the budget is chosen (the
-    lower cost on a tie). ``cost_of(gamma)`` returns (params, macs, latency_ms); ``evaluate(list of γ)`` the
-    (accuracy, loss, seconds) of each."""
+    lower cost on a tie). ``cost_of(gamma)`` returns (params, macs, latency_ms); ``evaluate(list of γ, on_each=)`` the
+    (accuracy, loss, seconds) of each, calling ``on_each(n)`` as n more are done (a progress bar per batch)."""
     start = time.perf_counter()
     blocks = len(net.blocks)
     evaluated: dict[Gamma, Candidate] = {}
@@ -274,7 +287,9 @@ def search(
     def run(batch: list[Candidate], what: str) -> None:
         if not batch:
             return
-        for candidate, (accuracy, loss, seconds) in zip(batch, evaluate([c.gamma for c in batch]), strict=True):
+        with Bar(len(batch), f"deploy: {what}", unit="candidate", progress=progress) as bar:
+            scores = evaluate([c.gamma for c in batch], on_each=bar.update)
+        for candidate, (accuracy, loss, seconds) in zip(batch, scores, strict=True):
             candidate.accuracy, candidate.loss, candidate.seconds = accuracy, loss, seconds
             evaluated[candidate.gamma] = candidate
         best = max((c for c in evaluated.values() if within(c)), key=lambda c: c.accuracy, default=None)
@@ -385,6 +400,7 @@ def deploy(run_dir: str | Path, options: DeployConfig, progress=print) -> dict:
     """Search the run's configurations for the best validation accuracy within the budget of ``options``, export
     it, and write the Pareto table, ``deploy.json`` and ``config.yaml`` (the run's configuration with the deploy
     settings it ran with: ``raymeta deploy --config`` on it deploys again); returns what ``deploy.json`` holds."""
+    require_local(run_dir, "raymeta deploy's run_dir")
     budget = parse_budget(*options.budget())  # exactly one, given in the deploy: group or as its flag
     device = torch.device(options.device)
     paths = RunPaths(str(run_dir))

@@ -12,8 +12,9 @@ from raymeta.config.schema import Config
 from raymeta.errors import ConfigError
 from raymeta.io.data import make_loader
 from raymeta.io.files import RunPaths
-from raymeta.io.progress import Progress
+from raymeta.io.progress import Bar, Progress
 from raymeta.io.results import SPLITS, result_frame, write_table
+from raymeta.io.tracking import log_run_files
 from raymeta.method.scoring import accuracies_and_losses
 from raymeta.stages.identity import run_identity
 from raymeta.stages.networks import TrainedNetwork, load_trained
@@ -103,22 +104,24 @@ def evaluate_trained(
         )
     samples = config.eval.samples
     state = checkpoint.state
-    identity = run_identity(trained_config, run_id=Path(config.run_dir).name, dataset=bundle.info.name)
+    identity = run_identity(trained_config, run_id=RunPaths(config.run_dir).root.name, dataset=bundle.info.name)
     frames = []
     for name in splits:
         dataset = bundle.test if name == "test" else bundle.validation
         loader = make_loader(dataset, config.data.eval_batch_size, shuffle=False)
         progress(f"evaluate: {len(config.eval.gammas)} γ values, K={samples} sample(s), {len(dataset)} {name} images")
-        rows = evaluate_gammas(
-            net,
-            loader,
-            device,
-            config.eval.gammas,
-            samples=samples,
-            noise=trained_config.inr.coordinate_noise,
-            seed=config.seed,
-            image_size=bundle.info.image_size,
-        )
+        label = f"evaluate {name}: {len(config.eval.gammas)} γ × K={samples}"
+        with Bar(len(loader), label, unit="batch", progress=progress) as bar:  # each batch runs every γ × K
+            rows = evaluate_gammas(
+                net,
+                bar.iterate(loader),
+                device,
+                config.eval.gammas,
+                samples=samples,
+                noise=trained_config.inr.coordinate_noise,
+                seed=config.seed,
+                image_size=bundle.info.image_size,
+            )
         frames.append(
             result_frame(
                 rows,
@@ -152,4 +155,5 @@ def run_evaluate(config: Config, progress: Progress, checkpoint: str | Path | No
     path = write_table(frame, paths.results)
     print(format_rows(frame), flush=True)
     progress(f"evaluate: wrote {path}")
+    log_run_files(config, [path], "results")
     return path

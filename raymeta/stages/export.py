@@ -1,7 +1,7 @@
 """Export a metamorphic network at one configuration (a uniform γ, or one γ per metamorphic block) as a
 standalone ResNet: state dict + JSON spec, a ``torch.export`` program, and ONNX.
 
-The exported network is :meth:`MetamorphicNetwork.materialize` (α folded into conv2, BatchNorm already
+The exported network is :meth:`MetamorphicNetwork.materialize` (α folded into the branch's last conv, BatchNorm already
 folded in the prior), so it is an ordinary :class:`raymeta.method.models.ResNet` without BatchNorm: the state
 dict needs only ``raymeta/method/models.py`` to load (with ``weights_only=True``), the ``ExportedProgram`` file
 (``network.pt2``, :func:`torch.export.save`) needs only torch (:func:`load_program` checks an archive needs no
@@ -26,7 +26,7 @@ import torch
 
 from raymeta.config.schema import ExportConfig
 from raymeta.errors import ConfigError
-from raymeta.io.files import RunPaths, atomic_write
+from raymeta.io.files import RunPaths, atomic_write, require_local
 from raymeta.io.progress import Progress
 from raymeta.method.models import Architecture, ResNet
 from raymeta.method.widths import Gamma, block_gammas, canonical, format_gamma
@@ -166,7 +166,11 @@ def run_export(settings: ExportConfig, progress: Progress, *, run_dir: str | Pat
         )
     if not run_dir and not settings.checkpoint:
         raise ConfigError("raymeta export needs --run-dir (or --checkpoint) naming a trained run")
-    checkpoint = Path(settings.checkpoint) if settings.checkpoint else RunPaths(run_dir).train_checkpoint
+    checkpoint = (
+        require_local(settings.checkpoint, "raymeta export's --checkpoint")
+        if settings.checkpoint
+        else RunPaths(require_local(run_dir, "raymeta export's run_dir")).train_checkpoint
+    )
     net, trained_config, saved = load_trained(checkpoint)
     if not saved.done:
         progress("export: note — the checkpoint is from an unfinished run")
@@ -240,8 +244,7 @@ def load_exported(folder: str | Path) -> tuple[ResNet, dict]:
     spec = json.loads(spec_path.read_text())
     if spec.get("format") != "raymeta-export":
         raise ConfigError(f"{spec_path} is not a raymeta export spec")
-    arch = spec["architecture"]
-    arch = Architecture(arch["depth"], tuple(arch["widths"]), arch["in_channels"], arch["num_classes"])
+    arch = Architecture.from_record(spec["architecture"])
     hidden = {tuple(int(i) for i in key.split(",")): int(h) for key, h in spec["hidden_widths"].items()}
     model = ResNet(arch, batchnorm=spec["batchnorm"], hidden_widths=hidden)
     model.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from raymeta.config.schema import Config
 from raymeta.errors import ConfigError
-from raymeta.io.data import EpochBatches
+from raymeta.io.data import epoch_batches
+from raymeta.io.progress import Bar
 
 
 @dataclass
@@ -86,41 +87,54 @@ def fit(
     max_batches: int | None = None,
     drop_last: bool = False,
     on_epoch: Callable[[EpochEnd], object] | None = None,
+    label: str | None = None,
+    progress=None,
 ) -> float:
     """Train ``model`` on ``dataset`` for the epochs ``epochs`` (``range(first, last)``: a resumed run starts
     after the epochs it has); returns the training seconds.
 
-    Epoch ``e`` reads the :class:`~raymeta.io.data.EpochBatches` of (``seed``, ``e``), augmented as the dataset
+    Epoch ``e`` reads the :func:`~raymeta.io.data.epoch_batches` of (``seed``, ``e``), augmented as the dataset
     says and on the dataset's device (then moved to ``device``), its partial last batch unless ``drop_last``, at
     most ``max_batches`` of them. The model trains in train mode and is left in eval mode after each epoch, when
-    ``on_epoch`` gets its :class:`EpochEnd`.
+    ``on_epoch`` gets its :class:`EpochEnd`. With a ``label``, a :class:`~raymeta.io.progress.Bar` counts the
+    steps (``progress`` prints its plain lines).
     """
     optimizer, scheduler = optimisation.optimizer, optimisation.scheduler
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     step, seconds = 0, 0.0
-    for epoch in epochs:
-        start = time.perf_counter()
-        model.train()
-        running, seen = 0.0, 0
-        epoch_data = EpochBatches(dataset, batch_size, seed=seed, epoch=epoch, drop_last=drop_last)
-        for position in range(len(epoch_data) if max_batches is None else min(max_batches, len(epoch_data))):
-            images, labels = epoch_data[position]
-            if optimisation.before_step is not None:
-                optimisation.before_step(step)
-            images, labels = images.to(device), labels.to(device)
-            loss = F.cross_entropy(model(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if optimisation.clip_value > 0:
-                torch.nn.utils.clip_grad_value_(parameters, optimisation.clip_value)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            step += 1
-            running += loss.item() * len(labels)
-            seen += len(labels)
-        model.eval()
-        seconds += time.perf_counter() - start
-        if on_epoch is not None:
-            on_epoch(EpochEnd(epoch + 1, running / seen, seconds))
+    bar = None
+    if label is not None:
+        per_epoch = batches_per_epoch(len(dataset), batch_size, drop_last=drop_last, most=max_batches)
+        bar = Bar(len(epochs) * per_epoch, label, unit="step", progress=progress)
+    try:
+        for epoch in epochs:
+            start = time.perf_counter()
+            model.train()
+            running, seen = 0.0, 0
+            epoch_data = epoch_batches(dataset, batch_size, seed=seed, epoch=epoch, drop_last=drop_last)
+            count = len(epoch_data) if max_batches is None else min(max_batches, len(epoch_data))
+            for images, labels in epoch_data.read(range(count)):
+                if optimisation.before_step is not None:
+                    optimisation.before_step(step)
+                images, labels = images.to(device), labels.to(device)
+                loss = F.cross_entropy(model(images), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if optimisation.clip_value > 0:
+                    torch.nn.utils.clip_grad_value_(parameters, optimisation.clip_value)
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                step += 1
+                running += loss.item() * len(labels)
+                seen += len(labels)
+                if bar is not None:
+                    bar.update()
+            model.eval()
+            seconds += time.perf_counter() - start
+            if on_epoch is not None:
+                on_epoch(EpochEnd(epoch + 1, running / seen, seconds))
+    finally:
+        if bar is not None:
+            bar.close()
     return seconds

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from raymeta.config.schema import Config, method_name
 from raymeta.io.results import RunIdentity
+from raymeta.method.models import TORCHVISION_RESNETS
 
 
 def architecture_name(config: Config) -> str:
-    """E.g. ``resnet20-16-32-64``: the results tables' ``architecture`` column."""
-    return f"resnet{config.model.depth}-" + "-".join(str(w) for w in config.model.widths)
+    """E.g. ``resnet20-16-32-64`` (a CIFAR ResNet) or ``resnet50`` / ``resnet50-8-1-1-1-1`` (torchvision's, and a
+    smaller one of its family: base width, blocks per stage): the results tables' ``architecture`` column."""
+    model = config.model
+    if model.family == "cifar":
+        return f"resnet{model.depth}-" + "-".join(str(w) for w in model.widths)
+    if model.base_width is None and model.stage_blocks is None:
+        return model.family
+    blocks = model.stage_blocks or TORCHVISION_RESNETS[model.family][1]
+    return f"{model.family}-{model.base_width or 64}-" + "-".join(str(n) for n in blocks)
 
 
 def run_identity(

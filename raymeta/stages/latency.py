@@ -2,7 +2,7 @@
 
 The exported network is an ordinary ResNet whose only varying parts are its metamorphic blocks, so its forward
 time is modelled as ``base + Σ_blocks t_block(h_block)``: ``t_block(h)`` is the measured time of that block alone
-(a BasicBlock of hidden width h on the block's input shape) and ``base`` the measured time of the whole network at
+(the block of hidden width h on the block's input shape) and ``base`` the measured time of the whole network at
 the prior's widths less its blocks' own times. The table holds ``t_block`` for every width a search asks for and
 is written as JSON (never pickle) to ``RUN_DIR/deploy/latency-<device>-batch<B>-threads<T>.json``; a later search on
 the same device reuses it and measures only widths it lacks. The estimate ranks candidates; the network that is
@@ -24,7 +24,7 @@ import torch
 
 from raymeta.errors import ConfigError
 from raymeta.io.files import atomic_write_text
-from raymeta.method.models import Architecture, BasicBlock, ResNet, block_name
+from raymeta.method.models import Architecture, ResNet, block_name, make_block
 
 TABLE_VERSION = 2
 """Bumped when the way times are taken changes (2: lower quartile): an older table is measured anew."""
@@ -94,8 +94,12 @@ def time_forward(
 
 
 def block_input_size(arch: Architecture, stage: int, image_size: int) -> int:
-    """Spatial size of the feature map a block of ``stage`` sees (stride-2 3×3 convs between stages)."""
+    """Spatial size of the feature map a block of ``stage`` sees (stride-2 3×3 convs between stages, after
+    torchvision's stem: a stride-2 7×7 conv and a stride-2 max pool)."""
     size = image_size
+    if arch.torchvision:
+        size = (size + 6 - 7) // 2 + 1
+        size = (size + 2 - 3) // 2 + 1
     for _ in range(stage):
         size = (size + 2 - 3) // 2 + 1
     return size
@@ -194,6 +198,8 @@ def latency_table(
         "in_channels": arch.in_channels,
         "num_classes": arch.num_classes,
     }
+    if arch.torchvision:  # a CIFAR ResNet's record stays as it was, so its cached tables stay valid
+        arch_record.update(family=arch.family, stage_blocks=list(arch.stage_blocks))
     table = LatencyTable(
         device_key(device), device_description(device), batch_size, threads, image_size, arch_record, names
     )
@@ -229,8 +235,8 @@ def latency_table(
             )
         for (s, b), h in missing:
             size = block_input_size(arch, s, image_size)
-            block = BasicBlock(arch.widths[s], arch.widths[s], h, 1, batchnorm=False)
-            example = torch.randn(batch_size, arch.widths[s], size, size)
+            block = make_block(arch, s, b, h, batchnorm=False)
+            example = torch.randn(batch_size, arch.out_width(s), size, size)
             table.block_ms[block_name(s, b)][str(h)] = time_forward(block, example, device)
             table.measurements += 1
         if not table.base_ms == table.base_ms or missing:  # NaN (new table), or block times changed: re-measure base

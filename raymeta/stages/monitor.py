@@ -14,7 +14,8 @@ from raymeta.config.schema import Config
 from raymeta.errors import CheckpointError
 from raymeta.io.artifacts import EpochRecord, MetamorphicCheckpoint, TrainingState
 from raymeta.io.data import DatasetInfo
-from raymeta.io.files import RunPaths
+from raymeta.io.files import RunPaths, copy_file
+from raymeta.io.progress import format_duration, throughput
 from raymeta.io.results import ALPHA_PREFIX, REC_PREFIX, result_frame, write_table
 from raymeta.method.ema import ExponentialAverage
 from raymeta.method.health import worst_by_block
@@ -63,9 +64,13 @@ def evaluate_monitor(
     return sorted(gathered, key=lambda row: row["gamma"])
 
 
-def epoch_summary(record: EpochRecord, stage: Stage, stage_count: int) -> str:
+def epoch_summary(
+    record: EpochRecord, stage: Stage, stage_count: int, *, steps: int, images: int, epochs_left: int
+) -> str:
     """The progress line of a finished epoch: its losses, monitored accuracies, α and worst reconstruction error
-    per block (at γ = 0)."""
+    per block (at γ = 0), its time, throughput (``steps`` optimiser steps and ``images`` training images over
+    the epoch's time, monitoring included) and the time left: ``epochs_left`` more epochs at this one's time
+    (later stages train more blocks, so their epochs take longer: an ETA from the last epoch errs short)."""
     losses = record.losses
     accuracies = "  ".join(f"acc γ={row['gamma']:g} {row['accuracy']:.4f}" for row in record.monitor)
     alphas = " ".join(f"{a:.2f}" for a in record.alphas.values())
@@ -74,7 +79,8 @@ def epoch_summary(record: EpochRecord, stage: Stage, stage_count: int) -> str:
         f"train: stage {stage.index + 1}/{stage_count} epoch {record.epoch}/{stage.epochs} "
         f"step {record.step}  loss {losses['loss']:.4f} (task {losses['task']:.4f} "
         f"distill {losses['distill']:.4f} feature {losses['feature']:.4f} rec {losses['rec']:.5f} "
-        f"reg {losses['reg']:.2f})  {accuracies}  α [{alphas}]  rec [{worst}]  [{record.seconds:.1f}s]"
+        f"reg {losses['reg']:.2f})  {accuracies}  α [{alphas}]  rec [{worst}]  [{record.seconds:.1f}s, "
+        f"{throughput(steps, images, record.seconds)}, ETA {format_duration(epochs_left * record.seconds)}]"
     )
 
 
@@ -104,7 +110,7 @@ def write_monitor_table(config: Config, state: TrainingState, dataset: str) -> P
     if not rows:  # no validation split (or a checkpoint from before monitor rows): no table, not a stale one
         (RunPaths(config.run_dir).results / "train-monitor.parquet").unlink(missing_ok=True)
         return None
-    identity = run_identity(config, run_id=Path(config.run_dir).name, dataset=dataset)
+    identity = run_identity(config, run_id=RunPaths(config.run_dir).root.name, dataset=dataset)
     frame = result_frame(rows, identity, stage=0, epoch=0, phase="train", split="validation")
     for column, values in zip(("stage", "epoch", "train_time_s"), zip(*placement, strict=True), strict=True):
         frame[column] = list(values)
@@ -149,7 +155,12 @@ def existing_checkpoint(config: Config, resume: bool | None) -> MetamorphicCheck
     return MetamorphicCheckpoint.load_to_resume(path, expect_hash=config.hash())
 
 
-def save_epoch(config: Config, checkpoint: MetamorphicCheckpoint) -> None:
-    """What a run writes at the end of every epoch (by its only writer): the checkpoint and the monitor table."""
-    checkpoint.save(RunPaths(config.run_dir).train_checkpoint)
+def save_epoch(config: Config, checkpoint: MetamorphicCheckpoint, *, local_copy: Path | None = None) -> None:
+    """What a run writes at the end of every epoch (by its only writer): the checkpoint and the monitor table.
+    With ``local_copy``, the checkpoint is serialised there once and that file copied into the run folder."""
+    target = RunPaths(config.run_dir).train_checkpoint
+    if local_copy is None:
+        checkpoint.save(target)
+    else:
+        copy_file(checkpoint.save(local_copy), target)
     write_monitor_table(config, checkpoint.state, checkpoint.dataset["name"])

@@ -38,7 +38,7 @@ def build_network(config: Config, prior: ResNet) -> MetamorphicNetwork:
 def prior_network(checkpoint: PriorCheckpoint | SmoothedCheckpoint | MetamorphicCheckpoint) -> ResNet:
     """The plain ResNet a checkpoint holds: the prior (with BatchNorm), the smoothed prior, or the smoothed prior
     under a metamorphic network (BatchNorm folded)."""
-    arch = Architecture(**{**checkpoint.arch, "widths": tuple(checkpoint.arch["widths"])})
+    arch = Architecture.from_record(checkpoint.arch)
     model = ResNet(arch, batchnorm=getattr(checkpoint, "batchnorm", False))
     model.load_state_dict(checkpoint.state_dict)
     return model.eval()

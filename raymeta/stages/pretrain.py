@@ -1,5 +1,9 @@
 """Train the prior: an ordinary ResNet with BatchNorm at γ = 0, saved with the configuration that made it.
 
+With ``pretrain.init_from`` the prior starts from imported weights (:mod:`raymeta.io.weights`: a torchvision
+model's zoo weights, a torch.hub entry, a state-dict file), which ``pretrain.epochs`` fine-tunes, or, at 0, keeps
+as they are; either way the checkpoint records where they came from and the validation accuracy.
+
 The checkpoint is rewritten (atomically) after every epoch, so an interrupted pretraining resumes where
 it stopped, and a finished prior of the same configuration is reused rather than trained again.
 """
@@ -16,6 +20,7 @@ from raymeta.errors import ConfigError
 from raymeta.io.artifacts import PretrainState, PriorCheckpoint
 from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress
+from raymeta.io.weights import import_weights
 from raymeta.method.models import ResNet
 from raymeta.method.scoring import accuracy_and_loss
 from raymeta.stages.fitting import EpochEnd, batches_per_epoch, fit, sgd_cosine
@@ -66,6 +71,7 @@ def pretrain(
     )
     optimizer, scheduler = optimisation.optimizer, optimisation.scheduler
     state = PretrainState()
+    source = None
 
     if resume and not path.is_file():
         raise ConfigError(f"--resume: no prior checkpoint at {path}")
@@ -79,7 +85,14 @@ def pretrain(
         optimizer.load_state_dict(saved.optimizer)
         scheduler.load_state_dict(saved.scheduler)
         torch.set_rng_state(saved.rng)
+        source = saved.source
         progress(f"pretrain: resuming {path} after epoch {state.epoch}")
+    elif config.pretrain.init_from:
+        imported = import_weights(config.pretrain.init_from, arch, model.state_dict())
+        model.load_state_dict(imported.state_dict)
+        source = imported.provenance
+        mapped = " (inputs mapped onto its normalisation)" if arch.input_scale is not None else ""
+        progress(f"pretrain: the prior starts from {config.pretrain.init_from}{mapped}")
 
     held_out = f" / {len(bundle.validation)} validation" if bundle.validation is not None else ""
     progress(
@@ -88,6 +101,24 @@ def pretrain(
     )
     # Per-epoch accuracy on the validation split (none without one): the test split is for final evaluation.
     monitor_loader = validation_loader(bundle, config)
+    if epochs == 0:  # the imported weights as they are: scored and saved
+        metrics = {}
+        if monitor_loader is not None:
+            accuracy, validation_loss = accuracy_and_loss(model, monitor_loader, device)
+            metrics.update(validation_accuracy=accuracy, validation_loss=validation_loss)
+        PriorCheckpoint(
+            config=config.to_dict(),
+            prior_hash=config.prior_hash(),
+            arch=dataclasses.asdict(arch),
+            dataset=dataclasses.asdict(bundle.info),
+            state_dict=model.state_dict(),
+            state=PretrainState(0, []),
+            metrics=metrics,
+            done=True,
+            source=source,
+        ).save(path)
+        progress(f"pretrain: saved the imported prior {path}{_accuracy_note(metrics)}")
+        return path
     first = state.epoch
     last = epochs if stop_after_epochs is None else min(epochs, first + stop_after_epochs)
 
@@ -111,6 +142,7 @@ def pretrain(
             scheduler=scheduler.state_dict(),
             rng=torch.get_rng_state(),
             done=end.epoch >= epochs,
+            source=source,
         ).save(path)
         progress(
             f"pretrain epoch {end.epoch}/{epochs}  train loss {metrics['train_loss']:.4f}"

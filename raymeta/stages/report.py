@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from raymeta.config.schema import Config
-from raymeta.io.files import RunPaths, atomic_write_text
+from raymeta.io.files import RunPaths, StoragePath, atomic_write_text, location
 from raymeta.io.progress import Progress
 from raymeta.io.results import (
     ALPHA_PREFIX,
@@ -35,6 +35,8 @@ from raymeta.io.results import (
     table_paths,
     validate_frame,
 )
+from raymeta.io.tracking import log_run_files
+from raymeta.method.models import block_name, block_of_path
 
 METHOD_ORDER = ("metamorphic", "recipe", "neumeta", "individual", "skip")
 """Methods listed first, in this order; the rest (pruning variants, …) follow alphabetically."""
@@ -322,7 +324,14 @@ HEALTH_SIGNALS = {
 }
 """Column prefix → (title, y-axis title, reference level, what the level means) of the health figures."""
 
-TENSOR_DASHES = {"conv1.weight": "solid", "conv1.bias": "dot", "conv2.weight": "dash", "conv2.bias": "dashdot"}
+TENSOR_DASHES = {
+    "conv1.weight": "solid",
+    "conv1.bias": "dot",
+    "conv2.weight": "dash",
+    "conv2.bias": "dashdot",
+    "conv3.weight": "longdash",  # a Bottleneck's third conv
+    "conv3.bias": "longdashdot",
+}
 
 
 def _natural_key(text: str) -> tuple:
@@ -333,11 +342,10 @@ def _natural_key(text: str) -> tuple:
 
 
 def _block_of(name: str) -> str:
-    """``stage3.block1`` for an α column's name, or for a tensor path ``stages.2.1.conv1.weight``."""
-    parts = name.split(".")
-    if parts[0] == "stages" and len(parts) >= 3:
-        return f"stage{int(parts[1]) + 1}.block{parts[2]}"
-    return name
+    """``stage3.block1`` for an α column's name, or for a tensor path ``stages.2.1.conv1.weight`` (or
+    ``layer3.1.conv1.weight``)."""
+    position = block_of_path(name)
+    return name if position is None else block_name(*position)
 
 
 def health_figure(train: pd.DataFrame, prefix: str):
@@ -733,9 +741,11 @@ def _page(title: str, body: list[str]) -> str:
     )
 
 
-def write_report(frame: pd.DataFrame, output: str | Path, *, title: str = "raymeta report") -> Path:
-    """Write the report atomically (a temporary name, then rename)."""
-    output = Path(output)
+def write_report(
+    frame: pd.DataFrame, output: str | Path | StoragePath, *, title: str = "raymeta report"
+) -> Path | StoragePath:
+    """Write the report atomically (a temporary name, then rename), locally or to object storage."""
+    output = location(output)
     if output.suffix.lower() not in (".html", ".htm"):
         raise ResultsError(f"report output {output} must end in .html")
     page = build_report(frame, title=title)
@@ -748,10 +758,13 @@ def run_report(config: Config, progress: Progress) -> Path:
     paths = RunPaths(config.run_dir)
     output = write_report(read_tables(paths.results), paths.report, title=f"raymeta run {paths.root.name}")
     progress(f"report: {output} (open it in a browser; `raymeta report` combines runs and baselines)")
+    log_run_files(config, [output])
     return output
 
 
-def report_tables(tables: list[str], output: str | Path, progress: Progress, *, title: str = "raymeta report") -> Path:
+def report_tables(
+    tables: list[str], output: str | Path | StoragePath, progress: Progress, *, title: str = "raymeta report"
+) -> Path | StoragePath:
     """``raymeta report``: a self-contained HTML page from result tables (nothing else is read)."""
     paths = table_paths(tables)
     frame = read_tables(paths)

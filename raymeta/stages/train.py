@@ -21,9 +21,11 @@ import torch
 
 from raymeta.config.schema import Config
 from raymeta.io.artifacts import EpochRecord, MetamorphicCheckpoint, SmoothedCheckpoint, TrainingState
-from raymeta.io.data import DatasetBundle, EpochBatches
+from raymeta.io.data import DatasetBundle, EpochBatches, epoch_batches
 from raymeta.io.files import RunPaths
-from raymeta.io.progress import Progress
+from raymeta.io.image_folder import FolderEpochBatches
+from raymeta.io.progress import Progress, format_duration, throughput
+from raymeta.io.tracking import resolve_tracking, tracking
 from raymeta.method.ema import ExponentialAverage, inr_parameters
 from raymeta.method.health import block_alphas, reconstruction_errors
 from raymeta.method.metamorphic import MetamorphicNetwork
@@ -45,6 +47,7 @@ from raymeta.seeds import derive_seed
 from raymeta.stages.collective import (
     Collective,
     accumulate_gradients,
+    my_batch_positions,
     my_configurations,
     steps_per_epoch,
     synchronise_gradients,
@@ -200,7 +203,7 @@ def start_stage(
 def train_epoch(
     setup: Setup,
     optimizer: torch.optim.Optimizer,
-    batches: EpochBatches,
+    batches: EpochBatches | FolderEpochBatches,
     state: TrainingState,
     report: Progress,
     step_hook: StepHook | None = None,
@@ -217,7 +220,9 @@ def train_epoch(
     parameters, width = trainable_parameters(net), reference_width(net)
     losses = torch.zeros(steps, len(LOSS_PARTS), dtype=torch.float64)
     net.train()
-    last_report = time.perf_counter()
+    start = last_report = time.perf_counter()
+    # This rank's micro-batches of the whole epoch, in the order the steps use them (decoded ahead when streamed).
+    stream = batches.read(my_batch_positions(steps, M, collective.rank, collective.world_size))
     for step_in_epoch in range(steps):
         set_warmup(
             optimizer,
@@ -228,7 +233,7 @@ def train_epoch(
             config.seed, state.step, M, train.gamma_pool, width, train.gamma_sampling, len(net.blocks)
         )
         mine = my_configurations(gammas, collective.rank, collective.world_size)
-        micro_batches = [batches[step_in_epoch * M + unit.index] for unit in mine]
+        micro_batches = [next(stream) for _ in mine]  # batch step·M + k for each configuration k of mine
         parts = accumulate_gradients(
             net, state.step, mine, micro_batches, M, setup.objective, config.seed, setup.device, setup.teacher
         )
@@ -241,10 +246,13 @@ def train_epoch(
         if step_hook is not None:
             step_hook(collective.rank, state.step)
         if time.perf_counter() - last_report > PROGRESS_SECONDS and step_in_epoch + 1 < steps:
-            last_report = time.perf_counter()
+            last_report, done = time.perf_counter(), step_in_epoch + 1
+            seconds = last_report - start
             report(
-                f"step {step_in_epoch + 1}/{steps}  loss (rank {collective.rank}) "
-                f"{losses[: step_in_epoch + 1, 0].mean().item() * collective.world_size:.4f}"
+                f"step {done}/{steps}  loss (rank {collective.rank}) "
+                f"{losses[:done, 0].mean().item() * collective.world_size:.4f}  "
+                f"[{throughput(done, done * M * config.data.batch_size, seconds)}, "
+                f"epoch ETA {format_duration((steps - done) * seconds / done)}]"
             )
     return collective.all_reduce_sum(losses)
 
@@ -260,7 +268,7 @@ def run_epoch(
     """Train one epoch, monitor the evaluated weights, append the epoch's record and advance ``state``."""
     config, net = setup.config, setup.net
     start = time.perf_counter()
-    batches = EpochBatches(
+    batches = epoch_batches(
         setup.bundle.train,
         config.data.batch_size,
         seed=derive_seed(config.seed, "batches", stage.index),
@@ -292,6 +300,11 @@ def run_epoch(
     if state.epoch >= stage.epochs:
         state.stage, state.epoch = state.stage + 1, 0
     return record
+
+
+def epochs_left(stages: list[Stage], state: TrainingState) -> int:
+    """The epochs the run has still to train, from ``state`` (after a finished epoch) to the end of the plan."""
+    return sum(stage.epochs for stage in stages[state.stage :]) - state.epoch
 
 
 def run_training(
@@ -338,7 +351,16 @@ def run_training(
                 ),
                 record,
             )
-            progress(epoch_summary(record, stage, len(setup.stages)))
+            progress(
+                epoch_summary(
+                    record,
+                    stage,
+                    len(setup.stages),
+                    steps=setup.steps_per_epoch,
+                    images=setup.steps_per_epoch * config.train.configs_per_step * config.data.batch_size,
+                    epochs_left=epochs_left(setup.stages, state),
+                )
+            )
     progress(f"train: done, {state.step} steps")
     return state
 
@@ -358,16 +380,24 @@ def train(
     """
     progress = progress or Progress()
     paths = RunPaths(config.run_dir)
+    config = resolve_tracking(config)
     checkpoint = existing_checkpoint(config, resume)
     if checkpoint is not None:
         progress(f"train: resuming from {paths.train_checkpoint}")
-    run_training(
-        config,
-        resume_from=checkpoint,
-        progress=progress,
-        stop_after_epochs=stop_after_epochs,
-        step_hook=step_hook,
-        on_epoch_end=lambda make, record: save_epoch(config, make()),
-    )
+    with tracking(config) as tracker:
+
+        def on_epoch_end(make_checkpoint, record: EpochRecord) -> None:
+            save_epoch(config, make_checkpoint())
+            tracker.log_epoch(record)
+
+        run_training(
+            config,
+            resume_from=checkpoint,
+            progress=progress,
+            stop_after_epochs=stop_after_epochs,
+            step_hook=step_hook,
+            on_epoch_end=on_epoch_end,
+        )
+        tracker.log_files([paths.results / "train-monitor.parquet"], "results")
     progress(f"train: checkpoint {paths.train_checkpoint}")
     return paths.train_checkpoint
