@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from raymeta.config.loading import load_config
+from raymeta.method.metamorphic import MetamorphicNetwork
 from raymeta.method.models import Architecture, ResNet
 from raymeta.method.objective import configuration_loss
 from raymeta.method.sampling import noise_generator
@@ -137,3 +138,34 @@ def test_the_teacher_from_the_shared_prefix_gives_its_own_logits(active):
     with torch.no_grad():
         torch.testing.assert_close(net.teacher_logits(teacher, net.frozen_prefix(images)), plain(images))
         assert not torch.allclose(plain(images), net.prior(images), atol=1e-3)  # the net's head is not the teacher's
+
+
+def test_a_bottleneck_network_steps_as_one_configuration_at_a_time():
+    # torchvision's Bottleneck family (1×1 and 3×3 kernels generated, an ImageNet stem in the frozen prefix)
+    config, _, _ = make()
+    torch.manual_seed(0)
+    arch = Architecture(20, (4, 4, 8, 8), 3, 10, "bottleneck", (1, 2, 1, 2))
+    prior = ResNet(arch, batchnorm=False).eval()
+    teacher = copy.deepcopy(prior)
+    settings = dict(inr_hidden=16, inr_depth=2, frequencies=2, separate_bias=True, alpha_scaling=True)
+    net = MetamorphicNetwork(prior, [(1, 1), (3, 1)], finetune_head=True, **settings)
+    with torch.no_grad():
+        net.alphas.fill_(0.5)
+        net.prior.fc.weight.add_(0.3)
+    teacher = net.layout_teacher(teacher)
+    generator = torch.Generator().manual_seed(2)
+    data = [(torch.randn(4, 3, 32, 32, generator=generator), torch.randint(0, 10, (4,), generator=generator))] * 3
+    units = [WorkUnit(index, gamma) for index, gamma in enumerate(GAMMAS)]
+    objective = objective_of(config)
+    expected, expected_parts = gradients(
+        net, lambda: one_at_a_time(net, 3, units, data, len(GAMMAS), objective, config.seed, teacher)
+    )
+    actual, actual_parts = gradients(
+        net,
+        lambda: accumulate_gradients(
+            net, 3, units, data, len(GAMMAS), objective, config.seed, torch.device("cpu"), teacher
+        ),
+    )
+    assert actual_parts == pytest.approx(expected_parts, rel=1e-5, abs=1e-7) and expected_parts["distill"] > 1e-4
+    for a, b in zip(actual, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
