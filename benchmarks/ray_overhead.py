@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raymeta.config.loading import load_config  # noqa: E402
 from raymeta.config.schema import RayConfig  # noqa: E402
-from raymeta.drivers.distributed import train_distributed  # noqa: E402
+from raymeta.drivers.distributed import QUIET_RAY, train_distributed  # noqa: E402
 from raymeta.io.artifacts import MetamorphicCheckpoint  # noqa: E402
 from raymeta.io.files import RunPaths  # noqa: E402
 from raymeta.io.progress import Progress
@@ -79,6 +79,7 @@ def main() -> None:
     print(f"config {args.config}  overrides {' '.join(overrides)}")
     print(f"{'driver':<16} {'threads/worker':>14} {'wall s':>8} {'start-up s':>10} {'epoch s':>9} {'vs single':>10}")
     baseline = None
+    phases = []
     for label, workers, threads in drivers:
         run_dir = root / label.replace(" ", "_").replace(",", "")
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -90,9 +91,19 @@ def main() -> None:
         start = time.time()
         if workers == 0:
             checkpoint = train(config, progress=quiet)
+            finished = time.time()
         else:
+            import ray
+
+            # Ray started here as train_distributed would start it (it then joins this one), to time it apart
+            for key, value in QUIET_RAY.items():
+                os.environ.setdefault(key, value)
+            ray.init(address="local", configure_logging=False)
+            fit_start = time.time()
             options = RayConfig(workers=workers, cpus_per_worker=args.threads / workers)
             checkpoint = train_distributed(dataclasses.replace(config, ray=options), progress=quiet)
+            finished = time.time()
+            ray.shutdown()
         wall = time.time() - start
         history = MetamorphicCheckpoint.load(checkpoint).state.history
         ends = [record.finished for record in history]
@@ -103,6 +114,27 @@ def main() -> None:
         print(
             f"{label:<16} {threads:>14} {wall:8.1f} {startup:10.1f} {epoch:9.2f} {epoch / baseline:9.2f}×", flush=True
         )
+        if workers:
+            loop = sum(record.seconds for record in history)  # the epochs' training and monitoring, in the workers
+            first = history[0].finished - history[0].seconds
+            phases.append(
+                (
+                    label,
+                    fit_start - start,  # ray.init
+                    first - fit_start,  # worker group, imports, process group, data, set-up
+                    (ends[-1] - first) - loop,  # per-epoch checkpoint save and report, all epochs
+                    finished - ends[-1],  # the last report, the worker group's shut-down, the final checkpoint copy
+                    time.time() - finished,  # ray.shutdown
+                    wall - loop,
+                )
+            )
+    if phases:
+        print("\nRay's fixed cost, where it goes (s): the wall time less the workers' epochs (training + monitoring)")
+        print(
+            f"{'driver':<16} {'ray.init':>9} {'to 1st step':>12} {'reports':>8} {'shut-down':>10} {'ray.shutdown':>13} {'all':>6}"
+        )
+        for label, init, first, reports, down, shutdown, total in phases:
+            print(f"{label:<16} {init:9.1f} {first:12.1f} {reports:8.1f} {down:10.1f} {shutdown:13.1f} {total:6.1f}")
 
 
 if __name__ == "__main__":

@@ -151,7 +151,8 @@ def test_eval_time():
 @pytest.mark.slow
 def test_step_time():
     out = run_script("benchmarks/step_time.py", "--settings", "tiny", "--steps", 1, "--threads", 1)
-    assert "matmul peak" in out and "tiny fp32: step" in out and "inr_backward" in out
+    assert "matmul peak" in out and "tiny fp32: step" in out and "inr_backward" in out and "outside phases" in out
+    assert "step / floor" in out
 
 
 @pytest.mark.slow
@@ -211,6 +212,8 @@ def test_ray_overhead(tmp_path):
         env={**RAY_TEST_ENV, "RAY_ADDRESS": None},
     )
     assert "single process" in out and "Ray, 1 worker" in out and "Ray, 2 workers" not in out
+    phases = out[out.index("Ray's fixed cost") :].splitlines()
+    assert "ray.init" in phases[1] and phases[2].startswith("Ray, 1 worker") and len(phases[2].split()) == 9
 
 
 @pytest.mark.slow
@@ -232,3 +235,12 @@ def test_sweep_overhead(tmp_path):
         env={**RAY_TEST_ENV, "RAY_ADDRESS": None},
     )
     assert "median overhead per trial" in out
+
+
+@pytest.mark.slow
+def test_quickstart_time(tmp_path):
+    # the in-process driver (ray.workers=0): the script's stage split and record reading, without Ray's minute
+    out = run_script(
+        "benchmarks/quickstart_time.py", "--config", "jobs/debug.yaml", "--run-dir", tmp_path / "run", "ray.workers=0"
+    )
+    assert "end to end" in out and "the workers' training loop" in out and "Ray's share" in out

@@ -181,6 +181,10 @@ class MetamorphicNetwork(nn.Module):
                 base[f"{prefix}.{conv.name}.weight"], base[f"{prefix}.{conv.name}.bias"] = weight, bias
         return base
 
+    def generated_rows(self, gamma: Gamma) -> int:
+        """INR coordinates of one sample of the configuration at γ (the size of its generation pass)."""
+        return self.hyper.rows(self.hidden_widths(gamma))
+
     def is_full_width(self, gamma: Gamma) -> bool:
         """True when γ rounds to the prior's own shape: the configuration the reconstruction term supervises."""
         return all(h == self.arch.widths[s] for (s, _), h in self.hidden_widths(gamma).items())
@@ -221,6 +225,23 @@ class MetamorphicNetwork(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.prior.forward_blocks(self.prior.forward_stem(x), stop=self.first_active())
         return x.contiguous()
+
+    def layout_teacher(self, teacher: ResNet) -> ResNet:
+        """``teacher`` laid out for :meth:`teacher_logits`: channels-last on a CPU (``cpu_channels_last``), where
+        its gradient-free convolutions run faster, as the frozen prefix's do; the numbers are the same."""
+        if self.cpu_channels_last and next(teacher.parameters()).device.type == "cpu":
+            teacher = teacher.to(memory_format=torch.channels_last)
+        return teacher
+
+    @torch.no_grad()
+    def teacher_logits(self, teacher: ResNet, prefix: torch.Tensor) -> torch.Tensor:
+        """The distillation teacher's logits from :meth:`frozen_prefix`'s output ``prefix``: ``teacher`` (the
+        smoothed prior, frozen) runs from the first active block on, since its stem and the blocks before are
+        this network's frozen prefix, the same weights on the same input (never trained: only the head and the
+        metamorphic blocks, all after it, are). The same logits as ``teacher(x)``, one prefix's work less."""
+        if prefix.device.type == "cpu" and self.cpu_channels_last:
+            prefix = prefix.contiguous(memory_format=torch.channels_last)
+        return teacher.forward_head(teacher.forward_blocks(prefix, start=self.first_active()))
 
     def forward_after_prefix(
         self,

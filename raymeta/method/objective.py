@@ -55,6 +55,8 @@ def configuration_loss(
     share: float = 1.0,
     weight_terms: bool = True,
     teacher_logits: torch.Tensor | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
+    prefix: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of configuration ``gamma`` on one micro-batch, and its parts (:data:`LOSS_PARTS`).
 
@@ -62,12 +64,17 @@ def configuration_loss(
     the distillation term. For a slice of a configuration's micro-batch, ``share`` is the slice's fraction of
     the batch (it scales the batch-mean terms) and ``weight_terms`` says whether this slice carries the
     batch-independent terms (exactly one slice of each configuration does), so the slices sum to the
-    whole-batch loss.
+    whole-batch loss. ``weights`` (the configuration's generated weights, generated already: ``generator`` is
+    then unused) and ``prefix`` (``net.frozen_prefix(images)``, computed already) spare the work a caller has
+    done; the loss is the same.
     """
     features = [] if objective.lambda_feature > 0 else None
     with autocast(objective.precision, images.device):
-        weights = net.generate(gamma, noise=objective.coordinate_noise, generator=generator)
-        logits = net(images, weights, features)
+        if weights is None:
+            weights = net.generate(gamma, noise=objective.coordinate_noise, generator=generator)
+        if prefix is None:
+            prefix = net.frozen_prefix(images)
+        logits = net.forward_after_prefix(prefix, weights, features)
     # The loss terms in fp32 whatever the step's precision (a no-op in fp32).
     logits = logits.float()
     weights = {name: value.float() for name, value in weights.items()}

@@ -112,7 +112,7 @@ def set_up(config: Config, collective: Collective, progress: Progress) -> Setup:
     smoothed = SmoothedCheckpoint.load(RunPaths(config.run_dir).smoothed)
     bundle = place_training_split(load_data(config), config, device)
     net = build_network(config, prior_network(smoothed)).to(device)
-    teacher = prior_network(smoothed).to(device) if train.lambda_distill > 0 else None
+    teacher = net.layout_teacher(prior_network(smoothed).to(device)) if train.lambda_distill > 0 else None
     ema = ExponentialAverage(inr_parameters(net), train.ema_decay) if train.ema_decay > 0 else None
     stages = plan_stages(train.incremental, train.epochs_per_stage, len(net.blocks))
     steps = steps_per_epoch(
