@@ -194,3 +194,15 @@ def test_a_subset_of_a_bank_computes_what_those_mlps_compute_in_the_whole_bank()
     whole = bank(x)
     for indices in ([2, 0], [1], [0, 1, 2]):
         torch.testing.assert_close(bank.forward_subset(x[indices], indices), whole[indices])
+
+
+def test_the_inrs_elu_is_torchs_in_value_and_gradient():
+    from raymeta.method.inr import elu
+
+    x = torch.cat([torch.linspace(-30, 30, 2001), torch.tensor([0.0, -1e-8, 1e-8])]).requires_grad_()
+    reference = x.detach().clone().requires_grad_()
+    torch.testing.assert_close(elu(x), torch.nn.functional.elu(reference), rtol=0, atol=2.5e-7)
+    grad = torch.randn_like(x)
+    elu(x).backward(grad)
+    torch.nn.functional.elu(reference).backward(grad)
+    torch.testing.assert_close(x.grad, reference.grad, rtol=1e-6, atol=1e-7)
