@@ -677,7 +677,35 @@ class _SeededPermutationSampler(Sampler[int]):
         return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
-class EpochBatches:
+class BatchOrder:
+    """The batches of one epoch of ``size`` examples as positions: batch ``b`` holds the examples
+    ``order[b·B : (b+1)·B]`` of a permutation seeded by (seed, epoch), and augments with :meth:`generator` ``(b)``,
+    seeded by (seed, epoch, b): what makes a batch a pure function of (seed, epoch, b) whoever reads it. The
+    partial last batch is dropped unless ``drop_last`` is False. :class:`EpochBatches` (in memory) and an image
+    folder's batches (streamed) read their examples in this order."""
+
+    def __init__(self, size: int, batch_size: int, *, seed: int, epoch: int, drop_last: bool = True):
+        check_batch_arguments(batch_size, seed, epoch)
+        self.size, self.batch_size, self.seed, self.epoch, self.drop_last = size, batch_size, seed, epoch, drop_last
+        self.order = torch.randperm(size, generator=torch.Generator().manual_seed(derive_seed(seed, epoch)))
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.size // self.batch_size
+        return math.ceil(self.size / self.batch_size)
+
+    def indices(self, position: int):
+        """The examples of batch ``position`` (a slice of ``order``); an IndexError outside the epoch."""
+        if not 0 <= position < len(self):
+            raise IndexError(f"batch {position} of an epoch with {len(self)} batches")
+        return self.order[position * self.batch_size : (position + 1) * self.batch_size]
+
+    def generator(self, position: int) -> torch.Generator:
+        """The generator batch ``position`` augments with."""
+        return torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, position + 1))
+
+
+class EpochBatches(BatchOrder):
     """The training batches of one epoch, addressable by position: what every training loop reads.
 
     Batch ``b`` is a pure function of (seed, epoch, b), its augmentation included: the order is a seeded
@@ -693,31 +721,17 @@ class EpochBatches:
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, *, seed: int, epoch: int, drop_last: bool = True):
-        check_batch_arguments(batch_size, seed, epoch)
         if not isinstance(dataset, TensorImageDataset):
             raise DataError(f"EpochBatches needs an in-memory TensorImageDataset, got {type(dataset).__name__}")
+        super().__init__(len(dataset), batch_size, seed=seed, epoch=epoch, drop_last=drop_last)
         self.dataset = dataset
-        self.batch_size = batch_size
-        self.seed = seed
-        self.epoch = epoch
-        self.drop_last = drop_last
-        generator = torch.Generator().manual_seed(derive_seed(seed, epoch))
-        self.order = torch.randperm(len(dataset), generator=generator).to(dataset.device)
-
-    def __len__(self) -> int:
-        if self.drop_last:
-            return len(self.dataset) // self.batch_size
-        return math.ceil(len(self.dataset) / self.batch_size)
+        self.order = self.order.to(dataset.device)
 
     def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not 0 <= position < len(self):
-            raise IndexError(f"batch {position} of an epoch with {len(self)} batches")
-        indices = self.order[position * self.batch_size : (position + 1) * self.batch_size]
+        indices = self.indices(position)
         images = self.dataset.images[indices]
-        spec = self.dataset.augment
-        if spec is not None:
-            generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, position + 1))
-            images = _augment_batch(images, spec, generator)
+        if self.dataset.augment is not None:
+            images = _augment_batch(images, self.dataset.augment, self.generator(position))
         return images, self.dataset.labels[indices]
 
     def read(self, positions: Iterable[int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -33,9 +33,9 @@ from torch.utils.data import DataLoader, Dataset
 from raymeta.errors import ConfigError, DataError
 from raymeta.io.data import (
     VALIDATION_SEED,
+    BatchOrder,
     DatasetBundle,
     DatasetInfo,
-    check_batch_arguments,
     hold_out_validation,
 )
 from raymeta.seeds import derive_seed
@@ -237,34 +237,19 @@ class ImageFolderSplit(Dataset):
         return FolderEpochBatches(self, batch_size, seed=seed, epoch=epoch, drop_last=drop_last)
 
 
-class FolderEpochBatches:
+class FolderEpochBatches(BatchOrder):
     """The training batches of one epoch of an :class:`ImageFolderSplit`, addressable by position, decoded on
     demand: the same order and the same contract as :class:`raymeta.io.data.EpochBatches` (batch ``b`` a pure
     function of (seed, epoch, b)). :meth:`read` streams a list of positions through DataLoader workers."""
 
     def __init__(self, dataset: ImageFolderSplit, batch_size: int, *, seed: int, epoch: int, drop_last: bool = True):
-        check_batch_arguments(batch_size, seed, epoch)
+        super().__init__(len(dataset), batch_size, seed=seed, epoch=epoch, drop_last=drop_last)
         self.dataset = dataset
-        self.batch_size = batch_size
-        self.seed = seed
-        self.epoch = epoch
-        self.drop_last = drop_last
-        generator = torch.Generator().manual_seed(derive_seed(seed, epoch))
-        self.order = torch.randperm(len(dataset), generator=generator).tolist()
-
-    def __len__(self) -> int:
-        if self.drop_last:
-            return len(self.dataset) // self.batch_size
-        return math.ceil(len(self.dataset) / self.batch_size)
+        self.order = self.order.tolist()
 
     def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not 0 <= position < len(self):
-            raise IndexError(f"batch {position} of an epoch with {len(self)} batches")
-        indices = self.order[position * self.batch_size : (position + 1) * self.batch_size]
-        generator = None
-        if self.dataset.augment:
-            generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, position + 1))
-        return self.dataset.decode_batch(indices, generator)
+        indices = self.indices(position)
+        return self.dataset.decode_batch(indices, self.generator(position) if self.dataset.augment else None)
 
     def read(self, positions: Iterable[int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches at ``positions``, in that order, decoded ahead by the dataset's loader workers (each worker
