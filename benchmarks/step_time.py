@@ -43,7 +43,7 @@ from raymeta.method.models import Architecture, ResNet
 from raymeta.method.objective import autocast, configuration_loss
 from raymeta.method.sampling import noise_generator, reference_width, sample_gammas
 from raymeta.method.schedule import apply_update, build_optimizer
-from raymeta.stages.collective import WorkUnit, accumulate_gradients, generation_groups
+from raymeta.stages.collective import WorkUnit, accumulate_gradients
 from raymeta.stages.networks import build_network
 from raymeta.stages.train import objective_of
 
@@ -175,40 +175,27 @@ def measure(name: str, precision: str, steps: int, device: torch.device, compile
     objective = objective_of(config)
 
     def phases(step: int, clock) -> None:
-        """One step split in phases, each ended by ``clock(phase)``: ``accumulate_gradients``' work, laid out as
-        it lays it out (one INR pass per generation group, each configuration backwarded to its generated
-        tensors, one INR backward per group), then the update."""
-        units = [WorkUnit(k, g) for k, g in enumerate(gammas(step))]
-        for group in generation_groups(net, units):
+        """One step split in phases, each ended by ``clock(phase)``: ``accumulate_gradients``' work (each
+        configuration generated, its loss on the frozen prefix shared with the teacher), with the backward cut at
+        the generated tensors to time the target's and the INR's apart, then the update."""
+        for index, gamma in enumerate(gammas(step)):
             with autocast(config.train.precision, device):
-                generated = net.generate_many(
-                    [unit.gamma for unit in group],
-                    noise=objective.coordinate_noise,
-                    generators=[noise_generator(config.seed, step, unit.index) for unit in group],
+                weights = net.generate(
+                    gamma, noise=objective.coordinate_noise, generator=noise_generator(config.seed, step, index)
                 )
             clock("generate")
-            leaves = [{k: v.detach().requires_grad_(True) for k, v in weights.items()} for weights in generated]
-            for unit, leaf in zip(group, leaves, strict=True):
-                images, labels = batches[unit.index]
-                with autocast(config.train.precision, device):
-                    prefix = net.frozen_prefix(images)
-                    targets = None if teacher is None else net.teacher_logits(teacher, prefix).float()
-                loss, _ = configuration_loss(
-                    net,
-                    unit.gamma,
-                    images,
-                    labels,
-                    objective,
-                    None,
-                    teacher_logits=targets,
-                    weights=leaf,
-                    prefix=prefix,
-                )
-                clock("target_forward")
-                (loss / M).backward()
-                clock("target_backward")
-            tensors = [value for weights in generated for value in weights.values()]
-            torch.autograd.backward(tensors, [leaf[k].grad for leaf in leaves for k in leaf])
+            leaf = {k: v.detach().requires_grad_(True) for k, v in weights.items()}
+            images, labels = batches[index]
+            with autocast(config.train.precision, device):
+                prefix = net.frozen_prefix(images)
+                targets = None if teacher is None else net.teacher_logits(teacher, prefix).float()
+            loss, _ = configuration_loss(
+                net, gamma, images, labels, objective, None, teacher_logits=targets, weights=leaf, prefix=prefix
+            )
+            clock("target_forward")
+            (loss / M).backward()
+            clock("target_backward")
+            torch.autograd.backward(list(weights.values()), [leaf[k].grad for k in weights])
             clock("inr_backward")
         apply_update(net, optimizer, config.train.clip_value)
         clock("optimizer")

@@ -237,10 +237,23 @@ def test_sweep_overhead(tmp_path):
     assert "median overhead per trial" in out
 
 
-@pytest.mark.slow
-def test_quickstart_time(tmp_path):
-    # the in-process driver (ray.workers=0): the script's stage split and record reading, without Ray's minute
-    out = run_script(
-        "benchmarks/quickstart_time.py", "--config", "jobs/debug.yaml", "--run-dir", tmp_path / "run", "ray.workers=0"
-    )
-    assert "end to end" in out and "the workers' training loop" in out and "Ray's share" in out
+def test_quickstart_time_splits_a_run_by_its_driver_lines():
+    # the script runs the quickstart for minutes; its split of the driver's progress lines is what can go wrong
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quickstart_time", ROOT / "benchmarks" / "quickstart_time.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    lines = [
+        "[    0.2s] pretrain: 15 epochs",
+        "[   20.0s] pretrain: done",
+        "[   21.0s] smooth: permuting",
+        "[   28.5s] train: Ray Train with 2 worker(s)",
+        "(RayTrainWorker pid=7) [    3.0s] evaluate: not a driver line",
+        "[  100.0s] evaluate: test split",
+        "[  104.0s] report: runs/x/report.html",
+    ]
+    stages = module.stage_times(lines, 110.0)
+    assert stages == pytest.approx({"pretrain": 21.0, "smooth": 7.5, "train": 71.5, "evaluate": 4.0, "report": 6.0})
+    with pytest.raises(SystemExit, match="stage"):
+        module.stage_times(lines[:3], 30.0)

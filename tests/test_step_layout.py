@@ -1,6 +1,5 @@
-"""The training step's layout for speed changes nothing it computes: generating a rank's configurations in one INR
-pass, backwarding each configuration to its generated tensors and the INR once, and running the frozen prefix once
-for the network and its distillation teacher give the gradients and loss parts of one configuration at a time."""
+"""The training step's layout for speed changes nothing it computes: running the frozen prefix once for the network
+and its distillation teacher (channels-last) gives the gradients and loss parts of the teacher's own forward."""
 
 import copy
 
@@ -13,8 +12,7 @@ from raymeta.method.models import Architecture, ResNet
 from raymeta.method.objective import configuration_loss
 from raymeta.method.sampling import noise_generator
 from raymeta.method.schedule import trainable_parameters
-from raymeta.stages import collective
-from raymeta.stages.collective import WorkUnit, accumulate_gradients, generation_groups
+from raymeta.stages.collective import WorkUnit, accumulate_gradients
 from raymeta.stages.networks import build_network
 from raymeta.stages.train import objective_of
 
@@ -84,18 +82,13 @@ def gradients(net, run):
     return [None if p.grad is None else p.grad.clone() for p in trainable_parameters(net)], parts
 
 
-@pytest.mark.parametrize("together", [True, False])
 @pytest.mark.parametrize("slices", [1, 2])
-def test_the_step_equals_one_configuration_at_a_time(monkeypatch, together, slices):
+def test_the_step_equals_one_configuration_at_a_time_with_the_teachers_own_forward(slices):
     config, net, teacher = make()
-    if not together:
-        monkeypatch.setattr(collective, "GENERATE_TOGETHER_ELEMENTS", 1)  # a group per configuration
     units = [WorkUnit(index, gamma, part, slices) for index, gamma in enumerate(GAMMAS) for part in range(slices)]
     data = [batch for batch in batches(len(GAMMAS)) for _ in range(slices)]
     objective = objective_of(config)
     assert objective.lambda_distill > 0 and objective.coordinate_noise > 0  # the teacher and the noise both run
-    groups = generation_groups(net, units)
-    assert len(groups) == (1 if together else len(GAMMAS))
     expected, expected_parts = gradients(
         net, lambda: one_at_a_time(net, 7, units, data, len(GAMMAS), objective, config.seed, teacher)
     )
@@ -111,22 +104,6 @@ def test_the_step_equals_one_configuration_at_a_time(monkeypatch, together, slic
         assert (a is None) == (b is None)
         if a is not None:
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-
-
-def test_generation_groups_keep_a_configurations_slices_together_and_respect_the_budget(monkeypatch):
-    _, net, _ = make()
-    units = [WorkUnit(index, gamma, part, 2) for index, gamma in enumerate(GAMMAS) for part in range(2)]
-    rows = [net.generated_rows(gamma) for gamma in GAMMAS]
-    assert rows[0] > rows[1] > rows[2]  # narrower configurations generate fewer elements
-    per_row = net.hyper.weight_bank.hidden * net.hyper.weight_bank.depth
-    monkeypatch.setattr(collective, "GENERATE_TOGETHER_ELEMENTS", (rows[0] + rows[1]) * per_row)
-    groups = generation_groups(net, units)
-    assert [[(u.index, u.slice) for u in group] for group in groups] == [
-        [(0, 0), (0, 1), (1, 0), (1, 1)],
-        [(2, 0), (2, 1)],
-    ]
-    monkeypatch.setattr(collective, "GENERATE_TOGETHER_ELEMENTS", 1)
-    assert [len(group) for group in generation_groups(net, units)] == [2, 2, 2]  # never a slice apart
 
 
 @pytest.mark.parametrize("active", [1, 2])

@@ -365,14 +365,6 @@ class Hypernetwork(nn.Module):
             self._cache.popitem(last=False)
         return layouts
 
-    def rows(self, hidden_widths: dict[tuple[int, int], int]) -> int:
-        """The coordinates both banks evaluate for one sample at these hidden widths (kernels and biases)."""
-        total = 0
-        for layer in self.layers[: self.active_layers]:
-            out_c, in_c = layer.shape(hidden_widths[layer.block])
-            total += out_c * in_c + out_c
-        return total
-
     def reference_shapes(self) -> torch.Tensor:
         """(O_ref, I_ref) per active layer: the prior's full-size shapes."""
         return torch.tensor(

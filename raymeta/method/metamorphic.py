@@ -181,10 +181,6 @@ class MetamorphicNetwork(nn.Module):
                 base[f"{prefix}.{conv.name}.weight"], base[f"{prefix}.{conv.name}.bias"] = weight, bias
         return base
 
-    def generated_rows(self, gamma: Gamma) -> int:
-        """INR coordinates of one sample of the configuration at γ (the size of its generation pass)."""
-        return self.hyper.rows(self.hidden_widths(gamma))
-
     def is_full_width(self, gamma: Gamma) -> bool:
         """True when γ rounds to the prior's own shape: the configuration the reconstruction term supervises."""
         return all(h == self.arch.widths[s] for (s, _), h in self.hidden_widths(gamma).items())

@@ -97,28 +97,6 @@ def steps_per_epoch(examples: int, batch_size: int, configs_per_step: int, cap: 
     return steps
 
 
-GENERATE_TOGETHER_ELEMENTS = 1 << 25
-"""A rank's configurations of a step are generated in one INR pass while their INR activations (rows × hidden
-width × depth, summed) stay under this many elements; beyond it, one configuration at a time, so a large INR's
-memory stays one configuration's (benchmarks/step_time.py: small INRs gain, large ones do not)."""
-
-
-def generation_groups(net: MetamorphicNetwork, units: list[WorkUnit]) -> list[list[WorkUnit]]:
-    """``units`` cut into consecutive runs generated together (a configuration's slices are never cut apart)."""
-    size = net.hyper.weight_bank.hidden * net.hyper.weight_bank.depth
-    groups: list[list[WorkUnit]] = []
-    used = 0
-    for unit in units:
-        same = groups and groups[-1][-1].index == unit.index
-        cost = 0 if same else net.generated_rows(unit.gamma) * size
-        if not groups or (not same and used + cost > GENERATE_TOGETHER_ELEMENTS):
-            groups.append([])
-            used = 0
-        groups[-1].append(unit)
-        used += cost
-    return groups
-
-
 def accumulate_gradients(
     net: MetamorphicNetwork,
     step: int,
@@ -134,62 +112,36 @@ def accumulate_gradients(
 
     A unit is a whole configuration or a slice of one; ``batches`` holds each unit's whole micro-batch. The
     coordinate noise of a unit is drawn from the run's ``seed``, the step and the configuration's index, so it
-    is the same whichever rank runs it. ``teacher`` (the frozen prior) gives the distillation targets.
+    is the same whichever rank runs it. ``teacher`` (the frozen prior) gives the distillation targets; it runs on
+    from the network's frozen prefix (:meth:`MetamorphicNetwork.teacher_logits`), computed once for both.
 
-    The work is laid out for speed, the sum is the same: the configurations of a group
-    (:func:`generation_groups`) are generated in one INR pass; each unit's loss is backwarded down to its
-    configuration's generated tensors (and into α and the head); then one backward takes the group's tensor
-    gradients through the INR. The frozen prefix of each micro-batch runs once for the network and the teacher.
+    Each configuration is generated on its own, on every rank alike: generating a rank's configurations in one
+    INR pass was measured no faster (benchmarks/RESULTS.md, 2026-12-03), and its rounding would differ between a
+    rank holding two configurations and two ranks holding one each.
     """
     sums: dict[str, float] = {}
-    position = 0
-    for group in generation_groups(net, units):
-        indices = list(dict.fromkeys(unit.index for unit in group))
-        gamma_of = {unit.index: unit.gamma for unit in group}
+    for unit, (images, labels) in zip(units, batches, strict=True):
+        whole = len(labels)
+        rows = unit.rows(whole)
+        images, labels = images[rows].to(device), labels[rows].to(device)
         with autocast(objective.precision, device):
-            generated = net.generate_many(
-                [gamma_of[index] for index in indices],
-                noise=objective.coordinate_noise,
-                generators=[noise_generator(seed, step, index) for index in indices],
-            )
-        # The loss backwards stop at these leaves; their gradients go through the INR in one pass below.
-        leaves = {
-            index: {name: value.detach().requires_grad_(True) for name, value in weights.items()}
-            for index, weights in zip(indices, generated, strict=True)
-        }
-        for unit in group:
-            images, labels = batches[position]
-            position += 1
-            whole = len(labels)
-            rows = unit.rows(whole)
-            images, labels = images[rows].to(device), labels[rows].to(device)
-            with autocast(objective.precision, device):
-                prefix = net.frozen_prefix(images)
-                teacher_logits = None if teacher is None else net.teacher_logits(teacher, prefix).float()
-            loss, parts = configuration_loss(
-                net,
-                unit.gamma,
-                images,
-                labels,
-                objective,
-                None,
-                share=len(labels) / whole,
-                weight_terms=unit.slice == 0,
-                teacher_logits=teacher_logits,
-                weights=leaves[unit.index],
-                prefix=prefix,
-            )
-            (loss / total_configs).backward()
-            for key, value in parts.items():
-                sums[key] = sums.get(key, 0.0) + value
-        tensors, grads = [], []
-        for weights, leaf in zip(generated, leaves.values(), strict=True):
-            for name, value in weights.items():
-                if leaf[name].grad is not None:
-                    tensors.append(value)
-                    grads.append(leaf[name].grad)
-        if tensors:
-            torch.autograd.backward(tensors, grads)
+            prefix = net.frozen_prefix(images)
+            teacher_logits = None if teacher is None else net.teacher_logits(teacher, prefix).float()
+        loss, parts = configuration_loss(
+            net,
+            unit.gamma,
+            images,
+            labels,
+            objective,
+            noise_generator(seed, step, unit.index),
+            share=len(labels) / whole,
+            weight_terms=unit.slice == 0,
+            teacher_logits=teacher_logits,
+            prefix=prefix,
+        )
+        (loss / total_configs).backward()
+        for key, value in parts.items():
+            sums[key] = sums.get(key, 0.0) + value
     return sums
 
 
