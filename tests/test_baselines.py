@@ -252,6 +252,7 @@ def test_skip_baseline_trains_only_what_the_metamorphic_run_fine_tunes(prepared_
         assert torch.equal(value, original[name]), name
 
 
+@pytest.mark.slow  # a whole command end to end (1-3 s): the fast tier stays under a minute
 def test_baseline_skip_command_writes_flat_rows_in_the_schema(prepared_run, tmp_path, capsys):
     from raymeta.stages.baselines import skip_params_macs
 

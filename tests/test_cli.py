@@ -255,6 +255,7 @@ def no_onnx_here(monkeypatch):
         monkeypatch.setattr(latency, name, value)
 
 
+@pytest.mark.slow  # a whole command end to end (1-3 s): the fast tier stays under a minute
 def test_a_skipped_onnx_export_is_said_in_the_log(per_block_run, tmp_path, capsys, no_onnx_here):
     out = tmp_path / "export"
     assert main(["export", "--run-dir", per_block_run.run_dir, "--gamma", "0.25", "-o", str(out)]) == 0
@@ -264,6 +265,7 @@ def test_a_skipped_onnx_export_is_said_in_the_log(per_block_run, tmp_path, capsy
     assert "no ONNX file" not in capsys.readouterr().out  # turned off, not skipped
 
 
+@pytest.mark.slow  # a whole command end to end (1-3 s): the fast tier stays under a minute
 def test_a_deployment_records_the_config_it_ran_with_and_says_what_it_skipped(
     per_block_run, tmp_path, capsys, no_onnx_here
 ):

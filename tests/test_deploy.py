@@ -47,6 +47,7 @@ def costs(run):
     return net, {g: net.params_macs(g, 8) for g in (0.0, 0.25, 0.5, 0.75, (0.75, 0.0), (0.0, 0.75))}
 
 
+@pytest.mark.slow  # a whole command end to end (1-3 s): the fast tier stays under a minute
 def test_deploy_respects_the_budget_and_picks_the_best_validation_candidate(run, tmp_path):
     net, sizes = costs(run)
     limit = (sizes[0.0][1] + sizes[0.75][1]) // 2  # about half the per-block space fits
@@ -155,6 +156,7 @@ def test_bad_budgets_are_one_clear_error(kind, text):
         parse_budget(kind, text)
 
 
+@pytest.mark.slow  # a whole command end to end (1-3 s): the fast tier stays under a minute
 def test_deploy_command_errors(run, capsys):
     assert main(["deploy", "--run-dir", run.run_dir, "--max-macs", "20Q"]) == 2
     assert "--max-macs='20Q' is not allowed" in capsys.readouterr().err
@@ -200,6 +202,7 @@ def test_a_latency_budget_is_checked_on_the_measured_network(run, tmp_path, monk
     assert chosen["accuracy"] <= within["accuracy"].max()
 
 
+@pytest.mark.slow  # a whole command end to end (1-3 s): the fast tier stays under a minute
 def test_report_has_a_deployment_section_and_keeps_it_out_of_the_gamma_comparison(run, tmp_path):
     from raymeta.io.results import read_tables
     from raymeta.stages.report import build_report
@@ -241,6 +244,7 @@ def test_candidates_run_as_ray_tasks_when_a_cluster_is_connected(run, tmp_path):
     assert remote["block_gammas"] == local["block_gammas"]
 
 
+@pytest.mark.slow  # a whole command end to end (1-3 s): the fast tier stays under a minute
 def test_deploy_command_writes_the_network_and_the_tables(run, tmp_path, capsys):
     _, sizes = costs(run)
     args = [
@@ -265,6 +269,7 @@ def test_deploy_command_writes_the_network_and_the_tables(run, tmp_path, capsys)
     }
 
 
+@pytest.mark.slow  # a whole command end to end (1-3 s): the fast tier stays under a minute
 def test_baselines_are_drawn_only_beside_a_search_of_their_shape(run, tmp_path):
     """Individual and pruning rows go on a search's axes where they have the shape of one of its uniform networks
     (the same MACs, parameters less the α scalars), with that network's latency; others are left off."""

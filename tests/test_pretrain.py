@@ -17,6 +17,7 @@ def config_in(folder, *overrides):
 
 
 # digits: augmented training batches, which a resumed run must draw exactly as an uninterrupted one does
+@pytest.mark.slow  # a whole command end to end (1-3 s): the fast tier stays under a minute
 @pytest.mark.parametrize("data", [[], ["data.name=digits", "data.limit_train=192"]], ids=["synthetic", "digits"])
 def test_interrupted_pretraining_resumes_and_matches_an_uninterrupted_one(tmp_path, data):
     whole = PriorCheckpoint.load(pretrain(config_in(tmp_path / "whole", *data), QUIET))
@@ -32,6 +33,7 @@ def test_interrupted_pretraining_resumes_and_matches_an_uninterrupted_one(tmp_pa
         torch.testing.assert_close(resumed.state_dict[name], value, rtol=0, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow  # a whole command end to end (1-3 s): the fast tier stays under a minute
 def test_finished_prior_is_reused_and_another_config_is_refused(tmp_path):
     config = config_in(tmp_path)
     path = pretrain(config, QUIET)

@@ -110,6 +110,7 @@ def test_neumeta_baseline_trains_every_block_in_one_stage(prepared_run):
     assert set(net.generate(0.3)) >= {"stages.1.1.conv1.weight", "stages.2.1.conv2.bias"}
 
 
+@pytest.mark.slow  # a whole command end to end (1-3 s): the fast tier stays under a minute
 def test_resumed_run_continues_from_its_checkpoint(prepared_run, tmp_path):
     overrides = ("train.epochs_per_stage=2",)
     whole = prepared_run(*overrides, run_dir=tmp_path / "whole")
@@ -246,6 +247,7 @@ def rewrite_as_format_1(path) -> None:
     torch.save(payload, path)
 
 
+@pytest.mark.slow  # a whole command end to end (1-3 s): the fast tier stays under a minute
 def test_a_format_1_checkpoint_loads_but_is_resumed_only_when_finished(prepared_run, tmp_path):
     # Format 2 changed the random streams: an unfinished format-1 run cannot go on as it began.
     import re

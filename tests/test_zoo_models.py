@@ -4,7 +4,6 @@ zoo state dicts load as they are, folding and smoothing keep the function, the c
 
 import pytest
 import torch
-import torchvision
 
 from raymeta.errors import ConfigError
 from raymeta.method.metamorphic import MetamorphicNetwork
@@ -44,8 +43,11 @@ def folded_prior(arch):
     return fold_batchnorm(model.eval())
 
 
+@pytest.mark.slow  # torchvision itself takes ~2 s to import: the fast tier stays under a minute
 @pytest.mark.parametrize("block, layers", [("basic", [1, 1, 1, 2]), ("bottleneck", [1, 1, 1, 1])])
 def test_torchvision_state_dicts_load_as_they_are_and_compute_the_same(block, layers):
+    import torchvision
+
     kind = torchvision.models.resnet.BasicBlock if block == "basic" else torchvision.models.resnet.Bottleneck
     torch.manual_seed(0)
     zoo = torchvision.models.resnet.ResNet(kind, layers, num_classes=7)
