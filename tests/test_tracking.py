@@ -170,7 +170,9 @@ def test_a_single_process_run_tracks_to_mlflow_wandb_and_tensorboard(prepared_ru
     # named by its start to the second: sessions within one second share one)
     assert offline, "W&B wrote no offline run folder"
     logged = b"".join(path.read_bytes() for folder in offline for path in folder.glob("*.wandb"))
-    for name in (b"loss/task", b"val_accuracy/gamma_0", b"alpha/stage3.block1", report.name.encode()):
+    # the metrics' names; not the report's: W&B's service records a logged file's artifact asynchronously, and
+    # once in CI its name was not yet in the .wandb log when the run closed (MLflow's files are checked above)
+    for name in (b"loss/task", b"val_accuracy/gamma_0", b"alpha/stage3.block1"):
         assert name in logged, name
 
     scalars = tensorboard_scalars(Path(config.run_dir) / "tensorboard")
