@@ -101,35 +101,16 @@ def pretrain(
     )
     # Per-epoch accuracy on the validation split (none without one): the test split is for final evaluation.
     monitor_loader = validation_loader(bundle, config)
-    if epochs == 0:  # the imported weights as they are: scored and saved
-        metrics = {}
-        if monitor_loader is not None:
-            accuracy, validation_loss = accuracy_and_loss(model, monitor_loader, device)
-            metrics.update(validation_accuracy=accuracy, validation_loss=validation_loss)
-        PriorCheckpoint(
-            config=config.to_dict(),
-            prior_hash=config.prior_hash(),
-            arch=dataclasses.asdict(arch),
-            dataset=dataclasses.asdict(bundle.info),
-            state_dict=model.state_dict(),
-            state=PretrainState(0, []),
-            metrics=metrics,
-            done=True,
-            source=source,
-        ).save(path)
-        progress(f"pretrain: saved the imported prior {path}{_accuracy_note(metrics)}")
-        return path
-    first = state.epoch
-    last = epochs if stop_after_epochs is None else min(epochs, first + stop_after_epochs)
 
-    def on_epoch(end: EpochEnd) -> None:
-        """Score the epoch on the validation split and checkpoint it, so that a stop here resumes here."""
-        nonlocal state
-        metrics = {"train_loss": end.train_loss}
+    def scored(metrics: dict) -> dict:
+        """``metrics`` with the model's validation accuracy and loss (unchanged without a validation split)."""
         if monitor_loader is not None:
             accuracy, validation_loss = accuracy_and_loss(model, monitor_loader, device)
             metrics.update(validation_accuracy=accuracy, validation_loss=validation_loss)
-        state = PretrainState(end.epoch, [*state.history, metrics])
+        return metrics
+
+    def save(state: PretrainState, metrics: dict, done: bool, **training) -> None:
+        """The prior checkpoint of the model as it is now (``training``: optimiser, scheduler and RNG state)."""
         PriorCheckpoint(
             config=config.to_dict(),
             prior_hash=config.prior_hash(),
@@ -138,12 +119,32 @@ def pretrain(
             state_dict=model.state_dict(),
             state=state,
             metrics=metrics,
+            done=done,
+            source=source,
+            **training,
+        ).save(path)
+
+    if epochs == 0:  # the imported weights as they are: scored and saved
+        metrics = scored({})
+        save(PretrainState(0, []), metrics, True)
+        progress(f"pretrain: saved the imported prior {path}{_accuracy_note(metrics)}")
+        return path
+    first = state.epoch
+    last = epochs if stop_after_epochs is None else min(epochs, first + stop_after_epochs)
+
+    def on_epoch(end: EpochEnd) -> None:
+        """Score the epoch on the validation split and checkpoint it, so that a stop here resumes here."""
+        nonlocal state
+        metrics = scored({"train_loss": end.train_loss})
+        state = PretrainState(end.epoch, [*state.history, metrics])
+        save(
+            state,
+            metrics,
+            end.epoch >= epochs,
             optimizer=optimizer.state_dict(),
             scheduler=scheduler.state_dict(),
             rng=torch.get_rng_state(),
-            done=end.epoch >= epochs,
-            source=source,
-        ).save(path)
+        )
         progress(
             f"pretrain epoch {end.epoch}/{epochs}  train loss {metrics['train_loss']:.4f}"
             + (
