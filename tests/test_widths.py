@@ -81,6 +81,20 @@ def test_per_block_sampling_draws_each_block_independently_from_the_pool():
     assert sample_configurations(3, 7, 4, pool, width) == sample_gammas(3, 7, 4, pool, width)  # uniform: unchanged
 
 
+def test_the_sandwich_rule_trains_both_ends_of_the_pool_every_step_and_draws_the_rest():
+    pool, width = [0.0, 0.5], 64
+    narrowest = 1.0 - pool_widths(pool, width)[0] / width
+    for step in range(50):
+        plain = sample_gammas(3, step, 4, pool, width)
+        sandwich = sample_gammas(3, step, 4, pool, width, sandwich=True)
+        assert sandwich[:2] == [0.0, narrowest] == [0.0, 0.5] and sandwich[2:] == plain[2:]
+        per_block = sample_configurations(3, step, 4, pool, width, "per_block", 3, sandwich=True)
+        assert per_block[1] == (0.5, 0.5, 0.5)
+        assert per_block[2:] == sample_configurations(3, step, 4, pool, width, "per_block", 3)[2:]
+    assert sample_gammas(3, 0, 1, pool, width, sandwich=True) == sample_gammas(3, 0, 1, pool, width)  # M = 1: a draw
+    assert load_config(None, ["train.sandwich=true"]).hash() != load_config(None, []).hash()
+
+
 def test_gamma_sampling_is_validated_and_uniform_keeps_old_hashes():
     with pytest.raises(ConfigError, match=r"train.gamma_sampling='mixed' is not allowed: uniform or per_block"):
         load_config(None, ["train.gamma_sampling=mixed"])

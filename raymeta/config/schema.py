@@ -385,6 +385,9 @@ class TrainConfig:
     (each block's γ drawn independently from the same pool, "mix and match", so that the network is trained
     for the per-block configurations ``raymeta deploy`` searches). γ = 0 stays the first configuration of a
     step either way (every block at the prior's width, where the reconstruction term applies)."""
+    sandwich: bool = field(default=False, metadata=HASH_OMIT_IF_DEFAULT)
+    """US-Nets' sandwich rule: the second configuration of every step (when M ≥ 2) is the pool's narrowest width,
+    so each step trains both ends of the pool (the widest, γ = 0, is always the first); the others stay drawn."""
     lambda_task: float = 1.0
     """Weight of the cross-entropy of the generated network."""
     lambda_rec: float = 1.0

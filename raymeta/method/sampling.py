@@ -32,19 +32,26 @@ def pool_widths(pool: list[float], reference_width: int) -> list[int]:
     return list(range(max(1, narrowest), widest + 1))
 
 
-def sample_gammas(seed: int, step: int, count: int, pool: list[float], reference_width: int) -> list[float]:
+def sample_gammas(
+    seed: int, step: int, count: int, pool: list[float], reference_width: int, sandwich: bool = False
+) -> list[float]:
     """The M compression ratios of optimiser step ``step``: γ = 0 first (when M ≥ 2), the rest drawn from the pool.
 
     Each drawn configuration is a hidden width h, a uniform integer over :func:`pool_widths` of the widest
     metamorphic block (C = ``reference_width``), and γ = 1 − h/C, as NeuMeta's code draws
     ``random.choice(dimensions)``. So γ = 0, the one configuration with a reconstruction term, comes up in
     1/(number of widths) of the draws even with M = 1; a continuous uniform γ would almost never be 0.
+
+    With ``sandwich`` (US-Nets' sandwich rule), the second configuration (when M ≥ 2) is the narrowest width of
+    the pool: every step then trains both ends of the pool, the widest being γ = 0.
     """
     rng = np.random.default_rng(derive_seed(seed, "configurations", step))
     widths = pool_widths(pool, reference_width)
     gammas = [1.0 - widths[int(i)] / reference_width for i in rng.integers(0, len(widths), size=count)]
     if count >= 2:
         gammas[0] = 0.0
+        if sandwich:
+            gammas[1] = 1.0 - widths[0] / reference_width
     return gammas
 
 
@@ -56,12 +63,14 @@ def sample_configurations(
     reference_width: int,
     sampling: str = "uniform",
     blocks: int = 1,
+    sandwich: bool = False,
 ) -> list[Gamma]:
     """The M configurations of optimiser step ``step``: :func:`sample_gammas` (uniform γ) or, with ``sampling`` =
     per_block, one γ per metamorphic block (``blocks`` of them), each drawn independently on the same grid of
-    widths, with every block at γ = 0 first (when M ≥ 2)."""
+    widths, with every block at γ = 0 first (when M ≥ 2); ``sandwich``: every block at the pool's narrowest width
+    second (when M ≥ 2), as in :func:`sample_gammas`."""
     if sampling == "uniform":
-        return sample_gammas(seed, step, count, pool, reference_width)
+        return sample_gammas(seed, step, count, pool, reference_width, sandwich)
     if sampling != "per_block":
         raise ConfigError(f"train.gamma_sampling={sampling!r} is not allowed: uniform or per_block")
     rng = np.random.default_rng(derive_seed(seed, "configurations", step))
@@ -70,6 +79,8 @@ def sample_configurations(
     configurations: list[Gamma] = [tuple(1.0 - widths[int(i)] / reference_width for i in row) for row in draws]
     if count >= 2:
         configurations[0] = (0.0,) * blocks
+        if sandwich:
+            configurations[1] = (1.0 - widths[0] / reference_width,) * blocks
     return configurations
 
 

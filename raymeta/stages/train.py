@@ -230,7 +230,7 @@ def train_epoch(
             train.warmup_epochs * steps,
         )
         gammas = sample_configurations(
-            config.seed, state.step, M, train.gamma_pool, width, train.gamma_sampling, len(net.blocks)
+            config.seed, state.step, M, train.gamma_pool, width, train.gamma_sampling, len(net.blocks), train.sandwich
         )
         mine = my_configurations(gammas, collective.rank, collective.world_size)
         micro_batches = [next(stream) for _ in mine]  # batch step·M + k for each configuration k of mine
