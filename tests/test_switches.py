@@ -255,6 +255,10 @@ def test_learning_rate_of_a_run_follows_the_warmup_mode(prepared_run, monkeypatc
         assert rates == warm + [1.0] * 3 + stage_two
     # once: one optimiser for the run; per_stage and first_stage: a fresh one in the second stage
     assert (optimizers[6] is optimizers[0]) == (mode == "once") and optimizers[5] is optimizers[0]
+    if mode == "once":  # the second block's rows (bank rows 2, 3; α entry 1) count their own 6 steps, not 12
+        state = optimizers[-1].state
+        kernels, alphas = optimizers[-1].param_groups[0]["params"][0], optimizers[-1].param_groups[1]["params"][0]
+        assert state[kernels]["step"].tolist() == [12, 12, 6, 6] and state[alphas]["step"].tolist() == [12, 6]
 
 
 # ---- full network ---------------------------------------------------------------------------------------

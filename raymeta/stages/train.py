@@ -449,11 +449,13 @@ def train(
     stop_after_epochs: int | None = None,
     progress: Progress | None = None,
     step_hook: StepHook | None = None,
+    collective: Collective | None = None,
 ) -> Path:
     """The single-process driver: train stage by stage, checkpoint every epoch. Returns the checkpoint path.
 
     ``resume``: None continues an existing checkpoint of the same configuration, True requires one,
     False starts afresh. ``stop_after_epochs`` ends this call after that many epochs (resumable).
+    ``collective``: ``Collective(round_size=N)`` computes what N workers compute (a check of the step's layout).
     """
     progress = progress or Progress()
     paths = RunPaths(config.run_dir)
@@ -474,6 +476,7 @@ def train(
             stop_after_epochs=stop_after_epochs,
             step_hook=step_hook,
             on_epoch_end=on_epoch_end,
+            collective=collective,
         )
         tracker.log_files([paths.results / "train-monitor.parquet"], "results")
     progress(f"train: checkpoint {paths.train_checkpoint}")
