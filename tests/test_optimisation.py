@@ -137,3 +137,12 @@ def test_noise_on_the_shape_coordinates_moves_the_shape_features_too():
     noisy = hyper.generate({(0, 0): 2}, noise=0.4, generator=torch.Generator().manual_seed(1))
     assert all(torch.equal(draws[0][k], draws[1][k]) for k in noisy)
     assert not any(torch.allclose(draws[0][k], noisy[k]) for k in noisy if k.endswith("weight"))
+
+
+def test_eval_noise_every_sample_makes_one_sample_noisy_in_evaluation_and_export():
+    from raymeta.config.loading import load_config
+    from raymeta.stages.export import generation_settings
+
+    default, every = load_config(None, []), load_config(None, ["eval.noise=every_sample"])
+    assert generation_settings(default, 1)["noise"] == 0.0 and generation_settings(default, 4)["noise"] == 0.5
+    assert generation_settings(every, 1)["noise"] == 0.5 and every.hash() != default.hash()
