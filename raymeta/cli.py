@@ -418,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
                 choices=METHODS,
                 default="raymeta",
                 help="raymeta: the config as written (raymeta's method by default); recipe: the papers' "
-                "method (HTTY's full recipe, none of raymeta's departures); neumeta: the papers' "
+                "method (HTTY's full recipe, none of raymeta's departures, optimised as HTTY's code does: "
+                "docs/method.md); neumeta: the papers' "
                 "method with every component of the recipe switched off (the original baseline)",
             )
             add_config_flags(
