@@ -390,7 +390,7 @@ def test_baseline_slimmable_merge_inr_off_and_equal_cost_pruning_write_rows(eval
     from raymeta.io.artifacts import MetamorphicCheckpoint, SmoothedCheckpoint
     from raymeta.io.data import make_loader
     from raymeta.method.scoring import accuracy_and_loss
-    from raymeta.stages.baselines import metamorphic_train_seconds
+    from raymeta.stages.baseline_rows import metamorphic_train_seconds
     from raymeta.stages.runtime import load_data
 
     run = evaluated_run.run_dir

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,7 +44,7 @@ from raymeta.io.artifacts import PriorCheckpoint, SmoothedCheckpoint
 from raymeta.io.data import epoch_batches, make_loader
 from raymeta.io.files import RunPaths, require_local, save_config
 from raymeta.io.progress import Bar, Progress
-from raymeta.io.results import ResultsError, read_tables, result_frame, write_table
+from raymeta.io.results import result_frame, write_table
 from raymeta.method.models import (
     Architecture,
     ResNet,
@@ -57,6 +56,11 @@ from raymeta.method.models import (
 )
 from raymeta.method.schedule import plan_stages, set_warmup
 from raymeta.method.scoring import accuracy_and_loss
+from raymeta.stages.baseline_rows import (
+    evaluate_network,
+    finished_baselines,
+    required_train_seconds,
+)
 from raymeta.stages.evaluate import evaluate_gammas
 from raymeta.stages.fitting import EpochEnd, Optimisation, batches_per_epoch, fit, sgd_cosine, sgd_cosine_in_time
 from raymeta.stages.identity import run_identity
@@ -70,6 +74,7 @@ from raymeta.stages.runtime import (
     select_device,
     validation_loader,
 )
+from raymeta.stages.slimmable import run_slimmable_baseline
 
 IMPORTANCES = ("random", "l1", "l2", "taylor", "hessian")
 """Torch-Pruning importance criteria offered by ``raymeta baseline prune``."""
@@ -261,67 +266,6 @@ def finetune_for(
         on_epoch=ends.append,
     )
     return seconds, len(ends)
-
-
-TRAINED_METHODS = ("metamorphic", "recipe", "neumeta")
-"""The method column of a trained metamorphic network's own rows (:func:`raymeta.config.method_name`)."""
-
-
-def metamorphic_train_seconds(run_dir: str | Path) -> float | None:
-    """Seconds the metamorphic network of ``run_dir`` trained: the largest ``train_time_s`` of its own rows in
-    RUN_DIR/results (run id the folder's name; its final evaluations, else its training-monitor rows). None when
-    there are none."""
-    paths = RunPaths(str(run_dir))
-    folder = Path(paths.results)
-    if not folder.is_dir() or not any(folder.rglob("*.parquet")):
-        return None
-    frame = read_tables(folder)
-    own = frame[frame["method"].isin(TRAINED_METHODS) & (frame["run_id"] == paths.root.name)]
-    for phase in ("final", "train"):
-        seconds = float(own.loc[own["phase"] == phase, "train_time_s"].max())
-        if math.isfinite(seconds) and seconds > 0:
-            return seconds
-    return None
-
-
-def required_train_seconds(run_dir: str | Path, what: str, otherwise: str) -> float:
-    """:func:`metamorphic_train_seconds`, or a ConfigError saying that ``what`` needs it and what to do."""
-    seconds = metamorphic_train_seconds(run_dir)
-    if seconds is None:
-        paths = RunPaths(str(run_dir))
-        raise ConfigError(
-            f"{what} needs the training time of the metamorphic run of {run_dir}, and {paths.results} holds no "
-            f"row of it (method {', '.join(TRAINED_METHODS)} with run id {paths.root.name!r}): run `raymeta run` "
-            f"(or train and evaluate) there first, or {otherwise}"
-        )
-    return seconds
-
-
-def finished_baselines(folder: Path, config_hash: str) -> set[tuple[str, float]]:
-    """(method, γ) pairs already written to ``folder`` by a baseline of the same settings (resume)."""
-    if not folder.is_dir() or not any(folder.rglob("*.parquet")):
-        return set()
-    try:
-        frame = read_tables(folder)
-    except ResultsError:
-        return set()
-    done = frame[(frame["config_hash"] == config_hash) & (frame["phase"] == "final") & (frame["split"] == "test")]
-    return {(m, round(g, 9)) for m, g in zip(done["method"], done["gamma"], strict=True)}
-
-
-def evaluate_network(model: ResNet, loader, device, gamma: float, widths, image_size: int) -> dict:
-    start = time.perf_counter()
-    accuracy, loss = accuracy_and_loss(model, loader, device)
-    params, macs = count_params_macs(model.arch, widths, image_size)  # inference network, BatchNorm folded
-    return {
-        "gamma": float(gamma),
-        "samples": 1,
-        "accuracy": accuracy,
-        "loss": loss,
-        "params": params,
-        "macs": macs,
-        "wall_time_s": time.perf_counter() - start,
-    }
 
 
 def _validation_curve(model, loader, device, gamma, widths, image_size, identity, curve, progress, epochs):
@@ -959,7 +903,7 @@ def run_baseline(kind: str, config: Config, progress: Progress, *, out: str | Pa
     if kind == "inr-off":
         return run_inr_off(config, gammas, out, run_name=name, device=device, progress=progress)
     if kind == "slimmable":
-        return _slimmable(config, gammas, out, name, device, progress)
+        return run_slimmable_baseline(config, gammas, out, run_name=name, device=device, progress=progress)
     importances = check_importances(settings.importance)
     prior = prior_network(PriorCheckpoint.load(paths.prior).require_done(paths.prior))
     budget = None
@@ -988,43 +932,4 @@ def run_baseline(kind: str, config: Config, progress: Progress, *, out: str | Pa
         device=device,
         progress=progress,
         finetune_budget_s=budget,
-    )
-
-
-def slimmable_start(run_dir: str | Path) -> tuple[ResNet, str]:
-    """The network a slimmable baseline starts from, and its name: the smoothed prior if its checkpoint keeps
-    BatchNorm (which slimming needs, to recalibrate per width), else the prior (raymeta's smoothed prior is
-    BatchNorm-folded)."""
-    paths = RunPaths(str(run_dir))
-    if paths.smoothed.is_file():
-        smoothed = SmoothedCheckpoint.load(paths.smoothed)
-        if getattr(smoothed, "batchnorm", False):
-            return prior_network(smoothed), "the smoothed prior"
-    return prior_network(PriorCheckpoint.load(paths.prior).require_done(paths.prior)), "the prior (with BatchNorm)"
-
-
-def _slimmable(config: Config, gammas, out: Path, name: str, device: torch.device, progress: Progress) -> list[Path]:
-    from raymeta.stages.slimmable import run_slimmable  # it builds on this module's rows and resume
-
-    settings = config.baseline
-    start, what = slimmable_start(config.run_dir)
-    budget = None
-    if settings.epochs is None:
-        budget = required_train_seconds(config.run_dir, "baseline slimmable", "train by epochs (--epochs N)")
-    bundle = place_training_split(load_data(config), config, device)
-    progress(f"baseline slimmable: starting from {what}")
-    return run_slimmable(
-        config,
-        start,
-        metamorphic_blocks(config, start.arch),
-        bundle,
-        gammas,
-        out,
-        run_name=name,
-        budget_s=budget,
-        epochs=settings.epochs,
-        lr=settings.lr or settings.finetune_lr,
-        recalibration_batches=settings.recalibration_batches,
-        device=device,
-        progress=progress,
     )

@@ -21,16 +21,19 @@ import torch.nn.functional as F
 
 from raymeta.config.schema import Config, short_hash
 from raymeta.errors import ConfigError
+from raymeta.io.artifacts import PriorCheckpoint, SmoothedCheckpoint
 from raymeta.io.data import epoch_batches, make_loader
+from raymeta.io.files import RunPaths
 from raymeta.io.progress import Progress
 from raymeta.io.results import result_frame, write_table
-from raymeta.method.models import ResNet
+from raymeta.method.models import ResNet, resolve_blocks
 from raymeta.method.slimmable import SlimmableResNet, inplace_distillation, recalibrate_batchnorm, sandwich_gammas
 from raymeta.seeds import derive_seed
-from raymeta.stages.baselines import evaluate_network, finished_baselines
+from raymeta.stages.baseline_rows import evaluate_network, finished_baselines, required_train_seconds
 from raymeta.stages.fitting import batches_per_epoch, sgd_cosine, sgd_cosine_in_time
 from raymeta.stages.identity import run_identity
-from raymeta.stages.runtime import seed_everything
+from raymeta.stages.networks import prior_network
+from raymeta.stages.runtime import load_data, place_training_split, seed_everything
 
 
 def train_slimmable(
@@ -193,3 +196,44 @@ def run_slimmable(
     path = write_table(frame, out, name=name)
     progress(f"baseline slimmable: {len(rows)} γ after {seconds:.1f}s of training → {path}")
     return [path]
+
+
+def slimmable_start(run_dir: str | Path) -> tuple[ResNet, str]:
+    """The network a slimmable baseline starts from, and its name: the smoothed prior if its checkpoint keeps
+    BatchNorm (which slimming needs, to recalibrate per width), else the prior (raymeta's smoothed prior is
+    BatchNorm-folded)."""
+    paths = RunPaths(str(run_dir))
+    if paths.smoothed.is_file():
+        smoothed = SmoothedCheckpoint.load(paths.smoothed)
+        if getattr(smoothed, "batchnorm", False):
+            return prior_network(smoothed), "the smoothed prior"
+    return prior_network(PriorCheckpoint.load(paths.prior).require_done(paths.prior)), "the prior (with BatchNorm)"
+
+
+def run_slimmable_baseline(
+    config: Config, gammas: list[float], out: Path, *, run_name: str, device: torch.device, progress: Progress
+) -> list[Path]:
+    """``raymeta baseline slimmable``: :func:`run_slimmable` from :func:`slimmable_start`, for the metamorphic run's
+    training time (``baseline.epochs`` null) or ``baseline.epochs`` epochs."""
+    settings = config.baseline
+    start, what = slimmable_start(config.run_dir)
+    budget = None
+    if settings.epochs is None:
+        budget = required_train_seconds(config.run_dir, "baseline slimmable", "train by epochs (--epochs N)")
+    bundle = place_training_split(load_data(config), config, device)
+    progress(f"baseline slimmable: starting from {what}")
+    return run_slimmable(
+        config,
+        start,
+        resolve_blocks(config.train.blocks, start.arch),
+        bundle,
+        gammas,
+        out,
+        run_name=run_name,
+        budget_s=budget,
+        epochs=settings.epochs,
+        lr=settings.lr or settings.finetune_lr,
+        recalibration_batches=settings.recalibration_batches,
+        device=device,
+        progress=progress,
+    )
