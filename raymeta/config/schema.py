@@ -683,23 +683,30 @@ class SweepConfig:
 
 @dataclass
 class BaselineConfig:
-    """Settings of ``raymeta baseline individual|prune|skip`` (flags --gammas, --epochs, …)."""
+    """Settings of ``raymeta baseline individual|prune|skip|slimmable|merge|inr-off`` (flags --gammas, --epochs,
+    …)."""
 
     gammas: list[float] | None = None
-    """γ values of the baseline rows; null: eval.gammas (prune skips γ < 0)."""
+    """γ values of the baseline rows; null: eval.gammas (prune and slimmable skip γ < 0)."""
     epochs: int | None = None
     """Training epochs: individual, per γ (null: pretrain.epochs); skip (null: the metamorphic run's, every
-    stage together)."""
+    stage together); slimmable (null: as many seconds as the metamorphic run trained)."""
     lr: float | None = None
-    """Peak learning rate of an individual network; null: pretrain.lr."""
+    """Peak learning rate of an individual network (null: pretrain.lr) or of the slimmable network (null:
+    finetune_lr)."""
     importance: list[str] = field(default_factory=lambda: ["all"])
     """Pruning importance criteria: random, l1, l2, taylor, hessian, or all."""
     finetune_epochs: int = 3
-    """Epochs of fine-tuning after pruning; rows prune-X+ft (0: pruned rows only)."""
+    """Epochs of fine-tuning after pruning; rows prune-X+ft (0: no such rows)."""
+    finetune_budget: str | None = None
+    """equal: also fine-tune each pruned network for the metamorphic run's training time divided over the γ ≥ 0
+    pruned (equal total training cost); rows prune-X+ft-equal. null: no such rows."""
     finetune_lr: float = 0.01
     """Peak learning rate of the pruning fine-tune."""
     gradient_batches: int = 4
     """Training batches for the Taylor and Hessian importance gradients."""
+    recalibration_batches: int = 20
+    """slimmable: training batches its BatchNorm statistics are recomputed on at each evaluated width."""
 
     def __post_init__(self) -> None:
         _require(
@@ -713,6 +720,12 @@ class BaselineConfig:
         _require(self.finetune_epochs >= 0, "baseline.finetune_epochs", self.finetune_epochs, "0 or more")
         _require(self.finetune_lr > 0, "baseline.finetune_lr", self.finetune_lr, "a positive number")
         _require(self.gradient_batches >= 1, "baseline.gradient_batches", self.gradient_batches, "1 or more")
+        _require(
+            self.finetune_budget in (None, "equal"), "baseline.finetune_budget", self.finetune_budget, "null or equal"
+        )
+        _require(
+            self.recalibration_batches >= 1, "baseline.recalibration_batches", self.recalibration_batches, "1 or more"
+        )
 
 
 @dataclass
