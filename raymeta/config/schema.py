@@ -551,6 +551,11 @@ class EvalConfig:
     """Which of the K samples carry the training coordinate noise. multi_sample: all of them when K > 1, none
     when K = 1 (the noise-free coordinates). every_sample: every sample, K = 1 too (HTTY's code, whose INR
     adds the noise at evaluation as in training)."""
+    calibration: int = field(default=0, metadata=HASH_OMIT_IF_DEFAULT)
+    """Unlabelled training images (augmentation off, a fixed draw) whose statistics calibrate every generated
+    network before it is scored, exported or deployed: each hidden channel's pre-activation mean and spread
+    matched to the full-width network's over the channels it merges (REPAIR; raymeta.method.calibration).
+    0: off, the generated weights as they are."""
 
     def __post_init__(self) -> None:
         _require(
@@ -561,6 +566,7 @@ class EvalConfig:
         )
         _require(self.samples >= 1, "eval.samples", self.samples, "a positive integer")
         _require(self.noise in EVAL_NOISE, "eval.noise", self.noise, " or ".join(EVAL_NOISE))
+        _require(self.calibration >= 0, "eval.calibration", self.calibration, "a number of images ≥ 0 (0: off)")
 
     def noise_of(self, coordinate_noise: float, samples: int | None = None) -> float:
         """The coordinate noise of evaluating with ``samples`` (default ``self.samples``) samples per γ."""

@@ -244,8 +244,11 @@ class MetamorphicNetwork(nn.Module):
         x: torch.Tensor,
         weights: dict[str, torch.Tensor],
         features: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        preactivations: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """:meth:`forward` from the output ``x`` of :meth:`frozen_prefix` on."""
+        """:meth:`forward` from the output ``x`` of :meth:`frozen_prefix` on. With a ``preactivations`` dict, every
+        generated conv whose output is hidden stores its output there under its module name (what
+        :mod:`raymeta.method.calibration` measures)."""
         active = {position: index for index, position in enumerate(self.active())}
         for s, b in self.arch.block_positions()[self.first_active() :]:
             if (s, b) in active:
@@ -258,6 +261,8 @@ class MetamorphicNetwork(nn.Module):
                     branch = F.conv2d(
                         branch, weights[f"{name}.weight"], weights[f"{name}.bias"], padding=conv.kernel // 2
                     )
+                    if preactivations is not None and conv.hidden_out:
+                        preactivations[name] = branch
                 branch = self.alphas[active[(s, b)]] * branch
                 if features is not None:
                     features.append((branch, self._prior_branch(x, s, b)))
@@ -277,12 +282,21 @@ class MetamorphicNetwork(nn.Module):
         return self.prior.block(stage, block).branch(x.detach())
 
     def materialize(
-        self, gamma: Gamma, *, samples: int = 1, noise: float = 0.0, generator: torch.Generator | None = None
+        self,
+        gamma: Gamma,
+        *,
+        samples: int = 1,
+        noise: float = 0.0,
+        generator: torch.Generator | None = None,
+        weights: dict[str, torch.Tensor] | None = None,
     ) -> ResNet:
-        """An ordinary (BN-free) ResNet with the weights generated at γ; α folded into the branch's last conv."""
+        """An ordinary (BN-free) ResNet with the weights generated at γ; α folded into the branch's last conv.
+        ``weights``: the generated weights at γ to use (e.g. calibrated: :mod:`raymeta.method.calibration`)
+        instead of generating them here."""
         hidden = self.hidden_widths(gamma)
         with torch.no_grad():
-            weights = self.generate(gamma, samples=samples, noise=noise, generator=generator)
+            if weights is None:
+                weights = self.generate(gamma, samples=samples, noise=noise, generator=generator)
             net = ResNet(self.arch, batchnorm=False, hidden_widths=hidden)
             prefixes = tuple(f"{self.arch.module_prefix(s, b)}.conv" for s, b in hidden)
             state = {k: v for k, v in self.prior.state_dict().items() if not k.startswith(prefixes)}

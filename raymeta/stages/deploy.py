@@ -49,6 +49,7 @@ from raymeta.method.widths import Gamma, block_gammas, canonical, format_gamma
 from raymeta.stages import latency
 from raymeta.stages.export import (
     ONNX_MISSING,
+    calibration_data,
     export_network,
     generation_settings,
     load_exported,
@@ -409,8 +410,9 @@ def deploy(run_dir: str | Path, options: DeployConfig, progress=print) -> dict:
         progress("deploy: note — the checkpoint is from an unfinished run")
     net.eval().cpu()
     grid = valid_grid(net, DEFAULT_GRID if options.gammas is None else tuple(sorted(set(options.gammas))))
-    settings = generation_settings(config, options.samples)
     bundle = load_data(config, augment=False)
+    # what scores and builds a candidate: the generation settings and, with eval.calibration, its images
+    settings = {**generation_settings(config, options.samples), "images": calibration_data(config, bundle)}
     image_size = bundle.info.image_size
     names = net.block_names()
     widths = {(s, b): {net.hidden_widths(g)[(s, b)] for g in grid} for s, b in net.active()}

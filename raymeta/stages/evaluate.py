@@ -15,10 +15,11 @@ from raymeta.io.files import RunPaths
 from raymeta.io.progress import Bar, Progress
 from raymeta.io.results import SPLITS, result_frame, write_table
 from raymeta.io.tracking import log_run_files
+from raymeta.method.calibration import calibrate_many
 from raymeta.method.scoring import accuracies_and_losses
 from raymeta.stages.identity import run_identity
 from raymeta.stages.networks import TrainedNetwork, load_trained
-from raymeta.stages.runtime import load_data, select_device
+from raymeta.stages.runtime import calibration_images, load_data, select_device
 
 
 @torch.no_grad()
@@ -33,8 +34,10 @@ def evaluate_gammas(
     seed: int,
     image_size: int,
     every_sample: bool = False,
+    calibration: torch.Tensor | None = None,
 ) -> list[dict]:
-    """One row per γ: accuracy, loss, parameters and MACs of the network generated at that γ.
+    """One row per γ: accuracy, loss, parameters and MACs of the network generated at that γ (calibrated on the
+    ``calibration`` images first when given: :mod:`raymeta.method.calibration`).
 
     With K = ``samples`` > 1 the K noisy weight sets are generated and averaged; K = 1 is the noise-free weights
     unless ``every_sample`` (``eval.noise: every_sample``: one noisy set). Each γ's noise comes from its own
@@ -54,6 +57,8 @@ def evaluate_gammas(
     weight_sets = net.generate_many(
         gammas, samples=samples, noise=noise if samples > 1 or every_sample else 0.0, generators=generators
     )
+    if calibration is not None:
+        weight_sets = calibrate_many(net, weight_sets, gammas, calibration)
     models = [lambda x, weights=weights: net.forward_after_prefix(x, weights) for weights in weight_sets]
     scores = accuracies_and_losses(models, loader, device, prepare=net.frozen_prefix)
     seconds = (time.perf_counter() - start) / len(gammas)
@@ -134,6 +139,7 @@ def evaluate_trained(
                 seed=config.seed,
                 image_size=bundle.info.image_size,
                 every_sample=config.eval.noise == "every_sample",
+                calibration=calibration_images(bundle, config.eval.calibration, config.seed),
             )
         frames.append(
             result_frame(

@@ -28,10 +28,11 @@ from raymeta.config.schema import ExportConfig
 from raymeta.errors import ConfigError
 from raymeta.io.files import RunPaths, atomic_write, require_local
 from raymeta.io.progress import Progress
+from raymeta.method.calibration import calibrate_many
 from raymeta.method.models import Architecture, ResNet
 from raymeta.method.widths import Gamma, block_gammas, canonical, format_gamma
 from raymeta.stages.networks import load_trained
-from raymeta.stages.runtime import load_data
+from raymeta.stages.runtime import calibration_images, load_data
 
 SPEC_NAME = "network.json"
 STATE_NAME = "network.pt"
@@ -54,12 +55,30 @@ def generation_settings(config, samples: int | None) -> dict:
         "samples": samples,
         "noise": config.eval.noise_of(config.inr.coordinate_noise, samples),
         "seed": config.seed,
+        "calibration": config.eval.calibration,
     }
 
 
-def materialize_like_evaluation(net, gamma: Gamma, *, samples: int, noise: float, seed: int) -> ResNet:
+def calibration_data(config, bundle=None) -> torch.Tensor | None:
+    """The images ``eval.calibration`` names (None when it is 0), as ``raymeta evaluate`` draws them."""
+    if config.eval.calibration <= 0:
+        return None
+    bundle = bundle if bundle is not None else load_data(config, augment=False)
+    return calibration_images(bundle, config.eval.calibration, config.seed)
+
+
+def materialize_like_evaluation(
+    net, gamma: Gamma, *, samples: int, noise: float, seed: int, calibration: int = 0, images=None
+) -> ResNet:
+    """The network ``raymeta evaluate`` scores at γ: K-sample weights drawn as it draws them and, with
+    ``calibration`` > 0, calibrated on ``images`` (:func:`calibration_data`) as it calibrates them."""
     generator = torch.Generator().manual_seed(seed)
-    return net.materialize(gamma, samples=samples, noise=noise, generator=generator)
+    weights = net.generate(gamma, samples=samples, noise=noise, generator=generator)
+    if calibration > 0:
+        if images is None:
+            raise ValueError("eval.calibration > 0: give the calibration images (calibration_data)")
+        weights = calibrate_many(net, [weights], [gamma], images)[0]
+    return net.materialize(gamma, weights=weights)
 
 
 def onnx_available() -> bool:
@@ -123,7 +142,7 @@ def export_network(
     if onnx and not onnx_available():
         raise ConfigError("ONNX export needs the onnx and onnxscript packages: pip install 'raymeta[export]'")
     onnx = onnx_available() if onnx is None else onnx
-    model = materialize_like_evaluation(net, gamma, **settings).cpu().eval()
+    model = materialize_like_evaluation(net, gamma, **settings, images=calibration_data(config)).cpu().eval()
     image_size = int(dataset.get("image_size") or config_image_size(config))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from raymeta.io.image_folder import IMAGE_FOLDER, load_image_folder
 from raymeta.io.progress import Progress
 from raymeta.io.weights import weights_normalisation
 from raymeta.method.models import Architecture, torchvision_architecture
+from raymeta.seeds import derive_seed
 
 
 def select_device(config: Config) -> torch.device:
@@ -143,3 +144,14 @@ def input_map(config: Config, info) -> tuple[tuple[float, ...] | None, tuple[flo
     scale = tuple(d / p for d, p in zip(data_std, std, strict=True))
     shift = tuple((d - m) / p for d, m, p in zip(data_mean, mean, std, strict=True))
     return scale, shift
+
+
+def calibration_images(bundle, count: int, seed: int) -> torch.Tensor | None:
+    """``count`` images of the training split (as loaded, so without augmentation when the bundle was loaded
+    with ``augment=False``), a fixed draw of ``seed``, for ``eval.calibration``; None when ``count`` is 0."""
+    if count <= 0:
+        return None
+    count = min(count, len(bundle.train))
+    generator = torch.Generator().manual_seed(derive_seed(seed, "calibration"))
+    order = torch.randperm(len(bundle.train), generator=generator)[:count].tolist()
+    return torch.stack([bundle.train[i][0] for i in order])
