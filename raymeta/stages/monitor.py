@@ -16,7 +16,14 @@ from raymeta.io.artifacts import EpochRecord, MetamorphicCheckpoint, TrainingSta
 from raymeta.io.data import DatasetInfo
 from raymeta.io.files import RunPaths, copy_file
 from raymeta.io.progress import format_duration, throughput
-from raymeta.io.results import ALPHA_PREFIX, REC_PREFIX, result_frame, write_table
+from raymeta.io.results import (
+    ALPHA_PREFIX,
+    BALANCE_AT_ZERO_PREFIX,
+    BALANCE_PREFIX,
+    REC_PREFIX,
+    result_frame,
+    write_table,
+)
 from raymeta.method.ema import ExponentialAverage
 from raymeta.method.health import worst_by_block
 from raymeta.method.metamorphic import MetamorphicNetwork
@@ -84,20 +91,24 @@ def epoch_summary(
     )
 
 
-def health_columns(alphas: dict[str, float], errors: dict[str, float]) -> dict[str, float]:
-    """The health signals (:mod:`raymeta.method.health`) as the optional columns of monitor rows:
-    ``alpha.<block>`` and ``rec.<tensor>``."""
-    return {
-        **{ALPHA_PREFIX + name: float(value) for name, value in alphas.items()},
-        **{REC_PREFIX + path: float(value) for path, value in errors.items()},
-    }
+def health_columns(record: EpochRecord) -> dict[str, float]:
+    """The health signals (:mod:`raymeta.method.health`) of an epoch as the optional columns of monitor rows:
+    ``alpha.<block>``, ``rec.<tensor>``, ``balance.<tensor>`` and ``balance_at_zero.<tensor>``."""
+    signals = (
+        (ALPHA_PREFIX, record.alphas),
+        (REC_PREFIX, record.rec_errors),
+        (BALANCE_PREFIX, record.balance),
+        (BALANCE_AT_ZERO_PREFIX, record.balance_at_zero),
+    )
+    return {prefix + name: float(value) for prefix, values in signals for name, value in values.items()}
 
 
 def write_monitor_table(config: Config, state: TrainingState, dataset: str) -> Path | None:
     """The per-epoch monitor rows of the whole run so far, rewritten atomically as one Parquet file.
 
-    Each row carries its epoch's health signals as ``alpha.<block>`` and ``rec.<tensor>`` columns (the same on
-    every γ row of the epoch; NaN for a block not yet active, or for a record from before the signals)."""
+    Each row carries its epoch's health signals as ``alpha.<block>``, ``rec.<tensor>``, ``balance.<tensor>`` and
+    ``balance_at_zero.<tensor>`` columns (the same on every γ row of the epoch; NaN for a block not yet active,
+    or for a record from before the signals)."""
     import pandas as pd
 
     rows, placement, health, elapsed = [], [], [], 0.0
@@ -106,7 +117,7 @@ def write_monitor_table(config: Config, state: TrainingState, dataset: str) -> P
         for row in record.monitor:
             rows.append(row)
             placement.append((record.stage, record.global_epoch, elapsed))
-            health.append(health_columns(record.alphas, record.rec_errors))
+            health.append(health_columns(record))
     if not rows:  # no validation split (or a checkpoint from before monitor rows): no table, not a stale one
         (RunPaths(config.run_dir).results / "train-monitor.parquet").unlink(missing_ok=True)
         return None
