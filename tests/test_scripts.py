@@ -80,7 +80,7 @@ def test_build_refuses_an_unknown_page_and_names_the_known_ones(tmp_path, capsys
 def test_every_path_a_make_script_names_exists():
     """The make scripts take an hour or more (they are not run here); the scripts and jobs they call are there."""
     scripts = sorted(REPORTS.glob("*/make.sh"))
-    assert len(scripts) == 4
+    assert len(scripts) == 6
     for script in scripts:
         assert subprocess.run(["bash", "-n", str(script)]).returncode == 0, script
         words = script.read_text().replace("'", " ").replace('"', " ").split()
@@ -135,6 +135,26 @@ def test_bench_table(trained, tmp_path):
     assert sorted(p.name for p in (bench / "paper-rows").iterdir()) == ["seed0.parquet", "seed1.parquet"]
     assert "## Test accuracy" in out and "| metamorphic |" in out and "## Targets" in out
     assert "## Mechanism" in out and "| seed0 |" in out
+
+
+@pytest.mark.slow
+def test_recipe_arms(tmp_path, capsys):
+    """make.sh at its smoke scale (one step per arm on synthetic data), then arms.py again: it skips what is done."""
+    runs = tmp_path / "arms"
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
+    environment.update({"RECIPE_ARMS_SMOKE": "1", "RUNS": str(runs), "ARMS": "A B"})
+    result = subprocess.run(
+        ["bash", str(REPORTS / "recipe-arms" / "make.sh")], env=environment, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    table = (runs / "table.md").read_text()
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines()[2:]}
+    assert list(rows) == ["A", "B", "D", "E", "INR256x8"]
+    assert rows["A"][2] == "1" and rows["D"][2] == "not trained"  # one step; an arm not asked for is listed
+    assert rows["A"][-2] != "–" and rows["B"][-2] == "–"  # B has no regulariser: no balance
+    arms = runpy.run_path(str(REPORTS / "recipe-arms" / "arms.py"))
+    arms["main"]([str(runs), "--smoke", "--only", "A"])
+    assert "arm A: finished already, skipped" in capsys.readouterr().out
 
 
 # ---- benchmarks/ ---------------------------------------------------------------------------------
