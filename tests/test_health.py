@@ -62,6 +62,8 @@ def test_the_balance_is_the_hand_computed_ratio_of_the_two_pulls(relative):
             pull, pull_at_zero = 2 * (W - target).norm() / (T * N), 2 * target.norm() / (T * N)
         assert balance.ratio[name] == pytest.approx(float(pull) / (M * LAMBDA_REG), rel=1e-5)
         assert balance.at_zero[name] == pytest.approx(float(pull_at_zero) / (M * LAMBDA_REG), rel=1e-5)
+    with torch.no_grad():  # as evaluation code calls it: the same
+        assert loss_balance(net, objective(relative), M) == balance
     # no regulariser: nothing pulls against the reconstruction, no balance
     assert loss_balance(net, objective(relative, lambda_reg=0.0), M).ratio == {}
 

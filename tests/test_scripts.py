@@ -157,6 +157,24 @@ def test_recipe_arms(tmp_path, capsys):
     assert "arm A: finished already, skipped" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_recipe_protocol_table(trained, tmp_path):
+    """The tiny run as a seed's recipe run (its prior beside it) and the committed ablation sweep as its sweep."""
+    runs, tables = tmp_path / "runs" / "seed0", tmp_path / "tables" / "seed0"
+    shutil.copytree(trained, runs / "recipe")
+    (runs / "prior").mkdir()
+    shutil.copy(trained / "smoothed.pt", runs / "prior" / "smoothed.pt")
+    shutil.copytree(trained / "results", tables / "recipe")
+    shutil.copytree(REPORTS / "fashion-ablation" / "seed0", tables / "ablation")
+    out = run_script("reports/recipe-protocol/protocol_table.py", tables.parent, "--runs", runs.parent)
+    assert (tables / "prior" / "prior.parquet").is_file()
+    assert "## Test accuracy" in out and "| prior |" in out and "## Targets" in out
+    mechanism = [line for line in out.splitlines() if line.startswith("| seed0/recipe | 6 |")]
+    assert len(mechanism) == 1 and "stage2.block1" in mechanism[0] and "stage3.block1" in mechanism[0]
+    assert len([line for line in out.splitlines() if line.startswith("| seed0/recipe | ")]) == 1 + 2  # + 2 epochs
+    assert "## Table 1, leave-one-out" in out and "| − α scaling | -3.5 (seen γ) |" in out
+
+
 # ---- benchmarks/ ---------------------------------------------------------------------------------
 
 

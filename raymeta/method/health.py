@@ -70,19 +70,20 @@ def loss_balance(net: MetamorphicNetwork, objective: Objective, configs_per_step
         loss = objective.lambda_rec * reconstruction_error(weights, targets, relative=objective.relative_reconstruction)
         return [float(g.norm()) for g in torch.autograd.grad(loss, [weights[n] for n in names])]
 
-    current = {name: generated[name].detach().float().requires_grad_() for name in names}
-    regulariser = objective.lambda_reg * weight_regulariser(current)
-    reg_grads = torch.autograd.grad(regulariser, [current[n] for n in names])
-    full = configs_per_step * objective.lambda_reg  # the largest pull of M·λ_reg·‖W‖, held at W = 0
-    reg_pulls = [
-        configs_per_step * float(g.norm()) if float(current[n].detach().norm()) > 0 else full
-        for n, g in zip(names, reg_grads, strict=True)
-    ]
-    zeros = {name: torch.zeros_like(target, requires_grad=True) for name, target in targets.items()}
-    return LossBalance(
-        ratio={n: pull / reg for n, pull, reg in zip(names, rec_pulls(current), reg_pulls, strict=True)},
-        at_zero={n: pull / full for n, pull in zip(names, rec_pulls(zeros), strict=True)},
-    )
+    with torch.enable_grad():  # the gradients of the two terms alone, also when called under no_grad
+        current = {name: generated[name].detach().float().requires_grad_() for name in names}
+        regulariser = objective.lambda_reg * weight_regulariser(current)
+        reg_grads = torch.autograd.grad(regulariser, [current[n] for n in names])
+        full = configs_per_step * objective.lambda_reg  # the largest pull of M·λ_reg·‖W‖, held at W = 0
+        reg_pulls = [
+            configs_per_step * float(g.norm()) if float(current[n].detach().norm()) > 0 else full
+            for n, g in zip(names, reg_grads, strict=True)
+        ]
+        zeros = {name: torch.zeros_like(target, requires_grad=True) for name, target in targets.items()}
+        return LossBalance(
+            ratio={n: pull / reg for n, pull, reg in zip(names, rec_pulls(current), reg_pulls, strict=True)},
+            at_zero={n: pull / full for n, pull in zip(names, rec_pulls(zeros), strict=True)},
+        )
 
 
 def block_alphas(net: MetamorphicNetwork) -> dict[str, float]:
