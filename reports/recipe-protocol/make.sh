@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The recipe's CPU reproduction protocol (jobs/fashion_mnist_recipe.yaml; issue 22): per seed, one prior
 # (pretrained and smoothed once, shared), the papers' recipe (--method recipe) and NeuMeta (--method neumeta) on
-# it, the skip floor, then the Table 1 leave-one-out rows (tune_spaces/ablation.yaml as a Ray Tune sweep, two
-# trials at a time) → the tables under reports/recipe-protocol/seedN/{recipe,neumeta,ablation}/ and reports/recipe-protocol/table.md
-# (protocol_table.py: accuracy per γ against skip, the prior and NeuMeta; per block |α| and the accuracy with each
-# generated block removed; α against steps; the leave-one-out rows).
+# it, the skip floor, then the Table 1 leave-one-out rows (the sweep of tune_spaces/ablation.yaml, two trials at
+# a time) → the tables under reports/recipe-protocol/seedN/{recipe,neumeta,ablation}/ and
+# reports/recipe-protocol/table.md (reports/recipe-protocol/protocol_table.py: accuracy per γ against skip, the
+# prior and NeuMeta; per block |α| and the accuracy with each generated block removed; α against steps; the
+# leave-one-out rows).
 # Everything resumes: a finished run (its report.html) or baseline is skipped, an interrupted training or sweep
 # continues. SEEDS="0" runs one seed; ABLATION=0 leaves the sweep out (it repeats the recipe and NeuMeta runs'
 # configurations as its first two rows, and trains five more: about seven runs' time per seed).
