@@ -15,7 +15,16 @@ from raymeta.cli import main
 from raymeta.io.results import write_table
 from raymeta.stages.report import build_report
 
-FIGURES = ["fig-accuracy", "fig-size", "fig-training", "fig-alpha", "fig-reconstruction", "fig-tune"]
+FIGURES = [
+    "fig-accuracy",
+    "fig-size",
+    "fig-training",
+    "fig-alpha",
+    "fig-reconstruction",
+    "fig-balance",
+    "fig-balance-at-zero",
+    "fig-tune",
+]
 
 
 @pytest.mark.slow
