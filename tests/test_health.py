@@ -1,10 +1,12 @@
 """The loss balance (raymeta.method.health.loss_balance): the reconstruction pull against the regulariser pull on
 each generated tensor, by hand, against the objective's own gradients, and where it crosses 1."""
 
+import math
+
 import pytest
 import torch
 
-from raymeta.method.health import loss_balance
+from raymeta.method.health import loss_balance, worst_by_block
 from raymeta.method.metamorphic import MetamorphicNetwork
 from raymeta.method.models import Architecture, ResNet
 from raymeta.method.objective import Objective, configuration_loss, reconstruction_error, weight_regulariser
@@ -119,3 +121,10 @@ def test_a_tensor_at_zero_is_held_by_the_regulariser_at_its_full_pull():
             bank.zero_output(index)  # W = 0: the norm's gradient is undefined; its subgradients reach M·λ_reg
     balance = loss_balance(net, objective(), M)
     assert balance.ratio == pytest.approx(balance.at_zero, rel=1e-6)
+
+
+def test_the_lowest_balance_of_each_block_is_what_the_progress_line_shows():
+    balance = {"stages.2.1.conv1.weight": 0.5, "stages.2.1.conv2.weight": 0.2, "stages.2.2.conv1.weight": math.nan}
+    lowest = worst_by_block(balance, lowest=True)
+    assert lowest["stage3.block1"] == 0.2 and math.isnan(lowest["stage3.block2"])  # NaN is never hidden
+    assert worst_by_block(balance)["stage3.block1"] == 0.5

@@ -242,6 +242,11 @@ def test_monitor_rows_carry_the_health_signals_of_the_evaluated_weights(prepared
     line = [text for text in stream.getvalue().splitlines() if "stage 2/2 epoch 1/1" in text][-1]
     worst = " ".join(f"{e:.2f}" for e in worst_by_block(errors).values())
     assert f"rec [{worst}]" in line and len(worst.split()) == 2
+    lowest = " ".join(f"{b:.3g}" for b in worst_by_block(last.balance, lowest=True).values())
+    assert f"balance [{lowest}]" in line and len(lowest.split()) == 2
+    assert lowest.split() == [
+        f"{min(last.balance[p] for p in errors if p.startswith(s)):.3g}" for s in ("stages.1.", "stages.2.")
+    ]
 
 
 def rewrite_as_format_1(path) -> None:

@@ -91,12 +91,14 @@ def block_alphas(net: MetamorphicNetwork) -> dict[str, float]:
     return {block_name(s, b): float(net.alphas.detach()[i]) for i, (s, b) in enumerate(net.active())}
 
 
-def worst_by_block(errors: dict[str, float]) -> dict[str, float]:
-    """The largest of :func:`reconstruction_errors` over each block's tensors, keyed by block name, in the order
-    the tensors come. NaN (a diverged INR) wins over any number, so that it is never hidden."""
+def worst_by_block(errors: dict[str, float], *, lowest: bool = False) -> dict[str, float]:
+    """The largest of :func:`reconstruction_errors` over each block's tensors (``lowest``: the smallest, as of a
+    :class:`LossBalance` ratio), keyed by block name, in the order the tensors come. NaN (a diverged INR) wins
+    over any number, so that it is never hidden."""
+    sign = -1.0 if lowest else 1.0
     worst: dict[str, float] = {}
     for path, error in errors.items():
         name = block_name(*block_of_path(path))  # stages.{s}.{b}.conv1.weight, layer{s+1}.{b}.conv1.weight
-        previous = worst.get(name, -math.inf)
-        worst[name] = error if math.isnan(error) or error > previous else previous
+        previous = worst.get(name, -sign * math.inf)
+        worst[name] = error if math.isnan(error) or sign * error > sign * previous else previous
     return worst

@@ -74,19 +74,21 @@ def evaluate_monitor(
 def epoch_summary(
     record: EpochRecord, stage: Stage, stage_count: int, *, steps: int, images: int, epochs_left: int
 ) -> str:
-    """The progress line of a finished epoch: its losses, monitored accuracies, α and worst reconstruction error
-    per block (at γ = 0), its time, throughput (``steps`` optimiser steps and ``images`` training images over
+    """The progress line of a finished epoch: its losses, monitored accuracies, α, worst reconstruction error and
+    lowest loss balance per block (at γ = 0; no balance without a regulariser), its time, throughput (``steps`` optimiser steps and ``images`` training images over
     the epoch's time, monitoring included) and the time left: ``epochs_left`` more epochs at this one's time
     (later stages train more blocks, so their epochs take longer: an ETA from the last epoch errs short)."""
     losses = record.losses
     accuracies = "  ".join(f"acc γ={row['gamma']:g} {row['accuracy']:.4f}" for row in record.monitor)
     alphas = " ".join(f"{a:.2f}" for a in record.alphas.values())
     worst = " ".join(f"{e:.2f}" for e in worst_by_block(record.rec_errors).values())
+    lowest = " ".join(f"{b:.3g}" for b in worst_by_block(record.balance, lowest=True).values())
+    balance = f"  balance [{lowest}]" if lowest else ""
     return (
         f"train: stage {stage.index + 1}/{stage_count} epoch {record.epoch}/{stage.epochs} "
         f"step {record.step}  loss {losses['loss']:.4f} (task {losses['task']:.4f} "
         f"distill {losses['distill']:.4f} feature {losses['feature']:.4f} rec {losses['rec']:.5f} "
-        f"reg {losses['reg']:.2f})  {accuracies}  α [{alphas}]  rec [{worst}]  [{record.seconds:.1f}s, "
+        f"reg {losses['reg']:.2f})  {accuracies}  α [{alphas}]  rec [{worst}]{balance}  [{record.seconds:.1f}s, "
         f"{throughput(steps, images, record.seconds)}, ETA {format_duration(epochs_left * record.seconds)}]"
     )
 
