@@ -9,6 +9,9 @@
     raymeta baseline individual --config jobs/quickstart.yaml  ResNets trained from scratch at each γ
     raymeta baseline prune --run-dir runs/quickstart           the prior pruned to each γ (Torch-Pruning)
     raymeta baseline skip --run-dir runs/quickstart            the prior without its metamorphic blocks
+    raymeta baseline slimmable --run-dir runs/quickstart       US-Nets: one sliced network, as long as the run trained
+    raymeta baseline merge --run-dir runs/quickstart           the smoothed prior resampled to each γ, untrained
+    raymeta baseline inr-off --run-dir runs/quickstart         the trained run with its INRs' correction off
     raymeta export --run-dir runs/quickstart --gamma 0.25      a standalone network at one γ (or one γ per block)
     raymeta deploy --run-dir runs/quickstart --max-macs 20M    the best network within a budget (MACs, params, latency)
     raymeta report runs/*/results -o reports/NAME.html         self-contained HTML report of result tables
@@ -418,7 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
                 choices=METHODS,
                 default="raymeta",
                 help="raymeta: the config as written (raymeta's method by default); recipe: the papers' "
-                "method (HTTY's full recipe, none of raymeta's departures); neumeta: the papers' "
+                "method (HTTY's full recipe, none of raymeta's departures, optimised as HTTY's code does: "
+                "docs/method.md); neumeta: the papers' "
                 "method with every component of the recipe switched off (the original baseline)",
             )
             add_config_flags(
@@ -443,7 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_baseline(sub) -> None:
-    p = sub.add_parser("baseline", help="individual, pruned or skip networks at each γ, as result rows")
+    p = sub.add_parser(
+        "baseline", help="individual, pruned, skip, slimmable, merged or INR-off networks at each γ, as result rows"
+    )
     kinds = p.add_subparsers(dest="kind", required=True)
     for kind, help_text, description, names in [
         ("individual", "an ordinary ResNet trained from scratch at each γ", None, ["gammas", "epochs", "lr"]),
@@ -451,7 +457,7 @@ def _add_baseline(sub) -> None:
             "prune",
             "the run's prior pruned to each γ ≥ 0 with Torch-Pruning",
             None,
-            ["gammas", "importance", "finetune_epochs", "finetune_lr", "gradient_batches"],
+            ["gammas", "importance", "finetune_epochs", "finetune_budget", "finetune_lr", "gradient_batches"],
         ),
         (
             "skip",
@@ -463,6 +469,35 @@ def _add_baseline(sub) -> None:
             "trained with AdamW at train.head_lr for as many epochs as the metamorphic run. One network for every "
             "γ: rows 'skip' repeat its test accuracy at each γ.",
             ["gammas", "epochs"],
+        ),
+        (
+            "slimmable",
+            "US-Nets: one network from the run's prior, its metamorphic blocks sliced to each width, trained by the "
+            "sandwich rule with in-place distillation for as long as the metamorphic run trained",
+            "The slimmable network the NeuMeta paper compares against (US-Nets, Yu & Huang 2019): the run's prior "
+            "(with BatchNorm) whose metamorphic blocks run at hidden width h by using their first h hidden "
+            "channels. Every step trains the widest and the narrowest width of train.gamma_pool and "
+            "train.configs_per_step − 2 random widths between, the widest on the labels and the others on its soft "
+            "output. It trains for the metamorphic run's training time (its rows' train_time_s in RUN_DIR/results), "
+            "or --epochs; then at each γ ≥ 0 the BatchNorm statistics are recomputed on training batches and the "
+            "sliced network is scored (γ < 0 cannot be sliced: no row). Rows 'slimmable'.",
+            ["gammas", "epochs", "lr", "finetune_lr", "recalibration_batches"],
+        ),
+        (
+            "merge",
+            "the run's smoothed prior resampled to each γ by the metamorphic network's prior base, nothing trained",
+            "The smoothed prior of RUN_DIR resampled to each γ as the metamorphic network's prior base does "
+            "(inr.base=prior: adjacent channels merged, or copied for γ < 0), every α = 1, nothing trained: what "
+            "the INRs and the training add to. Rows 'merge', training cost 0; at γ = 0 it is the smoothed prior.",
+            ["gammas"],
+        ),
+        (
+            "inr-off",
+            "the run's trained metamorphic network with its INRs' correction switched off",
+            "The trained metamorphic network of RUN_DIR (train/checkpoint.pt, trained with inr.base=prior) with "
+            "every INR's output zeroed: the merged prior base with the trained α and head. Rows "
+            "'<method>-inr-off' (e.g. metamorphic-inr-off) with the run's training cost.",
+            ["gammas"],
         ),
     ]:
         k = kinds.add_parser(kind, help=help_text, description=description)

@@ -45,6 +45,11 @@ PAGES = {
     "digits-resnet20": Page(
         "raymeta: digits, ResNet-20 (jobs/quickstart.yaml)", ("digits-resnet20/tables",), "digits-resnet20/make.sh"
     ),
+    "fashion-full": Page(
+        "raymeta: any width at full-network scale, Fashion-MNIST (jobs/fashion_mnist_full.yaml), ResNet-20",
+        ("fashion-full/seed0", "fashion-full/seed1"),
+        "fashion-full/make.sh",
+    ),
     "fashion-bench": Page(
         "raymeta: metamorphosis on Fashion-MNIST (jobs/fashion_mnist_bench.yaml), ResNet-20",
         ("fashion-bench/seed0", "fashion-bench/seed1", "fashion-bench/paper-rows"),

@@ -307,3 +307,155 @@ def test_baseline_skip_without_a_smoothed_prior_says_to_smooth_first(prepared_ru
     assert main(["baseline", "skip", "--run-dir", config.run_dir]) == 2
     err = capsys.readouterr().err
     assert "smoothed.pt" in err and "raymeta smooth" in err and "Traceback" not in err
+
+
+# ---- slimmable (US-Nets), merge, INR-off and the equal-cost pruning fine-tune ------------------------
+
+
+@pytest.mark.slow  # a few training steps of the slimmable network (~2 s)
+def test_slimmable_network_slices_trains_by_the_sandwich_rule_and_recalibrates_per_width(prepared_run):
+    from raymeta.method.slimmable import SlimmableResNet, recalibrate_batchnorm
+    from raymeta.stages.runtime import load_data
+    from raymeta.stages.slimmable import train_slimmable
+
+    config = prepared_run("train.configs_per_step=3")
+    prior = prior_network(PriorCheckpoint.load(RunPaths(config.run_dir).prior))
+    blocks = resolve_blocks(config.train.blocks, prior.arch)
+    slim = SlimmableResNet(copy.deepcopy(prior), blocks)
+    x = torch.randn(16, prior.arch.in_channels, 8, 8, generator=torch.Generator().manual_seed(3))
+
+    def same_function(gamma):
+        widths = slim.hidden_widths(gamma)
+        fresh = slim.sliced(widths)
+        assert {(s, b): fresh.block(s, b).conv1.out_channels for s, b in blocks} == widths
+        with torch.no_grad():
+            slim.eval()
+            assert torch.allclose(slim(x, widths), fresh(x), atol=1e-5)  # running statistics, sliced
+            slim.train(), fresh.train()
+            assert torch.allclose(slim(x, widths), fresh(x), atol=1e-5)  # batch statistics
+        slim.eval(), fresh.eval()
+
+    with torch.no_grad():
+        assert torch.allclose(slim.eval()(x, slim.hidden_widths(0.0)), prior(x), atol=1e-6)  # γ = 0: the prior
+        assert not torch.allclose(slim(x, slim.hidden_widths(0.5)), prior(x), atol=1e-3)
+    with pytest.raises(ConfigError, match="slicing cannot widen"):
+        slim.hidden_widths(-0.25)
+
+    bundle = load_data(config)
+    before = {k: v.clone() for k, v in slim.model.state_dict().items()}
+    draws: list[list[float]] = []
+    seconds, epochs = train_slimmable(slim, bundle, config, lr=0.01, device=torch.device("cpu"), epochs=1, draws=draws)
+    assert epochs == 1 and seconds > 0 and len(draws) == len(bundle.train) // config.data.batch_size
+    for gammas in draws:  # the sandwich: both ends of the pool every step, the rest strictly between
+        assert len(gammas) == 3 and gammas[:2] == [0.0, 0.5] and 0.0 < gammas[2] < 0.5
+    assert len({gammas[2] for gammas in draws}) == len(draws)  # drawn afresh each step
+    name = f"{prior.arch.module_prefix(*blocks[0])}.conv1.weight"
+    width = hidden_width(prior.arch.widths[blocks[0][0]], 0.5)
+    assert not torch.equal(slim.model.state_dict()[name][:width], before[name][:width])  # shared slice trained
+    for gamma in (0.5, 0.25):  # still one function with the fresh copy after training
+        same_function(gamma)
+
+    batches = [bundle.train[list(range(i * 32, (i + 1) * 32))] for i in range(3)]
+    calibrated = {}
+    for gamma in (0.0, 0.5):
+        net = slim.sliced(slim.hidden_widths(gamma))
+        stale = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+        assert recalibrate_batchnorm(net, batches, torch.device("cpu")) == 3 and not net.training
+        calibrated[gamma] = {k: v for k, v in net.state_dict().items() if "running_mean" in k}
+        assert any(not torch.equal(stale[k], v) for k, v in calibrated[gamma].items())
+        with torch.no_grad():  # the stem's statistics: the plain mean over the batches of each batch's mean
+            means = [net.stem.conv(images).mean(dim=(0, 2, 3)) for images, _ in batches]
+        assert torch.allclose(net.stem.bn.running_mean, torch.stack(means).mean(0), atol=1e-5)
+    after_block = f"{prior.arch.module_prefix(*blocks[0])}.bn2.running_mean"  # reads the sliced hidden channels
+    assert not torch.allclose(calibrated[0.0][after_block], calibrated[0.5][after_block])
+    assert torch.equal(calibrated[0.0]["stem.bn.running_mean"], calibrated[0.5]["stem.bn.running_mean"])
+
+
+@pytest.fixture
+def evaluated_run(per_block_run, tmp_path):
+    """A copy of the tiny trained run with its test rows (``raymeta evaluate``), as ``raymeta run`` leaves it."""
+    import dataclasses
+    import shutil
+
+    target = tmp_path / "run"
+    shutil.copytree(per_block_run.run_dir, target)
+    config = dataclasses.replace(per_block_run, run_dir=str(target))
+    save_config(config, RunPaths(target).config)
+    assert main(["evaluate", "--run-dir", str(target)]) == 0
+    return config
+
+
+@pytest.mark.slow  # the slimmable network and a pruning fine-tune for the tiny run's training time (~2 × 1-3 s)
+def test_baseline_slimmable_merge_inr_off_and_equal_cost_pruning_write_rows(evaluated_run, capsys):
+    from raymeta.io.artifacts import MetamorphicCheckpoint, SmoothedCheckpoint
+    from raymeta.io.data import make_loader
+    from raymeta.method.scoring import accuracy_and_loss
+    from raymeta.stages.baseline_rows import metamorphic_train_seconds
+    from raymeta.stages.runtime import load_data
+
+    run = evaluated_run.run_dir
+    paths = RunPaths(run)
+    trained = MetamorphicCheckpoint.load(paths.train_checkpoint).train_time_s
+    assert metamorphic_train_seconds(run) == pytest.approx(trained)
+    capsys.readouterr()
+
+    assert (
+        main(["baseline", "slimmable", "--run-dir", run, "--gammas=-0.25,0,0.5", "--recalibration-batches", "2"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "γ=-0.25 skipped (slicing cannot widen a block); no rows" in out and "the prior (with BatchNorm)" in out
+    frame = read_tables(paths.results)
+    slim = frame[frame["method"] == "slimmable"]
+    assert slim["gamma"].tolist() == [0.0, 0.5] and (slim["split"] == "test").all()
+    assert ((slim["train_budget_s"] - trained).abs() < 1e-6).all() and (slim["train_time_s"] >= trained).all()
+    assert main(["baseline", "slimmable", "--run-dir", run, "--gammas=0,0.5", "--recalibration-batches", "2"]) == 0
+    assert "every γ already in" in capsys.readouterr().out
+
+    assert main(["baseline", "merge", "--run-dir", run, "--gammas=-0.25,0,0.5"]) == 0
+    assert main(["baseline", "inr-off", "--run-dir", run, "--gammas=0,0.5"]) == 0
+    frame = read_tables(paths.results)
+    merge = frame[frame["method"] == "merge"].set_index("gamma")
+    assert merge.index.tolist() == [-0.25, 0.0, 0.5] and (merge["train_time_s"] == 0).all()
+    smoothed = prior_network(SmoothedCheckpoint.load(paths.smoothed))
+    bundle = load_data(evaluated_run, augment=False)
+    accuracy, loss = accuracy_and_loss(smoothed, make_loader(bundle.test, 256, shuffle=False), "cpu")
+    assert merge.loc[0.0, "accuracy"] == pytest.approx(accuracy)  # γ = 0: the smoothed prior itself
+    assert merge.loc[0.0, "loss"] == pytest.approx(loss, rel=1e-4) != merge.loc[0.5, "loss"]
+    assert merge.loc[0.0, "params"] == count_params_macs(smoothed.arch, None, 8)[0]
+    off = frame[frame["method"] == "metamorphic-inr-off"].set_index("gamma")
+    assert off.index.tolist() == [0.0, 0.5] and ((off["train_time_s"] - trained).abs() < 1e-6).all()
+    assert (off["run_id"] == f"{paths.root.name}/inr-off").all()
+    on = frame[(frame["method"] == "metamorphic") & (frame["phase"] == "final")].set_index("gamma")
+    assert off.loc[0.5, "accuracy"] != on.loc[0.5, "accuracy"] or off.loc[0.5, "loss"] != on.loc[0.5, "loss"]
+
+    argv = ["baseline", "prune", "--run-dir", run, "--importance", "l1", "--gammas=0.25,0.5"]
+    assert main([*argv, "--finetune-epochs", "0", "--finetune-budget", "equal"]) == 0
+    assert "and " in capsys.readouterr().out
+    frame = read_tables(paths.results)
+    equal = frame[frame["method"] == "prune-l1+ft-equal"]
+    assert equal["gamma"].tolist() == [0.25, 0.5]
+    assert ((equal["train_budget_s"] - trained / 2).abs() < 1e-6).all()  # the run's time over the two widths
+    pruned = frame[frame["method"] == "prune-l1"].set_index("gamma")
+    assert (equal["train_time_s"].to_numpy() >= trained / 2).all()
+    assert (equal.set_index("gamma")["loss"] != pruned["loss"]).all()  # fine-tuned from the pruned network
+    assert main([*argv, "--finetune-epochs", "0", "--finetune-budget", "equal"]) == 0
+    assert "already in" in capsys.readouterr().out and len(read_tables(paths.results)) == len(frame)
+
+
+@pytest.mark.slow  # five commands that load a run (~3 s on a busy machine): the fast tier stays under a minute
+def test_baselines_that_match_the_run_s_cost_say_what_they_need(prepared_run, capsys):
+    config = prepared_run()
+    save_config(config, RunPaths(config.run_dir).config)
+    assert main(["baseline", "slimmable", "--run-dir", config.run_dir]) == 2
+    err = capsys.readouterr().err
+    assert "baseline slimmable needs the training time of the metamorphic run" in err and "--epochs N" in err
+    assert main(["baseline", "prune", "--run-dir", config.run_dir, "--finetune-budget", "equal"]) == 2
+    assert "--finetune-epochs N" in capsys.readouterr().err
+    assert main(["baseline", "prune", "--run-dir", config.run_dir, "--finetune-budget", "half"]) == 2
+    assert "baseline.finetune_budget='half' is not allowed: null or equal" in capsys.readouterr().err
+    assert (
+        main(["baseline", "slimmable", "--run-dir", config.run_dir, "--epochs", "1", "train.configs_per_step=1"]) == 2
+    )
+    assert "train.configs_per_step=1 is not allowed for baseline slimmable" in capsys.readouterr().err
+    assert main(["baseline", "inr-off", "--run-dir", config.run_dir]) == 2
+    assert "Traceback" not in capsys.readouterr().err

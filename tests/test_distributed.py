@@ -20,7 +20,7 @@ from raymeta.drivers.distributed import _plan_workers, run_name, train_distribut
 from raymeta.errors import ConfigError
 from raymeta.io.artifacts import MetamorphicCheckpoint
 from raymeta.io.progress import Progress
-from raymeta.stages.collective import WorkUnit, my_batch_positions, my_configurations
+from raymeta.stages.collective import Collective, WorkUnit, my_batch_positions, my_configurations
 from raymeta.stages.pretrain import pretrain
 from raymeta.stages.smooth import smooth
 from raymeta.stages.train import train
@@ -106,8 +106,15 @@ def test_more_workers_than_configurations_still_give_the_single_process_update(p
 
 @pytest.mark.ray
 def test_killed_worker_resumes_from_the_last_checkpoint(prepared_run, ray_cluster, tmp_path):
-    # 2 stages × 2 epochs × 3 steps = 12 steps; rank 1 dies right after step 7 (stage 2, epoch 1)
-    overrides = ("train.epochs_per_stage=2", "train.steps_per_epoch=3")
+    # 2 stages × 2 epochs × 3 steps = 12 steps; rank 1 dies right after step 7 (stage 2, epoch 1). α and the head
+    # step per configuration: over 2 workers, after each round of 2 configurations (M = 4: 2 rounds a step), what
+    # the single process computes with rounds of 2; the resumed run reloads both optimisers
+    overrides = (
+        "train.epochs_per_stage=2",
+        "train.steps_per_epoch=3",
+        "train.configs_per_step=4",
+        "train.head_updates=per_configuration",
+    )
     marker = tmp_path / "fault-injected"
     options = RayConfig(workers=2, cpus_per_worker=1, timeout_s=60, max_failures=2)
     faulty, faulty_state = states(
@@ -116,10 +123,14 @@ def test_killed_worker_resumes_from_the_last_checkpoint(prepared_run, ray_cluste
         )
     )
     assert marker.is_file(), "the fault was not injected"
-    clean, clean_state = states(train(prepared_run(*overrides), progress=QUIET))
+    clean, clean_state = states(train(prepared_run(*overrides), progress=QUIET, collective=Collective(round_size=2)))
     assert faulty.done and faulty.state.step == clean.state.step == 12
+    heads = [{int(s["step"].max()) for s in run.optimizer["head"]["state"].values()} for run in (faulty, clean)]
+    assert heads == [{24}, {24}]  # 2 rounds in each of 12 steps
     assert [(r.stage, r.epoch) for r in faulty.state.history] == [(0, 1), (0, 2), (1, 1), (1, 2)]
     assert_same_parameters(clean_state, faulty_state)  # the resumed run continued exactly where it stopped
+    _, per_configuration = states(train(prepared_run(*overrides), progress=QUIET))  # rounds of 1: not the same
+    assert not all(torch.allclose(clean_state[k], per_configuration[k]) for k in clean_state if k.startswith("prior"))
 
 
 @pytest.mark.ray

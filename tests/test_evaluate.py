@@ -32,7 +32,9 @@ def small_network(base: str) -> MetamorphicNetwork:
     return net.eval()
 
 
-def gamma_by_gamma(net: MetamorphicNetwork, loader, samples: int, noise: float, seed: int) -> list[tuple[float, float]]:
+def gamma_by_gamma(
+    net: MetamorphicNetwork, loader, samples: int, noise: float, seed: int, every_sample: bool = False
+) -> list[tuple[float, float]]:
     """The reference: per γ, its own generator seeded with ``seed``, ``generate``, then every batch."""
     scores = []
     with torch.no_grad():
@@ -40,7 +42,7 @@ def gamma_by_gamma(net: MetamorphicNetwork, loader, samples: int, noise: float, 
             weights = net.generate(
                 gamma,
                 samples=samples,
-                noise=noise if samples > 1 else 0.0,
+                noise=noise if samples > 1 or every_sample else 0.0,
                 generator=torch.Generator().manual_seed(seed),
             )
             scores.append(accuracy_and_loss(lambda x, weights=weights: net(x, weights), loader, "cpu"))
@@ -51,10 +53,22 @@ def test_evaluate_gammas_equals_the_gamma_by_gamma_evaluation():
     generator = torch.Generator().manual_seed(1)
     images, labels = torch.randn(70, 3, 8, 8, generator=generator), torch.randint(0, 4, (70,), generator=generator)
     loader = make_loader(TensorDataset(images, labels), 32, shuffle=False)  # three batches, the last partial
-    for base, samples in (("none", 3), ("prior", 3), ("prior", 1)):
+    noise_free = None
+    for base, samples, every_sample in (
+        ("none", 3, False),
+        ("prior", 3, False),
+        ("prior", 1, False),
+        ("prior", 1, True),
+    ):
         net = small_network(base)
-        rows = evaluate_gammas(net, loader, "cpu", GAMMAS, samples=samples, noise=0.4, seed=5, image_size=8)
-        reference = gamma_by_gamma(net, loader, samples, 0.4, 5)
+        rows = evaluate_gammas(
+            net, loader, "cpu", GAMMAS, samples=samples, noise=0.4, seed=5, image_size=8, every_sample=every_sample
+        )
+        reference = gamma_by_gamma(net, loader, samples, 0.4, 5, every_sample)
+        if samples == 1:  # eval.noise every_sample: K = 1 is one noisy sample, not the noise-free weights
+            losses = [row["loss"] for row in rows]
+            assert noise_free is None or losses != noise_free
+            noise_free = losses
         assert len({accuracy for accuracy, _ in reference}) > 1, "the γ must differ for the comparison to mean much"
         for gamma, row, (accuracy, loss) in zip(GAMMAS, rows, reference, strict=True):
             assert (row["gamma"], row["samples"]) == (gamma, samples)

@@ -298,9 +298,11 @@ def test_test_images_is_a_lower_bound_recovered_from_the_accuracies():
     assert image_count([1 / 999_983, 1 / 999_979]) is None  # no one set of at most a million images
 
 
-def test_skip_is_a_dashed_reference_line():
+def test_skip_is_a_dashed_reference_line_and_every_legend_entry_names_its_training_cost():
     page = build_report(example_frame())
-    traces = {trace.get("name"): trace for trace in figure_traces(page, "fig-accuracy")}
+    named = {trace.get("name"): trace for trace in figure_traces(page, "fig-accuracy")}
+    assert named["skip (training 5.0 s)"] and named["individual (training 2.5 min)"]  # each γ's network counted
+    traces = {name.split(" (training")[0]: trace for name, trace in named.items() if name}
     assert traces["skip"]["line"]["dash"] == "dash" and "dash" not in traces["metamorphic"]["line"]
     assert values(traces["skip"]["y"]) == pytest.approx([75.0] * 5)
 

@@ -81,7 +81,7 @@ def test_build_refuses_an_unknown_page_and_names_the_known_ones(tmp_path, capsys
 def test_every_path_a_make_script_names_exists():
     """The make scripts take an hour or more (they are not run here); the scripts and jobs they call are there."""
     scripts = sorted(REPORTS.glob("*/make.sh"))
-    assert len(scripts) == 6
+    assert len(scripts) == 7
     for script in scripts:
         assert subprocess.run(["bash", "-n", str(script)]).returncode == 0, script
         words = script.read_text().replace("'", " ").replace('"', " ").split()
@@ -174,6 +174,43 @@ def test_recipe_protocol_table(trained, tmp_path):
     assert len(mechanism) == 1 and "stage2.block1" in mechanism[0] and "stage3.block1" in mechanism[0]
     assert len([line for line in out.splitlines() if line.startswith("| seed0/recipe | ")]) == 1 + 2  # + 2 epochs
     assert "## Table 1, leave-one-out" in out and "| − α scaling | -3.5 (seen γ) |" in out
+
+
+@pytest.mark.slow  # ~1.5 s of writing and reading tables: the fast tier stays under a minute
+def test_full_table_of_seed_tables(tmp_path, capsys):
+    """On two seeds' tables of a few rows (no training): every row and target is printed, the costs per seed."""
+    from raymeta.io.results import RunIdentity, result_frame, write_table
+
+    def rows(seed, method, run_id, gammas, accuracy, seconds):
+        identity = RunIdentity(f"seed{seed}{run_id}", method, "h", "fashion_mnist", "resnet20-16-32-64", (0.0, 0.5))
+        data = [
+            {"gamma": g, "samples": 5, "accuracy": accuracy + 0.01 * seed, "loss": 0.5, "params": 1, "macs": 1}
+            for g in gammas
+        ]
+        return result_frame(data, identity, stage=4, epoch=10, split="test", train_time_s=seconds)
+
+    grid = [-0.25, 0.0, 0.25, 0.5, 0.625, 0.75]
+    for seed in (0, 1):
+        frames = [
+            rows(seed, "metamorphic", "", grid, 0.86, 300.0),
+            rows(seed, "metamorphic-inr-off", "/inr-off", grid, 0.80, 300.0),
+            rows(seed, "merge", "/merge", grid, 0.78, 0.0),
+            rows(seed, "slimmable", "/slimmable", grid[1:], 0.85, 301.0),
+        ]
+        for gamma in (0.25, 0.5):  # a network per γ: their costs add up
+            frames.append(rows(seed, "individual", f"/individual/gamma={gamma:g}", [gamma], 0.87, 100.0))
+            frames.append(rows(seed, "prune-l1+ft-equal", f"/prune-l1+ft-equal/gamma={gamma:g}", [gamma], 0.85, 150.0))
+        for index, frame in enumerate(frames):
+            write_table(frame, tmp_path / f"seed{seed}", name=f"t{index}.parquet")
+    table = runpy.run_path(str(REPORTS / "fashion-full" / "full_table.py"))
+    table["main"](tmp_path)
+    out = capsys.readouterr().out
+    assert "| γ=-0.25 † | γ=0 | γ=0.25 | γ=0.5 | γ=0.625 † | γ=0.75 † | training cost, s per seed |" in out
+    assert "| raymeta (one network) (`metamorphic`) | 86.50 ± 0.71 |" in out and "| 300 |" in out
+    assert "(`individual`) |  |  | 87.50 ± 0.71 | 87.50 ± 0.71 |  |  | 200 |" in out
+    assert "| γ=0.5 above merge by more than the seed noise | +8.00 (need ≥ +0.71) | yes |" in out
+    assert "| γ=0.25 ahead of pruning + fine-tune at equal cost | +1.00 (need ≥ +0.00) | yes |" in out
+    assert "| γ=0.75 † within 2.5 of Individual | – (need ≥ -2.50) | – |" in out  # no Individual there
 
 
 # ---- benchmarks/ ---------------------------------------------------------------------------------

@@ -45,6 +45,10 @@ def test_the_ablation_grid_is_paper_table_1():
     }
     assert not any(getattr(configs["neumeta"], s) for s in switches) and configs["neumeta"].configs_per_step == 1
     assert all(getattr(configs["recipe"], s) for s in switches) and configs["recipe"].configs_per_step == 4
+    # HTTY's optimisation as its code runs it in every recipe row (presets.RECIPE_OPTIMISATION), not NeuMeta's
+    recipe_rows = [train for name, train in configs.items() if name.startswith("recipe")]
+    assert {(t.head_updates, t.warmup, t.ema_decay) for t in recipe_rows} == {("per_configuration", "first_stage", 0.0)}
+    assert (configs["neumeta"].head_updates, configs["neumeta"].warmup) == ("per_step", "once")
     # leave-one-out: each "recipe without X" differs from the recipe in X only
     for name, train in configs.items():
         if name.startswith("recipe without "):

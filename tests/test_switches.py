@@ -230,24 +230,35 @@ def test_warmup_position_counts_from_the_run_or_from_the_stage():
     assert set_warmup(optimizer, 40, 20) == 1.0
 
 
-@pytest.mark.parametrize("mode", ["once", "per_stage"])
+@pytest.mark.parametrize("mode", ["once", "per_stage", pytest.param("first_stage", marks=pytest.mark.slow)])
 def test_learning_rate_of_a_run_follows_the_warmup_mode(prepared_run, monkeypatch, mode):
     import raymeta.stages.train as training
 
-    # 2 stages × 2 epochs × 3 steps; warm-up over 1 epoch = 3 steps
-    config = prepared_run("train.epochs_per_stage=2", "train.warmup_epochs=1", f"train.warmup={mode}")
-    rates = []
+    # 2 stages × 2 epochs × 3 steps; warm-up over 1 epoch = 3 steps (first_stage: per epoch, over 2 epochs)
+    epochs = 2 if mode == "first_stage" else 1
+    config = prepared_run("train.epochs_per_stage=2", f"train.warmup_epochs={epochs}", f"train.warmup={mode}")
+    rates, optimizers = [], []
     original = training.apply_update
 
-    def record(net, optimizer, clip_value):
+    def record(net, optimizer, clip_value, parameters=None):
         rates.append(next(g["lr"] / g["base_lr"] for g in optimizer.param_groups if g["name"] == "inr"))
-        original(net, optimizer, clip_value)
+        optimizers.append(optimizer)
+        original(net, optimizer, clip_value, parameters)
 
     monkeypatch.setattr(training, "apply_update", record)
     train(config, progress=QUIET)
-    warm = [pytest.approx(1 / 3), pytest.approx(2 / 3), 1.0]
-    stage_two = warm + [1.0] * 3 if mode == "per_stage" else [1.0] * 6
-    assert rates == warm + [1.0] * 3 + stage_two
+    if mode == "first_stage":  # HTTY's LinearLR from 1e-5, stepped per epoch; constant in the second stage
+        assert rates == [pytest.approx(1e-5)] * 3 + [pytest.approx(0.5 + 0.5e-5)] * 3 + [1.0] * 6
+    else:
+        warm = [pytest.approx(1 / 3), pytest.approx(2 / 3), 1.0]
+        stage_two = warm + [1.0] * 3 if mode == "per_stage" else [1.0] * 6
+        assert rates == warm + [1.0] * 3 + stage_two
+    # once: one optimiser for the run; per_stage and first_stage: a fresh one in the second stage
+    assert (optimizers[6] is optimizers[0]) == (mode == "once") and optimizers[5] is optimizers[0]
+    if mode == "once":  # the second block's rows (bank rows 2, 3; α entry 1) count their own 6 steps, not 12
+        state = optimizers[-1].state
+        kernels, alphas = optimizers[-1].param_groups[0]["params"][0], optimizers[-1].param_groups[1]["params"][0]
+        assert state[kernels]["step"].tolist() == [12, 12, 6, 6] and state[alphas]["step"].tolist() == [12, 6]
 
 
 # ---- full network ---------------------------------------------------------------------------------------

@@ -310,6 +310,10 @@ class INRConfig:
     residual_scale_init: float = 1.0
     """Initial value of the learnable scale s_j of each INR residual block. Papers silent; NeuMeta's code
     starts it at 0.1 (the paper configs in jobs/ do); 1.0 fits the prior's weights better here."""
+    noise_shape: bool = field(default=False, metadata=HASH_OMIT_IF_DEFAULT)
+    """Add the coordinate noise to the shape coordinates (L, O, I) too, not only to the element's position
+    (l, o, i). HTTY's code perturbs all six raw coordinates before dividing position by shape; NeuMeta's code
+    and raymeta's default perturb the position only."""
 
     base: str = "prior"
     """What the INR's output is added to. none: nothing, the INR generates the weights (the papers). prior: the
@@ -348,6 +352,15 @@ GAMMA_SAMPLING = ("uniform", "per_block")
 PRECISIONS = ("fp32", "bf16")
 """Values of ``train.precision``."""
 
+WARMUPS = ("once", "per_stage", "first_stage")
+"""Values of ``train.warmup``."""
+
+HEAD_UPDATES = ("per_step", "per_configuration")
+"""Values of ``train.head_updates``."""
+
+EVAL_NOISE = ("multi_sample", "every_sample")
+"""Values of ``eval.noise``."""
+
 
 @dataclass
 class TrainConfig:
@@ -370,8 +383,20 @@ class TrainConfig:
     warmup_epochs: float = 20
     """Length of the linear warm-up of every learning rate (see ``warmup``), then constant."""
     warmup: str = "once"
-    """once: one warm-up at the start of the run, after which the rates stay constant (the paper's reading,
-    HTTY §4.1); per_stage: the warm-up restarts at the start of every incremental stage."""
+    """once: one optimiser and one warm-up for the whole run, after which the rates stay constant (the paper's
+    reading, HTTY §4.1); a block that joins in a later stage starts its own Adam moments and step count (its
+    first update has a fresh Adam's size). per_stage: a fresh optimiser every stage, its warm-up restarting.
+    first_stage: a fresh optimiser every stage, warmed up in the first stage only, per epoch from 1e-5 × the
+    rate (HTTY's code: LinearLR stepped per epoch), constant in later stages."""
+    head_updates: str = field(default="per_step", metadata=HASH_OMIT_IF_DEFAULT)
+    """per_step: α and the fine-tuned head step with the INRs, once per optimiser step, in one AdamW.
+    per_configuration (HTTY's code): α and the head have their own AdamW (no warm-up, no clipping) and step
+    after every configuration on that configuration's gradient, while the INRs accumulate over the M
+    configurations and step once. With N workers a step runs in rounds (docs/method.md): α and the head step
+    once per round, on the sum of the round's N configurations."""
+    head_weight_decay: float | None = field(default=None, metadata=HASH_OMIT_IF_DEFAULT)
+    """AdamW weight decay of α and the head. null: α none, the head ``weight_decay``. A number: that decay for
+    both (HTTY's code: 1e-2)."""
     clip_value: float = 10.0
     """Gradient value clipping (0 disables)."""
     configs_per_step: int = 4
@@ -468,7 +493,14 @@ class TrainConfig:
             _require(getattr(self, key) >= 0, f"train.{key}", getattr(self, key), "a number ≥ 0")
         for key in ("distill_temperature", "prefit_lr"):
             _require(getattr(self, key) > 0, f"train.{key}", getattr(self, key), "a positive number")
-        _require(self.warmup in ("once", "per_stage"), "train.warmup", self.warmup, "once or per_stage")
+        _require(self.warmup in WARMUPS, "train.warmup", self.warmup, ", ".join(WARMUPS[:-1]) + " or " + WARMUPS[-1])
+        _require(self.head_updates in HEAD_UPDATES, "train.head_updates", self.head_updates, " or ".join(HEAD_UPDATES))
+        _require(
+            self.head_weight_decay is None or self.head_weight_decay >= 0,
+            "train.head_weight_decay",
+            self.head_weight_decay,
+            "null or a number ≥ 0",
+        )
         _require(self.precision in PRECISIONS, "train.precision", self.precision, " or ".join(PRECISIONS))
         _require(
             self.gamma_sampling in GAMMA_SAMPLING,
@@ -512,6 +544,10 @@ class EvalConfig:
     """Compression ratios to evaluate; those outside train.gamma_pool are marked unseen."""
     samples: int = 1
     """K noisy coordinate samples averaged per γ (1 = the noise-free coordinates; references use 100)."""
+    noise: str = field(default="multi_sample", metadata=HASH_OMIT_IF_DEFAULT)
+    """Which of the K samples carry the training coordinate noise. multi_sample: all of them when K > 1, none
+    when K = 1 (the noise-free coordinates). every_sample: every sample, K = 1 too (HTTY's code, whose INR
+    adds the noise at evaluation as in training)."""
 
     def __post_init__(self) -> None:
         _require(
@@ -521,6 +557,12 @@ class EvalConfig:
             "a non-empty list of numbers in [-1, 1)",
         )
         _require(self.samples >= 1, "eval.samples", self.samples, "a positive integer")
+        _require(self.noise in EVAL_NOISE, "eval.noise", self.noise, " or ".join(EVAL_NOISE))
+
+    def noise_of(self, coordinate_noise: float, samples: int | None = None) -> float:
+        """The coordinate noise of evaluating with ``samples`` (default ``self.samples``) samples per γ."""
+        samples = self.samples if samples is None else samples
+        return coordinate_noise if samples > 1 or self.noise == "every_sample" else 0.0
 
 
 # ---- how and where a run executes: outside the config hash, like run_dir ---------------------------------
@@ -641,23 +683,30 @@ class SweepConfig:
 
 @dataclass
 class BaselineConfig:
-    """Settings of ``raymeta baseline individual|prune|skip`` (flags --gammas, --epochs, …)."""
+    """Settings of ``raymeta baseline individual|prune|skip|slimmable|merge|inr-off`` (flags --gammas, --epochs,
+    …)."""
 
     gammas: list[float] | None = None
-    """γ values of the baseline rows; null: eval.gammas (prune skips γ < 0)."""
+    """γ values of the baseline rows; null: eval.gammas (prune and slimmable skip γ < 0)."""
     epochs: int | None = None
     """Training epochs: individual, per γ (null: pretrain.epochs); skip (null: the metamorphic run's, every
-    stage together)."""
+    stage together); slimmable (null: as many seconds as the metamorphic run trained)."""
     lr: float | None = None
-    """Peak learning rate of an individual network; null: pretrain.lr."""
+    """Peak learning rate of an individual network (null: pretrain.lr) or of the slimmable network (null:
+    finetune_lr)."""
     importance: list[str] = field(default_factory=lambda: ["all"])
     """Pruning importance criteria: random, l1, l2, taylor, hessian, or all."""
     finetune_epochs: int = 3
-    """Epochs of fine-tuning after pruning; rows prune-X+ft (0: pruned rows only)."""
+    """Epochs of fine-tuning after pruning; rows prune-X+ft (0: no such rows)."""
+    finetune_budget: str | None = None
+    """equal: also fine-tune each pruned network for the metamorphic run's training time divided over the γ ≥ 0
+    pruned (equal total training cost); rows prune-X+ft-equal. null: no such rows."""
     finetune_lr: float = 0.01
     """Peak learning rate of the pruning fine-tune."""
     gradient_batches: int = 4
     """Training batches for the Taylor and Hessian importance gradients."""
+    recalibration_batches: int = 20
+    """slimmable: training batches its BatchNorm statistics are recomputed on at each evaluated width."""
 
     def __post_init__(self) -> None:
         _require(
@@ -671,6 +720,12 @@ class BaselineConfig:
         _require(self.finetune_epochs >= 0, "baseline.finetune_epochs", self.finetune_epochs, "0 or more")
         _require(self.finetune_lr > 0, "baseline.finetune_lr", self.finetune_lr, "a positive number")
         _require(self.gradient_batches >= 1, "baseline.gradient_batches", self.gradient_batches, "1 or more")
+        _require(
+            self.finetune_budget in (None, "equal"), "baseline.finetune_budget", self.finetune_budget, "null or equal"
+        )
+        _require(
+            self.recalibration_batches >= 1, "baseline.recalibration_batches", self.recalibration_batches, "1 or more"
+        )
 
 
 @dataclass

@@ -71,6 +71,7 @@ OPTIONAL_COLUMNS: dict[str, str] = {
     "search_kind": "string",
     "search_status": "string",
     "budget": "string",
+    "train_budget_s": "float",
 }
 """Columns a table may carry beyond the required ones (Ray Tune trials: the trial's id, and whether it
 finished, was stopped early by the scheduler or errored; an unfinished trial is evaluated at its last
@@ -78,7 +79,9 @@ checkpoint). A deployment search (``raymeta deploy``, its ``pareto.parquet``) ad
 latency table's estimate for the candidate, ms), ``measured_latency_ms`` (the exported network, measured;
 the chosen row only), ``search_kind`` (uniform or per_block), ``search_status`` (chosen, within budget, over
 budget) and ``budget`` (e.g. ``macs<=2e+07``); its rows also carry ``gamma.<block>`` and ``width.<block>``, and
-``gamma`` is NaN on a per-block row (no single γ)."""
+``gamma`` is NaN on a per-block row (no single γ). A baseline trained for the metamorphic run's training time
+(``raymeta baseline slimmable``, and the pruning fine-tune of ``--finetune-budget equal``) carries
+``train_budget_s``: the seconds it was given."""
 
 PARAM_PREFIX = "param."
 """Tune writes one column per tuned parameter, ``param.<name>``, of any scalar type."""

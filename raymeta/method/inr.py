@@ -9,7 +9,8 @@ bank (one MLP per conv kernel, 9 outputs) and a bias bank (one MLP per bias). Wi
 bias MLPs have a scalar output (HTTY §3.5); without it they share the kernel MLPs' architecture and
 output size, and the first output value is the bias (NeuMeta's layout). All MLPs of a bank have one
 shape and run together as batched matrix products. Coordinates are routed to their MLP by the layer index before
-any noise is added, and noise is clamped to ±0.49 so it never changes the element it perturbs.
+any noise is added, and noise is clamped to ±0.49 so it never changes the element it perturbs. Noise perturbs the
+position (l, o, i), and with ``noise_shape`` the shape (L, O, I) too, as HTTY's code does.
 """
 
 from __future__ import annotations
@@ -307,6 +308,8 @@ class Hypernetwork(nn.Module):
         self._cache_size = cache_size
         self.max_rows = 1 << 20
         """Most coordinates one bank evaluates in one pass (K samples are split into passes of this size)."""
+        self.noise_shape = False
+        """Perturb the shape coordinates (L, O, I) too, not only the position (l, o, i) (``inr.noise_shape``)."""
         self.cpu_pass_rows = 1 << 15
         """Rows of one bank pass of :meth:`generate_many` on a CPU (at most ``max_rows``): passes that outgrow the
         caches cost several times more per row there (benchmarks/RESULTS.md). Other devices take passes of
@@ -458,19 +461,20 @@ class Hypernetwork(nn.Module):
             passes.append(current)
         return passes
 
-    @staticmethod
     def _draw_noise(
-        layouts: list[_Layout], count: int, noise: float, generator: torch.Generator | None
+        self, layouts: list[_Layout], count: int, noise: float, generator: torch.Generator | None
     ) -> list[torch.Tensor | None]:
-        """Noise of ``count`` samples per bank, [count, n, P_max, 3] (None without noise). Drawn sample by sample,
+        """Noise of ``count`` samples per bank, [count, n, P_max, 3] (the position's columns), or [count, n, P_max,
+        6] with :attr:`noise_shape` (the shape's columns after them); None without noise. Drawn sample by sample,
         every bank within a sample, so that K samples in one pass consume the generator exactly as K one-sample
         calls would, and :meth:`generate_many` exactly as :meth:`generate` (padded rows drawn too)."""
         if noise <= 0:
             return [None] * len(layouts)
+        columns = 6 if self.noise_shape else 3
         draws: list[list[torch.Tensor]] = [[] for _ in layouts]
         for _ in range(count):
             for bank_draws, layout in zip(draws, layouts, strict=True):
-                bank_draws.append(coordinate_noise(layout.raw[..., :3].shape, noise, generator))
+                bank_draws.append(coordinate_noise(layout.raw[..., :columns].shape, noise, generator))
         return [
             torch.stack(bank_draws).to(layout.raw.device) for bank_draws, layout in zip(draws, layouts, strict=True)
         ]
@@ -538,10 +542,13 @@ class Hypernetwork(nn.Module):
         """Fourier features of [n, P, 6] raw coordinates; ``samples`` copies along P, each with its noise."""
         n, width = raw.shape[:2]
         position = raw[..., :3].expand(samples, n, width, 3)
-        if perturbation is not None:
-            position = position + perturbation  # a new tensor: the cached coordinates stay intact
+        shape = raw[..., 3:].expand(samples, n, width, 3)
+        if perturbation is not None:  # new tensors: the cached coordinates stay intact
+            position = position + perturbation[..., :3]
+            if perturbation.shape[-1] == 6:  # noise_shape
+                shape = shape + perturbation[..., 3:]
         position = position.movedim(0, 1).reshape(n, samples * width, 3)
-        shape = raw[..., 3:].repeat(1, samples, 1)
+        shape = shape.movedim(0, 1).reshape(n, samples * width, 3)
         reference = torch.cat([torch.full_like(references[:, :1], float(len(self.layers))), references], dim=1)
         relative = torch.cat([position / shape, shape / reference[:, None, :]], dim=-1)
         return fourier_features(relative, self.frequencies)

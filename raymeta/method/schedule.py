@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from raymeta.method.adamw import RowAdamW
 from raymeta.method.health import reconstruction_errors
 from raymeta.method.metamorphic import MetamorphicNetwork
 from raymeta.method.objective import reconstruction_error
@@ -34,20 +35,53 @@ def plan_stages(incremental: bool, epochs_per_stage: int, block_count: int) -> l
     return [Stage(0, block_count, epochs_per_stage * block_count)]
 
 
+OPTIMISER_GROUPS = ("inr", "alpha", "head")
+"""The parameter groups of the network's optimisers, in the order they are listed."""
+
+
 def build_optimizer(
-    net: MetamorphicNetwork, *, lr: float, weight_decay: float, alpha_lr: float, head_lr: float
-) -> torch.optim.AdamW:
-    """AdamW over the network's parameter groups: the INRs at ``lr``, the residual scales α at ``alpha_lr``
-    without weight decay, the fine-tuned head at ``head_lr``. Each group keeps its ``base_lr`` (what
-    :func:`set_warmup` scales) and its ``name``; a group with no parameters is left out."""
-    groups = net.parameter_groups()
-    settings = {"inr": (lr, weight_decay), "alpha": (alpha_lr, 0.0), "head": (head_lr, weight_decay)}
+    net: MetamorphicNetwork,
+    *,
+    lr: float,
+    weight_decay: float,
+    alpha_lr: float,
+    head_lr: float,
+    head_weight_decay: float | None = None,
+    groups: tuple[str, ...] = OPTIMISER_GROUPS,
+) -> RowAdamW:
+    """AdamW (:class:`~raymeta.method.adamw.RowAdamW`) over the network's parameter groups ``groups``: the INRs at
+    ``lr``, the residual scales α at ``alpha_lr`` (weight decay ``head_weight_decay``, none when None), the
+    fine-tuned head at ``head_lr`` (``head_weight_decay``, or ``weight_decay`` when None). Each group keeps its
+    ``base_lr`` (what :func:`set_warmup` scales) and its ``name``; a group with no parameters is left out."""
+    parameters = net.parameter_groups()
+    alpha_decay = 0.0 if head_weight_decay is None else head_weight_decay
+    head_decay = weight_decay if head_weight_decay is None else head_weight_decay
+    settings = {"inr": (lr, weight_decay), "alpha": (alpha_lr, alpha_decay), "head": (head_lr, head_decay)}
     param_groups = [
-        {"params": groups[name], "lr": rate, "base_lr": rate, "weight_decay": decay, "name": name}
+        {"params": parameters[name], "lr": rate, "base_lr": rate, "weight_decay": decay, "name": name}
         for name, (rate, decay) in settings.items()
-        if groups[name]
+        if name in groups and parameters[name]
     ]
-    return torch.optim.AdamW(param_groups)
+    return RowAdamW(param_groups)
+
+
+def restart_new_blocks(net: MetamorphicNetwork, optimizer: torch.optim.Optimizer, first: int, last: int) -> None:
+    """Blocks first..last-1 join a run whose optimiser goes on (``train.warmup: once``): their rows of the INR bank
+    tensors and their entries of α start a fresh Adam state (zero moments, step count 0), so that their first
+    updates have a fresh Adam's size, not the size the tensor's step count would give them (module
+    :mod:`raymeta.method.adamw`)."""
+    if not isinstance(optimizer, RowAdamW) or last <= first:
+        return
+    layers = [index for block in range(first, last) for index in net.block_layers(block)]
+    for bank in net.hyper.banks():
+        for parameter in bank.parameters():
+            optimizer.restart_rows(parameter, layers)
+    if net.alpha_scaling:
+        optimizer.restart_rows(net.alphas, list(range(first, last)))
+
+
+WARMUP_START = 1e-5
+"""``train.warmup: first_stage`` starts at this fraction of every rate (HTTY's LinearLR start_factor)."""
 
 
 def warmup_position(mode: str, global_step: int, epoch_in_stage: int, step_in_epoch: int, steps: int) -> int:
@@ -57,22 +91,58 @@ def warmup_position(mode: str, global_step: int, epoch_in_stage: int, step_in_ep
     return epoch_in_stage * steps + step_in_epoch
 
 
-def set_warmup(optimizer: torch.optim.Optimizer, position: int, warmup_steps: float) -> float:
-    """Linear warm-up from ~0 to every group's base rate, then constant; returns the factor."""
-    factor = 1.0 if warmup_steps <= 0 else min(1.0, (position + 1) / warmup_steps)
+def warmup_factor(
+    mode: str,
+    *,
+    stage: int,
+    global_step: int,
+    epoch_in_stage: int,
+    step_in_epoch: int,
+    steps: int,
+    warmup_epochs: float,
+) -> float:
+    """The fraction of the base rates at this step. once and per_stage: linear per step from ~0 over
+    ``warmup_epochs`` × ``steps`` steps (from the run's or the stage's start). first_stage: linear per epoch from
+    :data:`WARMUP_START` over ``warmup_epochs`` epochs of the first stage (HTTY's LinearLR, stepped per epoch),
+    1 from then on and in every later stage."""
+    if mode == "first_stage":
+        if stage > 0 or warmup_epochs <= 0:
+            return 1.0
+        return WARMUP_START + (1 - WARMUP_START) * min(1.0, epoch_in_stage / warmup_epochs)
+    position = warmup_position(mode, global_step, epoch_in_stage, step_in_epoch, steps)
+    return 1.0 if warmup_epochs <= 0 else min(1.0, (position + 1) / (warmup_epochs * steps))
+
+
+def set_rate(optimizer: torch.optim.Optimizer, factor: float) -> float:
+    """Every group's rate at ``factor`` × its base rate; returns the factor."""
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * factor
     return factor
+
+
+def set_warmup(optimizer: torch.optim.Optimizer, position: int, warmup_steps: float) -> float:
+    """Linear warm-up from ~0 to every group's base rate, then constant; returns the factor."""
+    return set_rate(optimizer, 1.0 if warmup_steps <= 0 else min(1.0, (position + 1) / warmup_steps))
 
 
 def trainable_parameters(net: MetamorphicNetwork) -> list[torch.nn.Parameter]:
     return [p for p in net.parameters() if p.requires_grad]
 
 
-def apply_update(net: MetamorphicNetwork, optimizer: torch.optim.Optimizer, clip_value: float) -> None:
-    """One optimiser step on the accumulated gradients, each value clipped to ±``clip_value`` first (0: none)."""
+def optimizer_parameters(optimizer: torch.optim.Optimizer) -> list[torch.nn.Parameter]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def apply_update(
+    net: MetamorphicNetwork,
+    optimizer: torch.optim.Optimizer,
+    clip_value: float,
+    parameters: list[torch.nn.Parameter] | None = None,
+) -> None:
+    """One optimiser step on the accumulated gradients, each value of ``parameters`` (default: every trainable
+    parameter) clipped to ±``clip_value`` first (0: none); the stepped parameters' gradients are cleared."""
     if clip_value > 0:
-        torch.nn.utils.clip_grad_value_(trainable_parameters(net), clip_value)
+        torch.nn.utils.clip_grad_value_(trainable_parameters(net) if parameters is None else parameters, clip_value)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 

@@ -28,6 +28,7 @@ the same prior.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,13 +38,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raymeta.config.schema import Config, short_hash
+from raymeta.config.schema import Config, method_name, short_hash
 from raymeta.errors import CheckpointError, ConfigError
 from raymeta.io.artifacts import PriorCheckpoint, SmoothedCheckpoint
 from raymeta.io.data import epoch_batches, make_loader
 from raymeta.io.files import RunPaths, require_local, save_config
 from raymeta.io.progress import Bar, Progress
-from raymeta.io.results import ResultsError, read_tables, result_frame, write_table
+from raymeta.io.results import result_frame, write_table
 from raymeta.method.models import (
     Architecture,
     ResNet,
@@ -55,10 +56,16 @@ from raymeta.method.models import (
 )
 from raymeta.method.schedule import plan_stages, set_warmup
 from raymeta.method.scoring import accuracy_and_loss
-from raymeta.stages.fitting import EpochEnd, Optimisation, batches_per_epoch, fit, sgd_cosine
+from raymeta.stages.baseline_rows import (
+    evaluate_network,
+    finished_baselines,
+    required_train_seconds,
+)
+from raymeta.stages.evaluate import evaluate_gammas
+from raymeta.stages.fitting import EpochEnd, Optimisation, batches_per_epoch, fit, sgd_cosine, sgd_cosine_in_time
 from raymeta.stages.identity import run_identity
 from raymeta.stages.monitor import monitor_gammas
-from raymeta.stages.networks import build_network, prior_network
+from raymeta.stages.networks import build_network, load_trained, prior_network
 from raymeta.stages.runtime import (
     architecture,
     load_data,
@@ -67,6 +74,7 @@ from raymeta.stages.runtime import (
     select_device,
     validation_loader,
 )
+from raymeta.stages.slimmable import run_slimmable_baseline
 
 IMPORTANCES = ("random", "l1", "l2", "taylor", "hessian")
 """Torch-Pruning importance criteria offered by ``raymeta baseline prune``."""
@@ -239,31 +247,25 @@ def train_like_the_prior(
     )
 
 
-def _finished(folder: Path, config_hash: str) -> set[tuple[str, float]]:
-    """(method, γ) pairs already written to ``folder`` by a baseline of the same settings (resume)."""
-    if not folder.is_dir() or not any(folder.rglob("*.parquet")):
-        return set()
-    try:
-        frame = read_tables(folder)
-    except ResultsError:
-        return set()
-    done = frame[(frame["config_hash"] == config_hash) & (frame["phase"] == "final") & (frame["split"] == "test")]
-    return {(m, round(g, 9)) for m, g in zip(done["method"], done["gamma"], strict=True)}
-
-
-def _evaluate_row(model: ResNet, loader, device, gamma: float, widths, image_size: int) -> dict:
-    start = time.perf_counter()
-    accuracy, loss = accuracy_and_loss(model, loader, device)
-    params, macs = count_params_macs(model.arch, widths, image_size)  # inference network, BatchNorm folded
-    return {
-        "gamma": float(gamma),
-        "samples": 1,
-        "accuracy": accuracy,
-        "loss": loss,
-        "params": params,
-        "macs": macs,
-        "wall_time_s": time.perf_counter() - start,
-    }
+def finetune_for(
+    model: ResNet, bundle, config: Config, *, budget_s: float, lr: float, device: torch.device
+) -> tuple[float, int]:
+    """Fine-tune ``model`` with the prior's recipe for ``budget_s`` seconds, its cosine decay spread over that time
+    (:func:`~raymeta.stages.fitting.sgd_cosine_in_time`); returns (training seconds, epochs begun)."""
+    optimisation = sgd_cosine_in_time(model.parameters(), config, lr=lr, budget_s=budget_s)
+    ends: list[EpochEnd] = []
+    seconds = fit(
+        model,
+        bundle.train,
+        optimisation,
+        batch_size=config.data.batch_size,
+        seed=config.seed,
+        epochs=range(1_000_000),
+        device=device,
+        budget_s=budget_s,
+        on_epoch=ends.append,
+    )
+    return seconds, len(ends)
 
 
 def _validation_curve(model, loader, device, gamma, widths, image_size, identity, curve, progress, epochs):
@@ -273,7 +275,7 @@ def _validation_curve(model, loader, device, gamma, widths, image_size, identity
         return None
 
     def on_epoch(end: EpochEnd) -> None:
-        row = _evaluate_row(model, loader, device, gamma, widths, image_size)
+        row = evaluate_network(model, loader, device, gamma, widths, image_size)
         curve.append(
             result_frame(
                 [row], identity, stage=0, epoch=end.epoch, phase="train", split="validation", train_time_s=end.seconds
@@ -306,7 +308,7 @@ def run_individual(
     for gamma in gammas:
         target_widths(arch, blocks, gamma)  # fail on a bad γ before any training
     settings_hash = short_hash({"config": config.hash(), "baseline": "individual", "epochs": epochs, "lr": lr})
-    done = _finished(out, settings_hash)
+    done = finished_baselines(out, settings_hash)
     test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
     monitor_loader = validation_loader(bundle, config, progress, "baseline individual: no per-epoch accuracy")
     written = []
@@ -348,7 +350,7 @@ def run_individual(
             label=f"baseline individual γ={gamma:g}",
             progress=progress,
         )
-        row = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
+        row = evaluate_network(model, test_loader, device, gamma, widths, bundle.info.image_size)
         final = result_frame([row], identity, stage=0, epoch=epochs, split="test", train_time_s=seconds)
         written.append(
             write_table(
@@ -377,8 +379,11 @@ def run_pruning(
     gradient_batches: int,
     device: torch.device,
     progress: Progress,
+    finetune_budget_s: float | None = None,
 ) -> list[Path]:
-    """Prune the prior to each γ with each importance; evaluate as pruned and (optionally) fine-tuned."""
+    """Prune the prior to each γ with each importance; evaluate as pruned and (optionally) fine-tuned for
+    ``finetune_epochs`` (rows X+ft) and for ``finetune_budget_s`` seconds (rows X+ft-equal, with the budget in
+    ``train_budget_s``)."""
     blocks = metamorphic_blocks(config, prior.arch)
     wider = [g for g in gammas if g < 0]
     gammas = [g for g in gammas if g >= 0]
@@ -397,7 +402,19 @@ def run_pruning(
             "gradient_batches": gradient_batches,
         }
     )
-    done = _finished(out, settings_hash)
+    done = finished_baselines(out, settings_hash)
+    equal_hash, done_equal = None, set()
+    if finetune_budget_s is not None:
+        equal_hash = short_hash(
+            {
+                "config": config.hash(),
+                "baseline": "prune",
+                "finetune_budget_s": round(finetune_budget_s, 3),
+                "finetune_lr": finetune_lr,
+                "gradient_batches": gradient_batches,
+            }
+        )
+        done_equal = finished_baselines(out, equal_hash)
     test_loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
     first_epoch = epoch_batches(bundle.train, config.data.batch_size, seed=config.seed, epoch=0, drop_last=False)
     batches = [first_epoch[position] for position in range(min(gradient_batches, len(first_epoch)))]
@@ -406,8 +423,11 @@ def run_pruning(
         for importance in importances:
             for gamma in gammas:
                 method = f"prune-{importance}"
+                key = round(float(gamma), 9)
                 wanted = [method] + ([f"{method}+ft"] if finetune_epochs > 0 else [])
-                if all((m, round(float(gamma), 9)) in done for m in wanted):
+                plain = not all((m, key) in done for m in wanted)
+                equal = equal_hash is not None and (f"{method}+ft-equal", key) not in done_equal
+                if not plain and not equal:
                     progress(f"baseline prune: {method} γ={gamma:g} already in {out}, skipped")
                     bar.update()
                     continue
@@ -417,46 +437,77 @@ def run_pruning(
                     prior, blocks, gamma, importance, batches=batches, device=device, seed=config.seed
                 ).to(device)
                 prune_seconds = time.perf_counter() - start
-                row = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
-                identity = run_identity(
-                    config,
-                    method=method,
-                    run_id=f"{run_name}/{method}/gamma={gamma:g}",
-                    dataset=bundle.info.name,
-                    config_hash=settings_hash,
-                )
-                frames = [result_frame([row], identity, stage=0, epoch=0, split="test", train_time_s=prune_seconds)]
-                message = f"baseline prune: {method} γ={gamma:g}: accuracy {row['accuracy']:.4f}"
-                if finetune_epochs > 0:
-                    seconds = train_like_the_prior(
-                        model, bundle, config, epochs=finetune_epochs, lr=finetune_lr, device=device
-                    )
-                    tuned = _evaluate_row(model, test_loader, device, gamma, widths, bundle.info.image_size)
-                    tuned_identity = run_identity(
+                pruned = copy.deepcopy(model) if equal else None  # each fine-tune starts from the pruned network
+                message = f"baseline prune: {method} γ={gamma:g}:" + ("" if plain else " (pruned rows already there)")
+                if plain:
+                    row = evaluate_network(model, test_loader, device, gamma, widths, bundle.info.image_size)
+                    identity = run_identity(
                         config,
-                        method=f"{method}+ft",
-                        run_id=f"{run_name}/{method}+ft/gamma={gamma:g}",
+                        method=method,
+                        run_id=f"{run_name}/{method}/gamma={gamma:g}",
                         dataset=bundle.info.name,
                         config_hash=settings_hash,
                     )
-                    frames.append(
-                        result_frame(
-                            [tuned],
-                            tuned_identity,
-                            stage=0,
-                            epoch=finetune_epochs,
-                            split="test",
-                            train_time_s=prune_seconds + seconds,
+                    frames = [result_frame([row], identity, stage=0, epoch=0, split="test", train_time_s=prune_seconds)]
+                    message += f" accuracy {row['accuracy']:.4f}"
+                    if finetune_epochs > 0:
+                        seconds = train_like_the_prior(
+                            model, bundle, config, epochs=finetune_epochs, lr=finetune_lr, device=device
+                        )
+                        tuned = evaluate_network(model, test_loader, device, gamma, widths, bundle.info.image_size)
+                        tuned_identity = run_identity(
+                            config,
+                            method=f"{method}+ft",
+                            run_id=f"{run_name}/{method}+ft/gamma={gamma:g}",
+                            dataset=bundle.info.name,
+                            config_hash=settings_hash,
+                        )
+                        frames.append(
+                            result_frame(
+                                [tuned],
+                                tuned_identity,
+                                stage=0,
+                                epoch=finetune_epochs,
+                                split="test",
+                                train_time_s=prune_seconds + seconds,
+                            )
+                        )
+                        message += f", fine-tuned {tuned['accuracy']:.4f} ({seconds:.1f}s)"
+                    written.append(
+                        write_table(
+                            pd.concat(frames, ignore_index=True),
+                            out,
+                            name=f"{method}-gamma={gamma:g}-{settings_hash}.parquet",
                         )
                     )
-                    message += f", fine-tuned {tuned['accuracy']:.4f} ({seconds:.1f}s)"
-                written.append(
-                    write_table(
-                        pd.concat(frames, ignore_index=True),
-                        out,
-                        name=f"{method}-gamma={gamma:g}-{settings_hash}.parquet",
+                if equal:
+                    seconds, epochs_begun = finetune_for(
+                        pruned, bundle, config, budget_s=finetune_budget_s, lr=finetune_lr, device=device
                     )
-                )
+                    tuned = evaluate_network(pruned, test_loader, device, gamma, widths, bundle.info.image_size)
+                    tuned["train_budget_s"] = finetune_budget_s
+                    equal_identity = run_identity(
+                        config,
+                        method=f"{method}+ft-equal",
+                        run_id=f"{run_name}/{method}+ft-equal/gamma={gamma:g}",
+                        dataset=bundle.info.name,
+                        config_hash=equal_hash,
+                    )
+                    frame = result_frame(
+                        [tuned],
+                        equal_identity,
+                        stage=0,
+                        epoch=epochs_begun,
+                        split="test",
+                        train_time_s=prune_seconds + seconds,
+                    )
+                    written.append(
+                        write_table(frame, out, name=f"{method}+ft-equal-gamma={gamma:g}-{equal_hash}.parquet")
+                    )
+                    message += (
+                        f"{';' if plain else ''} fine-tuned for the equal budget {tuned['accuracy']:.4f} "
+                        f"({seconds:.1f}s, {epochs_begun} epoch(s))"
+                    )
                 progress(message)
                 bar.update()
     return written
@@ -465,12 +516,12 @@ def run_pruning(
 # ---- skip: the metamorphic blocks removed -----------------------------------------------------------
 
 
-def load_smoothed_prior(run_dir: str | Path) -> ResNet:
+def load_smoothed_prior(run_dir: str | Path, what: str = "baseline skip") -> ResNet:
     """The run's smoothed, BatchNorm-folded prior: the network its metamorphic network is built from."""
     path = RunPaths(str(run_dir)).smoothed
     if not path.is_file():
         raise CheckpointError(
-            f"baseline skip needs the run's smoothed prior {path}, which does not exist: run "
+            f"{what} needs the run's smoothed prior {path}, which does not exist: run "
             f"`raymeta smooth --run-dir {run_dir}` first (after `raymeta pretrain`), or "
             f"`raymeta run`"
         )
@@ -628,7 +679,7 @@ def run_skip(
     if not names:
         epochs = 0  # train.finetune_head off: the metamorphic run trains no part of the prior either
     settings_hash = short_hash({"config": config.hash(), "baseline": "skip", "epochs": epochs})
-    done = _finished(out, settings_hash)
+    done = finished_baselines(out, settings_hash)
     todo = [g for g in gammas if ("skip", round(float(g), 9)) not in done]
     if not todo:
         progress(f"baseline skip: every γ already in {out}, skipped")
@@ -679,9 +730,128 @@ def run_skip(
     return [path]
 
 
-# ---- the stage: `raymeta baseline individual|prune|skip` ------------------------------------------------------
+# ---- merge and INR-off: the prior base without the INRs' correction ---------------------------------
 
-BASELINES = ("individual", "prune", "skip")
+
+def switch_off_inr(net) -> None:
+    """Zero the output layer of every INR of the metamorphic network ``net``: with ``inr.base = prior`` it then
+    generates its prior base alone, the smoothed prior resampled to each width (α and the head as they are)."""
+    for bank in net.hyper.banks():
+        for index in range(bank.count):
+            bank.zero_output(index)
+
+
+def merge_network(config: Config, prior: ResNet):
+    """The smoothed ``prior`` resampled to any γ by the metamorphic network's prior base
+    (:meth:`~raymeta.method.metamorphic.MetamorphicNetwork.prior_base`: adjacent channels merged, or copied for
+    γ < 0), nothing trained: the metamorphic network of ``config`` with ``inr.base = prior``, its INRs' outputs
+    zero and every α = 1. At γ = 0 it is the smoothed prior itself."""
+    merged = dataclasses.replace(config, inr=dataclasses.replace(config.inr, base="prior"))
+    net = build_network(merged, copy.deepcopy(prior))
+    switch_off_inr(net)
+    with torch.no_grad():
+        net.alphas.fill_(1.0)
+    return net.eval()
+
+
+def _base_rows(net, loader, device, gammas: list[float], config: Config, image_size: int) -> list[dict]:
+    """Test rows of a metamorphic network at ``gammas`` (K = 1: with its INRs off, noise changes nothing)."""
+    return evaluate_gammas(net, loader, device, gammas, samples=1, noise=0.0, seed=config.seed, image_size=image_size)
+
+
+def run_merge(
+    config: Config,
+    prior: ResNet,
+    bundle,
+    gammas: list[float],
+    out: Path,
+    *,
+    run_name: str,
+    device: torch.device,
+    progress: Progress,
+) -> list[Path]:
+    """The untrained merge (:func:`merge_network`) at each γ of ``gammas``: rows "merge", training cost 0, as one
+    table; γ already written are skipped."""
+    blocks = metamorphic_blocks(config, prior.arch)
+    for gamma in gammas:
+        target_widths(prior.arch, blocks, gamma)
+    settings_hash = short_hash({"config": config.hash(), "baseline": "merge"})
+    done = finished_baselines(out, settings_hash)
+    todo = [g for g in gammas if ("merge", round(float(g), 9)) not in done]
+    if not todo:
+        progress(f"baseline merge: every γ already in {out}, skipped")
+        return []
+    net = merge_network(config, prior).to(device)
+    loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
+    rows = _base_rows(net, loader, device, todo, config, bundle.info.image_size)
+    for row in rows:  # no α: the plain network's own count
+        row["params"], row["macs"] = count_params_macs(
+            prior.arch, net.hidden_widths(row["gamma"]), bundle.info.image_size
+        )
+    identity = run_identity(
+        config, method="merge", run_id=f"{run_name}/merge", dataset=bundle.info.name, config_hash=settings_hash
+    )
+    frame = result_frame(rows, identity, stage=0, epoch=0, split="test", train_time_s=0.0)
+    path = write_table(frame, out, name=f"merge-{settings_hash}-{short_hash(sorted(float(g) for g in todo))}.parquet")
+    summary = ", ".join(f"γ={row['gamma']:g} {row['accuracy']:.4f}" for row in rows)
+    progress(f"baseline merge: the smoothed prior resampled, untrained: {summary} → {path}")
+    return [path]
+
+
+def run_inr_off(
+    config: Config, gammas: list[float], out: Path, *, run_name: str, device: torch.device, progress: Progress
+) -> list[Path]:
+    """The trained metamorphic network of ``config.run_dir`` with its INRs' correction switched off
+    (:func:`switch_off_inr`): the merged prior base with the trained α and head, at each γ of ``gammas``; rows
+    "<method>-inr-off" (e.g. metamorphic-inr-off) with the run's training cost, as one table."""
+    paths = RunPaths(config.run_dir)
+    net, trained_config, checkpoint = load_trained(paths.train_checkpoint)
+    if trained_config.inr.base != "prior":
+        raise ConfigError(
+            f"baseline inr-off switches off the INRs' correction of the prior base, and the run of {config.run_dir} "
+            f"has inr.base={trained_config.inr.base!r}: its INRs generate the whole block, so switched off every "
+            "block would be zero (baseline skip is that network); allowed is a run trained with inr.base=prior"
+        )
+    if not checkpoint.done:
+        progress("baseline inr-off: note — the checkpoint is from an unfinished run")
+    method = f"{method_name(trained_config)}-inr-off"
+    settings_hash = short_hash(
+        {"config": trained_config.hash(), "baseline": "inr-off", "train_time_s": round(checkpoint.train_time_s, 3)}
+    )
+    done = finished_baselines(out, settings_hash)
+    todo = [g for g in gammas if (method, round(float(g), 9)) not in done]
+    if not todo:
+        progress(f"baseline inr-off: every γ already in {out}, skipped")
+        return []
+    bundle = load_data(trained_config, augment=False)
+    switch_off_inr(net)
+    net.to(device)
+    loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
+    rows = _base_rows(net, loader, device, todo, config, bundle.info.image_size)
+    identity = run_identity(
+        trained_config,
+        method=method,
+        run_id=f"{run_name}/inr-off",
+        dataset=bundle.info.name,
+        config_hash=settings_hash,
+    )
+    frame = result_frame(
+        rows,
+        identity,
+        stage=checkpoint.state.stage,
+        epoch=len(checkpoint.state.history),
+        split="test",
+        train_time_s=checkpoint.train_time_s,
+    )
+    path = write_table(frame, out, name=f"inr-off-{settings_hash}-{short_hash(sorted(float(g) for g in todo))}.parquet")
+    summary = ", ".join(f"γ={row['gamma']:g} {row['accuracy']:.4f}" for row in rows)
+    progress(f"baseline inr-off: the trained run with its INRs' correction off: {summary} → {path}")
+    return [path]
+
+
+# ---- the stage: `raymeta baseline KIND` -----------------------------------------------------------------------
+
+BASELINES = ("individual", "prune", "skip", "slimmable", "merge", "inr-off")
 
 
 def run_baseline(kind: str, config: Config, progress: Progress, *, out: str | Path | None = None) -> list[Path]:
@@ -726,13 +896,28 @@ def run_baseline(kind: str, config: Config, progress: Progress, *, out: str | Pa
         return run_skip(
             config, prior, bundle, gammas, out, run_name=name, epochs=epochs, device=device, progress=progress
         )
+    if kind == "merge":
+        prior = load_smoothed_prior(config.run_dir, "baseline merge")
+        bundle = load_data(config, augment=False)
+        return run_merge(config, prior, bundle, gammas, out, run_name=name, device=device, progress=progress)
+    if kind == "inr-off":
+        return run_inr_off(config, gammas, out, run_name=name, device=device, progress=progress)
+    if kind == "slimmable":
+        return run_slimmable_baseline(config, gammas, out, run_name=name, device=device, progress=progress)
     importances = check_importances(settings.importance)
     prior = prior_network(PriorCheckpoint.load(paths.prior).require_done(paths.prior))
+    budget = None
+    if settings.finetune_budget == "equal":
+        widths = [g for g in gammas if g >= 0]
+        seconds = required_train_seconds(
+            config.run_dir, "baseline prune --finetune-budget equal", "fine-tune by epochs (--finetune-epochs N)"
+        )
+        budget = seconds / max(1, len(widths))
     bundle = place_training_split(load_data(config), config, device)
-    progress(
-        f"baseline prune: {', '.join(importances)} importance; γ {', '.join(f'{g:g}' for g in gammas)}; "
-        f"fine-tune {settings.finetune_epochs} epoch(s)"
-    )
+    tuning = f"fine-tune {settings.finetune_epochs} epoch(s)"
+    if budget is not None:
+        tuning += f" and {budget:.1f}s each (the metamorphic run's training time over {len(widths)} width(s))"
+    progress(f"baseline prune: {', '.join(importances)} importance; γ {', '.join(f'{g:g}' for g in gammas)}; {tuning}")
     return run_pruning(
         config,
         prior,
@@ -746,4 +931,5 @@ def run_baseline(kind: str, config: Config, progress: Progress, *, out: str | Pa
         gradient_batches=settings.gradient_batches,
         device=device,
         progress=progress,
+        finetune_budget_s=budget,
     )

@@ -22,10 +22,22 @@ from raymeta.method.widths import Gamma
 
 
 class Collective:
-    """How the ranks of a run combine their work. The single process is rank 0 of 1: nothing to combine."""
+    """How the ranks of a run combine their work. The single process is rank 0 of 1: nothing to combine.
+
+    ``Collective(round_size=N)`` is the single process computing what N workers compute where the step runs in
+    rounds (``train.head_updates: per_configuration``: :func:`my_rounds`), as a check of the layout."""
 
     rank = 0
     world_size = 1
+    _round_size: int | None = None
+
+    def __init__(self, round_size: int | None = None):
+        self._round_size = round_size
+
+    @property
+    def round_size(self) -> int:
+        """Work units per round of a step: one per rank."""
+        return self.world_size if self._round_size is None else self._round_size
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor
@@ -67,6 +79,23 @@ def _my_slots(configs_per_step: int, rank: int, world_size: int) -> list[tuple[i
     slices = -(-world_size // configs_per_step)
     units = [(index, part, slices) for index in range(configs_per_step) for part in range(slices)]
     return units[rank::world_size]
+
+
+def my_rounds(units: list[WorkUnit], configs_per_step: int, round_size: int, world_size: int) -> list[list[int]]:
+    """The rounds of a step on this rank: for each, the positions in ``units`` (this rank's, from
+    :func:`my_configurations`) that it runs, possibly none. Every rank runs the same number of rounds.
+
+    The step's units, configuration-major, are cut into rounds of ``round_size`` consecutive units; with
+    ``round_size`` = N workers, round j holds the j-th unit of every rank (rank r's units are r, r+N, …). So N
+    workers compute, round by round, what one process computes with ``round_size`` = N; with one process and
+    ``round_size`` = 1 each configuration is a round of its own.
+    """
+    slices = -(-world_size // configs_per_step)
+    count = -(-configs_per_step * slices // round_size)
+    rounds: list[list[int]] = [[] for _ in range(count)]
+    for position, unit in enumerate(units):
+        rounds[(unit.index * unit.slices + unit.slice) // round_size].append(position)
+    return rounds
 
 
 def my_batch_positions(steps: int, configs_per_step: int, rank: int, world_size: int) -> list[int]:

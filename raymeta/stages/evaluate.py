@@ -23,11 +23,21 @@ from raymeta.stages.runtime import load_data, select_device
 
 @torch.no_grad()
 def evaluate_gammas(
-    net, loader, device, gammas: list[float], *, samples: int, noise: float, seed: int, image_size: int
+    net,
+    loader,
+    device,
+    gammas: list[float],
+    *,
+    samples: int,
+    noise: float,
+    seed: int,
+    image_size: int,
+    every_sample: bool = False,
 ) -> list[dict]:
     """One row per γ: accuracy, loss, parameters and MACs of the network generated at that γ.
 
-    With K = ``samples`` > 1 the K noisy weight sets are generated and averaged; each γ's noise comes from its own
+    With K = ``samples`` > 1 the K noisy weight sets are generated and averaged; K = 1 is the noise-free weights
+    unless ``every_sample`` (``eval.noise: every_sample``: one noisy set). Each γ's noise comes from its own
     generator seeded with ``seed``, so a row does not depend on which other γ are evaluated with it.
 
     All γ are evaluated together: their weights come from shared INR passes (:meth:`generate_many`) and each batch
@@ -41,7 +51,9 @@ def evaluate_gammas(
     net.eval()
     start = time.perf_counter()
     generators = [torch.Generator().manual_seed(seed) for _ in gammas]
-    weight_sets = net.generate_many(gammas, samples=samples, noise=noise if samples > 1 else 0.0, generators=generators)
+    weight_sets = net.generate_many(
+        gammas, samples=samples, noise=noise if samples > 1 or every_sample else 0.0, generators=generators
+    )
     models = [lambda x, weights=weights: net.forward_after_prefix(x, weights) for weights in weight_sets]
     scores = accuracies_and_losses(models, loader, device, prepare=net.frozen_prefix)
     seconds = (time.perf_counter() - start) / len(gammas)
@@ -121,6 +133,7 @@ def evaluate_trained(
                 noise=trained_config.inr.coordinate_noise,
                 seed=config.seed,
                 image_size=bundle.info.image_size,
+                every_sample=config.eval.noise == "every_sample",
             )
         frames.append(
             result_frame(

@@ -50,7 +50,11 @@ def generation_settings(config, samples: int | None) -> dict:
     samples = config.eval.samples if samples is None else samples
     if samples < 1:
         raise ConfigError(f"--samples={samples} is not allowed: a positive integer (1 = noise-free weights)")
-    return {"samples": samples, "noise": config.inr.coordinate_noise if samples > 1 else 0.0, "seed": config.seed}
+    return {
+        "samples": samples,
+        "noise": config.eval.noise_of(config.inr.coordinate_noise, samples),
+        "seed": config.seed,
+    }
 
 
 def materialize_like_evaluation(net, gamma: Gamma, *, samples: int, noise: float, seed: int) -> ResNet:

@@ -75,6 +75,34 @@ def sgd_cosine(
     return Optimisation(optimizer, scheduler)
 
 
+class CosineInTime:
+    """A ``before_step`` that sets each group's rate to its initial rate times ``½(1 + cos(π·t/T))``, t the seconds
+    since the first step and T = ``budget_s``: the prior's cosine decay spread over a time budget instead of a
+    step count (a baseline trained for as long as another run trained)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, budget_s: float):
+        self.optimizer, self.budget_s, self.start = optimizer, budget_s, None
+        self.rates = [group["lr"] for group in optimizer.param_groups]
+
+    def __call__(self, step: int) -> None:
+        if self.start is None:
+            self.start = time.perf_counter()
+        fraction = min(1.0, (time.perf_counter() - self.start) / self.budget_s)
+        for group, rate in zip(self.optimizer.param_groups, self.rates, strict=True):
+            group["lr"] = rate * 0.5 * (1 + math.cos(math.pi * fraction))
+
+
+def sgd_cosine_in_time(parameters: Iterable[torch.nn.Parameter], config: Config, *, lr: float, budget_s: float):
+    """:func:`sgd_cosine` with its decay over ``budget_s`` seconds (:class:`CosineInTime`): for :func:`fit` with
+    that ``budget_s``."""
+    if not budget_s > 0:
+        raise ConfigError(f"a training budget of {budget_s!r} seconds is not allowed: it must be positive")
+    optimizer = torch.optim.SGD(
+        parameters, lr=lr, momentum=config.pretrain.momentum, weight_decay=config.pretrain.weight_decay, nesterov=True
+    )
+    return Optimisation(optimizer, before_step=CosineInTime(optimizer, budget_s))
+
+
 def fit(
     model: torch.nn.Module,
     dataset,
@@ -86,6 +114,7 @@ def fit(
     device: torch.device,
     max_batches: int | None = None,
     drop_last: bool = False,
+    budget_s: float | None = None,
     on_epoch: Callable[[EpochEnd], object] | None = None,
     label: str | None = None,
     progress=None,
@@ -97,7 +126,9 @@ def fit(
     says and on the dataset's device (then moved to ``device``), its partial last batch unless ``drop_last``, at
     most ``max_batches`` of them. The model trains in train mode and is left in eval mode after each epoch, when
     ``on_epoch`` gets its :class:`EpochEnd`. With a ``label``, a :class:`~raymeta.io.progress.Bar` counts the
-    steps (``progress`` prints its plain lines).
+    steps (``progress`` prints its plain lines). With ``budget_s``, training stops after the first step that
+    ends with the training seconds at or past it (``epochs`` is then an upper bound; the last epoch may be
+    partial, and its callback still runs).
     """
     optimizer, scheduler = optimisation.optimizer, optimisation.scheduler
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
@@ -106,8 +137,11 @@ def fit(
     if label is not None:
         per_epoch = batches_per_epoch(len(dataset), batch_size, drop_last=drop_last, most=max_batches)
         bar = Bar(len(epochs) * per_epoch, label, unit="step", progress=progress)
+    out_of_time = False
     try:
         for epoch in epochs:
+            if out_of_time:
+                break
             start = time.perf_counter()
             model.train()
             running, seen = 0.0, 0
@@ -130,6 +164,9 @@ def fit(
                 seen += len(labels)
                 if bar is not None:
                     bar.update()
+                if budget_s is not None and seconds + time.perf_counter() - start >= budget_s:
+                    out_of_time = True
+                    break
             model.eval()
             seconds += time.perf_counter() - start
             if on_epoch is not None:

@@ -30,6 +30,7 @@ def build_network(config: Config, prior: ResNet) -> MetamorphicNetwork:
         base=config.inr.base,
         residual_scale_init=config.inr.residual_scale_init,
     )
+    net.hyper.noise_shape = config.inr.noise_shape
     for bank in net.hyper.banks():
         bank.compiled = config.train.compile
     return net

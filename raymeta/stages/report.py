@@ -40,7 +40,16 @@ from raymeta.io.results import (
 from raymeta.io.tracking import log_run_files
 from raymeta.method.models import block_name, block_of_path
 
-METHOD_ORDER = ("metamorphic", "recipe", "neumeta", "individual", "skip")
+METHOD_ORDER = (
+    "metamorphic",
+    "metamorphic-inr-off",
+    "recipe",
+    "neumeta",
+    "individual",
+    "slimmable",
+    "merge",
+    "skip",
+)
 """Methods listed first, in this order; the rest (pruning variants, …) follow alphabetically."""
 
 REFERENCE_METHOD = "skip"
@@ -176,8 +185,16 @@ def _figure_html(figure, div_id: str) -> str:
     )
 
 
-def accuracy_figure(summary: pd.DataFrame, pool, methods: list[str], colours: dict[str, str], split: str = "test"):
-    """Accuracy on ``split`` against γ, one line per method, the training pool shaded, unseen γ open markers."""
+def accuracy_figure(
+    summary: pd.DataFrame,
+    pool,
+    methods: list[str],
+    colours: dict[str, str],
+    split: str = "test",
+    costs: pd.Series | None = None,
+):
+    """Accuracy on ``split`` against γ, one line per method, the training pool shaded, unseen γ open markers;
+    with ``costs`` (:func:`training_cost`), each legend entry names its method's training cost."""
     import plotly.graph_objects as go
 
     figure = go.Figure()
@@ -199,7 +216,7 @@ def accuracy_figure(summary: pd.DataFrame, pool, methods: list[str], colours: di
             go.Scatter(
                 x=rows["gamma"],
                 y=rows["accuracy"] * 100,
-                name=method,
+                name=_with_cost(method, costs),
                 mode="lines+markers",
                 line=line_style(method, colours[method]),
                 error_y={"type": "data", "array": std, "visible": bool((rows["n"] > 1).any())},
@@ -236,6 +253,12 @@ def accuracy_figure(summary: pd.DataFrame, pool, methods: list[str], colours: di
         margin={"t": 60},
     )
     return figure
+
+
+def _with_cost(method: str, costs: pd.Series | None) -> str:
+    """``method`` with its training cost, e.g. "metamorphic (training 4.2 min)" (the method alone when unknown)."""
+    seconds = float("nan") if costs is None else float(costs.get(method, float("nan")))
+    return f"{method} (training {_format_seconds(seconds)})" if math.isfinite(seconds) else method
 
 
 def size_figure(summary: pd.DataFrame, methods: list[str], colours: dict[str, str]):
@@ -570,7 +593,10 @@ def paper_table(summary: pd.DataFrame, final: pd.DataFrame, methods: list[str], 
         "Training cost: the training seconds recorded in the rows, each model counted once "
         "(a metamorphic network is one model for every γ; individual and pruned networks are one model "
         "per γ). ‡ does not include the prior's pretraining, which metamorphic, NeuMeta and pruned "
-        "networks all start from; pruning cost is the importance's gradients plus the fine-tune.</p>"
+        "networks all start from; pruning cost is the importance's gradients plus the fine-tune. slimmable and "
+        "the +ft-equal pruning rows were given the metamorphic run's training time (slimmable all of it, each "
+        "+ft-equal network its share over the pruned widths); merge trains nothing; an -inr-off row is the "
+        "trained run itself with its INRs' correction switched off, so its cost is the run's.</p>"
     )
     return "\n".join(lines)
 
@@ -721,7 +747,10 @@ def build_report(frame: pd.DataFrame, *, title: str = "raymeta report") -> str:
             f"<h2>Accuracy against γ ({final_split} split)</h2>",
             _left_out_note(compared, "final", final_split, "The comparison of methods and sizes"),
             _figure_html(
-                accuracy_figure(summary, training_pool(final), final_methods, colours, final_split), "fig-accuracy"
+                accuracy_figure(
+                    summary, training_pool(final), final_methods, colours, final_split, training_cost(final)
+                ),
+                "fig-accuracy",
             ),
             f"<h2>Methods × γ ({final_split} split)</h2>",
             paper_table(summary, final, final_methods, final_split),

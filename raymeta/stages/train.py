@@ -26,6 +26,7 @@ from raymeta.io.files import RunPaths
 from raymeta.io.image_folder import FolderEpochBatches
 from raymeta.io.progress import Progress, format_duration, throughput
 from raymeta.io.tracking import resolve_tracking, tracking
+from raymeta.method.adamw import RowAdamW
 from raymeta.method.ema import ExponentialAverage, inr_parameters
 from raymeta.method.health import block_alphas, loss_balance, reconstruction_errors
 from raymeta.method.metamorphic import MetamorphicNetwork
@@ -37,11 +38,13 @@ from raymeta.method.schedule import (
     apply_update,
     build_optimizer,
     initialise_new_blocks,
+    optimizer_parameters,
     plan_stages,
     prefit_new_blocks,
-    set_warmup,
+    restart_new_blocks,
+    set_rate,
     trainable_parameters,
-    warmup_position,
+    warmup_factor,
 )
 from raymeta.seeds import derive_seed
 from raymeta.stages.collective import (
@@ -49,6 +52,7 @@ from raymeta.stages.collective import (
     accumulate_gradients,
     my_batch_positions,
     my_configurations,
+    my_rounds,
     steps_per_epoch,
     synchronise_gradients,
     synchronise_parameters,
@@ -85,6 +89,51 @@ def objective_of(config: Config) -> Objective:
         coordinate_noise=config.inr.coordinate_noise,
         precision=train.precision,
     )
+
+
+@dataclass
+class Optimizers:
+    """A stage's optimisers. ``inr`` steps once per optimiser step, on the gradients accumulated over the step's
+    M configurations (α and the head too, with ``train.head_updates: per_step``); ``head`` (per_configuration)
+    steps α and the head once per round of configurations (:func:`raymeta.stages.collective.my_rounds`), without
+    warm-up or clipping; None otherwise."""
+
+    inr: RowAdamW
+    head: RowAdamW | None = None
+
+    def state_dict(self) -> dict:
+        """The checkpoint's ``optimizer``: the INR optimiser's state dict, alone when there is no head optimiser
+        (the layout of every checkpoint before ``head_updates``), else both under ``inr`` and ``head``."""
+        if self.head is None:
+            return self.inr.state_dict()
+        return {"inr": self.inr.state_dict(), "head": self.head.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.head is None:
+            self.inr.load_state_dict(state)
+        else:
+            self.inr.load_state_dict(state["inr"])
+            self.head.load_state_dict(state["head"])
+
+    def all(self) -> list[RowAdamW]:
+        return [self.inr] if self.head is None else [self.inr, self.head]
+
+
+def build_optimizers(net: MetamorphicNetwork, train) -> Optimizers:
+    """The optimisers ``train`` (the config's train group) asks for: one AdamW over every group (per_step), or the
+    INRs' and, when the network has α or a fine-tuned head, theirs (per_configuration)."""
+    rates = dict(
+        lr=train.lr,
+        weight_decay=train.weight_decay,
+        alpha_lr=train.alpha_lr,
+        head_lr=train.head_lr,
+        head_weight_decay=train.head_weight_decay,
+    )
+    if train.head_updates == "per_step":
+        return Optimizers(build_optimizer(net, **rates))
+    groups = net.parameter_groups()
+    head = build_optimizer(net, groups=("alpha", "head"), **rates) if groups["alpha"] or groups["head"] else None
+    return Optimizers(build_optimizer(net, groups=("inr",), **rates), head)
 
 
 @dataclass
@@ -152,16 +201,16 @@ def start_stage(
     setup: Setup,
     stage: Stage,
     state: TrainingState,
-    optimizer: torch.optim.Optimizer | None,
+    optimizers: Optimizers | None,
     optimizer_state: dict | None,
     progress: Progress,
-) -> torch.optim.Optimizer:
+) -> Optimizers:
     """Activate the stage's blocks; at its first epoch initialise (and warm-start) the new ones; returns the
-    stage's optimiser (``optimizer_state``, from a checkpoint, loaded into it where it applies)."""
+    stage's optimisers (``optimizer_state``, from a checkpoint, loaded into them where it applies)."""
     config, net, train = setup.config, setup.net, setup.config.train
     net.set_active_blocks(stage.active_blocks)
+    previous = setup.stages[stage.index - 1].active_blocks if stage.index > 0 else 0
     if state.epoch == 0:
-        previous = setup.stages[stage.index - 1].active_blocks if stage.index > 0 else 0
         initialise_new_blocks(
             net,
             previous,
@@ -189,20 +238,21 @@ def start_stage(
     synchronise_parameters(net, setup.collective)
     if setup.ema is not None and state.epoch == 0:
         setup.ema.restart()  # new INRs joined: average from here
-    if optimizer is None or train.warmup == "per_stage":
-        # per_stage: a fresh optimiser, moments and warm-up every stage. once: one optimiser for the whole run,
-        # so the blocks already trained go on at the rate they had (a fresh Adam at full rate throws them off).
-        optimizer = build_optimizer(
-            net, lr=train.lr, weight_decay=train.weight_decay, alpha_lr=train.alpha_lr, head_lr=train.head_lr
-        )
+    if optimizers is None or train.warmup != "once":
+        # per_stage, first_stage: fresh optimisers (moments, step counts) every stage. once: the same for the whole
+        # run, so the blocks already trained go on at the rate they had (a fresh Adam at full rate throws them off).
+        optimizers = build_optimizers(net, train)
         if optimizer_state is not None and (train.warmup == "once" or state.epoch > 0):
-            optimizer.load_state_dict(optimizer_state)
-    return optimizer
+            optimizers.load_state_dict(optimizer_state)
+    if train.warmup == "once" and state.epoch == 0:
+        for optimizer in optimizers.all():  # the new blocks' rows start their own Adam state
+            restart_new_blocks(net, optimizer, previous, stage.active_blocks)
+    return optimizers
 
 
 def train_epoch(
     setup: Setup,
-    optimizer: torch.optim.Optimizer,
+    optimizers: Optimizers,
     batches: EpochBatches | FolderEpochBatches,
     state: TrainingState,
     report: Progress,
@@ -213,32 +263,59 @@ def train_epoch(
 
     Configuration k of step s uses batch s·M + k of ``batches``. Each rank runs only its own configurations;
     the gradients are summed over ranks before the (identical) update on every rank, and the loss parts once
-    at the end. ``state.step`` advances; the EMA is updated after every step, then ``step_hook(rank, step)``.
+    at the end. With a head optimiser (``head_updates: per_configuration``) the step runs in rounds, one
+    configuration per rank each, and α and the head step after every round on its summed gradients; the INRs'
+    gradients accumulate over the rounds. ``state.step`` advances; the EMA is updated after every step, then
+    ``step_hook(rank, step)``.
     """
     config, net, collective, steps = setup.config, setup.net, setup.collective, setup.steps_per_epoch
     M, train = config.train.configs_per_step, config.train
-    parameters, width = trainable_parameters(net), reference_width(net)
+    width = reference_width(net)
+    parameters = trainable_parameters(net) if optimizers.head is None else optimizer_parameters(optimizers.inr)
+    head_parameters = [] if optimizers.head is None else optimizer_parameters(optimizers.head)
     losses = torch.zeros(steps, len(LOSS_PARTS), dtype=torch.float64)
     net.train()
     start = last_report = time.perf_counter()
     # This rank's micro-batches of the whole epoch, in the order the steps use them (decoded ahead when streamed).
     stream = batches.read(my_batch_positions(steps, M, collective.rank, collective.world_size))
     for step_in_epoch in range(steps):
-        set_warmup(
-            optimizer,
-            warmup_position(train.warmup, state.step, state.epoch, step_in_epoch, steps),
-            train.warmup_epochs * steps,
+        factor = warmup_factor(
+            train.warmup,
+            stage=state.stage,
+            global_step=state.step,
+            epoch_in_stage=state.epoch,
+            step_in_epoch=step_in_epoch,
+            steps=steps,
+            warmup_epochs=train.warmup_epochs,
         )
+        set_rate(optimizers.inr, factor)
         gammas = sample_configurations(
             config.seed, state.step, M, train.gamma_pool, width, train.gamma_sampling, len(net.blocks)
         )
         mine = my_configurations(gammas, collective.rank, collective.world_size)
         micro_batches = [next(stream) for _ in mine]  # batch step·M + k for each configuration k of mine
-        parts = accumulate_gradients(
-            net, state.step, mine, micro_batches, M, setup.objective, config.seed, setup.device, setup.teacher
+        work = partial(
+            accumulate_gradients,
+            net,
+            state.step,
+            total_configs=M,
+            objective=setup.objective,
+            seed=config.seed,
+            device=setup.device,
+            teacher=setup.teacher,
         )
+        if optimizers.head is None:
+            parts = work(mine, micro_batches)
+        else:
+            parts = {}
+            for positions in my_rounds(mine, M, collective.round_size, collective.world_size):
+                for key, value in work([mine[i] for i in positions], [micro_batches[i] for i in positions]).items():
+                    parts[key] = parts.get(key, 0.0) + value
+                synchronise_gradients(head_parameters, collective)
+                optimizers.head.step()  # α and the head: their own rate, no warm-up, no clipping
+                optimizers.head.zero_grad(set_to_none=True)
         synchronise_gradients(parameters, collective)
-        apply_update(net, optimizer, train.clip_value)
+        apply_update(net, optimizers.inr, train.clip_value, parameters)
         if setup.ema is not None:
             setup.ema.update()
         losses[step_in_epoch] = torch.tensor([parts.get(key, 0.0) for key in LOSS_PARTS], dtype=torch.float64) / M
@@ -259,7 +336,7 @@ def train_epoch(
 
 def run_epoch(
     setup: Setup,
-    optimizer: torch.optim.Optimizer,
+    optimizers: Optimizers,
     stage: Stage,
     state: TrainingState,
     progress: Progress,
@@ -275,7 +352,7 @@ def run_epoch(
         epoch=state.epoch,
     )
     label = f"train: stage {stage.index + 1}/{len(setup.stages)} epoch {state.epoch + 1}/{stage.epochs}"
-    losses = train_epoch(setup, optimizer, batches, state, lambda text: progress(f"{label} {text}"), step_hook)
+    losses = train_epoch(setup, optimizers, batches, state, lambda text: progress(f"{label} {text}"), step_hook)
     with setup.ema.applied() if setup.ema is not None else nullcontext():  # the signals of the evaluated weights
         rows = evaluate_monitor(
             net, setup.monitor_loader, setup.device, config, setup.bundle.info.image_size, setup.collective
@@ -330,16 +407,16 @@ def run_training(
     state, optimizer_state = TrainingState(), None
     if resume_from is not None:
         state, optimizer_state = resume_from.state, restore(setup, resume_from, progress)
-    optimizer, epochs_run = None, 0
+    optimizers, epochs_run = None, 0
     while state.stage < len(setup.stages):
         stage = setup.stages[state.stage]
-        optimizer = start_stage(setup, stage, state, optimizer, optimizer_state, progress)
+        optimizers = start_stage(setup, stage, state, optimizers, optimizer_state, progress)
         optimizer_state = None
         while state.stage == stage.index:
             if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
                 progress(f"train: stopping after {epochs_run} epoch(s) as asked; resume to continue")
                 return state
-            record = run_epoch(setup, optimizer, stage, state, progress, step_hook)
+            record = run_epoch(setup, optimizers, stage, state, progress, step_hook)
             epochs_run += 1
             on_epoch_end(
                 partial(
@@ -348,7 +425,7 @@ def run_training(
                     setup.net,
                     setup.bundle.info,
                     state,
-                    optimizer,
+                    optimizers,
                     setup.ema,
                     len(setup.stages),
                 ),
@@ -375,11 +452,13 @@ def train(
     stop_after_epochs: int | None = None,
     progress: Progress | None = None,
     step_hook: StepHook | None = None,
+    collective: Collective | None = None,
 ) -> Path:
     """The single-process driver: train stage by stage, checkpoint every epoch. Returns the checkpoint path.
 
     ``resume``: None continues an existing checkpoint of the same configuration, True requires one,
     False starts afresh. ``stop_after_epochs`` ends this call after that many epochs (resumable).
+    ``collective``: ``Collective(round_size=N)`` computes what N workers compute (a check of the step's layout).
     """
     progress = progress or Progress()
     paths = RunPaths(config.run_dir)
@@ -400,6 +479,7 @@ def train(
             stop_after_epochs=stop_after_epochs,
             step_hook=step_hook,
             on_epoch_end=on_epoch_end,
+            collective=collective,
         )
         tracker.log_files([paths.results / "train-monitor.parquet"], "results")
     progress(f"train: checkpoint {paths.train_checkpoint}")

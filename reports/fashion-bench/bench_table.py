@@ -26,6 +26,7 @@ from raymeta.io.results import read_tables, result_frame, write_table
 from raymeta.method import health
 from raymeta.method.models import count_params_macs
 from raymeta.method.scoring import accuracy_and_loss
+from raymeta.stages.baselines import switch_off_inr
 from raymeta.stages.evaluate import evaluate_gammas
 from raymeta.stages.identity import run_identity
 from raymeta.stages.networks import load_trained, prior_network
@@ -90,9 +91,7 @@ def mechanism(run: Path) -> str:
     off = evaluate_gammas(net, loader, "cpu", [0.0], samples=1, noise=0.0, seed=0, image_size=size)[0]["accuracy"]
     net.alphas.data.copy_(alphas)
     state = {k: v.clone() for k, v in net.hyper.state_dict().items()}
-    for bank in net.hyper.banks():  # the INRs' correction switched off: the prior base (and α, head) alone
-        for index in range(bank.count):
-            bank.zero_output(index)
+    switch_off_inr(net)  # the INRs' correction switched off: the prior base (and α, head) alone
     base = {
         r["gamma"]: r["accuracy"]
         for r in evaluate_gammas(net, loader, "cpu", [0.5, 0.75], samples=1, noise=0.0, seed=0, image_size=size)
