@@ -1,11 +1,13 @@
 """Train the arms of issue 22's table: the papers' recipe (``--method recipe``) on one metamorphic block
 (stage3.block1) of the Fashion-MNIST benchmark's ResNet-20, one shared prior, each arm changing one thing.
 
-    python reports/recipe-arms/arms.py RUNS [--config jobs/fashion_mnist_bench.yaml] [--only A,E] [--smoke] [key=value …]
+    python reports/recipe-arms/arms.py RUNS [--config jobs/fashion_mnist_bench.yaml] [--only A,E] [--restart]
+                                       [--table FILE] [--smoke] [key=value …]
 
 RUNS/prior holds the shared prior (pretrained and smoothed once); RUNS/<arm> each arm's run, its prior copied
 in. An arm whose training checkpoint is finished is skipped, an unfinished one continues where it stopped, so
-the script can be run again after an interruption. Trailing ``key=value`` overrides apply to every arm, after
+the script can be run again after an interruption; a checkpoint of other settings (the recipe preset changed,
+say) is refused, and ``--restart`` trains those arms afresh. Trailing ``key=value`` overrides apply to every arm, after
 the arm's own. ``--table FILE`` then writes the arms' table (``reports/recipe-arms/arms_table.py RUNS``, which
 prints it on its own).
 """
@@ -68,6 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", type=Path, help="where the shared prior and each arm's run go")
     parser.add_argument("--config", default="jobs/fashion_mnist_bench.yaml", help="the job (data, model, prior)")
     parser.add_argument("--only", default=",".join(ARMS), help=f"comma-separated arms to train (of {', '.join(ARMS)})")
+    parser.add_argument(
+        "--restart", action="store_true", help="train the arms asked for afresh, over a checkpoint of other settings"
+    )
     parser.add_argument("--table", type=Path, help="then write arms_table.py's table of RUNS to this file")
     parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_CONFIG}, one step per arm: {' '.join(SMOKE)}")
     parser.add_argument("overrides", nargs="*", help="key=value overrides applied to every arm after its own")
@@ -89,16 +94,20 @@ def main(argv: list[str] | None = None) -> None:
         smooth(prior_config, progress)
     for arm in arms:
         run = args.runs / arm
-        paths = RunPaths(run)
-        if paths.train_checkpoint.is_file() and MetamorphicCheckpoint.load(paths.train_checkpoint).done:
-            progress(f"arm {arm}: finished already, skipped")
-            continue
+        paths, config = RunPaths(run), arm_config(args.config, run, arm, args.overrides)
+        if paths.train_checkpoint.is_file():
+            # finished with these settings: skipped; another configuration's (the recipe preset changed, say) is
+            # refused by train() below, naming --restart, rather than measured as if it were this arm
+            checkpoint = MetamorphicCheckpoint.load(paths.train_checkpoint)
+            if checkpoint.done and checkpoint.config_hash == config.hash() and not args.restart:
+                progress(f"arm {arm}: finished already, skipped")
+                continue
         paths.root.mkdir(parents=True, exist_ok=True)
         for name in ("prior", "smoothed"):
             if not getattr(paths, name).is_file():
                 shutil.copy(getattr(shared, name), getattr(paths, name))
         progress(f"arm {arm}: {ARMS[arm][0]}")
-        train(arm_config(args.config, run, arm, args.overrides), progress=progress)
+        train(config, progress=progress, resume=False if args.restart else None)
     if args.table is not None:  # in this process: the table script's imports are paid once
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from arms_table import table
