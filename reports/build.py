@@ -60,6 +60,11 @@ PAGES = {
         ("fashion-ablation/seed0", "fashion-ablation/seed1"),
         "fashion-ablation/make.sh",
     ),
+    "recipe-protocol": Page(
+        "raymeta: the papers' recipe on a CPU protocol (jobs/fashion_mnist_recipe.yaml), ResNet-32",
+        ("recipe-protocol/seed0", "recipe-protocol/seed1"),
+        "recipe-protocol/make.sh",
+    ),
     "deploy-fashion": Page(
         "Deploy to a budget: Fashion-MNIST", ("deploy-fashion/tables", *uniform_run_tables()), "deploy-fashion/make.sh"
     ),

@@ -77,6 +77,17 @@ def example_frame(with_trials: bool = False) -> pd.DataFrame:
                     for kind in ("weight", "bias")
                 }
             )
+            for prefix, scale in (("balance.", 0.01 * global_epoch), ("balance_at_zero.", 0.02)):
+                health.update(
+                    {
+                        f"{prefix}stages.2.{b + 1}.{conv}.{kind}": (scale if kind == "weight" else 50.0)
+                        if b <= stage
+                        else float("nan")
+                        for b in range(3)
+                        for conv in ("conv1", "conv2")
+                        for kind in ("weight", "bias")
+                    }
+                )
             parts.append(
                 rows(
                     "metamorphic",

@@ -34,9 +34,13 @@ def test_debug_job_runs_end_to_end(tmp_path, capsys):
     assert (frame["train_time_s"] > 0).all()
     monitor = pd.read_parquet(tmp_path / "results" / "train-monitor.parquet")
     assert list(monitor.columns[: len(RESULT_COLUMNS)]) == RESULT_COLUMNS and (monitor["phase"] == "train").all()
-    # then the health signals of the one metamorphic block (train.blocks=[last]): its α and its four tensors
+    # then the health signals of the one metamorphic block (train.blocks=[last]): its α and, for its four tensors,
+    # the reconstruction error and the loss balance (now and at W = 0)
     assert list(monitor.columns[len(RESULT_COLUMNS) :]) == ["alpha.stage3.block1"] + [
-        f"rec.stages.2.1.{conv}.{kind}" for conv in ("conv1", "conv2") for kind in ("bias", "weight")
+        f"{signal}.stages.2.1.{conv}.{kind}"
+        for signal in ("rec", "balance", "balance_at_zero")
+        for conv in ("conv1", "conv2")
+        for kind in ("bias", "weight")
     ]
     assert (monitor["split"] == "validation").all()
     assert monitor["epoch"].tolist() == [1, 1] and (monitor["samples"] == 1).all()

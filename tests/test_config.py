@@ -244,6 +244,7 @@ JOB_HASHES = {
     "debug_sweep": "374f5d26df06",
     "fashion_mnist_bench": "7f8000c00b77",
     "fashion_mnist_full": "883f98c49eb2",
+    "fashion_mnist_recipe": "a3a360a7a446",
     "fashion_mnist_resnet20": "99d33e9cb9d0",
     "imagenet_resnet18": "9bc9f74193d0",  # with the image_folder data keys (data.image_size, …) in the schema
     "quickstart": "2ad6a5b455ea",

@@ -15,7 +15,16 @@ from raymeta.cli import main
 from raymeta.io.results import write_table
 from raymeta.stages.report import build_report
 
-FIGURES = ["fig-accuracy", "fig-size", "fig-training", "fig-alpha", "fig-reconstruction", "fig-tune"]
+FIGURES = [
+    "fig-accuracy",
+    "fig-size",
+    "fig-training",
+    "fig-alpha",
+    "fig-reconstruction",
+    "fig-balance",
+    "fig-balance-at-zero",
+    "fig-tune",
+]
 
 
 @pytest.mark.slow
@@ -307,8 +316,17 @@ def test_health_signals_are_drawn_against_epoch_when_the_rows_have_them():
     assert values(alpha["stage3.block1"]["y"]) == pytest.approx([0.1 * e for e in range(1, 10)])
     reconstruction = {trace["name"]: trace for trace in figure_traces(page, "fig-reconstruction")}
     assert len(reconstruction) == 12 and values(reconstruction["stages.2.1.conv1.weight"]["y"])[0] == 1.0
+    # the loss balance on a log axis, with its level 1 drawn across the epochs
+    for div_id, kernel in (("fig-balance", [0.01 * e for e in range(1, 10)]), ("fig-balance-at-zero", [0.02] * 9)):
+        balance = {trace["name"]: trace for trace in figure_traces(page, div_id)}
+        assert len(balance) == 13 and values(balance["stages.2.1.conv1.weight"]["y"]) == pytest.approx(kernel)
+        assert values(balance["stages.2.1.conv1.bias"]["y"]) == pytest.approx([50.0] * 9)
+        (level,) = (trace for name, trace in balance.items() if not name.startswith("stages."))
+        assert values(level["x"]) == [1, 9] and values(level["y"]) == [1.0, 1.0]
+    assert page.count('"type":"log"') >= 2
     # tables from before the signals: the figures are left out, the rest renders
     old = example_frame()
-    old = old[[c for c in old.columns if not c.startswith(("alpha.", "rec."))]]
+    old = old[[c for c in old.columns if not c.startswith(("alpha.", "rec.", "balance"))]]
     plain = build_report(old)
     assert 'id="fig-training"' in plain and 'id="fig-alpha"' not in plain and 'id="fig-reconstruction"' not in plain
+    assert 'id="fig-balance"' not in plain and 'id="fig-balance-at-zero"' not in plain

@@ -68,6 +68,7 @@ def test_build_writes_every_page_whose_tables_are_committed(tmp_path):
         page = (tmp_path / f"{name}.html").read_text()
         assert page.startswith("<!DOCTYPE html>") and 'id="fig-accuracy"' in page, name
     assert "digits-resnet20: skipped" in out and "digits-resnet20/make.sh" in out  # says why, and what makes them
+    assert "recipe-protocol: skipped" in out and "recipe-protocol/make.sh" in out  # until its tables are committed
 
 
 def test_build_refuses_an_unknown_page_and_names_the_known_ones(tmp_path, capsys):
@@ -80,7 +81,7 @@ def test_build_refuses_an_unknown_page_and_names_the_known_ones(tmp_path, capsys
 def test_every_path_a_make_script_names_exists():
     """The make scripts take an hour or more (they are not run here); the scripts and jobs they call are there."""
     scripts = sorted(REPORTS.glob("*/make.sh"))
-    assert len(scripts) == 5
+    assert len(scripts) == 7
     for script in scripts:
         assert subprocess.run(["bash", "-n", str(script)]).returncode == 0, script
         words = script.read_text().replace("'", " ").replace('"', " ").split()
@@ -135,6 +136,44 @@ def test_bench_table(trained, tmp_path):
     assert sorted(p.name for p in (bench / "paper-rows").iterdir()) == ["seed0.parquet", "seed1.parquet"]
     assert "## Test accuracy" in out and "| metamorphic |" in out and "## Targets" in out
     assert "## Mechanism" in out and "| seed0 |" in out
+
+
+@pytest.mark.slow
+def test_recipe_arms(tmp_path, capsys):
+    """make.sh at its smoke scale (one step per arm on synthetic data), then arms.py again: it skips what is done."""
+    runs = tmp_path / "arms"
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
+    environment.update({"RECIPE_ARMS_SMOKE": "1", "RUNS": str(runs), "ARMS": "A B"})
+    result = subprocess.run(
+        ["bash", str(REPORTS / "recipe-arms" / "make.sh")], env=environment, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    table = (runs / "table.md").read_text()
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines()[2:]}
+    assert list(rows) == ["A", "B", "D", "E", "INR256x8"]
+    assert rows["A"][2] == "1" and rows["D"][2] == "not trained"  # one step; an arm not asked for is listed
+    assert rows["A"][-2] != "–" and rows["B"][-2] == "–"  # B has no regulariser: no balance
+    arms = runpy.run_path(str(REPORTS / "recipe-arms" / "arms.py"))
+    arms["main"]([str(runs), "--smoke", "--only", "A"])
+    assert "arm A: finished already, skipped" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_recipe_protocol_table(trained, tmp_path):
+    """The tiny run as a seed's recipe run (its prior beside it) and the committed ablation sweep as its sweep."""
+    runs, tables = tmp_path / "runs" / "seed0", tmp_path / "tables" / "seed0"
+    shutil.copytree(trained, runs / "recipe")
+    (runs / "prior").mkdir()
+    shutil.copy(trained / "smoothed.pt", runs / "prior" / "smoothed.pt")
+    shutil.copytree(trained / "results", tables / "recipe")
+    shutil.copytree(REPORTS / "fashion-ablation" / "seed0", tables / "ablation")
+    out = run_script("reports/recipe-protocol/protocol_table.py", tables.parent, "--runs", runs.parent)
+    assert (tables / "prior" / "prior.parquet").is_file()
+    assert "## Test accuracy" in out and "| prior |" in out and "## Targets" in out
+    mechanism = [line for line in out.splitlines() if line.startswith("| seed0/recipe | 6 |")]
+    assert len(mechanism) == 1 and "stage2.block1" in mechanism[0] and "stage3.block1" in mechanism[0]
+    assert len([line for line in out.splitlines() if line.startswith("| seed0/recipe | ")]) == 1 + 2  # + 2 epochs
+    assert "## Table 1, leave-one-out" in out and "| − α scaling | -3.5 (seen γ) |" in out
 
 
 @pytest.mark.slow  # ~1.5 s of writing and reading tables: the fast tier stays under a minute

@@ -196,12 +196,14 @@ def test_without_a_validation_split_there_is_no_monitoring(prepared_run):
 
 
 def test_monitor_rows_carry_the_health_signals_of_the_evaluated_weights(prepared_run):
-    # α and the relative reconstruction error at γ = 0 of every active block / generated tensor, per epoch: the
-    # last epoch's equal raymeta.method.health on the final checkpoint (its EMA weights, as the monitor evaluates).
+    # α, the relative reconstruction error and the loss balance at γ = 0 of every active block / generated tensor,
+    # per epoch: the last epoch's equal raymeta.method.health on the final checkpoint (its EMA weights, as the
+    # monitor evaluates).
     import math
 
     from raymeta.io.results import read_tables
-    from raymeta.method.health import block_alphas, reconstruction_errors, worst_by_block
+    from raymeta.method.health import block_alphas, loss_balance, reconstruction_errors, worst_by_block
+    from raymeta.stages.train import objective_of
 
     config = prepared_run("train.alpha_lr=0.05")  # α must move off train.alpha_init for the check to mean anything
     stream = io.StringIO()
@@ -213,6 +215,10 @@ def test_monitor_rows_carry_the_health_signals_of_the_evaluated_weights(prepared
     assert all(0 < e < math.inf for e in errors.values())
     last = payload.state.history[-1]
     assert last.alphas == pytest.approx(alphas, rel=1e-6) and last.rec_errors == pytest.approx(errors, rel=1e-5)
+    balance = loss_balance(net, objective_of(config), config.train.configs_per_step)
+    assert list(balance.ratio) == list(errors) and all(0 < value < math.inf for value in balance.ratio.values())
+    assert last.balance == pytest.approx(balance.ratio, rel=1e-4)
+    assert last.balance_at_zero == pytest.approx(balance.at_zero, rel=1e-6)
 
     table = read_tables(RunPaths(config.run_dir).results / "train-monitor.parquet")
     health = sorted(c for c in table.columns if c.startswith(("alpha.", "rec.")))
@@ -223,13 +229,24 @@ def test_monitor_rows_carry_the_health_signals_of_the_evaluated_weights(prepared
         assert final[f"alpha.{name}"].tolist() == pytest.approx([value] * 2, rel=1e-6)
     for path, value in errors.items():
         assert final[f"rec.{path}"].tolist() == pytest.approx([value] * 2, rel=1e-5)
+        assert final[f"balance.{path}"].tolist() == pytest.approx([balance.ratio[path]] * 2, rel=1e-4)
+        assert final[f"balance_at_zero.{path}"].tolist() == pytest.approx([balance.at_zero[path]] * 2, rel=1e-6)
     first = table[table["epoch"] == 1]  # stage 1: only stage2.block1 is active yet
     assert first["alpha.stage2.block1"].notna().all() and first["alpha.stage3.block1"].isna().all()
     assert first["rec.stages.1.1.conv1.weight"].notna().all() and first["rec.stages.2.1.conv2.weight"].isna().all()
+    assert first["balance.stages.2.1.conv2.weight"].isna().all()
+    # at W = 0 the balance depends on the T tensors of the reconstruction mean: twice as many in stage 2, half each
+    at_zero = first["balance_at_zero.stages.1.1.conv1.weight"].iloc[0]
+    assert final["balance_at_zero.stages.1.1.conv1.weight"].iloc[0] == pytest.approx(at_zero / 2, rel=1e-6)
 
     line = [text for text in stream.getvalue().splitlines() if "stage 2/2 epoch 1/1" in text][-1]
     worst = " ".join(f"{e:.2f}" for e in worst_by_block(errors).values())
     assert f"rec [{worst}]" in line and len(worst.split()) == 2
+    lowest = " ".join(f"{b:.3g}" for b in worst_by_block(last.balance, lowest=True).values())
+    assert f"balance [{lowest}]" in line and len(lowest.split()) == 2
+    assert lowest.split() == [
+        f"{min(last.balance[p] for p in errors if p.startswith(s)):.3g}" for s in ("stages.1.", "stages.2.")
+    ]
 
 
 def rewrite_as_format_1(path) -> None:

@@ -55,8 +55,9 @@ class EpochRecord:
     (``loss``, ``task``, ``distill``, ``feature``, ``rec``, ``reg``, ``correct``; see
     :mod:`raymeta.method.objective`) and ``step_losses`` each part at every step, in step order (empty in a
     record from format 1). ``monitor`` holds the monitored accuracy rows (one per γ, on the validation split)
-    and ``score`` their mean over the γ inside the training pool; ``alphas`` and ``rec_errors`` the health
-    signals (:mod:`raymeta.method.health`) of the evaluated weights.
+    and ``score`` their mean over the γ inside the training pool; ``alphas``, ``rec_errors``, ``balance`` and
+    ``balance_at_zero`` the health signals (:mod:`raymeta.method.health`; the last two are
+    :class:`~raymeta.method.health.LossBalance`'s) of the evaluated weights.
     """
 
     stage: int
@@ -71,6 +72,8 @@ class EpochRecord:
     score: float = float("nan")
     alphas: dict[str, float] = field(default_factory=dict)
     rec_errors: dict[str, float] = field(default_factory=dict)
+    balance: dict[str, float] = field(default_factory=dict)
+    balance_at_zero: dict[str, float] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         """The epoch's numbers, flat (what each epoch reports to Ray Train and Tune): the placement, the mean loss

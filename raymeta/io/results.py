@@ -93,6 +93,14 @@ REC_PREFIX = "rec."
 """Training-monitor rows: relative reconstruction error at γ = 0 of each active generated tensor,
 ``rec.<tensor module path>``, float."""
 
+BALANCE_PREFIX = "balance."
+"""Training-monitor rows: the reconstruction pull over the regulariser pull at γ = 0 of each active generated
+tensor at the current weights (below 1 the regulariser wins), ``balance.<tensor module path>``, float."""
+
+BALANCE_AT_ZERO_PREFIX = "balance_at_zero."
+"""Training-monitor rows: the same ratio at W = 0 (at or below 1, zero is the minimiser of reconstruction +
+regulariser), ``balance_at_zero.<tensor module path>``, float."""
+
 GAMMA_PREFIX = "gamma."
 """Deployment-search rows: the γ of each metamorphic block, ``gamma.<block name>``, float."""
 
@@ -104,6 +112,8 @@ PREFIXES: dict[str, str | None] = {
     PARAM_PREFIX: None,
     ALPHA_PREFIX: "float",
     REC_PREFIX: "float",
+    BALANCE_PREFIX: "float",
+    BALANCE_AT_ZERO_PREFIX: "float",
     GAMMA_PREFIX: "float",
     WIDTH_PREFIX: "float",
 }

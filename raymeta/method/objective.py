@@ -100,7 +100,7 @@ def configuration_loss(
     if not weight_terms:
         parts["loss"] = total.item()
         return total, parts
-    regulariser = torch.stack([w.norm() for w in weights.values()]).sum()
+    regulariser = weight_regulariser(weights)
     total = total + objective.lambda_reg * regulariser
     parts["reg"] = regulariser.item()
     if net.is_full_width(gamma) and objective.lambda_rec > 0:
@@ -127,6 +127,12 @@ def reconstruction_error(
     measure = relative_squared_error if relative else F.mse_loss
     errors = [measure(generated[name], target.to(generated[name].device)) for name, target in targets.items()]
     return torch.stack(errors).mean()
+
+
+def weight_regulariser(weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The sum over generated tensors of each tensor's L2 norm (not squared): each pulls towards zero with a
+    force of norm 1 whatever its size (:func:`raymeta.method.health.loss_balance`)."""
+    return torch.stack([w.norm() for w in weights.values()]).sum()
 
 
 def relative_squared_error(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

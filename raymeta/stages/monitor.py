@@ -16,7 +16,14 @@ from raymeta.io.artifacts import EpochRecord, MetamorphicCheckpoint, TrainingSta
 from raymeta.io.data import DatasetInfo
 from raymeta.io.files import RunPaths, copy_file
 from raymeta.io.progress import format_duration, throughput
-from raymeta.io.results import ALPHA_PREFIX, REC_PREFIX, result_frame, write_table
+from raymeta.io.results import (
+    ALPHA_PREFIX,
+    BALANCE_AT_ZERO_PREFIX,
+    BALANCE_PREFIX,
+    REC_PREFIX,
+    result_frame,
+    write_table,
+)
 from raymeta.method.ema import ExponentialAverage
 from raymeta.method.health import worst_by_block
 from raymeta.method.metamorphic import MetamorphicNetwork
@@ -67,37 +74,43 @@ def evaluate_monitor(
 def epoch_summary(
     record: EpochRecord, stage: Stage, stage_count: int, *, steps: int, images: int, epochs_left: int
 ) -> str:
-    """The progress line of a finished epoch: its losses, monitored accuracies, α and worst reconstruction error
-    per block (at γ = 0), its time, throughput (``steps`` optimiser steps and ``images`` training images over
+    """The progress line of a finished epoch: its losses, monitored accuracies, α, worst reconstruction error and
+    lowest loss balance per block (at γ = 0; no balance without a regulariser), its time, throughput (``steps`` optimiser steps and ``images`` training images over
     the epoch's time, monitoring included) and the time left: ``epochs_left`` more epochs at this one's time
     (later stages train more blocks, so their epochs take longer: an ETA from the last epoch errs short)."""
     losses = record.losses
     accuracies = "  ".join(f"acc γ={row['gamma']:g} {row['accuracy']:.4f}" for row in record.monitor)
     alphas = " ".join(f"{a:.2f}" for a in record.alphas.values())
     worst = " ".join(f"{e:.2f}" for e in worst_by_block(record.rec_errors).values())
+    lowest = " ".join(f"{b:.3g}" for b in worst_by_block(record.balance, lowest=True).values())
+    balance = f"  balance [{lowest}]" if lowest else ""
     return (
         f"train: stage {stage.index + 1}/{stage_count} epoch {record.epoch}/{stage.epochs} "
         f"step {record.step}  loss {losses['loss']:.4f} (task {losses['task']:.4f} "
         f"distill {losses['distill']:.4f} feature {losses['feature']:.4f} rec {losses['rec']:.5f} "
-        f"reg {losses['reg']:.2f})  {accuracies}  α [{alphas}]  rec [{worst}]  [{record.seconds:.1f}s, "
+        f"reg {losses['reg']:.2f})  {accuracies}  α [{alphas}]  rec [{worst}]{balance}  [{record.seconds:.1f}s, "
         f"{throughput(steps, images, record.seconds)}, ETA {format_duration(epochs_left * record.seconds)}]"
     )
 
 
-def health_columns(alphas: dict[str, float], errors: dict[str, float]) -> dict[str, float]:
-    """The health signals (:mod:`raymeta.method.health`) as the optional columns of monitor rows:
-    ``alpha.<block>`` and ``rec.<tensor>``."""
-    return {
-        **{ALPHA_PREFIX + name: float(value) for name, value in alphas.items()},
-        **{REC_PREFIX + path: float(value) for path, value in errors.items()},
-    }
+def health_columns(record: EpochRecord) -> dict[str, float]:
+    """The health signals (:mod:`raymeta.method.health`) of an epoch as the optional columns of monitor rows:
+    ``alpha.<block>``, ``rec.<tensor>``, ``balance.<tensor>`` and ``balance_at_zero.<tensor>``."""
+    signals = (
+        (ALPHA_PREFIX, record.alphas),
+        (REC_PREFIX, record.rec_errors),
+        (BALANCE_PREFIX, record.balance),
+        (BALANCE_AT_ZERO_PREFIX, record.balance_at_zero),
+    )
+    return {prefix + name: float(value) for prefix, values in signals for name, value in values.items()}
 
 
 def write_monitor_table(config: Config, state: TrainingState, dataset: str) -> Path | None:
     """The per-epoch monitor rows of the whole run so far, rewritten atomically as one Parquet file.
 
-    Each row carries its epoch's health signals as ``alpha.<block>`` and ``rec.<tensor>`` columns (the same on
-    every γ row of the epoch; NaN for a block not yet active, or for a record from before the signals)."""
+    Each row carries its epoch's health signals as ``alpha.<block>``, ``rec.<tensor>``, ``balance.<tensor>`` and
+    ``balance_at_zero.<tensor>`` columns (the same on every γ row of the epoch; NaN for a block not yet active,
+    or for a record from before the signals)."""
     import pandas as pd
 
     rows, placement, health, elapsed = [], [], [], 0.0
@@ -106,7 +119,7 @@ def write_monitor_table(config: Config, state: TrainingState, dataset: str) -> P
         for row in record.monitor:
             rows.append(row)
             placement.append((record.stage, record.global_epoch, elapsed))
-            health.append(health_columns(record.alphas, record.rec_errors))
+            health.append(health_columns(record))
     if not rows:  # no validation split (or a checkpoint from before monitor rows): no table, not a stale one
         (RunPaths(config.run_dir).results / "train-monitor.parquet").unlink(missing_ok=True)
         return None

@@ -28,6 +28,8 @@ from raymeta.io.files import RunPaths, StoragePath, atomic_write_text, location
 from raymeta.io.progress import Progress
 from raymeta.io.results import (
     ALPHA_PREFIX,
+    BALANCE_AT_ZERO_PREFIX,
+    BALANCE_PREFIX,
     PARAM_PREFIX,
     REC_PREFIX,
     ResultsError,
@@ -337,15 +339,38 @@ def training_figure(train: pd.DataFrame, methods: list[str], split: str = "valid
 
 
 HEALTH_SIGNALS = {
-    ALPHA_PREFIX: ("α per metamorphic block against epoch", "residual scale α", 0.0, "α = 0: the block is off"),
+    ALPHA_PREFIX: ("α per metamorphic block against epoch", "residual scale α", 0.0, "α = 0: the block is off", False),
     REC_PREFIX: (
         "Relative reconstruction error at γ = 0 per generated tensor against epoch",
         "‖W_gen − W_prior‖ / ‖W_prior‖",
         1.0,
         "1: no closer than zeros",
+        False,
+    ),
+    BALANCE_PREFIX: (
+        "Loss balance at γ = 0 per generated tensor against epoch: reconstruction pull / regulariser pull",
+        "‖λ_rec·∂rec/∂W‖ / (M·λ_reg)",
+        1.0,
+        "below 1: the regulariser wins",
+        True,
+    ),
+    BALANCE_AT_ZERO_PREFIX: (
+        "The same balance at W = 0 per generated tensor against epoch",
+        "‖λ_rec·∂rec/∂W‖ at W = 0 / (M·λ_reg)",
+        1.0,
+        "at or below 1: W = 0 minimises rec + reg",
+        True,
     ),
 }
-"""Column prefix → (title, y-axis title, reference level, what the level means) of the health figures."""
+"""Column prefix → (title, y-axis title, reference level, what the level means, logarithmic y axis) of the
+health figures."""
+
+HEALTH_FIGURE_IDS = {
+    ALPHA_PREFIX: "fig-alpha",
+    REC_PREFIX: "fig-reconstruction",
+    BALANCE_PREFIX: "fig-balance",
+    BALANCE_AT_ZERO_PREFIX: "fig-balance-at-zero",
+}
 
 TENSOR_DASHES = {
     "conv1.weight": "solid",
@@ -379,15 +404,21 @@ def health_figure(train: pd.DataFrame, prefix: str):
     columns = sorted((c for c in train.columns if c.startswith(prefix) and train[c].notna().any()), key=_natural_key)
     if not columns:
         return None
-    title, axis, level, meaning = HEALTH_SIGNALS[prefix]
+    title, axis, level, meaning, logarithmic = HEALTH_SIGNALS[prefix]
     # The signals are the epoch's, repeated on each of its γ rows: one point per epoch.
     epochs = train.drop_duplicates(["method", "run_id", "epoch"]).sort_values(["method", "run_id", "epoch"])
     blocks = sorted({_block_of(c[len(prefix) :]) for c in columns}, key=_natural_key)
     several = epochs[["method", "run_id"]].drop_duplicates().shape[0] > 1
     figure = go.Figure()
-    figure.add_hline(
-        y=level, line={"color": "#999", "dash": "dot"}, annotation_text=meaning, annotation_position="bottom right"
-    )
+    if logarithmic:  # the level as a trace: a shape's position on a log axis is read differently across plotly.js
+        span = [epochs["epoch"].min(), epochs["epoch"].max()]
+        figure.add_trace(
+            go.Scatter(x=span, y=[level] * 2, mode="lines", name=meaning, line={"color": "#999", "dash": "dot"})
+        )
+    else:
+        figure.add_hline(
+            y=level, line={"color": "#999", "dash": "dot"}, annotation_text=meaning, annotation_position="bottom right"
+        )
     for (method, run_id), rows in epochs.groupby(["method", "run_id"], sort=True):
         for column in columns:
             points = rows[["epoch", column]].dropna()  # none before the block became active
@@ -410,7 +441,7 @@ def health_figure(train: pd.DataFrame, prefix: str):
                 )
             )
     figure.update_xaxes(title_text="epoch")
-    figure.update_yaxes(title_text=axis)
+    figure.update_yaxes(title_text=axis, type="log" if logarithmic else "linear")
     figure.update_layout(title=title, height=420, template="plotly_white")
     return figure
 
@@ -741,11 +772,15 @@ def build_report(frame: pd.DataFrame, *, title: str = "raymeta report") -> str:
                 '<p class="note">The method\'s health, once per epoch on the weights the monitor '
                 "evaluates: α of each metamorphic block (0: the block is off, as in the skip baseline), and "
                 "the relative RMS error of each generated tensor at γ = 0 against the smoothed prior (0: a "
-                "perfect copy; 1: no closer than generating zeros).</p>"
+                "perfect copy; 1: no closer than generating zeros), and the loss balance of each tensor: the "
+                "reconstruction term's pull towards the prior over the regulariser's pull towards zero, at the "
+                "current weights and at W = 0 (below 1 the regulariser wins; at W = 0, at or below 1 zero is the "
+                "minimiser of the two, and the tensor is learned through the task loss only, that is through "
+                "α).</p>"
             )
-        for (_prefix, figure), div_id in zip(figures.items(), ("fig-alpha", "fig-reconstruction"), strict=False):
+        for prefix, figure in figures.items():
             if figure is not None:
-                body.append(_figure_html(figure, div_id))
+                body.append(_figure_html(figure, HEALTH_FIGURE_IDS[prefix]))
     if "trial_id" in frame.columns:
         table, figure = tune_section(frame[trials])
         body += ["<h2>Tune trials</h2>", table]

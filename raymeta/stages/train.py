@@ -28,7 +28,7 @@ from raymeta.io.progress import Progress, format_duration, throughput
 from raymeta.io.tracking import resolve_tracking, tracking
 from raymeta.method.adamw import RowAdamW
 from raymeta.method.ema import ExponentialAverage, inr_parameters
-from raymeta.method.health import block_alphas, reconstruction_errors
+from raymeta.method.health import block_alphas, loss_balance, reconstruction_errors
 from raymeta.method.metamorphic import MetamorphicNetwork
 from raymeta.method.models import block_name
 from raymeta.method.objective import LOSS_PARTS, Objective
@@ -358,6 +358,7 @@ def run_epoch(
             net, setup.monitor_loader, setup.device, config, setup.bundle.info.image_size, setup.collective
         )
         alphas, rec_errors = block_alphas(net), reconstruction_errors(net)
+        balance = loss_balance(net, setup.objective, config.train.configs_per_step)
     state.epoch += 1
     record = EpochRecord(
         stage=stage.index,
@@ -372,6 +373,8 @@ def run_epoch(
         score=monitor_score(rows, config),
         alphas=alphas,
         rec_errors=rec_errors,
+        balance=balance.ratio,
+        balance_at_zero=balance.at_zero,
     )
     state.history.append(record)
     if state.epoch >= stage.epochs:
