@@ -46,7 +46,12 @@ def test_export_with_k_samples_is_the_network_evaluation_scores(trained, tmp_pat
     net, config, payload = load_trained(RunPaths(trained.run_dir).train_checkpoint)
     export_network(net, config, payload.dataset, 0.5, tmp_path, onnx=False)  # default: the run's eval.samples = 3
     model, spec = load_exported(tmp_path)
-    assert spec["generation"] == {"samples": 3, "noise": config.inr.coordinate_noise, "seed": config.seed}
+    assert spec["generation"] == {
+        "samples": 3,
+        "noise": config.inr.coordinate_noise,
+        "seed": config.seed,
+        "calibration": 0,
+    }
     x = torch.randn(4, 3, 8, 8)
     with torch.no_grad():  # exactly how evaluate_gammas draws its K samples
         weights = net.generate(

@@ -181,10 +181,11 @@ def test_full_table_of_seed_tables(tmp_path, capsys):
     """On two seeds' tables of a few rows (no training): every row and target is printed, the costs per seed."""
     from raymeta.io.results import RunIdentity, result_frame, write_table
 
-    def rows(seed, method, run_id, gammas, accuracy, seconds):
+    def rows(seed, method, run_id, gammas, accuracy, seconds, calibration=None):
         identity = RunIdentity(f"seed{seed}{run_id}", method, "h", "fashion_mnist", "resnet20-16-32-64", (0.0, 0.5))
+        extra = {} if calibration is None else {"calibration": calibration}
         data = [
-            {"gamma": g, "samples": 5, "accuracy": accuracy + 0.01 * seed, "loss": 0.5, "params": 1, "macs": 1}
+            {"gamma": g, "samples": 5, "accuracy": accuracy + 0.01 * seed, "loss": 0.5, "params": 1, "macs": 1} | extra
             for g in gammas
         ]
         return result_frame(data, identity, stage=4, epoch=10, split="test", train_time_s=seconds)
@@ -193,8 +194,10 @@ def test_full_table_of_seed_tables(tmp_path, capsys):
     for seed in (0, 1):
         frames = [
             rows(seed, "metamorphic", "", grid, 0.86, 300.0),
+            rows(seed, "metamorphic", "", grid, 0.87, 300.0, calibration=512),  # eval.calibration: a row of its own
             rows(seed, "metamorphic-inr-off", "/inr-off", grid, 0.80, 300.0),
             rows(seed, "merge", "/merge", grid, 0.78, 0.0),
+            rows(seed, "merge", "/merge", grid, 0.77, 0.0, calibration=512),
             rows(seed, "slimmable", "/slimmable", grid[1:], 0.85, 301.0),
         ]
         for gamma in (0.25, 0.5):  # a network per γ: their costs add up
@@ -206,10 +209,12 @@ def test_full_table_of_seed_tables(tmp_path, capsys):
     table["main"](tmp_path)
     out = capsys.readouterr().out
     assert "| γ=-0.25 † | γ=0 | γ=0.25 | γ=0.5 | γ=0.625 † | γ=0.75 † | training cost, s per seed |" in out
-    assert "| raymeta (one network) (`metamorphic`) | 86.50 ± 0.71 |" in out and "| 300 |" in out
+    assert "| raymeta (one network), uncalibrated (`metamorphic`) | 86.50 ± 0.71 |" in out and "| 300 |" in out
+    assert "calibrated on 512 unlabelled training images (`metamorphic+calibrated`) | 87.50 ± 0.71 |" in out
     assert "(`individual`) |  |  | 87.50 ± 0.71 | 87.50 ± 0.71 |  |  | 200 |" in out
-    assert "| γ=0.5 above merge by more than the seed noise | +8.00 (need ≥ +0.71) | yes |" in out
-    assert "| γ=0.25 ahead of pruning + fine-tune at equal cost | +1.00 (need ≥ +0.00) | yes |" in out
+    # the targets judge the calibrated network, against the calibrated merge
+    assert "| γ=0.5 above merge+calibrated by more than the seed noise | +10.00 (need ≥ +0.71) | yes |" in out
+    assert "| γ=0.25 ahead of pruning + fine-tune at equal cost | +2.00 (need ≥ +0.00) | yes |" in out
     assert "| γ=0.75 † within 2.5 of Individual | – (need ≥ -2.50) | – |" in out  # no Individual there
 
 

@@ -72,6 +72,7 @@ OPTIONAL_COLUMNS: dict[str, str] = {
     "search_status": "string",
     "budget": "string",
     "train_budget_s": "float",
+    "calibration": "int",
 }
 """Columns a table may carry beyond the required ones (Ray Tune trials: the trial's id, and whether it
 finished, was stopped early by the scheduler or errored; an unfinished trial is evaluated at its last
@@ -81,7 +82,8 @@ the chosen row only), ``search_kind`` (uniform or per_block), ``search_status`` 
 budget) and ``budget`` (e.g. ``macs<=2e+07``); its rows also carry ``gamma.<block>`` and ``width.<block>``, and
 ``gamma`` is NaN on a per-block row (no single γ). A baseline trained for the metamorphic run's training time
 (``raymeta baseline slimmable``, and the pruning fine-tune of ``--finetune-budget equal``) carries
-``train_budget_s``: the seconds it was given."""
+``train_budget_s``: the seconds it was given. An evaluation with ``eval.calibration`` carries ``calibration``: the
+number of training images whose statistics calibrated each network (:mod:`raymeta.method.calibration`)."""
 
 PARAM_PREFIX = "param."
 """Tune writes one column per tuned parameter, ``param.<name>``, of any scalar type."""

@@ -68,6 +68,7 @@ from raymeta.stages.monitor import monitor_gammas
 from raymeta.stages.networks import build_network, load_trained, prior_network
 from raymeta.stages.runtime import (
     architecture,
+    calibration_images,
     load_data,
     place_training_split,
     seed_everything,
@@ -754,9 +755,20 @@ def merge_network(config: Config, prior: ResNet):
     return net.eval()
 
 
-def _base_rows(net, loader, device, gammas: list[float], config: Config, image_size: int) -> list[dict]:
-    """Test rows of a metamorphic network at ``gammas`` (K = 1: with its INRs off, noise changes nothing)."""
-    return evaluate_gammas(net, loader, device, gammas, samples=1, noise=0.0, seed=config.seed, image_size=image_size)
+def _base_rows(net, loader, device, gammas: list[float], config: Config, image_size: int, bundle) -> list[dict]:
+    """Test rows of a metamorphic network at ``gammas`` (K = 1: with its INRs off, noise changes nothing),
+    calibrated as ``raymeta evaluate`` calibrates when ``eval.calibration`` is set."""
+    return evaluate_gammas(
+        net,
+        loader,
+        device,
+        gammas,
+        samples=1,
+        noise=0.0,
+        seed=config.seed,
+        image_size=image_size,
+        calibration=calibration_images(bundle, config.eval.calibration, config.seed),
+    )
 
 
 def run_merge(
@@ -783,7 +795,7 @@ def run_merge(
         return []
     net = merge_network(config, prior).to(device)
     loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
-    rows = _base_rows(net, loader, device, todo, config, bundle.info.image_size)
+    rows = _base_rows(net, loader, device, todo, config, bundle.info.image_size, bundle)
     for row in rows:  # no α: the plain network's own count
         row["params"], row["macs"] = count_params_macs(
             prior.arch, net.hidden_widths(row["gamma"]), bundle.info.image_size
@@ -816,7 +828,12 @@ def run_inr_off(
         progress("baseline inr-off: note — the checkpoint is from an unfinished run")
     method = f"{method_name(trained_config)}-inr-off"
     settings_hash = short_hash(
-        {"config": trained_config.hash(), "baseline": "inr-off", "train_time_s": round(checkpoint.train_time_s, 3)}
+        {
+            "config": trained_config.hash(),
+            "baseline": "inr-off",
+            "train_time_s": round(checkpoint.train_time_s, 3),
+            **({"calibration": config.eval.calibration} if config.eval.calibration else {}),
+        }
     )
     done = finished_baselines(out, settings_hash)
     todo = [g for g in gammas if (method, round(float(g), 9)) not in done]
@@ -827,7 +844,7 @@ def run_inr_off(
     switch_off_inr(net)
     net.to(device)
     loader = make_loader(bundle.test, config.data.eval_batch_size, shuffle=False)
-    rows = _base_rows(net, loader, device, todo, config, bundle.info.image_size)
+    rows = _base_rows(net, loader, device, todo, config, bundle.info.image_size, bundle)
     identity = run_identity(
         trained_config,
         method=method,

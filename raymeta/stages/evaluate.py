@@ -74,6 +74,7 @@ def evaluate_gammas(
                 "params": params,
                 "macs": macs,
                 "wall_time_s": seconds,
+                **({} if calibration is None else {"calibration": len(calibration)}),
             }
         )
     return rows

@@ -15,15 +15,21 @@ cd "$(dirname "$0")/../.."
 RAYMETA=${RAYMETA:-.venv/bin/raymeta}
 PYTHON=${PYTHON:-.venv/bin/python}
 SEEDS=${SEEDS:-"0 1"}
-WIDTHS=${WIDTHS:-"0.25,0.5,0.625,0.75"}  # the widths a user deploys: Individual, pruning and its equal-cost share
+WIDTHS=${WIDTHS:-"0.25,0.5,0.625,0.75"}
+CALIBRATION=${CALIBRATION:-512}  # images of the training split whose statistics calibrate each width  # the widths a user deploys: Individual, pruning and its equal-cost share
 CONFIG=jobs/fashion_mnist_full.yaml
 for seed in $SEEDS; do
     run=runs/fashion-full/seed$seed
     mkdir -p "$run"
     $RAYMETA run --config $CONFIG --run-dir "$run" --workers 2 seed=$seed
+    # the same network calibrated on $CALIBRATION unlabelled training images (eval.calibration), and the merge and
+    # INR-off rows calibrated alike: what calibration adds, and what the INR adds once it is there
+    $RAYMETA evaluate --config $CONFIG --run-dir "$run" seed=$seed eval.calibration=$CALIBRATION
     $RAYMETA baseline skip --run-dir "$run"
     $RAYMETA baseline merge --run-dir "$run"
+    $RAYMETA baseline merge --run-dir "$run" eval.calibration=$CALIBRATION
     $RAYMETA baseline inr-off --run-dir "$run"
+    $RAYMETA baseline inr-off --run-dir "$run" eval.calibration=$CALIBRATION
     $RAYMETA baseline prune --run-dir "$run" --importance l1 --gammas=$WIDTHS --finetune-epochs 2 --finetune-budget equal
     $RAYMETA baseline slimmable --run-dir "$run"
     $RAYMETA baseline individual --config $CONFIG --run-dir "$run" --gammas=$WIDTHS --epochs 8 seed=$seed
