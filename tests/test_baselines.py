@@ -427,6 +427,14 @@ def test_baseline_slimmable_merge_inr_off_and_equal_cost_pruning_write_rows(eval
     assert (off["run_id"] == f"{paths.root.name}/inr-off").all()
     on = frame[(frame["method"] == "metamorphic") & (frame["phase"] == "final")].set_index("gamma")
     assert off.loc[0.5, "accuracy"] != on.loc[0.5, "accuracy"] or off.loc[0.5, "loss"] != on.loc[0.5, "loss"]
+    # calibrated (eval.calibration): rows of their own beside the uncalibrated ones, the same at γ = 0
+    assert main(["baseline", "inr-off", "--run-dir", run, "--gammas=0,0.5", "eval.calibration=16"]) == 0
+    calibrated = read_tables(paths.results)
+    calibrated = calibrated[calibrated["method"] == "metamorphic-inr-off+calibrated"].set_index("gamma")
+    assert (calibrated["calibration"] == 16).all() and calibrated.index.tolist() == [0.0, 0.5]
+    assert (calibrated["run_id"] == f"{paths.root.name}/inr-off+calibrated").all()
+    assert calibrated.loc[0.0, "accuracy"] == pytest.approx(off.loc[0.0, "accuracy"])
+    assert calibrated.loc[0.5, "loss"] != off.loc[0.5, "loss"]
 
     argv = ["baseline", "prune", "--run-dir", run, "--importance", "l1", "--gammas=0.25,0.5"]
     assert main([*argv, "--finetune-epochs", "0", "--finetune-budget", "equal"]) == 0

@@ -63,7 +63,7 @@ from raymeta.stages.baseline_rows import (
 )
 from raymeta.stages.evaluate import evaluate_gammas
 from raymeta.stages.fitting import EpochEnd, Optimisation, batches_per_epoch, fit, sgd_cosine, sgd_cosine_in_time
-from raymeta.stages.identity import run_identity
+from raymeta.stages.identity import calibrated_method, run_identity
 from raymeta.stages.monitor import monitor_gammas
 from raymeta.stages.networks import build_network, load_trained, prior_network
 from raymeta.stages.runtime import (
@@ -789,7 +789,8 @@ def run_merge(
         target_widths(prior.arch, blocks, gamma)
     settings_hash = short_hash({"config": config.hash(), "baseline": "merge"})
     done = finished_baselines(out, settings_hash)
-    todo = [g for g in gammas if ("merge", round(float(g), 9)) not in done]
+    method = calibrated_method("merge", config)
+    todo = [g for g in gammas if (method, round(float(g), 9)) not in done]
     if not todo:
         progress(f"baseline merge: every γ already in {out}, skipped")
         return []
@@ -801,7 +802,7 @@ def run_merge(
             prior.arch, net.hidden_widths(row["gamma"]), bundle.info.image_size
         )
     identity = run_identity(
-        config, method="merge", run_id=f"{run_name}/merge", dataset=bundle.info.name, config_hash=settings_hash
+        config, method=method, run_id=f"{run_name}/{method}", dataset=bundle.info.name, config_hash=settings_hash
     )
     frame = result_frame(rows, identity, stage=0, epoch=0, split="test", train_time_s=0.0)
     path = write_table(frame, out, name=f"merge-{settings_hash}-{short_hash(sorted(float(g) for g in todo))}.parquet")
@@ -826,7 +827,7 @@ def run_inr_off(
         )
     if not checkpoint.done:
         progress("baseline inr-off: note — the checkpoint is from an unfinished run")
-    method = f"{method_name(trained_config)}-inr-off"
+    method = calibrated_method(f"{method_name(trained_config)}-inr-off", config)
     settings_hash = short_hash(
         {
             "config": trained_config.hash(),
@@ -848,7 +849,7 @@ def run_inr_off(
     identity = run_identity(
         trained_config,
         method=method,
-        run_id=f"{run_name}/inr-off",
+        run_id=calibrated_method(f"{run_name}/inr-off", config),
         dataset=bundle.info.name,
         config_hash=settings_hash,
     )

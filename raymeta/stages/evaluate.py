@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from raymeta.config.schema import Config
+from raymeta.config.schema import Config, method_name
 from raymeta.errors import ConfigError
 from raymeta.io.data import make_loader
 from raymeta.io.files import RunPaths
@@ -17,7 +17,7 @@ from raymeta.io.results import SPLITS, result_frame, write_table
 from raymeta.io.tracking import log_run_files
 from raymeta.method.calibration import calibrate_many
 from raymeta.method.scoring import accuracies_and_losses
-from raymeta.stages.identity import run_identity
+from raymeta.stages.identity import calibrated_method, run_identity
 from raymeta.stages.networks import TrainedNetwork, load_trained
 from raymeta.stages.runtime import calibration_images, load_data, select_device
 
@@ -122,7 +122,12 @@ def evaluate_trained(
         )
     samples = config.eval.samples
     state = checkpoint.state
-    identity = run_identity(trained_config, run_id=RunPaths(config.run_dir).root.name, dataset=bundle.info.name)
+    identity = run_identity(
+        trained_config,
+        run_id=RunPaths(config.run_dir).root.name,
+        dataset=bundle.info.name,
+        method=calibrated_method(method_name(trained_config), config),
+    )
     frames = []
     for name in splits:
         dataset = bundle.test if name == "test" else bundle.validation

@@ -19,6 +19,15 @@ def architecture_name(config: Config) -> str:
     return f"{model.family}-{model.base_width or 64}-" + "-".join(str(n) for n in blocks)
 
 
+CALIBRATED = "+calibrated"
+"""What a method's name gains on rows of networks calibrated with ``eval.calibration``: rows of their own."""
+
+
+def calibrated_method(method: str, config: Config) -> str:
+    """``method``, with :data:`CALIBRATED` appended when ``config`` evaluates with ``eval.calibration``."""
+    return method + CALIBRATED if config.eval.calibration > 0 else method
+
+
 def run_identity(
     config: Config, *, run_id: str, dataset: str, method: str | None = None, config_hash: str | None = None
 ) -> RunIdentity:

@@ -41,8 +41,9 @@ def final_test_rows(folder: Path) -> pd.DataFrame:
         raise SystemExit(f"error: {folder} holds no seed*/ folder of result tables (make.sh copies them there)")
     frame = pd.concat(frames, ignore_index=True)
     frame = frame[(frame["phase"] == "final") & (frame["split"] == "test")]
-    if "calibration" in frame:  # rows evaluated with eval.calibration are rows of their own
-        calibrated = frame["calibration"].fillna(0) > 0
+    if "calibration" in frame:  # rows evaluated with eval.calibration are rows of their own (tables written
+        # before their method names said so: add it)
+        calibrated = (frame["calibration"].fillna(0) > 0) & ~frame["method"].str.endswith("+calibrated")
         frame.loc[calibrated, "method"] = frame.loc[calibrated, "method"] + "+calibrated"
     frame = frame.drop_duplicates(["run_id", "method", "gamma", "samples"], keep="last")
     return frame.assign(seed=frame["run_id"].str.split("/").str[0])
