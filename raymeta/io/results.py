@@ -72,7 +72,7 @@ OPTIONAL_COLUMNS: dict[str, str] = {
     "search_status": "string",
     "budget": "string",
     "train_budget_s": "float",
-    "calibration": "int",
+    "calibration": "float",
 }
 """Columns a table may carry beyond the required ones (Ray Tune trials: the trial's id, and whether it
 finished, was stopped early by the scheduler or errored; an unfinished trial is evaluated at its last
