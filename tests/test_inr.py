@@ -206,3 +206,48 @@ def test_the_inrs_elu_is_torchs_in_value_and_gradient():
     elu(x).backward(grad)
     torch.nn.functional.elu(reference).backward(grad)
     torch.testing.assert_close(x.grad, reference.grad, rtol=1e-6, atol=1e-7)
+
+
+def test_the_fused_residual_block_has_the_composed_ops_values_and_gradients():
+    # _Residual computes its own backward (one elementwise pass, s on the small products): it must equal autograd's
+    # through h + s·ELU(hW + b), one MLP ([P, H], scalar s) and batched ([n, P, H], s per MLP)
+    from raymeta.method.inr import _Residual
+
+    generator = torch.Generator().manual_seed(0)
+    for lead in ((), (3,)):
+        h, weight, bias = (
+            torch.randn(*lead, *shape, dtype=torch.float64, generator=generator) for shape in ((9, 5), (5, 5), (1, 5))
+        )
+        scale = torch.randn(lead, dtype=torch.float64, generator=generator)
+        inputs = [t.requires_grad_() for t in (h, weight, bias, scale)]
+        assert torch.autograd.gradcheck(_Residual.apply, inputs)
+        s = scale[:, None, None] if lead else scale
+        z = torch.baddbmm(bias, h, weight) if lead else torch.addmm(bias, h, weight)
+        composed = h + s * F.elu(z)
+        fused = _Residual.apply(*inputs)
+        torch.testing.assert_close(fused, composed, rtol=0, atol=1e-15)
+        grad = torch.randn(composed.shape, dtype=torch.float64, generator=generator)
+        expected = torch.autograd.grad(composed, inputs, grad)
+        for got, want in zip(torch.autograd.grad(fused, inputs, grad), expected, strict=True):
+            torch.testing.assert_close(got, want)
+
+
+def test_a_banks_features_in_one_pass_are_each_layers_own():
+    # _bank_features computes every layer's features from one pass over a layout's unpadded rows: each layer's
+    # rows must be the features of its own coordinates and noise, the samples one after the other
+    net = small_network()
+    hyper, widths = net.hyper, net.hidden_widths(0.3)
+    layouts = hyper._layouts(widths, torch.device("cpu"))
+    references = hyper.reference_shapes()
+    samples, noise = 3, 0.4
+    for b, layout in enumerate(layouts):
+        draw = hyper._draw_noise(layouts, samples, noise, torch.Generator().manual_seed(2))[b]
+        features = hyper._bank_features([(layout, samples, draw)], references)
+        assert len(features) == len(layout.segments)
+        for i, got in enumerate(features):
+            rows = sum(count for _, _, count, _ in layout.segments[i])
+            position = layout.raw[i, :rows, :3] + draw[:, i, :rows]  # [samples, rows, 3]
+            shape = layout.raw[i, :rows, 3:].expand(samples, rows, 3)
+            reference = torch.tensor([len(hyper.layers), *references[i].tolist()], dtype=torch.float64)
+            expected = fourier_features(torch.cat([position / shape, shape / reference], dim=-1), hyper.frequencies)
+            assert torch.equal(got, expected.reshape(samples * rows, -1)), (b, i)

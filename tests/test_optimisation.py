@@ -9,7 +9,7 @@ from test_evaluate import small_network
 from raymeta.io.artifacts import MetamorphicCheckpoint
 from raymeta.io.progress import Progress
 from raymeta.method.adamw import RowAdamW
-from raymeta.method.inr import BaseLayer, Hypernetwork
+from raymeta.method.inr import BaseLayer, Hypernetwork, _Layout
 from raymeta.method.schedule import build_optimizer, initialise_new_blocks, restart_new_blocks
 from raymeta.stages.collective import Collective, WorkUnit, my_configurations, my_rounds
 from raymeta.stages.train import run_training
@@ -125,12 +125,13 @@ def test_noise_on_the_shape_coordinates_moves_the_shape_features_too():
     raw = torch.tensor([[[1.0, 2.0, 1.0, 2.0, 4.0, 3.0]]], dtype=torch.float64)
     references = torch.tensor([[4.0, 3.0]], dtype=torch.float64)
     shift = torch.tensor([[[[0.1, 0.2, 0.3, 0.4, -0.2, 0.25]]]], dtype=torch.float64)
-    position_only = hyper._features(raw, references, shift[..., :3], 1)
-    with_shape = hyper._features(raw, references, shift, 1)
-    assert torch.allclose(position_only[0, 0], torch.tensor([1.1 / 2, 2.2 / 4, 1.3 / 3, 1, 1, 1]))
+    layout = _Layout(raw, [[("weight", 0, 1, (2, 4, 3, 3))]])
+    position_only = hyper._bank_features([(layout, 1, shift[..., :3])], references)[0]
+    with_shape = hyper._bank_features([(layout, 1, shift)], references)[0]
+    assert torch.allclose(position_only[0], torch.tensor([1.1 / 2, 2.2 / 4, 1.3 / 3, 1, 1, 1]))
     shape = torch.tensor([2.4, 3.8, 3.25])
     expected = torch.cat([torch.tensor([1.1, 2.2, 1.3]) / shape, shape / torch.tensor([2.0, 4.0, 3.0])])
-    assert torch.allclose(with_shape[0, 0], expected)
+    assert torch.allclose(with_shape[0], expected)
     # the generator: 6 columns drawn instead of 3, so the same seed gives other weights
     draws = [hyper.generate({(0, 0): 2}, noise=0.4, generator=torch.Generator().manual_seed(1)) for _ in range(2)]
     hyper.noise_shape = True

@@ -209,7 +209,7 @@ def bank_forward(
         return torch.stack([_mlp_forward(*tensors, input_activation) for tensors in mlps])
     h = _activate(torch.baddbmm(b_in, x, w_in), input_activation)
     for j in range(w_res.shape[1]):
-        h = torch.addcmul(h, s_res[:, j, None, None], elu(torch.baddbmm(b_res[:, j], h, w_res[:, j])))
+        h = residual(h, w_res[:, j], b_res[:, j], s_res[:, j])
     return torch.baddbmm(b_out, h, w_out)
 
 
@@ -227,7 +227,7 @@ def _mlp_forward(
     """One MLP of a bank, x: [P, in] → [P, out]: :func:`bank_forward`'s layers with plain products."""
     h = _activate(torch.addmm(b_in, x, w_in), input_activation)
     for j in range(w_res.shape[0]):
-        h = torch.addcmul(h, s_res[j], elu(torch.addmm(b_res[j], h, w_res[j])))
+        h = residual(h, w_res[j], b_res[j], s_res[j])
     return torch.addmm(b_out, h, w_out)
 
 
@@ -254,6 +254,63 @@ def elu(x: torch.Tensor) -> torch.Tensor:
     return _ELU.apply(x) if x.device.type == "cpu" else F.elu(x)
 
 
+class _Residual(torch.autograd.Function):
+    """One residual block of an INR, ``h + s·ELU(h W + b)``, with a backward of one elementwise pass.
+
+    h: [P, H] with W [H, H], b [1, H] and a scalar s (one MLP), or batched: [n, P, H], [n, H, H], [n, 1, H], [n].
+    The forward is :func:`elu`'s arithmetic; the tensors saved are the ones autograd would save (h, W, s, the
+    ELU's slope and output). Autograd's backward of the composed ops makes five passes over [P, H] (s·g, its
+    product with the slope, g·ELU for ∂s, the sum, then g plus the product's gradient); here ∂z = g·slope is the
+    one pass, s scales the small [H, H] products instead, ∂s is a dot product, and ``addmm`` adds g to the input
+    gradient in the same call. The same gradients up to float rounding (benchmarks/RESULTS.md, 2026-12-03)."""
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, scale):
+        batched = h.dim() == 3
+        z = torch.baddbmm(bias, h, weight) if batched else torch.addmm(bias, h, weight)
+        slope = torch.clamp(z, max=0).exp_()
+        activation = (slope - 1).add_(z.relu_())  # exact for z > 0 (0 + z), exp(z) − 1 below
+        ctx.save_for_backward(h, weight, scale, slope, activation)
+        return torch.addcmul(h, scale[:, None, None] if batched else scale, activation)
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, weight, scale, slope, activation = ctx.saved_tensors
+        need_h, need_weight, need_bias, need_scale = ctx.needs_input_grad
+        grad_h = grad_weight = grad_bias = grad_scale = None
+        dz = grad * slope  # ∂loss/∂z over s
+        if h.dim() == 3:
+            s = scale[:, None, None]
+            if need_scale:
+                grad_scale = (grad * activation).sum(dim=(1, 2))
+            if need_weight:
+                grad_weight = torch.bmm(h.transpose(1, 2), dz).mul_(s)
+            if need_bias:
+                grad_bias = dz.sum(dim=1, keepdim=True).mul_(s)
+            if need_h:
+                grad_h = torch.baddbmm(grad, dz, (weight * s).transpose(1, 2))
+        else:
+            if need_scale:
+                grad_scale = torch.dot(grad.reshape(-1), activation.reshape(-1))
+            if need_weight:
+                grad_weight = torch.mm(h.t(), dz).mul_(scale)
+            if need_bias:
+                grad_bias = dz.sum(dim=0, keepdim=True).mul_(scale)
+            if need_h:
+                grad_h = torch.addmm(grad, dz, (weight * scale).t())
+        return grad_h, grad_weight, grad_bias, grad_scale
+
+
+def residual(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``h + s·ELU(h W + b)`` (batched when h is [n, P, H]): :class:`_Residual` on a CPU; elsewhere, under autocast
+    and when compiled (the compiler fuses the elementwise work itself), the composed ops."""
+    batched = h.dim() == 3
+    if h.device.type == "cpu" and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling():
+        return _Residual.apply(h, weight, bias, scale)
+    z = torch.baddbmm(bias, h, weight) if batched else torch.addmm(bias, h, weight)
+    return torch.addcmul(h, scale[:, None, None] if batched else scale, elu(z))
+
+
 def _activate(h: torch.Tensor, activation: str) -> torch.Tensor:
     if activation == "relu":
         return F.relu(h)
@@ -275,6 +332,25 @@ class _Layout:
 
     raw: torch.Tensor  # [n_layers, P_max, 6] float64, never modified after construction
     segments: list[list[tuple[str, int, int, tuple[int, ...]]]]  # per layer: (kind, start, count, shape)
+    real: torch.Tensor | None = None
+    """[R, 6]: every layer's real (unpadded) rows of ``raw``, layer after layer (:meth:`flat`)."""
+    real_index: torch.Tensor | None = None
+    """[R]: where those rows lie in ``raw`` flattened to [n_layers · P_max, 6] (to gather a padded noise draw)."""
+    real_layer: torch.Tensor | None = None
+    """[R]: the layer of each of those rows."""
+
+    def flat(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(real rows, their indices in the flattened ``raw``, their layers), built once per layout: the features of
+        all of a bank's layers are computed in one pass over these rows, not one pass per layer."""
+        if self.real is None:
+            width = self.raw.shape[1]
+            counts = [_layer_rows(self, i) for i in range(len(self.segments))]
+            index = torch.cat([torch.arange(i * width, i * width + c) for i, c in enumerate(counts)])
+            layer = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+            device = self.raw.device
+            self.real_index, self.real_layer = index.to(device), layer.to(device)
+            self.real = self.raw.reshape(-1, self.raw.shape[-1])[self.real_index]
+        return self.real, self.real_index, self.real_layer
 
 
 class Hypernetwork(nn.Module):
@@ -491,8 +567,9 @@ class Hypernetwork(nn.Module):
         for i, length in enumerate(lengths):
             groups.setdefault(length, []).append(i)
         outputs: list[list[torch.Tensor | None]] = [[None] * layers for _ in pieces]
+        features = self._bank_features(pieces, references)
         for indices in groups.values():
-            x = torch.cat([self._layer_features(pieces, i, references) for i in indices])
+            x = torch.stack([features[i] for i in indices])
             out = bank.forward_subset(x, indices)
             for row, i in enumerate(indices):
                 parts = out[row].split([count * _layer_rows(layout, i) for layout, count, _ in pieces])
@@ -500,18 +577,30 @@ class Hypernetwork(nn.Module):
                     outputs[p][i] = part.reshape(count, _layer_rows(layout, i), bank.out_dim).sum(dim=0)
         return outputs
 
-    def _layer_features(
-        self, pieces: list[tuple[_Layout, int, torch.Tensor | None]], index: int, references: torch.Tensor
-    ) -> torch.Tensor:
-        """[1, rows, in]: the features of layer ``index``'s unpadded rows in every piece, pieces end to end."""
-        parts = []
+    def _bank_features(
+        self, pieces: list[tuple[_Layout, int, torch.Tensor | None]], references: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """Per layer, [rows, in]: the features of its unpadded rows in every piece, pieces end to end (each piece's
+        samples one after the other). Every layer's features of a piece come from one Fourier pass over all its
+        real rows (:meth:`_Layout.flat`): the same numbers as a pass per layer, elementwise, with a bank's few
+        dozen small calls per configuration made one."""
+        reference = torch.cat([torch.full_like(references[:, :1], float(len(self.layers))), references], dim=1)
+        per_layer: list[list[torch.Tensor]] = [[] for _ in pieces[0][0].segments]
         for layout, count, draw in pieces:
-            rows = _layer_rows(layout, index)
-            perturbation = None if draw is None else draw[:, index : index + 1, :rows]
-            parts.append(
-                self._features(layout.raw[index : index + 1, :rows], references[index : index + 1], perturbation, count)
-            )
-        return torch.cat(parts, dim=1)
+            real, index, layer = layout.flat()
+            position, shape = real[:, :3].expand(count, -1, 3), real[:, 3:].expand(count, -1, 3)
+            if draw is not None:  # new tensors: the cached coordinates stay intact
+                perturbation = draw.reshape(count, -1, draw.shape[-1])[:, index]
+                position = position + perturbation[..., :3]
+                if perturbation.shape[-1] == 6:  # noise_shape
+                    shape = shape + perturbation[..., 3:]
+            relative = torch.cat([position / shape, shape / reference[layer]], dim=-1)
+            features = fourier_features(relative, self.frequencies)  # [count, R, in]
+            start = 0
+            for i, rows in enumerate(_layer_rows(layout, i) for i in range(len(per_layer))):
+                per_layer[i].append(features[:, start : start + rows].reshape(count * rows, -1))
+                start += rows
+        return [parts[0] if len(parts) == 1 else torch.cat(parts) for parts in per_layer]
 
     def _tensors(self, layouts: list[_Layout], sums: list[list[torch.Tensor]], samples: int) -> dict[str, torch.Tensor]:
         """The named weights and biases of one configuration from its banks' per-layer output sums over samples."""
@@ -535,23 +624,6 @@ class Hypernetwork(nn.Module):
                     generated[f"{layer.module}.weight"] = values.reshape(shape) / shape[1]
                 else:
                     generated[f"{layer.module}.bias"] = values[:, 0]
-
-    def _features(
-        self, raw: torch.Tensor, references: torch.Tensor, perturbation: torch.Tensor | None, samples: int
-    ) -> torch.Tensor:
-        """Fourier features of [n, P, 6] raw coordinates; ``samples`` copies along P, each with its noise."""
-        n, width = raw.shape[:2]
-        position = raw[..., :3].expand(samples, n, width, 3)
-        shape = raw[..., 3:].expand(samples, n, width, 3)
-        if perturbation is not None:  # new tensors: the cached coordinates stay intact
-            position = position + perturbation[..., :3]
-            if perturbation.shape[-1] == 6:  # noise_shape
-                shape = shape + perturbation[..., 3:]
-        position = position.movedim(0, 1).reshape(n, samples * width, 3)
-        shape = shape.movedim(0, 1).reshape(n, samples * width, 3)
-        reference = torch.cat([torch.full_like(references[:, :1], float(len(self.layers))), references], dim=1)
-        relative = torch.cat([position / shape, shape / reference[:, None, :]], dim=-1)
-        return fourier_features(relative, self.frequencies)
 
 
 def _layer_rows(layout: _Layout, index: int) -> int:
