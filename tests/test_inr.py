@@ -251,3 +251,23 @@ def test_a_banks_features_in_one_pass_are_each_layers_own():
             reference = torch.tensor([len(hyper.layers), *references[i].tolist()], dtype=torch.float64)
             expected = fourier_features(torch.cat([position / shape, shape / reference], dim=-1), hyper.frequencies)
             assert torch.equal(got, expected.reshape(samples * rows, -1)), (b, i)
+
+
+def test_the_resampled_prior_is_kept_per_width_until_the_prior_changes():
+    # prior_base keeps each set of widths' resampled prior; loading other weights into the prior (in place) or
+    # changing one of its tensors must give the new prior's resampling, not the kept one
+    net = small_network(base="prior")
+    hidden = net.hidden_widths(0.5)
+    first = net.prior_base(hidden)
+    assert all(torch.equal(first[k], v) for k, v in net.prior_base(hidden).items())
+    other = ResNet(net.arch, batchnorm=False)
+    net.prior.load_state_dict(other.state_dict())
+    expected = small_network(base="prior")
+    expected.prior.load_state_dict(other.state_dict())
+    reloaded = net.prior_base(hidden)
+    assert all(torch.equal(reloaded[k], v) for k, v in expected.prior_base(hidden).items())
+    assert not all(torch.equal(reloaded[k], first[k]) for k in first)
+    name = next(k for k in first if k.endswith("conv1.weight"))
+    with torch.no_grad():
+        dict(net.prior.named_parameters())[name].mul_(2)  # an in-place change of one tensor
+    assert torch.allclose(net.prior_base(hidden)[name], 2 * reloaded[name])

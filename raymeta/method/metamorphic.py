@@ -10,6 +10,8 @@ the last block and the classifier are fine-tuned across configurations when ``fi
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,6 +19,9 @@ from torch import nn
 from raymeta.method.inr import BaseLayer, Hypernetwork
 from raymeta.method.models import ResNet, block_convs, block_name, count_params_macs, hidden_width
 from raymeta.method.widths import Gamma, block_gammas
+
+BASE_CACHE_SIZE = 64
+"""Sets of hidden widths whose resampled prior :meth:`MetamorphicNetwork.prior_base` keeps."""
 
 
 class MetamorphicNetwork(nn.Module):
@@ -39,6 +44,8 @@ class MetamorphicNetwork(nn.Module):
         if prior.batchnorm:
             raise ValueError("the prior must be BatchNorm-folded before it becomes metamorphic")
         self.prior = prior
+        self._base_cache: OrderedDict = OrderedDict()
+        """:meth:`prior_base` per set of hidden widths (the resampling is a few einsums per block, per configuration)."""
         self.arch = prior.arch
         self.blocks = list(blocks)
         self.convs = block_convs(self.arch)
@@ -165,6 +172,18 @@ class MetamorphicNetwork(nn.Module):
         adjacent (after smoothing, similar) channels are merged. h = C gives the prior exactly; h = k·C copies each
         channel k times and computes the prior's function exactly."""
         state = self.prior.state_dict()
+        names = [
+            f"{self.arch.module_prefix(s, b)}.{conv.name}.{kind}"
+            for s, b in self.active()
+            for conv in self.convs
+            for kind in ("weight", "bias")
+        ]
+        # the prior's tensors are frozen, but may be loaded in place or moved: the key holds each one's storage
+        # and version, so a changed tensor is a new key
+        key = (tuple(sorted(hidden.items())), tuple((state[n].data_ptr(), state[n]._version) for n in names))
+        if key in self._base_cache:
+            self._base_cache.move_to_end(key)
+            return dict(self._base_cache[key])
         base = {}
         for s, b in self.active():
             prefix = self.arch.module_prefix(s, b)
@@ -179,7 +198,10 @@ class MetamorphicNetwork(nn.Module):
                 if conv.hidden_in:  # input weights summed
                     weight = torch.einsum("hc,ockl->ohkl", matrix, weight) * (width / matrix.shape[0])
                 base[f"{prefix}.{conv.name}.weight"], base[f"{prefix}.{conv.name}.bias"] = weight, bias
-        return base
+        self._base_cache[key] = base
+        if len(self._base_cache) > BASE_CACHE_SIZE:
+            self._base_cache.popitem(last=False)
+        return dict(base)
 
     def is_full_width(self, gamma: Gamma) -> bool:
         """True when γ rounds to the prior's own shape: the configuration the reconstruction term supervises."""
