@@ -239,14 +239,21 @@ class _ELU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        slope = torch.clamp(x, max=0).exp_()
+        activation, slope = _elu_and_slope(x, in_place=False)
         ctx.save_for_backward(slope)
-        return (slope - 1).add_(torch.relu(x))  # exact for x > 0 (0 + x), exp(x) − 1 below
+        return activation
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (slope,) = ctx.saved_tensors
         return grad * slope
+
+
+def _elu_and_slope(x: torch.Tensor, *, in_place: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ELU(x), its derivative exp(min(x, 0))) through ``exp``: exact for x > 0 (0 + x), exp(x) − 1 below.
+    ``in_place``: ``x`` itself is overwritten (with relu(x)), for callers that do not need it after."""
+    slope = torch.clamp(x, max=0).exp_()
+    return (slope - 1).add_(x.relu_() if in_place else torch.relu(x)), slope
 
 
 def elu(x: torch.Tensor) -> torch.Tensor:
@@ -266,12 +273,9 @@ class _Residual(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, weight, bias, scale):
-        batched = h.dim() == 3
-        z = torch.baddbmm(bias, h, weight) if batched else torch.addmm(bias, h, weight)
-        slope = torch.clamp(z, max=0).exp_()
-        activation = (slope - 1).add_(z.relu_())  # exact for z > 0 (0 + z), exp(z) − 1 below
+        activation, slope = _elu_and_slope(_preactivation(h, weight, bias), in_place=True)
         ctx.save_for_backward(h, weight, scale, slope, activation)
-        return torch.addcmul(h, scale[:, None, None] if batched else scale, activation)
+        return torch.addcmul(h, _per_mlp(scale, h), activation)
 
     @staticmethod
     def backward(ctx, grad):
@@ -280,7 +284,7 @@ class _Residual(torch.autograd.Function):
         grad_h = grad_weight = grad_bias = grad_scale = None
         dz = grad * slope  # ∂loss/∂z over s
         if h.dim() == 3:
-            s = scale[:, None, None]
+            s = _per_mlp(scale, h)
             if need_scale:
                 grad_scale = (grad * activation).sum(dim=(1, 2))
             if need_weight:
@@ -304,11 +308,19 @@ class _Residual(torch.autograd.Function):
 def residual(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``h + s·ELU(h W + b)`` (batched when h is [n, P, H]): :class:`_Residual` on a CPU; elsewhere, under autocast
     and when compiled (the compiler fuses the elementwise work itself), the composed ops."""
-    batched = h.dim() == 3
     if h.device.type == "cpu" and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling():
         return _Residual.apply(h, weight, bias, scale)
-    z = torch.baddbmm(bias, h, weight) if batched else torch.addmm(bias, h, weight)
-    return torch.addcmul(h, scale[:, None, None] if batched else scale, elu(z))
+    return torch.addcmul(h, _per_mlp(scale, h), elu(_preactivation(h, weight, bias)))
+
+
+def _preactivation(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``h W + b``, for one MLP ([P, H]) or batched ([n, P, H])."""
+    return torch.baddbmm(bias, h, weight) if h.dim() == 3 else torch.addmm(bias, h, weight)
+
+
+def _per_mlp(scale: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """The residual scale broadcast over ``h``'s rows: s[n] as [n, 1, 1] when batched, the scalar as it is."""
+    return scale[:, None, None] if h.dim() == 3 else scale
 
 
 def _activate(h: torch.Tensor, activation: str) -> torch.Tensor:
@@ -597,8 +609,9 @@ class Hypernetwork(nn.Module):
             relative = torch.cat([position / shape, shape / reference[layer]], dim=-1)
             features = fourier_features(relative, self.frequencies)  # [count, R, in]
             start = 0
-            for i, rows in enumerate(_layer_rows(layout, i) for i in range(len(per_layer))):
-                per_layer[i].append(features[:, start : start + rows].reshape(count * rows, -1))
+            for i, parts in enumerate(per_layer):
+                rows = _layer_rows(layout, i)
+                parts.append(features[:, start : start + rows].reshape(count * rows, -1))
                 start += rows
         return [parts[0] if len(parts) == 1 else torch.cat(parts) for parts in per_layer]
 
